@@ -1,0 +1,38 @@
+# Trellis: every target sets up its own virtualenv from the pinned requirements.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest validate clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## make demo: the local twin (moto server + API on 127.0.0.1); Ctrl-C stops it all.
+demo: $(STAMP)
+	$(BIN)/python -m twin.run
+
+## make test: lint, type-check and the test suite.
+test: lint typecheck validate pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check chalicelib app.py twin tests
+	$(BIN)/ruff format --check chalicelib app.py twin
+
+typecheck: $(STAMP)
+	$(BIN)/mypy chalicelib app.py
+
+validate: $(STAMP)
+	$(BIN)/python -m chalicelib.validate campaigns/*.yaml
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache dist

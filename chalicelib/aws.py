@@ -1,0 +1,51 @@
+"""Lazily created, cached boto3 clients.
+
+boto3 reads ``AWS_ENDPOINT_URL`` itself, so the same code talks to AWS when deployed and to the
+moto server in the local twin. Clients are created on first use (not at import) to keep cold
+starts short and so that tests can swap the environment before anything connects.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+
+# Standard retry mode backs off on throttling and transient 5xx; AWS SDKs' recommended default.
+RETRY_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"})
+
+
+@functools.cache
+def _session() -> boto3.session.Session:
+    return boto3.session.Session()
+
+
+def _client(service: str, **kwargs: Any) -> Any:
+    return _session().client(service, config=RETRY_CONFIG, **kwargs)  # type: ignore[call-overload]
+
+
+@functools.cache
+def dynamodb() -> DynamoDBClient:
+    client: DynamoDBClient = _client("dynamodb")
+    return client
+
+
+@functools.cache
+def s3() -> S3Client:
+    # Presigned URLs must use SigV4 (the only scheme newer regions accept) and the regional host.
+    client: S3Client = _session().client(
+        "s3", config=RETRY_CONFIG.merge(Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+    )
+    return client
+
+
+def reset() -> None:
+    """Forget cached clients (tests that switch endpoints or credentials call this)."""
+    for getter in (dynamodb, s3, _session):
+        getter.cache_clear()

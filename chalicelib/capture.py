@@ -1,0 +1,237 @@
+"""Form and lead-magnet submissions: validate, defend against bots, upsert the lead in one write."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Optional, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from chalicelib.clock import Clock
+from chalicelib.entities import ConsentRecord, Enrolment, Event, Touch, iso, lead_id_for
+from chalicelib.errors import NotFound, ValidationFailed, WriteConflict
+from chalicelib.models import (
+    CONSENT_FIELD,
+    RENDERED_AT_FIELD,
+    Campaign,
+    Form,
+    NormalisedEmail,
+    Tracking,
+    submission_model,
+)
+from chalicelib.store import CaptureWrite, Store
+from chalicelib.tracking import TokenSigner
+
+SUBMISSION_EVENT = "form_submitted"
+_CONFLICT_RETRIES = 3
+_TRUE_VALUES = {"on", "true", "1", "yes", "y"}
+
+
+class AssetLinks(Protocol):
+    def download_url(self, asset_key: str, lifetime_seconds: int) -> str: ...
+
+
+@dataclass(frozen=True)
+class RequestMeta:
+    user_agent: Optional[str]
+    source_ip: Optional[str]
+
+
+@dataclass(frozen=True)
+class CaptureResult:
+    lead_id: str
+    lead_token: str
+    created: bool
+    thank_you_url: str
+    download_url: Optional[str] = None
+    bot: bool = False
+
+
+class Capture:
+    def __init__(self, campaign: Campaign, store: Store, signer: TokenSigner, assets: AssetLinks, clock: Clock) -> None:
+        self._campaign = campaign
+        self._store = store
+        self._signer = signer
+        self._assets = assets
+        self._clock = clock
+        self._models: dict[str, type[BaseModel]] = {
+            form_id: submission_model(form) for form_id, form in campaign.forms.items()
+        }
+
+    def form(self, form_id: str) -> Form:
+        form = self._campaign.forms.get(form_id)
+        if form is None:
+            raise NotFound("form", form_id)
+        return form
+
+    def submit(self, form_id: str, fields: Mapping[str, Any], meta: RequestMeta) -> CaptureResult:
+        form = self.form(form_id)
+        now = self._clock.now()
+        values, tracking, consent_given = self._validate(form_id, form, fields)
+        email: NormalisedEmail = values.pop("email")
+        lead_id = lead_id_for(email.identity)
+
+        bot_reason = self._bot_reason(fields, now)
+        if bot_reason is not None:
+            self._store.count_bot(form_id, bot_reason)
+            # Same answer a person gets, so the bot learns nothing; nothing is stored.
+            return self._result(form, lead_id, now, created=True, bot=True)
+
+        for _ in range(_CONFLICT_RETRIES):
+            known = self._store.get_lead(lead_id)
+            write = self._plan(form_id, form, now, lead_id, email, values, tracking, consent_given, meta, known)
+            try:
+                self._store.save_capture(write)
+            except WriteConflict:
+                continue  # someone changed the lead between our read and write: read again
+            return self._result(form, lead_id, now, created=known is None)
+        raise WriteConflict(f"lead kept changing during {_CONFLICT_RETRIES} attempts")
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def _validate(self, form_id: str, form: Form, fields: Mapping[str, Any]) -> tuple[dict[str, Any], Tracking, bool]:
+        # An empty HTML input means "not given", not "given as empty".
+        cleaned = {k: v for k, v in fields.items() if not (isinstance(v, str) and not v.strip())}
+        errors: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        tracking = Tracking()
+        try:
+            values = dict(self._models[form_id].model_validate(cleaned))
+        except ValidationError as e:
+            errors.update(_field_errors(e))
+        try:
+            tracking = Tracking.model_validate(cleaned)
+        except ValidationError as e:
+            errors.update(_field_errors(e))
+        consent_given = _truthy(cleaned.get(CONSENT_FIELD))
+        if form.consent is not None and form.consent.required and not consent_given:
+            errors[CONSENT_FIELD] = "consent is required to sign up with this form"
+        if errors:
+            raise ValidationFailed(errors)
+        return values, tracking, consent_given and form.consent is not None
+
+    def _bot_reason(self, fields: Mapping[str, Any], now: datetime) -> Optional[str]:
+        defence = self._campaign.bot_defence
+        honeypot = fields.get(defence.honeypot_field)
+        if honeypot not in (None, "", False):
+            return "honeypot"
+        rendered_at = fields.get(RENDERED_AT_FIELD)
+        if rendered_at in (None, ""):
+            return None  # a plain HTML post: the honeypot alone judges it
+        try:
+            elapsed = now.timestamp() - float(rendered_at) / 1000.0
+        except (TypeError, ValueError):
+            return "bad_timestamp"
+        # A negative elapsed time means the visitor's clock runs ahead of ours: no verdict.
+        if 0 <= elapsed < defence.min_fill_seconds:
+            return "too_fast"
+        return None
+
+    def _plan(
+        self,
+        form_id: str,
+        form: Form,
+        now: datetime,
+        lead_id: str,
+        email: NormalisedEmail,
+        values: dict[str, Any],
+        tracking: Tracking,
+        consent_given: bool,
+        meta: RequestMeta,
+        known: Any,
+    ) -> CaptureWrite:
+        at = iso(now)
+        touch = Touch(at=at, form_id=form_id, magnet=form.magnet, **tracking.model_dump(exclude_none=True))
+        profile: dict[str, Any] = {k: v for k, v in values.items() if k in form.fields and v is not None}
+        custom: dict[str, Any] = {k: v for k, v in values.items() if k in form.custom_fields and v is not None}
+
+        consent = None
+        if consent_given and form.consent is not None:
+            status = "pending_confirmation" if form.double_opt_in else "granted"
+            if known is not None and known.consent is not None and known.consent.status == "granted":
+                status = "granted"  # a confirmed lead stays confirmed when they sign up again
+            consent = ConsentRecord(
+                status=status, version=form.consent.version, text=form.consent.text, form_id=form_id, at=at
+            )
+
+        enrolment = None
+        if form.sequence is not None and (known is None or form.sequence not in known.sequences):
+            first_step = self._campaign.sequences[form.sequence].steps[0]
+            awaiting = consent is not None and consent.status == "pending_confirmation"
+            enrolment = Enrolment(
+                lead_id=lead_id,
+                sequence_id=form.sequence,
+                status="awaiting_confirmation" if awaiting else "active",
+                step_index=0,
+                enrolled_at=at,
+                due_at=None if awaiting else iso(now + first_step.delay),
+            )
+
+        stage: Optional[str] = None
+        if known is None:
+            stage = form.stage
+        elif known.stage == "subscriber" and form.stage == "lead":
+            stage = "lead"
+
+        event = Event(
+            lead_id=lead_id,
+            event_id=secrets.token_hex(8),
+            type=SUBMISSION_EVENT,
+            at=at,
+            data={
+                "form_id": form_id,
+                "magnet": form.magnet,
+                "fields": sorted(profile) + sorted(custom),
+                "consent": consent is not None,
+                "user_agent": (meta.user_agent or "")[:512] or None,
+                "ip_hash": self._signer.pseudonym(meta.source_ip) if meta.source_ip else None,
+                **tracking.model_dump(exclude_none=True),
+            },
+        )
+        return CaptureWrite(
+            lead_id=lead_id,
+            now=at,
+            email=email.address,
+            email_identity=email.identity,
+            touch=touch,
+            event=event,
+            known_stage=None if known is None else known.stage,
+            stage=stage,
+            profile=profile,
+            custom=custom,
+            consent=consent,
+            magnet=form.magnet,
+            enrolment=enrolment,
+        )
+
+    def _result(self, form: Form, lead_id: str, now: datetime, created: bool, bot: bool = False) -> CaptureResult:
+        download_url = None
+        if form.magnet is not None:
+            magnet = self._campaign.magnets[form.magnet]
+            download_url = self._assets.download_url(magnet.asset_key, int(magnet.link_lifetime.total_seconds()))
+        return CaptureResult(
+            lead_id=lead_id,
+            lead_token=self._signer.lead_token(lead_id, now),
+            created=created,
+            thank_you_url=form.thank_you_url,
+            download_url=download_url,
+            bot=bot,
+        )
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return isinstance(value, str) and value.strip().lower() in _TRUE_VALUES
+
+
+def _field_errors(error: ValidationError) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for item in error.errors():
+        name = str(item["loc"][0]) if item["loc"] else "body"
+        message = item["msg"].removeprefix("Value error, ")
+        fields.setdefault(name, message)
+    return fields

@@ -1,0 +1,185 @@
+"""What Trellis stores. Each entity turns itself into and out of a DynamoDB item's attributes;
+``chalicelib.store`` adds the keys and index attributes, which only it knows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Optional
+
+
+def iso(moment: datetime) -> str:
+    """UTC timestamps in one fixed-width format, so they sort as strings in DynamoDB keys."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def lead_id_for(email_identity: str) -> str:
+    """Deterministic id from the normalised email: resubmits land on the same item, no lookup."""
+    return hashlib.sha256(f"trellis-lead:{email_identity}".encode()).hexdigest()[:32]
+
+
+def to_dynamo_value(value: Any) -> Any:
+    """DynamoDB has no floats; numbers travel as Decimal."""
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: to_dynamo_value(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [to_dynamo_value(v) for v in value]
+    return value
+
+
+def from_dynamo_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: from_dynamo_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_dynamo_value(v) for v in value]
+    if isinstance(value, set):
+        return sorted(from_dynamo_value(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class Touch:
+    """One attribution touch: where a submission came from."""
+
+    at: str
+    form_id: str
+    magnet: Optional[str] = None
+    utm_source: Optional[str] = None
+    utm_medium: Optional[str] = None
+    utm_campaign: Optional[str] = None
+    utm_term: Optional[str] = None
+    utm_content: Optional[str] = None
+    referrer: Optional[str] = None
+    page_url: Optional[str] = None
+
+    def to_item(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Touch:
+        return cls(**{k: item.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    """Marketing consent as given: which wording (version), when, on which form."""
+
+    status: str  # "granted" or "pending_confirmation" (double opt-in)
+    version: str
+    text: str
+    form_id: str
+    at: str
+
+    def to_item(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> ConsentRecord:
+        return cls(**{k: item[k] for k in cls.__dataclass_fields__})
+
+
+PROFILE_FIELDS = ("first_name", "last_name", "phone", "company", "job_title")
+CUSTOM_PREFIX = "cf_"
+
+
+@dataclass(frozen=True)
+class Lead:
+    lead_id: str
+    email: str
+    email_identity: str
+    stage: str
+    score: int
+    created_at: str
+    updated_at: str
+    first_touch: Touch
+    last_touch: Touch
+    profile: dict[str, str] = field(default_factory=dict)
+    custom: dict[str, Any] = field(default_factory=dict)
+    consent: Optional[ConsentRecord] = None
+    magnets: tuple[str, ...] = ()
+    sequences: tuple[str, ...] = ()
+    submissions: int = 0
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Lead:
+        plain = from_dynamo_value(item)
+        return cls(
+            lead_id=plain["lead_id"],
+            email=plain["email"],
+            email_identity=plain["email_identity"],
+            stage=plain["stage"],
+            score=int(plain.get("score", 0)),
+            created_at=plain["created_at"],
+            updated_at=plain["updated_at"],
+            first_touch=Touch.from_item(plain["first_touch"]),
+            last_touch=Touch.from_item(plain["last_touch"]),
+            profile={k: plain[k] for k in PROFILE_FIELDS if k in plain},
+            custom={k[len(CUSTOM_PREFIX) :]: v for k, v in plain.items() if k.startswith(CUSTOM_PREFIX)},
+            consent=ConsentRecord.from_item(plain["consent"]) if "consent" in plain else None,
+            magnets=tuple(plain.get("magnets", ())),
+            sequences=tuple(plain.get("sequences", ())),
+            submissions=int(plain.get("submissions", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something a lead did or that happened to them; the stream handler scores these."""
+
+    lead_id: str
+    event_id: str
+    type: str
+    at: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_item(self) -> dict[str, Any]:
+        return {
+            "lead_id": self.lead_id,
+            "event_id": self.event_id,
+            "type": self.type,
+            "at": self.at,
+            "data": to_dynamo_value(self.data),
+        }
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Event:
+        plain = from_dynamo_value(item)
+        return cls(plain["lead_id"], plain["event_id"], plain["type"], plain["at"], plain.get("data", {}))
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """A lead's place in one sequence. ``due_at`` is set only while a step waits to be sent."""
+
+    lead_id: str
+    sequence_id: str
+    status: str  # "active", "awaiting_confirmation", later "completed" / "exited"
+    step_index: int
+    enrolled_at: str
+    due_at: Optional[str]
+
+    def to_item(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Enrolment:
+        plain = from_dynamo_value(item)
+        return cls(
+            lead_id=plain["lead_id"],
+            sequence_id=plain["sequence_id"],
+            status=plain["status"],
+            step_index=int(plain["step_index"]),
+            enrolled_at=plain["enrolled_at"],
+            due_at=plain.get("due_at"),
+        )

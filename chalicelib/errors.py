@@ -1,0 +1,51 @@
+"""Domain errors. HTTP status codes are mapped from these in one place (``chalicelib.http``)."""
+
+from __future__ import annotations
+
+
+class TrellisError(Exception):
+    """Base of every error Trellis raises on purpose."""
+
+
+class ConfigError(TrellisError):
+    """Settings or a campaign file are missing or invalid; raised at cold start."""
+
+
+class NotFound(TrellisError):
+    def __init__(self, what: str, identifier: str) -> None:
+        super().__init__(f"{what} {identifier!r} not found")
+        self.what = what
+        self.identifier = identifier
+
+
+class ValidationFailed(TrellisError):
+    """Input was rejected; ``fields`` maps each bad field to the reason."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("validation failed: " + ", ".join(sorted(fields)))
+        self.fields = fields
+
+
+class PayloadTooLarge(TrellisError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body is larger than {limit} bytes")
+        self.limit = limit
+
+
+class UnsupportedMediaType(TrellisError):
+    def __init__(self, content_type: str, accepted: tuple[str, ...]) -> None:
+        super().__init__(f"unsupported content type {content_type!r}")
+        self.content_type = content_type
+        self.accepted = accepted
+
+
+class InvalidToken(TrellisError):
+    """A token failed its signature, purpose or expiry check. Callers act on nothing."""
+
+
+class StoreError(TrellisError):
+    """DynamoDB refused or failed a request after retries."""
+
+
+class WriteConflict(StoreError):
+    """A conditional write lost a race; the caller re-reads and tries again."""

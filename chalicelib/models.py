@@ -1,0 +1,340 @@
+"""Pydantic models at the boundaries: the campaign file and form submissions."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal, Optional, get_args
+from urllib.parse import urlsplit
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Shared field types
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _parse_duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError("expected a duration such as 30s, 15m, 2h, 3d or 1w")
+    amount, unit = match.groups()
+    return timedelta(**{_DURATION_UNITS[unit]: int(amount)})
+
+
+Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an absolute http(s) URL")
+    return value
+
+
+def _origin(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        raise ValueError("must be an origin such as https://www.example.com (no path)")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+HttpUrl = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2048), AfterValidator(_http_url)]
+Origin = Annotated[str, AfterValidator(_origin)]
+Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+
+class NormalisedEmail(BaseModel):
+    """An address as given (for sending) and its identity form (for deduplication)."""
+
+    address: str
+    identity: str
+
+
+def normalise_email(value: str) -> NormalisedEmail:
+    """Validate syntax (no DNS at request time) and derive the identity used for dedupe.
+
+    The identity is the whole address trimmed and case-folded, as CRMs match contacts; plus-tags
+    are kept, so ``a+x@`` and ``a@`` are different leads.
+    """
+    try:
+        result = validate_email(value.strip(), check_deliverability=False)
+    except EmailNotValidError as e:
+        raise ValueError(str(e)) from e
+    return NormalisedEmail(address=result.normalized, identity=result.normalized.casefold())
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The campaign file
+
+StandardField = Literal["email", "first_name", "last_name", "phone", "company", "job_title"]
+Requirement = Literal["required", "optional"]
+Stage = Literal["subscriber", "lead", "mql", "sql", "opportunity", "customer", "recycled", "disqualified"]
+CAPTURE_STAGES = ("subscriber", "lead")
+
+TRACKING_FIELDS = (
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "referrer",
+    "page_url",
+)
+CONSENT_FIELD = "consent"
+RENDERED_AT_FIELD = "rendered_at"
+_RESERVED = set(get_args(StandardField)) | set(TRACKING_FIELDS) | {CONSENT_FIELD, RENDERED_AT_FIELD}
+
+
+class CustomField(_Strict):
+    type: Literal["text", "number", "choice", "checkbox"] = "text"
+    required: bool = False
+    max_length: int = Field(default=200, ge=1, le=2000)
+    choices: Optional[list[str]] = None
+
+    @model_validator(mode="after")
+    def _choices_match_type(self) -> CustomField:
+        if self.type == "choice" and not self.choices:
+            raise ValueError("a choice field needs a non-empty 'choices' list")
+        if self.type != "choice" and self.choices is not None:
+            raise ValueError("'choices' is only allowed on a choice field")
+        return self
+
+
+class Consent(_Strict):
+    required: bool = True
+    version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    text: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+
+def _email_only() -> dict[StandardField, Requirement]:
+    return {"email": "required"}
+
+
+class Form(_Strict):
+    kind: Literal["signup", "magnet"]
+    stage: Literal["subscriber", "lead"] = "lead"
+    thank_you_url: HttpUrl
+    allowed_origins: list[Origin] = Field(default_factory=list)
+    fields: dict[StandardField, Requirement] = Field(default_factory=_email_only)
+    custom_fields: dict[Identifier, CustomField] = Field(default_factory=dict)
+    consent: Optional[Consent] = None
+    double_opt_in: bool = False
+    magnet: Optional[Identifier] = None
+    sequence: Optional[Identifier] = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Form:
+        if self.fields.get("email") != "required":
+            raise ValueError("fields.email must be 'required': a lead is identified by its email")
+        if (self.kind == "magnet") != (self.magnet is not None):
+            raise ValueError("a 'magnet' form must name its magnet, and only a magnet form may")
+        if self.double_opt_in and self.consent is None:
+            raise ValueError("double_opt_in needs a consent block to confirm")
+        clashes = sorted(set(self.custom_fields) & _RESERVED)
+        if clashes:
+            raise ValueError(f"custom_fields may not reuse built-in names: {', '.join(clashes)}")
+        return self
+
+
+class Magnet(_Strict):
+    title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    asset_key: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    # SigV4 presigned URLs cannot outlive seven days.
+    link_lifetime: Duration = timedelta(days=1)
+
+    @field_validator("link_lifetime")
+    @classmethod
+    def _within_presign_limit(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= value <= timedelta(days=7):
+            raise ValueError("link_lifetime must be between 1m and 7d (the S3 presigned URL limit)")
+        return value
+
+
+class Step(_Strict):
+    id: Identifier
+    delay: Duration
+    subject: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    template: Annotated[str, StringConstraints(min_length=1)]
+
+
+class Sequence(_Strict):
+    steps: list[Step] = Field(min_length=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _unique_step_ids(cls, steps: list[Step]) -> list[Step]:
+        seen: set[str] = set()
+        for step in steps:
+            if step.id in seen:
+                raise ValueError(f"step id {step.id!r} is used twice")
+            seen.add(step.id)
+        return steps
+
+
+class Sender(_Strict):
+    from_address: str
+    from_name: str = ""
+    reply_to: Optional[str] = None
+    postal_address: Annotated[str, StringConstraints(min_length=1)]
+
+    @field_validator("from_address", "reply_to")
+    @classmethod
+    def _valid_address(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else normalise_email(value).address
+
+
+class BotDefence(_Strict):
+    honeypot_field: Identifier = "website"
+    min_fill_seconds: float = Field(default=3.0, ge=0, le=600)
+
+
+class Scoring(_Strict):
+    mql_threshold: int = Field(gt=0)
+    sql_threshold: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Scoring:
+        if self.sql_threshold <= self.mql_threshold:
+            raise ValueError("sql_threshold must be above mql_threshold")
+        return self
+
+
+class SalesRep(_Strict):
+    name: Annotated[str, StringConstraints(min_length=1)]
+    email: str
+
+    @field_validator("email")
+    @classmethod
+    def _valid_address(cls, value: str) -> str:
+        return normalise_email(value).address
+
+
+class Sales(_Strict):
+    team: list[SalesRep] = Field(min_length=1)
+
+
+class Campaign(_Strict):
+    name: Identifier
+    title: str = ""
+    timezone: str = "UTC"
+    sender: Sender
+    bot_defence: BotDefence = BotDefence()
+    magnets: dict[Identifier, Magnet] = Field(default_factory=dict)
+    forms: dict[Identifier, Form] = Field(min_length=1)
+    sequences: dict[Identifier, Sequence] = Field(default_factory=dict)
+    scoring: Scoring
+    sales: Sales
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown time zone {value!r}") from e
+        return value
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Campaign:
+        problems = []
+        for form_id, form in self.forms.items():
+            if form.magnet is not None and form.magnet not in self.magnets:
+                problems.append(f"forms.{form_id}.magnet: no magnet named {form.magnet!r}")
+            if form.sequence is not None and form.sequence not in self.sequences:
+                problems.append(f"forms.{form_id}.sequence: no sequence named {form.sequence!r}")
+            if form.custom_fields.keys() & {self.bot_defence.honeypot_field}:
+                problems.append(f"forms.{form_id}.custom_fields: clashes with the honeypot field")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Form submissions
+
+_Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+_Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+_Phone = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 ()./-]{3,39}$"),
+]
+_Email = Annotated[NormalisedEmail, BeforeValidator(lambda v: normalise_email(v) if isinstance(v, str) else v)]
+
+_STANDARD_TYPES: dict[str, Any] = {
+    "email": _Email,
+    "first_name": _Name,
+    "last_name": _Name,
+    "phone": _Phone,
+    "company": _Text,
+    "job_title": _Text,
+}
+
+
+class Tracking(BaseModel):
+    """Attribution fields any form accepts."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    utm_source: Optional[_Text] = None
+    utm_medium: Optional[_Text] = None
+    utm_campaign: Optional[_Text] = None
+    utm_term: Optional[_Text] = None
+    utm_content: Optional[_Text] = None
+    referrer: Optional[HttpUrl] = None
+    page_url: Optional[HttpUrl] = None
+
+
+def _custom_type(spec: CustomField) -> Any:
+    if spec.type == "number":
+        return float
+    if spec.type == "checkbox":
+        return bool
+    if spec.type == "choice":
+        assert spec.choices is not None
+        return Literal[tuple(spec.choices)]
+    return Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=spec.max_length)]
+
+
+def submission_model(form: Form) -> type[BaseModel]:
+    """Build the pydantic model of one form's fields: what it declares, and nothing else.
+
+    Undeclared fields are ignored (never stored): landing-page builders add submit buttons and
+    tracking fields of their own, and rejecting a real person's signup for those would lose a lead.
+    """
+    definitions: dict[str, Any] = {}
+    for standard_name, requirement in form.fields.items():
+        field_type = _STANDARD_TYPES[standard_name]
+        definitions[standard_name] = (field_type, ...) if requirement == "required" else (Optional[field_type], None)
+    for name, spec in form.custom_fields.items():
+        field_type = _custom_type(spec)
+        definitions[name] = (field_type, ...) if spec.required else (Optional[field_type], None)
+    model: type[BaseModel] = create_model(
+        "FormSubmission",
+        __config__=ConfigDict(extra="ignore", frozen=True),
+        **definitions,
+    )
+    return model

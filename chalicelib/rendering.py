@@ -1,0 +1,25 @@
+"""Jinja2 over templates/ with autoescape on: every HTML Trellis produces goes through here."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from chalicelib.config import TEMPLATES_DIR
+
+
+@functools.cache
+def environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_page(name: str, **context: Any) -> str:
+    return environment().get_template(f"pages/{name}").render(**context)

@@ -1,0 +1,208 @@
+"""The HTTP edge: parse Chalice requests, call the domain, shape responses.
+
+Every domain error becomes an HTTP status here and nowhere else (``error_response``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from chalice.app import Request, Response
+
+from chalicelib.capture import CaptureResult, RequestMeta
+from chalicelib.config import MAX_BODY_BYTES
+from chalicelib.errors import (
+    ConfigError,
+    InvalidToken,
+    NotFound,
+    PayloadTooLarge,
+    StoreError,
+    TrellisError,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from chalicelib.rendering import render_page
+from chalicelib.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+Headers = dict[str, str | list[str]]
+
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+ACCEPTED_TYPES = (JSON, FORM)
+_MAX_FORM_FIELDS = 100
+
+
+@dataclass(frozen=True)
+class _Status:
+    code: int
+    error: str
+    heading: str
+
+
+_STATUS: list[tuple[type[TrellisError], _Status]] = [
+    (ValidationFailed, _Status(400, "validation_error", "Please check the form")),
+    (InvalidToken, _Status(400, "invalid_token", "This link is not valid")),
+    (NotFound, _Status(404, "not_found", "Not found")),
+    (PayloadTooLarge, _Status(413, "payload_too_large", "Too much data")),
+    (UnsupportedMediaType, _Status(415, "unsupported_media_type", "Unsupported form encoding")),
+    (StoreError, _Status(503, "unavailable", "Please try again in a moment")),
+    (ConfigError, _Status(500, "misconfigured", "Something is wrong on our side")),
+]
+
+
+def _status_for(error: TrellisError) -> _Status:
+    for kind, status in _STATUS:
+        if isinstance(error, kind):
+            return status
+    return _Status(500, "internal_error", "Something is wrong on our side")
+
+
+def error_response(
+    error: TrellisError, *, html: bool = False, headers: Optional[Headers] = None, back_url: Optional[str] = None
+) -> Response:
+    status = _status_for(error)
+    headers = dict(headers or {})
+    body: dict[str, Any] = {"error": status.error}
+    if isinstance(error, ValidationFailed):
+        body["fields"] = error.fields
+    elif isinstance(error, UnsupportedMediaType):
+        body["message"] = str(error)
+        body["accepted"] = list(error.accepted)
+    elif isinstance(error, PayloadTooLarge):
+        body["message"] = str(error)
+        body["limit_bytes"] = error.limit
+    elif isinstance(error, NotFound):
+        body["message"] = str(error)
+    if status.code >= 500:
+        logger.error("request failed: %s", type(error).__name__, exc_info=error)
+        headers.setdefault("Retry-After", "30")
+    if html:
+        page = render_page(
+            "error.html",
+            heading=status.heading,
+            message=_html_message(error),
+            fields=body.get("fields", {}),
+            back_url=back_url,
+        )
+        return Response(page, status_code=status.code, headers={**headers, "Content-Type": "text/html; charset=utf-8"})
+    return Response(body, status_code=status.code, headers={**headers, "Content-Type": JSON})
+
+
+def _html_message(error: TrellisError) -> str:
+    if isinstance(error, ValidationFailed):
+        return "Some of what you entered could not be accepted:"
+    if isinstance(error, NotFound):
+        return "This form does not exist (any more). Please check the page you came from."
+    if isinstance(error, PayloadTooLarge):
+        return "The form sent more data than we accept."
+    if isinstance(error, StoreError):
+        return "We could not save your details just now; nothing was stored. Please try again."
+    return "Something went wrong; nothing was stored."
+
+
+# -- forms ------------------------------------------------------------------------------------
+
+
+def _media_type(request: Request) -> str:
+    return (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+
+
+def _read_fields(request: Request) -> dict[str, Any]:
+    media_type = _media_type(request)
+    if media_type not in ACCEPTED_TYPES:
+        raise UnsupportedMediaType(media_type or "(none)", ACCEPTED_TYPES)
+    raw = request.raw_body or b""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8")
+    if len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(MAX_BODY_BYTES)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValidationFailed({"body": "must be UTF-8 encoded"}) from e
+    if media_type == FORM:
+        try:
+            pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FORM_FIELDS)
+        except ValueError as e:
+            raise ValidationFailed({"body": f"more than {_MAX_FORM_FIELDS} fields"}) from e
+        return dict(pairs)  # a repeated name keeps its last value, as most form handlers do
+    try:
+        data = json.loads(text) if text.strip() else None
+    except ValueError as e:
+        raise ValidationFailed({"body": f"not valid JSON: {e}"}) from e
+    if not isinstance(data, dict):
+        raise ValidationFailed({"body": "must be a JSON object of field names to values"})
+    return data
+
+
+def _request_meta(request: Request) -> RequestMeta:
+    identity = (request.context or {}).get("identity") or {}
+    return RequestMeta(user_agent=request.headers.get("user-agent"), source_ip=identity.get("sourceIp"))
+
+
+def _cors_headers(runtime: Runtime, form_id: str, request: Request) -> Headers:
+    origin = (request.headers.get("origin") or "").lower()
+    form = runtime.campaign.forms.get(form_id)
+    if form is None or not origin or origin not in form.allowed_origins:
+        return {"Vary": "Origin"}
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+
+
+def _safe_back_url(request: Request) -> Optional[str]:
+    referer = str(request.headers.get("referer") or "")
+    if referer and urlsplit(referer).scheme in ("http", "https"):
+        return referer
+    return None
+
+
+def submit_form(runtime: Runtime, form_id: str, request: Request) -> Response:
+    html = _media_type(request) == FORM
+    cors = _cors_headers(runtime, form_id, request)
+    try:
+        runtime.capture.form(form_id)  # unknown form: 404 before reading the body
+        fields = _read_fields(request)
+        result = runtime.capture.submit(form_id, fields, _request_meta(request))
+    except TrellisError as e:
+        return error_response(e, html=html, headers=cors, back_url=_safe_back_url(request))
+    return _capture_response(result, html, cors)
+
+
+def _capture_response(result: CaptureResult, html: bool, headers: Headers) -> Response:
+    if html:
+        location = result.thank_you_url
+        if result.download_url:
+            location = _with_query(location, download_url=result.download_url)
+        return Response("", status_code=303, headers={**headers, "Location": location})
+    body = {"lead_id": result.lead_id, "lead_token": result.lead_token}
+    if result.download_url:
+        body["download_url"] = result.download_url
+    return Response(body, status_code=201 if result.created else 200, headers={**headers, "Content-Type": JSON})
+
+
+def _with_query(url: str, **params: str) -> str:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def preflight(runtime: Runtime, form_id: str, request: Request) -> Response:
+    """CORS preflight: grant only the form's allowed origins, only for POST."""
+    if form_id not in runtime.campaign.forms:
+        return error_response(NotFound("form", form_id))
+    headers = _cors_headers(runtime, form_id, request)
+    requested = (request.headers.get("access-control-request-method") or "").upper()
+    if "Access-Control-Allow-Origin" in headers and requested == "POST":
+        headers.update(
+            {
+                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Headers": "Content-Type",
+                "Access-Control-Max-Age": "600",
+            }
+        )
+    return Response("", status_code=204, headers=headers)

@@ -1,0 +1,1 @@
+"""The local twin: Trellis on one machine against moto (never deployed)."""

@@ -1,0 +1,53 @@
+"""Create a stage's resources from infra/trellis.yaml, through CloudFormation, in moto.
+
+The local twin and the tests use the very template a real deploy uses, so the table, its
+indexes and stream cannot drift between them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "infra" / "trellis.yaml"
+
+
+def stack_name(stage: str) -> str:
+    return f"trellis-{stage}"
+
+
+def deploy(stage: str, session: Any = None) -> dict[str, str]:
+    """Create (or reuse) the stage's stack and return its outputs by key."""
+    session = session or boto3.session.Session()
+    cloudformation = session.client("cloudformation")
+    name = stack_name(stage)
+    existing = {s["StackName"] for s in cloudformation.describe_stacks()["Stacks"]}
+    if name not in existing:
+        cloudformation.create_stack(
+            StackName=name,
+            TemplateBody=TEMPLATE.read_text(),
+            Parameters=[{"ParameterKey": "Stage", "ParameterValue": stage}],
+        )
+        cloudformation.get_waiter("stack_create_complete").wait(StackName=name, WaiterConfig={"Delay": 1})
+    stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    _enable_ttl(session, outputs["LeadsTableName"])
+    return outputs
+
+
+def _enable_ttl(session: Any, table_name: str) -> None:
+    # moto's CloudFormation ignores TimeToLiveSpecification; apply the template's own setting.
+    import yaml
+
+    class _CfnLoader(yaml.SafeLoader):
+        pass
+
+    _CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    template = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    ttl = template["Resources"]["LeadsTable"]["Properties"]["TimeToLiveSpecification"]
+    dynamodb = session.client("dynamodb")
+    status = dynamodb.describe_time_to_live(TableName=table_name)["TimeToLiveDescription"]["TimeToLiveStatus"]
+    if status != "ENABLED":
+        dynamodb.update_time_to_live(TableName=table_name, TimeToLiveSpecification=ttl)
