@@ -1,0 +1,169 @@
+"""The deployed Lambda zip holds, and can read, what the code reads at run time.
+
+Chalice packages only app.py, chalicelib/ and the contents of vendor/. templates/ and campaigns/
+reach the zip through the symlinks vendor/templates -> ../templates and vendor/campaigns ->
+../campaigns, which Chalice's packager follows (os.walk(..., followlinks=True) in
+_add_vendor_files). This test runs the real `chalice package` and checks the zip it produces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHALICE = Path(sys.executable).parent / "chalice"
+
+# Kept out of the copy that gets packaged: local state and caches, none of it ours to ship.
+# .chalice/deployments in particular is Chalice's package cache, which it would reuse.
+_NOT_COPIED = shutil.ignore_patterns(".git", ".venv", ".chalice", ".twin", "dist", "__pycache__", "*.pyc", ".*_cache")
+
+# Top-level names that must never be in the zip: they are for development, not the Lambda.
+FORBIDDEN = ("tests", "twin", ".venv", "infra", "docs", "vendor", ".chalice", ".ci", ".git", "README.md")
+
+LOAD_SCRIPT = """
+import json
+import chalicelib
+import chalicelib.config
+from chalicelib.config import load_campaign
+from chalicelib.rendering import render_page
+
+campaign = load_campaign("demo")
+html = render_page("error.html", heading="h", message="m", fields={}, back_url=None)
+print(json.dumps({
+    "app_root": str(chalicelib.config.APP_ROOT),
+    "chalicelib": chalicelib.__file__,
+    "campaign": campaign.name,
+    "html": html,
+}))
+"""
+
+
+def _copy_project(dest: Path) -> None:
+    """The project as it would be deployed, but with an EMPTY requirements.txt.
+
+    With our pinned requirements, `chalice package` downloads manylinux wheels from PyPI: slow,
+    needs the network, and tests Chalice rather than us. This test is about our own files
+    (app.py, chalicelib/, templates/, campaigns/ via vendor/); third-party wheels are Chalice's job.
+    Everything else in the checkout (tests/, twin/, infra/, docs/ ...) is copied too, so the
+    assertion that none of it ends up in the zip means something.
+    """
+    # symlinks=True keeps vendor/templates and vendor/campaigns as relative symlinks, which then
+    # point at the copy's own templates/ and campaigns/.
+    shutil.copytree(REPO, dest, symlinks=True, ignore=_NOT_COPIED)
+    (dest / ".chalice").mkdir()
+    shutil.copy2(REPO / ".chalice" / "config.json", dest / ".chalice" / "config.json")
+    (dest / "requirements.txt").write_text("")
+
+
+def _files_under(root: Path, directory: str) -> set[str]:
+    return {
+        p.relative_to(root).as_posix()
+        for p in (root / directory).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and not p.name.startswith(".")
+    }
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run `chalice package --stage dev` on a copy of the project; return deployment.zip."""
+    base = tmp_path_factory.mktemp("package")
+    project, out, home = base / "project", base / "out", base / "home"
+    _copy_project(project)
+    home.mkdir()
+    # A clean environment: no credentials and no endpoint, and no ~/.aws to find them in.
+    # `chalice package` calls no AWS API; it only needs a region to write ARNs into sam.json.
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(home / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        # Chalice imports app.py; keep it from writing chalicelib/__pycache__ into the package.
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    result = subprocess.run(  # noqa: S603 - fixed argv, our own venv's chalice
+        [str(CHALICE), "--project-dir", str(project), "package", "--stage", "dev", str(out)],
+        cwd=base,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"chalice package failed:\n{result.stdout}\n{result.stderr}"
+    zip_path = out / "deployment.zip"
+    assert zip_path.is_file(), f"no deployment.zip in {sorted(p.name for p in out.iterdir())}"
+    return zip_path
+
+
+@pytest.fixture(scope="module")
+def names(deployment: Path) -> set[str]:
+    with zipfile.ZipFile(deployment) as zf:
+        return set(zf.namelist())
+
+
+def test_zip_holds_the_app_code(names: set[str]) -> None:
+    assert "app.py" in names
+    code = {p for p in _files_under(REPO, "chalicelib") if p.endswith(".py")}
+    assert "chalicelib/config.py" in code
+    assert code - names == set(), "chalicelib modules missing from the zip"
+
+
+def test_zip_holds_every_template_and_campaign(names: set[str]) -> None:
+    assert "templates/pages/error.html" in names
+    assert "campaigns/demo.yaml" in names
+    for directory in ("templates", "campaigns"):
+        expected = _files_under(REPO, directory)
+        assert expected, f"nothing under {directory}/ in the checkout"
+        assert expected - names == set(), f"{directory}/ files missing from the zip (vendor symlink?)"
+
+
+def test_zip_holds_nothing_for_development(names: set[str]) -> None:
+    shipped = {name.split("/", 1)[0] for name in names}
+    assert shipped.isdisjoint(FORBIDDEN), sorted(shipped & set(FORBIDDEN))
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+
+
+def test_lambda_reads_templates_and_campaigns_from_the_zip(deployment: Path, tmp_path: Path) -> None:
+    extracted = tmp_path / "task"  # the Lambda runtime unpacks the zip to /var/task
+    with zipfile.ZipFile(deployment) as zf:
+        zf.extractall(extracted)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # Only the extracted zip and the venv's third-party libraries; -S skips site (so no .pth files
+    # or user site-packages add paths), -P keeps cwd off sys.path. Third-party libs come after the
+    # zip, as on Lambda, where the zip's own contents come first.
+    site_packages = sysconfig.get_paths()["purelib"]
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": os.pathsep.join([str(extracted), site_packages]),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    result = subprocess.run(  # noqa: S603 - fixed argv, this interpreter
+        [sys.executable, "-S", "-P", "-c", LOAD_SCRIPT],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout)
+    # Read from the extracted zip, not from the checkout.
+    assert Path(loaded["app_root"]) == extracted.resolve()
+    assert Path(loaded["chalicelib"]).resolve().is_relative_to(extracted.resolve())
+    assert loaded["campaign"] == "demo"
+    assert "<h1>h</h1>" in loaded["html"]
+    assert "<p>m</p>" in loaded["html"]
+    assert "<!doctype html>" in loaded["html"]  # base.html, which error.html extends
