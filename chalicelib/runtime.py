@@ -29,8 +29,8 @@ class Runtime:
     capture: Capture
 
     @classmethod
-    def build(cls, settings: Settings, clock: Optional[Clock] = None) -> Runtime:
-        campaign = load_campaign(settings.campaign_name)
+    def build(cls, settings: Settings, clock: Optional[Clock] = None, campaign: Optional[Campaign] = None) -> Runtime:
+        campaign = campaign or load_campaign(settings.campaign_name)
         clock = clock or SystemClock()
         store = Store(aws.dynamodb(), settings.table_name)
         signer = TokenSigner(settings.token_key)

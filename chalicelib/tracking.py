@@ -49,9 +49,10 @@ class TokenSigner:
     def verify(self, purpose: str, token: str, now: datetime) -> dict[str, Any]:
         try:
             body, mac = token.split(".")
-            given = _b64decode(mac)
-            expected = self._mac(purpose, body)
-            if not hmac.compare_digest(given, expected):
+            # Compare the canonical text, not decoded bytes: base64's spare low bits would
+            # otherwise let several spellings of one MAC pass.
+            expected = _b64encode(self._mac(purpose, body))
+            if not hmac.compare_digest(mac.encode("ascii"), expected.encode("ascii")):
                 raise InvalidToken("bad signature")
             claims = json.loads(_b64decode(body))
         except (ValueError, UnicodeError, binascii.Error) as e:

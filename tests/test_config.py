@@ -1,0 +1,125 @@
+"""Settings and campaign files: validated once, with errors that say where and what."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from chalicelib.config import CAMPAIGNS_DIR, Settings, load_campaign, load_campaign_file
+from chalicelib.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_campaign(tmp_path: Path, name: str, mutate) -> Path:
+    data = yaml.safe_load((CAMPAIGNS_DIR / "demo.yaml").read_text())
+    data["name"] = name
+    mutate(data)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_demo_campaign_has_what_design_promises():
+    campaign = load_campaign("demo")
+
+    assert campaign.forms["newsletter"].kind == "signup"
+    assert campaign.forms["ebook"].kind == "magnet"
+    assert campaign.forms["ebook"].magnet == "ebook"
+    assert all(len(seq.steps) >= 3 for seq in campaign.sequences.values())
+    assert campaign.scoring.sql_threshold > campaign.scoring.mql_threshold
+    assert len(campaign.sales.team) == 2
+
+
+@pytest.mark.parametrize(
+    ("mutate", "where", "problem"),
+    [
+        (lambda d: d["forms"]["ebook"].update(magnet="missing"), "forms.ebook.magnet", "no magnet named 'missing'"),
+        (lambda d: d["forms"]["newsletter"].update(sequence="nope"), "forms.newsletter.sequence", "no sequence"),
+        (lambda d: d["forms"]["newsletter"]["fields"].update(email="optional"), "forms.newsletter", "fields.email"),
+        (lambda d: d["forms"]["newsletter"].update(kind="poll"), "forms.newsletter.kind", "'signup' or 'magnet'"),
+        (lambda d: d["forms"]["newsletter"].update(thank_you_url="/thanks"), "forms.newsletter.thank_you_url", "URL"),
+        (
+            lambda d: d["forms"]["newsletter"].update(allowed_origins=["https://x.example/page"]),
+            "allowed_origins",
+            "no path",
+        ),
+        (lambda d: d["forms"]["newsletter"].update(colour="red"), "forms.newsletter.colour", "Extra inputs"),
+        (lambda d: d["magnets"]["ebook"].update(link_lifetime="30d"), "magnets.ebook.link_lifetime", "7d"),
+        (lambda d: d["magnets"]["ebook"].update(link_lifetime="soon"), "magnets.ebook.link_lifetime", "duration"),
+        (lambda d: d["sequences"]["welcome"].update(steps=[]), "sequences.welcome.steps", "at least 1"),
+        (lambda d: d["scoring"].update(sql_threshold=10), "scoring", "above mql_threshold"),
+        (lambda d: d.update(timezone="Mars/Olympus"), "timezone", "unknown time zone"),
+        (lambda d: d["sender"].update(from_address="nobody"), "sender.from_address", "@-sign"),
+        (
+            lambda d: d["forms"]["ebook"]["custom_fields"].update(email={"type": "text"}),
+            "forms.ebook",
+            "built-in names: email",
+        ),
+    ],
+)
+def test_invalid_campaign_errors_name_file_path_and_problem(tmp_path, mutate, where, problem):
+    path = write_campaign(tmp_path, "broken", mutate)
+
+    with pytest.raises(ConfigError) as caught:
+        load_campaign_file(path)
+
+    message = str(caught.value)
+    assert str(path) in message
+    assert where in message
+    assert problem in message
+
+
+def test_campaign_name_must_match_file(tmp_path):
+    path = write_campaign(tmp_path, "other", lambda d: d.update(name="mismatch"))
+
+    with pytest.raises(ConfigError, match="must match the file name 'other'"):
+        load_campaign_file(path)
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: [unclosed\n")
+
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+        load_campaign_file(path)
+
+
+def test_validate_cli_passes_shipped_campaigns_and_fails_broken_ones(tmp_path):
+    broken = write_campaign(tmp_path, "broken", lambda d: d["forms"]["ebook"].update(magnet="missing"))
+    shipped = sorted(str(p) for p in CAMPAIGNS_DIR.glob("*.yaml"))
+
+    ok = subprocess.run(
+        [sys.executable, "-m", "chalicelib.validate", *shipped], capture_output=True, text=True, cwd=ROOT
+    )
+    bad = subprocess.run(
+        [sys.executable, "-m", "chalicelib.validate", str(broken)], capture_output=True, text=True, cwd=ROOT
+    )
+
+    assert ok.returncode == 0, ok.stderr
+    assert "demo.yaml" in ok.stdout
+    assert bad.returncode == 1
+    assert "forms.ebook.magnet" in bad.stderr
+
+
+def test_settings_name_every_missing_variable():
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"TRELLIS_CAMPAIGN": "demo"})
+
+    message = str(caught.value)
+    for name in ("TRELLIS_TABLE", "TRELLIS_ASSETS_BUCKET", "TRELLIS_TOKEN_KEY"):
+        assert name in message
+    assert "TRELLIS_CAMPAIGN" not in message
+
+
+def test_settings_reject_short_key_and_never_show_the_key():
+    env = {"TRELLIS_CAMPAIGN": "demo", "TRELLIS_TABLE": "t", "TRELLIS_ASSETS_BUCKET": "b"}
+    with pytest.raises(ConfigError, match="at least 32"):
+        Settings.from_env({**env, "TRELLIS_TOKEN_KEY": "short"})
+
+    settings = Settings.from_env({**env, "TRELLIS_TOKEN_KEY": "k" * 40})
+    assert "k" * 40 not in repr(settings)
