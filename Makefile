@@ -23,7 +23,7 @@ test: lint typecheck validate pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check chalicelib app.py twin tests
-	$(BIN)/ruff format --check chalicelib app.py twin
+	$(BIN)/ruff format --check chalicelib app.py twin tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy chalicelib app.py
