@@ -1,0 +1,487 @@
+"""`make demo`: Trellis on one machine, against an in-memory moto server (never deployed).
+
+``python -m twin.run`` starts, on 127.0.0.1 only, and stops again in reverse order on Ctrl-C
+(SIGINT) or SIGTERM:
+
+1. a moto server (the embedded AWS), in this process, on ``TRELLIS_MOTO_PORT`` (default 5000);
+2. the stage's resources from ``infra/`` (``twin.stack.deploy``) and the campaign's lead-magnet
+   files from ``twin/assets/`` uploaded to the assets bucket;
+3. ``chalice local`` (the API) as a child process on ``TRELLIS_API_PORT`` (default 8000).
+
+State: moto keeps everything in this process's memory, so every run starts from an empty
+account and stopping discards all of it (leads, events, assets). Nothing is written to disk.
+
+``TRELLIS_TOKEN_KEY`` is used when set (tests fix it); otherwise a fresh key is generated per
+run and never printed, so tokens from an earlier run stop verifying, like the data they named.
+
+The API runs without Chalice's auto-reload: its fallback file watcher re-reads every file under
+the project (the .venv included) each second and restarts on any change, caches and pytest's
+``__pycache__`` included. Restart the twin after editing code; it comes back in seconds.
+
+Later issues add more parts (stream pump, outbox, clock, dev console): each is a ``Service``
+started through ``Twin.start``, with its port in ``PORTS``; stopping needs no further code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import json
+import logging
+import mimetypes
+import os
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from types import FrameType
+from typing import Any, Optional, Protocol
+
+import boto3
+
+from chalicelib.config import APP_ROOT, MIN_TOKEN_KEY_LENGTH, load_campaign
+from twin import stack
+
+HOST = "127.0.0.1"  # never 0.0.0.0: the twin has fake credentials and no auth in front of it
+STAGE = "dev"
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+CHALICE_CONFIG = APP_ROOT / ".chalice" / "config.json"
+FAKE_CREDENTIAL = "testing"
+REGION = "us-east-1"
+
+HEALTH_TIMEOUT_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 10.0
+POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class Port:
+    env_var: str
+    default: int
+    what: str
+
+
+# Every port the twin listens on, so all of them are checked before anything starts.
+PORTS = {
+    "moto": Port("TRELLIS_MOTO_PORT", 5000, "moto server"),
+    "api": Port("TRELLIS_API_PORT", 8000, "API (chalice local)"),
+}
+
+
+class TwinError(Exception):
+    """A problem the person running the twin can fix; printed without a traceback."""
+
+
+class _Stop(BaseException):
+    """Raised by the signal handler. A BaseException, like KeyboardInterrupt, so that no
+    ``except Exception`` (boto3 retries, waiters) swallows it."""
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TwinConfig:
+    ports: dict[str, int]
+    token_key: str
+
+    def __repr__(self) -> str:  # keep the key out of tracebacks
+        return f"TwinConfig(ports={self.ports!r}, token_key=<redacted>)"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TwinConfig:
+        ports = {name: _port_from_env(env, port) for name, port in PORTS.items()}
+        clashing = {p for p in ports.values() if list(ports.values()).count(p) > 1}
+        if clashing:
+            names = ", ".join(PORTS[n].env_var for n, p in ports.items() if p in clashing)
+            raise TwinError(f"{names} must name different ports")
+        token_key = env.get("TRELLIS_TOKEN_KEY") or secrets.token_urlsafe(32)
+        if len(token_key) < MIN_TOKEN_KEY_LENGTH:
+            # Checked here rather than by the API at its first form post, which would answer 500.
+            raise TwinError(f"TRELLIS_TOKEN_KEY must be at least {MIN_TOKEN_KEY_LENGTH} characters (or unset)")
+        return cls(ports=ports, token_key=token_key)
+
+
+def _port_from_env(env: Mapping[str, str], port: Port) -> int:
+    raw = env.get(port.env_var, "").strip()
+    if not raw:
+        return port.default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise TwinError(f"{port.env_var}={raw!r} is not a port number (1-65535)")
+    return value
+
+
+def _bind(port: int) -> socket.socket:
+    """A listening socket on HOST:port. SO_REUSEADDR as the servers themselves set it, so a
+    port left in TIME_WAIT by the previous run counts as free, and a live listener does not."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((HOST, port))
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _port_error(name: str, port: int, error: OSError) -> TwinError:
+    spec = PORTS[name]
+    reason = "already in use" if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
+    return TwinError(
+        f"port {port} on {HOST} for the {spec.what} is {reason}. "
+        f"Stop what is using it, or set {spec.env_var} to another port."
+    )
+
+
+def ensure_ports_free(ports: Mapping[str, int]) -> None:
+    """Fail before starting anything, so a taken port leaves nothing half-started behind."""
+    for name, port in ports.items():
+        try:
+            _bind(port).close()
+        except OSError as e:
+            raise _port_error(name, port, e) from e
+
+
+def chalice_stage_env(stage: str) -> dict[str, str]:
+    """The environment variables `chalice local --stage` sets (top level, then the stage's)."""
+    config = json.loads(CHALICE_CONFIG.read_text(encoding="utf-8"))
+    stage_config = config.get("stages", {}).get(stage)
+    if stage_config is None:
+        raise TwinError(f"{CHALICE_CONFIG}: no stage {stage!r}")
+    return {**config.get("environment_variables", {}), **stage_config.get("environment_variables", {})}
+
+
+def local_environment(base: Mapping[str, str], moto_url: str) -> dict[str, str]:
+    """``base`` with every AWS setting replaced by the moto server's, so nothing started from
+    here can reach a real AWS account, whatever profile or keys the shell has."""
+    env = {k: v for k, v in base.items() if not k.startswith("AWS_")}
+    env.update(
+        {
+            "AWS_ENDPOINT_URL": moto_url,
+            "AWS_ACCESS_KEY_ID": FAKE_CREDENTIAL,
+            "AWS_SECRET_ACCESS_KEY": FAKE_CREDENTIAL,
+            "AWS_DEFAULT_REGION": REGION,
+            # ~/.aws/config may hold per-service endpoint_url or credential_process settings.
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+    )
+    # A corporate HTTP(S)_PROXY would otherwise receive the calls to 127.0.0.1 (boto3, urllib).
+    for name in ("NO_PROXY", "no_proxy"):
+        known = [h for h in env.get(name, "").split(",") if h.strip()]
+        env[name] = ",".join([*known, *(h for h in (HOST, "localhost") if h not in known)])
+    return env
+
+
+# -- services ---------------------------------------------------------------------------------
+
+
+class Service(Protocol):
+    name: str
+
+    def start(self) -> None:
+        """Start and return once ready to serve (or raise TwinError)."""
+
+    def failure(self) -> Optional[str]:
+        """None while running; otherwise why it stopped on its own."""
+
+    def stop(self) -> None:
+        """Stop; safe to call on a service that failed to start or already stopped."""
+
+
+class MotoServer:
+    """moto's server in a thread of this process, so its in-memory state dies with the twin."""
+
+    name = "moto server"
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://{HOST}:{port}"
+        self._server: Any = None
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        # Imported here: moto's server modules are heavy and only this service needs them.
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
+
+        # One line per AWS call would drown the API's own request log.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        # We bind the socket and hand werkzeug its descriptor: a bind failure then surfaces here
+        # as OSError. (moto's ThreadedMotoServer binds in its thread; werkzeug's sys.exit on a
+        # taken port would end that thread silently and leave start() waiting forever.)
+        try:
+            sock = _bind(self.port)
+        except OSError as e:
+            raise _port_error("moto", self.port, e) from e
+        try:
+            app = DomainDispatcherApplication(create_backend_app)
+            self._server = make_server(
+                HOST, self.port, app, threaded=True, request_handler=MotoRequestHandler, fd=sock.fileno()
+            )
+        finally:
+            sock.close()  # the server holds its own duplicate of the descriptor
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto-server", daemon=True)
+        self._thread.start()
+
+    def failure(self) -> Optional[str]:
+        if self._thread is not None and not self._thread.is_alive():
+            return "the moto server thread stopped"
+        return None
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        if self._thread is not None and self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(STOP_TIMEOUT_SECONDS)
+        self._server.server_close()
+        self._server = None
+
+
+class ChaliceLocal:
+    """``chalice local`` in its own session, so a terminal's Ctrl-C reaches only the twin, which
+    then stops the API in order (and the API never outlives moto by accident)."""
+
+    name = "API (chalice local)"
+
+    def __init__(self, port: int, stage: str, env: Mapping[str, str]) -> None:
+        self.port = port
+        self.url = f"http://{HOST}:{port}"
+        self._stage = stage
+        self._env = dict(env)
+        self._process: Optional[subprocess.Popen[bytes]] = None
+
+    def command(self) -> list[str]:
+        # chalice has no ``__main__``; calling its console entry point through this very
+        # interpreter avoids depending on where (or whether) the ``chalice`` script is installed.
+        entry = "import sys; from chalice.cli import main; sys.exit(main())"
+        options = ["--host", HOST, "--port", str(self.port), "--stage", self._stage, "--no-autoreload"]
+        return [sys.executable, "-c", entry, "local", *options]
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(self.command(), cwd=APP_ROOT, env=self._env, start_new_session=True)
+        self._wait_until_healthy()
+
+    def _wait_until_healthy(self) -> None:
+        # No proxies: /health is on 127.0.0.1 whatever HTTP_PROXY says.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        deadline = time.monotonic() + HEALTH_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            problem = self.failure()
+            if problem is not None:
+                raise TwinError(f"{problem} before answering /health (its output is above)")
+            try:
+                with opener.open(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass  # not listening yet
+            time.sleep(POLL_SECONDS)
+        raise TwinError(f"the API did not answer {self.url}/health with 200 within {HEALTH_TIMEOUT_SECONDS:.0f}s")
+
+    def failure(self) -> Optional[str]:
+        if self._process is not None and (code := self._process.poll()) is not None:
+            return f"chalice local exited with code {code}"
+        return None
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        # The whole process group: chalice may have started children of its own.
+        _signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            process.wait(STOP_TIMEOUT_SECONDS)
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # already gone
+        os.killpg(process.pid, signum)
+
+
+class Twin:
+    """The started services, stopped in reverse order of starting."""
+
+    def __init__(self) -> None:
+        self._services: list[Service] = []
+
+    def start(self, service: Service) -> None:
+        # Registered before starting, so a service that fails half-way is still stopped.
+        self._services.append(service)
+        service.start()
+
+    def wait(self) -> None:
+        """Block until a signal arrives (raises _Stop) or a service stops by itself."""
+        while True:
+            for service in self._services:
+                problem = service.failure()
+                if problem is not None:
+                    raise TwinError(f"{service.name}: {problem}")
+            time.sleep(POLL_SECONDS * 2)
+
+    def stop(self) -> None:
+        while self._services:
+            service = self._services.pop()
+            try:
+                service.stop()
+            except Exception as e:  # stop the rest whatever happens to one
+                print(f"twin: could not stop the {service.name} cleanly: {e}", file=sys.stderr)
+
+
+# -- resources --------------------------------------------------------------------------------
+
+
+def provision(session: boto3.session.Session, stage: str, campaign_name: str) -> dict[str, str]:
+    """The stage's stack from infra/, plus each magnet's file at its asset key."""
+    outputs = stack.deploy(stage, session)
+    campaign = load_campaign(campaign_name)
+    s3 = session.client("s3")
+    for magnet in campaign.magnets.values():
+        source = ASSETS_DIR / PurePosixPath(magnet.asset_key).name
+        if not source.is_file():
+            raise TwinError(f"no file {source} for the magnet asset {magnet.asset_key!r} of campaign {campaign_name!r}")
+        content_type = mimetypes.guess_type(source.name)[0] or "application/octet-stream"
+        s3.put_object(
+            Bucket=outputs["AssetsBucketName"],
+            Key=magnet.asset_key,
+            Body=source.read_bytes(),
+            ContentType=content_type,
+        )
+    return outputs
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def banner(moto: MotoServer, api: ChaliceLocal, campaign_name: str, outputs: Mapping[str, str]) -> str:
+    python = os.path.relpath(sys.executable)
+    if python.startswith(".."):
+        python = sys.executable
+    table = outputs["LeadsTableName"]
+    # Double quotes inside, so shlex.quote wraps it in plain single quotes a person can read.
+    show_items = (
+        f'import boto3, pprint; t = boto3.resource("dynamodb", endpoint_url="{moto.url}", region_name="{REGION}", '
+        f'aws_access_key_id="{FAKE_CREDENTIAL}", aws_secret_access_key="{FAKE_CREDENTIAL}").Table("{table}"); '
+        'pprint.pprint(t.scan()["Items"])'
+    )
+    return "\n".join(
+        [
+            "",
+            f"Trellis twin is up: stage {STAGE}, campaign {campaign_name}, all on {HOST} only.",
+            f"  API         {api.url}",
+            f"  moto (AWS)  {moto.url}   table {table}, bucket {outputs['AssetsBucketName']}",
+            "State lives in memory: Ctrl-C stops everything and forgets it.",
+            "",
+            "Try it: sign up with the newsletter form (answers 303, to the thank-you page)",
+            f"  curl -i {api.url}/forms/newsletter --data-urlencode email=ada@example.com "
+            "--data-urlencode first_name=Ada -d consent=on",
+            "the same as JSON (answers with the lead id: 201 for a new lead, 200 for a known one)",
+            f"  curl -i {api.url}/forms/newsletter -H 'Content-Type: application/json' "
+            """-d '{"email": "ada@example.com", "first_name": "Ada", "consent": true}'""",
+            "and see what was stored",
+            f"  {shlex.quote(python)} -c {shlex.quote(show_items)}",
+            "",
+        ]
+    )
+
+
+def _parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m twin.run",
+        description="Run Trellis locally against an in-memory moto server, on 127.0.0.1 only (make demo).",
+        epilog=(
+            "environment: "
+            + ", ".join(f"{p.env_var} (default {p.default})" for p in PORTS.values())
+            + ", TRELLIS_TOKEN_KEY (default: random per run)"
+        ),
+    )
+    return parser.parse_args(argv)
+
+
+def run(config: TwinConfig, twin: Twin) -> None:
+    moto = MotoServer(config.ports["moto"])
+    twin.start(moto)
+
+    stage_env = chalice_stage_env(STAGE)
+    campaign_name = stage_env.get("TRELLIS_CAMPAIGN")
+    if not campaign_name:
+        raise TwinError(f"{CHALICE_CONFIG}: stage {STAGE!r} sets no TRELLIS_CAMPAIGN")
+    # This process runs with the very environment the API gets: provisioning talks to moto
+    # through it now, and parts added later that run in-process (the stream pump) need both
+    # the endpoint and the app's settings.
+    _replace_environ(local_environment(os.environ, moto.url))
+    outputs = provision(boto3.session.Session(), STAGE, campaign_name)
+    _replace_environ(
+        {
+            **{k: v for k, v in os.environ.items() if not k.startswith("TRELLIS_")},
+            **stage_env,
+            "TRELLIS_TABLE": outputs["LeadsTableName"],
+            "TRELLIS_ASSETS_BUCKET": outputs["AssetsBucketName"],
+            "TRELLIS_TOKEN_KEY": config.token_key,
+        }
+    )
+    api = ChaliceLocal(config.ports["api"], STAGE, os.environ)
+    twin.start(api)
+
+    print(banner(moto, api, campaign_name, outputs), flush=True)
+    twin.wait()
+
+
+def _replace_environ(env: Mapping[str, str]) -> None:
+    new = dict(env)  # copied first: ``env`` may be os.environ itself
+    os.environ.clear()
+    os.environ.update(new)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    _parse_args(argv)
+    stopping = False
+
+    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
+        nonlocal stopping
+        if stopping:
+            return  # already stopping; a second Ctrl-C must not interrupt the clean-up
+        stopping = True
+        raise _Stop
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    twin = Twin()
+    code = 0
+    try:
+        config = TwinConfig.from_env(os.environ)
+        ensure_ports_free(config.ports)
+        run(config, twin)
+    except _Stop:
+        print("\ntwin: stopping", file=sys.stderr, flush=True)
+    except TwinError as e:
+        print(f"twin: {e}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        stopping = True
+        twin.stop()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
