@@ -178,7 +178,10 @@ def _capture_response(result: CaptureResult, html: bool, headers: Headers) -> Re
         location = result.thank_you_url
         if result.download_url:
             location = _with_query(location, download_url=result.download_url)
-        return Response("", status_code=303, headers={**headers, "Location": location})
+        page = render_page("redirect.html", location=location)
+        return Response(
+            page, status_code=303, headers={**headers, "Location": location, "Content-Type": "text/html; charset=utf-8"}
+        )
     body = {"lead_id": result.lead_id, "lead_token": result.lead_token}
     if result.download_url:
         body["download_url"] = result.download_url

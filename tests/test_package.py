@@ -91,7 +91,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Path:
         # Chalice imports app.py; keep it from writing chalicelib/__pycache__ into the package.
         "PYTHONDONTWRITEBYTECODE": "1",
     }
-    result = subprocess.run(  # noqa: S603 - fixed argv, our own venv's chalice
+    result = subprocess.run(
         [str(CHALICE), "--project-dir", str(project), "package", "--stage", "dev", str(out)],
         cwd=base,
         env=env,
@@ -149,7 +149,7 @@ def test_lambda_reads_templates_and_campaigns_from_the_zip(deployment: Path, tmp
         "PYTHONPATH": os.pathsep.join([str(extracted), site_packages]),
         "PYTHONDONTWRITEBYTECODE": "1",
     }
-    result = subprocess.run(  # noqa: S603 - fixed argv, this interpreter
+    result = subprocess.run(
         [sys.executable, "-S", "-P", "-c", LOAD_SCRIPT],
         cwd=elsewhere,
         env=env,
