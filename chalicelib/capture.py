@@ -144,8 +144,10 @@ class Capture:
         known: Any,
     ) -> CaptureWrite:
         at = iso(now)
-        touch = Touch(at=at, form_id=form_id, magnet=form.magnet, **tracking.model_dump(exclude_none=True))
+        touch = Touch(at=at, form_id=form_id, magnet=form.magnet, **tracking.attribution())
         profile: dict[str, Any] = {k: v for k, v in values.items() if k in form.fields and v is not None}
+        if tracking.timezone:
+            profile["timezone"] = tracking.timezone
         custom: dict[str, Any] = {k: v for k, v in values.items() if k in form.custom_fields and v is not None}
 
         consent = None
@@ -188,7 +190,7 @@ class Capture:
                 "consent": consent is not None,
                 "user_agent": (meta.user_agent or "")[:512] or None,
                 "ip_hash": self._signer.pseudonym(meta.source_ip) if meta.source_ip else None,
-                **tracking.model_dump(exclude_none=True),
+                **tracking.attribution(),
             },
         )
         return CaptureWrite(

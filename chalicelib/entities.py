@@ -110,6 +110,22 @@ class Lead:
     magnets: tuple[str, ...] = ()
     sequences: tuple[str, ...] = ()
     submissions: int = 0
+    timezone: Optional[str] = None
+    unsubscribed_at: Optional[str] = None
+    # What nurture conditions and exits look at, kept on the profile by the writes that record
+    # the events, so deciding a step needs no query of the timeline.
+    event_types: tuple[str, ...] = ()
+    clicked: tuple[str, ...] = ()  # "<sequence>.<step>" of messages clicked
+    opened: tuple[str, ...] = ()
+    recent_sends: tuple[str, ...] = ()  # send times inside the frequency-cap period
+
+    def field_value(self, name: str) -> Any:
+        """A named lead field for conditions: profile, custom, or derived (email_domain)."""
+        if name == "email_domain":
+            return self.email_identity.rpartition("@")[2]
+        if name in ("email", "stage", "score", "timezone"):
+            return getattr(self, name)
+        return self.profile.get(name, self.custom.get(name))
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Lead:
@@ -130,6 +146,12 @@ class Lead:
             magnets=tuple(plain.get("magnets", ())),
             sequences=tuple(plain.get("sequences", ())),
             submissions=int(plain.get("submissions", 0)),
+            timezone=plain.get("timezone"),
+            unsubscribed_at=plain.get("unsubscribed_at"),
+            event_types=tuple(plain.get("event_types", ())),
+            clicked=tuple(plain.get("clicked", ())),
+            opened=tuple(plain.get("opened", ())),
+            recent_sends=tuple(plain.get("recent_sends", ())),
         )
 
 
@@ -164,10 +186,13 @@ class Enrolment:
 
     lead_id: str
     sequence_id: str
-    status: str  # "active", "awaiting_confirmation", later "completed" / "exited"
+    status: str  # "active", "awaiting_confirmation", "completed", "exited"
     step_index: int
     enrolled_at: str
     due_at: Optional[str]
+    attempts: int = 0  # claims of the current step so far (backoff after failures)
+    claim_id: Optional[str] = None
+    exit_reason: Optional[str] = None
 
     def to_item(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -182,4 +207,48 @@ class Enrolment:
             step_index=int(plain["step_index"]),
             enrolled_at=plain["enrolled_at"],
             due_at=plain.get("due_at"),
+            attempts=int(plain.get("attempts", 0)),
+            claim_id=plain.get("claim_id"),
+            exit_reason=plain.get("exit_reason"),
         )
+
+
+@dataclass(frozen=True)
+class Message:
+    """One email sent to a lead: the step it was, and what SES called it."""
+
+    lead_id: str
+    message_id: str  # "<sequence>.<step>": unique per lead, so a step can only be recorded once
+    sequence_id: str
+    step_id: str
+    subject: str
+    sent_at: str
+    ses_message_id: str
+
+    def to_item(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Message:
+        return cls(**{k: item[k] for k in cls.__dataclass_fields__})
+
+
+def message_id_for(sequence_id: str, step_id: str) -> str:
+    return f"{sequence_id}.{step_id}"
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """An address that must never be mailed again: bounced, complained, unsubscribed, erased."""
+
+    lead_id: str
+    reason: str
+    at: str
+    detail: str = ""
+
+    def to_item(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Suppression:
+        return cls(item["lead_id"], item["reason"], item["at"], item.get("detail", ""))

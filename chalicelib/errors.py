@@ -49,3 +49,7 @@ class StoreError(TrellisError):
 
 class WriteConflict(StoreError):
     """A conditional write lost a race; the caller re-reads and tries again."""
+
+
+class ConditionFailed(WriteConflict):
+    """A conditional write found the item not as expected (missing, or already changed)."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import time, timedelta
 from typing import Annotated, Any, Literal, Optional, get_args
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
@@ -81,6 +82,14 @@ def normalise_email(value: str) -> NormalisedEmail:
     return NormalisedEmail(address=result.normalized, identity=result.normalized.casefold())
 
 
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise ValueError(f"unknown time zone {value!r}") from e
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -94,6 +103,7 @@ Stage = Literal["subscriber", "lead", "mql", "sql", "opportunity", "customer", "
 CAPTURE_STAGES = ("subscriber", "lead")
 
 TRACKING_FIELDS = (
+    "timezone",
     "utm_source",
     "utm_medium",
     "utm_campaign",
@@ -172,15 +182,78 @@ class Magnet(_Strict):
         return value
 
 
+class ScoreRange(_Strict):
+    min: Optional[float] = None
+    max: Optional[float] = None
+
+
+class Condition(_Strict):
+    """One test on a lead; a step's ``only_if`` needs all of its conditions, ``skip_if`` any.
+
+    Exactly one of: ``field`` (with ``equals``, ``in`` or ``exists``), ``stage``, ``score``,
+    ``clicked`` / ``opened`` (a step id of this sequence, or ``sequence.step``), ``event``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    field: Optional[str] = None
+    equals: Optional[str | float | bool] = None
+    in_: Optional[list[str]] = Field(default=None, alias="in")
+    exists: Optional[bool] = None
+    stage: Optional[list[Stage]] = None
+    score: Optional[ScoreRange] = None
+    clicked: Optional[str] = None
+    opened: Optional[str] = None
+    event: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _exactly_one_test(self) -> Condition:
+        tests = [name for name in ("field", "stage", "score", "clicked", "opened", "event") if getattr(self, name)]
+        if len(tests) != 1:
+            raise ValueError("a condition needs exactly one of field, stage, score, clicked, opened, event")
+        operators = [op for op in (self.equals, self.in_, self.exists) if op is not None]
+        if self.field and len(operators) != 1:
+            raise ValueError("a field condition needs exactly one of equals, in, exists")
+        if not self.field and operators:
+            raise ValueError("equals, in and exists only go with field")
+        return self
+
+
 class Step(_Strict):
     id: Identifier
     delay: Duration
+    # "previous": the delay counts from when the previous step went (or was skipped);
+    # "enrolment": from when the lead entered the sequence.
+    after: Literal["previous", "enrolment"] = "previous"
     subject: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     template: Annotated[str, StringConstraints(min_length=1)]
+    # "immediate" steps (deliveries, welcomes) go out as soon as due, at any hour and past the
+    # frequency cap; "scheduled" steps wait for the send window and the cap.
+    timing: Literal["scheduled", "immediate"] = "scheduled"
+    only_if: list[Condition] = Field(default_factory=list)
+    skip_if: list[Condition] = Field(default_factory=list)
+
+
+DEFAULT_EXIT_STAGES: tuple[Stage, ...] = ("sql", "opportunity", "customer", "disqualified")
+
+
+class SequenceEntry(_Strict):
+    """Events that enrol a lead (forms enrol through their own ``sequence``)."""
+
+    events: list[Identifier] = Field(default_factory=list)
+
+
+class SequenceExit(_Strict):
+    """What takes a lead out early (unsubscribes and suppressions always do)."""
+
+    stages: list[Stage] = Field(default_factory=lambda: list(DEFAULT_EXIT_STAGES))
+    events: list[Identifier] = Field(default_factory=list)
 
 
 class Sequence(_Strict):
     steps: list[Step] = Field(min_length=1)
+    entry: SequenceEntry = SequenceEntry()
+    exit: SequenceExit = SequenceExit()
 
     @field_validator("steps")
     @classmethod
@@ -193,13 +266,48 @@ class Sequence(_Strict):
         return steps
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class SendWindow(_Strict):
+    """When scheduled steps may go out, in the lead's time zone (else the campaign's)."""
+
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS[:5]), min_length=1)
+    start: time = time(9, 0)
+    end: time = time(17, 0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SendWindow:
+        if self.start >= self.end:
+            raise ValueError("start must be before end (windows do not span midnight)")
+        return self
+
+
+class FrequencyCap(_Strict):
+    """At most ``max_emails`` scheduled emails per lead in any rolling ``per``."""
+
+    max_emails: int = Field(ge=1)
+    per: Duration
+
+
+class Confirmation(_Strict):
+    """The double opt-in email, and how long an unconfirmed lead is kept."""
+
+    subject: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    template: Annotated[str, StringConstraints(min_length=1)]
+    expires_after: Duration = timedelta(days=7)
+
+
 class Sender(_Strict):
     from_address: str
     from_name: str = ""
     reply_to: Optional[str] = None
+    # The mailto: target of List-Unsubscribe (RFC 2369); mail to it is handled outside Trellis.
+    unsubscribe_mailbox: str
     postal_address: Annotated[str, StringConstraints(min_length=1)]
 
-    @field_validator("from_address", "reply_to")
+    @field_validator("from_address", "reply_to", "unsubscribe_mailbox")
     @classmethod
     def _valid_address(cls, value: Optional[str]) -> Optional[str]:
         return None if value is None else normalise_email(value).address
@@ -244,19 +352,16 @@ class Campaign(_Strict):
     magnets: dict[Identifier, Magnet] = Field(default_factory=dict)
     forms: dict[Identifier, Form] = Field(min_length=1)
     sequences: dict[Identifier, Sequence] = Field(default_factory=dict)
+    send_window: SendWindow = SendWindow()
+    frequency_cap: Optional[FrequencyCap] = None
+    confirmation: Optional[Confirmation] = None
     scoring: Scoring
     sales: Sales
 
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as e:
-            raise ValueError(f"unknown time zone {value!r}") from e
-        return value
+        return _check_timezone(value)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Campaign:
@@ -268,6 +373,21 @@ class Campaign(_Strict):
                 problems.append(f"forms.{form_id}.sequence: no sequence named {form.sequence!r}")
             if form.custom_fields.keys() & {self.bot_defence.honeypot_field}:
                 problems.append(f"forms.{form_id}.custom_fields: clashes with the honeypot field")
+            if form.double_opt_in and self.confirmation is None:
+                problems.append(f"forms.{form_id}.double_opt_in: the campaign needs a 'confirmation' email")
+        for sequence_id, sequence in self.sequences.items():
+            step_ids = {step.id for step in sequence.steps}
+            for step in sequence.steps:
+                for condition in (*step.only_if, *step.skip_if):
+                    for ref in (condition.clicked, condition.opened):
+                        if ref is None:
+                            continue
+                        seq, _, ref_step = ref.rpartition(".")
+                        known = step_ids if not seq else {s.id for s in getattr(self.sequences.get(seq), "steps", [])}
+                        if ref_step not in known:
+                            problems.append(
+                                f"sequences.{sequence_id}.steps.{step.id}: no step {ref!r} to have clicked or opened"
+                            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -306,6 +426,16 @@ class Tracking(BaseModel):
     utm_content: Optional[_Text] = None
     referrer: Optional[HttpUrl] = None
     page_url: Optional[HttpUrl] = None
+    # The visitor's IANA time zone (the landing-page script sends it): send windows use it.
+    timezone: Optional[str] = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else _check_timezone(value)
+
+    def attribution(self) -> dict[str, str]:
+        return self.model_dump(exclude={"timezone"}, exclude_none=True)
 
 
 def _custom_type(spec: CustomField) -> Any:

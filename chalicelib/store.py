@@ -6,21 +6,32 @@ One table per campaign stage (see docs/data-model.md):
     lead profile      LEAD#<lead_id>     PROFILE                             by_stage, by_created
     event             LEAD#<lead_id>     EVENT#<iso time>#<event_id>         -
     enrolment         LEAD#<lead_id>     ENROL#<sequence_id>                 due (sparse, sharded)
+    message           LEAD#<lead_id>     MSG#<sequence>.<step>               -
+    suppression       SUPPRESS#<lead_id> SUPPRESS                            -
     counters          STATS              BOTS                                -
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.entities import ConsentRecord, Enrolment, Event, Lead, Touch, to_dynamo_value
-from chalicelib.errors import StoreError, WriteConflict
+from chalicelib.entities import (
+    ConsentRecord,
+    Enrolment,
+    Event,
+    Lead,
+    Message,
+    Suppression,
+    Touch,
+    to_dynamo_value,
+)
+from chalicelib.errors import ConditionFailed, StoreError, WriteConflict
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -170,6 +181,249 @@ class Store:
     def list_enrolments(self, lead_id: str) -> list[Enrolment]:
         return [Enrolment.from_item(i) for i in self._query_lead(lead_id, "ENROL#")]
 
+    # -- nurture: due work, claims, commits ---------------------------------------------------
+
+    def due_enrolments(self, now: str, page_size: int = 50) -> Iterator[Enrolment]:
+        """Enrolments with a step due at or before ``now``, shard by shard, read page by page.
+
+        Reads only the sparse due index: their cost grows with the due work, not with the leads.
+        """
+        for shard in range(DUE_SHARDS):
+            kwargs: dict[str, Any] = {
+                "TableName": self.table_name,
+                "IndexName": DUE_INDEX,
+                "KeyConditionExpression": "due_shard = :shard AND due_at <= :now",
+                "ExpressionAttributeValues": _serialize({":shard": f"DUE#{shard}", ":now": now}),
+                "Limit": page_size,
+            }
+            while True:
+                page = self._call("query", **kwargs)
+                for item in page.get("Items", []):
+                    yield Enrolment.from_item(_deserialize(item))
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def get_enrolment(self, lead_id: str, sequence_id: str) -> Optional[Enrolment]:
+        item = self._get({"pk": _lead_pk(lead_id), "sk": f"ENROL#{sequence_id}"})
+        return Enrolment.from_item(item) if item else None
+
+    def claim(self, enrolment: Enrolment, claim_id: str, lease_until: str) -> bool:
+        """Take a due step for this dispatcher, or learn that another one has it.
+
+        The claim moves ``due_at`` to the lease's end: if this dispatcher dies before it
+        commits, the step falls due again then, and another tick retries it.
+        """
+        return self._conditional_update(
+            enrolment,
+            "SET due_at = :lease, claim_id = :claim, attempts = if_not_exists(attempts, :zero) + :one",
+            "due_at = :seen AND #status = :active",
+            {
+                ":lease": lease_until,
+                ":claim": claim_id,
+                ":zero": 0,
+                ":one": 1,
+                ":seen": enrolment.due_at,
+                ":active": "active",
+            },
+        )
+
+    def release(self, enrolment: Enrolment, claim_id: str, due_at: str, *, reset_attempts: bool) -> bool:
+        """Give a claimed step back, due again at ``due_at`` (window, cap, or backoff)."""
+        update = "SET due_at = :due REMOVE claim_id"
+        if reset_attempts:
+            update = "SET due_at = :due, attempts = :zero REMOVE claim_id"
+        values: dict[str, Any] = {":due": due_at, ":claim": claim_id}
+        if reset_attempts:
+            values[":zero"] = 0
+        return self._conditional_update(enrolment, update, "claim_id = :claim", values)
+
+    def advance(self, enrolment: Enrolment, claim_id: str, next_index: int, next_due: Optional[str]) -> bool:
+        """Move past skipped steps without sending (or finish the sequence)."""
+        if next_due is None:
+            return self.finish(enrolment, claim_id, "completed", None, step_index=next_index)
+        return self._conditional_update(
+            enrolment,
+            "SET step_index = :next, due_at = :due, attempts = :zero REMOVE claim_id",
+            "claim_id = :claim",
+            {":next": next_index, ":due": next_due, ":zero": 0, ":claim": claim_id},
+        )
+
+    def finish(
+        self,
+        enrolment: Enrolment,
+        claim_id: str,
+        status: str,
+        reason: Optional[str],
+        *,
+        step_index: Optional[int] = None,
+    ) -> bool:
+        """Take the enrolment out of the due index for good (completed or exited)."""
+        values: dict[str, Any] = {":status": status, ":claim": claim_id}
+        sets = ["#status = :status"]
+        if reason is not None:
+            sets.append("exit_reason = :reason")
+            values[":reason"] = reason
+        if step_index is not None:
+            sets.append("step_index = :next")
+            values[":next"] = step_index
+        return self._conditional_update(
+            enrolment,
+            f"SET {', '.join(sets)} REMOVE due_at, due_shard, claim_id",
+            "claim_id = :claim",
+            values,
+        )
+
+    def commit_send(
+        self,
+        enrolment: Enrolment,
+        claim_id: str,
+        message: Message,
+        next_index: int,
+        next_due: Optional[str],
+        recent_sends: list[str],
+    ) -> None:
+        """Record a sent email and advance the enrolment, atomically and only under our claim."""
+        key = _serialize({"pk": _lead_pk(enrolment.lead_id), "sk": f"ENROL#{enrolment.sequence_id}"})
+        if next_due is None:
+            update = "SET step_index = :next, #status = :done, attempts = :zero REMOVE due_at, due_shard, claim_id"
+            values: dict[str, Any] = {":next": next_index, ":done": "completed", ":zero": 0, ":claim": claim_id}
+        else:
+            update = "SET step_index = :next, due_at = :due, attempts = :zero REMOVE claim_id"
+            values = {":next": next_index, ":due": next_due, ":zero": 0, ":claim": claim_id}
+        names = {"#status": "status"} if next_due is None else {}
+        enrolment_update: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": key,
+            "UpdateExpression": update,
+            "ConditionExpression": "claim_id = :claim",
+            "ExpressionAttributeValues": _serialize(values),
+        }
+        if names:
+            enrolment_update["ExpressionAttributeNames"] = names
+        self._transact(
+            [
+                {"Update": enrolment_update},
+                {"Put": self._new_item(self._message_item(message))},
+                {
+                    "Update": {
+                        "TableName": self.table_name,
+                        "Key": _serialize({"pk": _lead_pk(enrolment.lead_id), "sk": "PROFILE"}),
+                        "UpdateExpression": "SET recent_sends = :recent, last_email_at = :at ADD emails_sent :one",
+                        "ExpressionAttributeValues": _serialize(
+                            {":recent": recent_sends, ":at": message.sent_at, ":one": 1}
+                        ),
+                    }
+                },
+            ]
+        )
+
+    def _message_item(self, message: Message) -> dict[str, Any]:
+        return {"pk": _lead_pk(message.lead_id), "sk": f"MSG#{message.message_id}", **message.to_item()}
+
+    def list_messages(self, lead_id: str) -> list[Message]:
+        return [Message.from_item(i) for i in self._query_lead(lead_id, "MSG#")]
+
+    def get_message(self, lead_id: str, message_id: str) -> Optional[Message]:
+        item = self._get({"pk": _lead_pk(lead_id), "sk": f"MSG#{message_id}"})
+        return Message.from_item(item) if item else None
+
+    def load_for_dispatch(self, lead_id: str) -> tuple[Optional[Lead], Optional[Suppression]]:
+        """The lead and its suppression record, in one consistent read request."""
+        keys = [{"pk": _lead_pk(lead_id), "sk": "PROFILE"}, {"pk": f"SUPPRESS#{lead_id}", "sk": "SUPPRESS"}]
+        request: dict[str, Any] = {self.table_name: {"Keys": [_serialize(k) for k in keys], "ConsistentRead": True}}
+        found: list[dict[str, Any]] = []
+        while request:
+            response = self._call("batch_get_item", RequestItems=request)
+            found.extend(_deserialize(i) for i in response.get("Responses", {}).get(self.table_name, []))
+            request = response.get("UnprocessedKeys") or {}
+        lead = next((Lead.from_item(i) for i in found if i["sk"] == "PROFILE"), None)
+        suppression = next((Suppression.from_item(i) for i in found if i["sk"] == "SUPPRESS"), None)
+        return lead, suppression
+
+    def _conditional_update(self, enrolment: Enrolment, update: str, condition: str, values: dict[str, Any]) -> bool:
+        names = {"#status": "status"} if "#status" in update or "#status" in condition else None
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": _serialize({"pk": _lead_pk(enrolment.lead_id), "sk": f"ENROL#{enrolment.sequence_id}"}),
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": _serialize(values),
+        }
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        try:
+            self._client.update_item(**kwargs)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise StoreError(f"update_item failed: {e}") from e
+        except BotoCoreError as e:
+            raise StoreError(f"update_item failed: {e}") from e
+        return True
+
+    # -- suppression, unsubscribe, tracking events --------------------------------------------
+
+    def get_suppression(self, lead_id: str) -> Optional[Suppression]:
+        item = self._get({"pk": f"SUPPRESS#{lead_id}", "sk": "SUPPRESS"})
+        return Suppression.from_item(item) if item else None
+
+    def suppress(self, suppression: Suppression, event: Optional[Event]) -> None:
+        """Suppress an address for good; the first reason recorded is kept."""
+        item = {"pk": f"SUPPRESS#{suppression.lead_id}", "sk": "SUPPRESS", **suppression.to_item()}
+        try:
+            self._client.put_item(**self._new_item(item))
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise StoreError(f"put_item failed: {e}") from e
+        except BotoCoreError as e:
+            raise StoreError(f"put_item failed: {e}") from e
+        if event is not None:
+            self.record_event(event)
+
+    def record_event(
+        self, event: Event, profile_adds: Optional[dict[str, str]] = None, profile_sets: Optional[dict[str, str]] = None
+    ) -> bool:
+        """Record an event on an existing lead, and note it on the profile, in one write.
+
+        Returns False (and writes nothing) when the lead does not exist.
+        """
+        adds: dict[str, set[str]] = {"event_types": {event.type}}
+        for attr, added in (profile_adds or {}).items():
+            adds[attr] = {added}
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        add_parts = []
+        for i, (attr, members) in enumerate(adds.items()):
+            names[f"#a{i}"], values[f":a{i}"] = attr, members
+            add_parts.append(f"#a{i} :a{i}")
+        update = f"ADD {', '.join(add_parts)}"
+        if profile_sets:
+            set_parts = []
+            for i, (attr, value) in enumerate(profile_sets.items()):
+                names[f"#s{i}"], values[f":s{i}"] = attr, value
+                set_parts.append(f"#s{i} = if_not_exists(#s{i}, :s{i})")
+            update = f"SET {', '.join(set_parts)} {update}"
+        try:
+            self._transact(
+                [
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": _serialize({"pk": _lead_pk(event.lead_id), "sk": "PROFILE"}),
+                            "UpdateExpression": update,
+                            "ConditionExpression": "attribute_exists(pk)",
+                            "ExpressionAttributeNames": names,
+                            "ExpressionAttributeValues": _serialize(values),
+                        }
+                    },
+                    {"Put": self._new_item(self._event_item(event))},
+                ]
+            )
+        except ConditionFailed:
+            return False
+        return True
+
     # -- counters -----------------------------------------------------------------------------
 
     def count_bot(self, form_id: str, reason: str) -> None:
@@ -221,8 +475,10 @@ class Store:
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") == "TransactionCanceledException":
                 reasons = {r.get("Code") for r in e.response.get("CancellationReasons", [])}
-                if reasons & {"ConditionalCheckFailed", "TransactionConflict"}:
-                    raise WriteConflict("a concurrent write changed the lead; retry") from e
+                if "ConditionalCheckFailed" in reasons:
+                    raise ConditionFailed("an item was not as the write expected") from e
+                if "TransactionConflict" in reasons:
+                    raise WriteConflict("a concurrent transaction touched the same items; retry") from e
             raise StoreError(f"transaction failed: {e}") from e
         except BotoCoreError as e:
             raise StoreError(f"transaction failed: {e}") from e

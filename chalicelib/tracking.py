@@ -76,3 +76,42 @@ class TokenSigner:
         if not isinstance(lead_id, str):
             raise InvalidToken("malformed claims")
         return lead_id
+
+
+CLICK_PURPOSE = "click"
+OPEN_PURPOSE = "open"
+UNSUBSCRIBE_PURPOSE = "unsubscribe"
+CONFIRM_PURPOSE = "confirm"
+# Emails are read and clicked months later; links must keep working as long as people keep mail.
+TRACKING_LIFETIME = timedelta(days=730)
+UNSUBSCRIBE_LIFETIME = timedelta(days=3650)
+
+
+class LinkBuilder:
+    """Signed URLs of the public API that emails carry: tracked clicks, the open pixel,
+    unsubscribe and confirmation."""
+
+    def __init__(self, signer: TokenSigner, public_url: str) -> None:
+        self._signer = signer
+        self.public_url = public_url.rstrip("/")
+
+    def click(self, lead_id: str, message_id: str, destination: str, now: datetime) -> str:
+        token = self._signer.sign(
+            CLICK_PURPOSE, {"lead": lead_id, "msg": message_id, "url": destination}, now + TRACKING_LIFETIME
+        )
+        return f"{self.public_url}/t/c/{token}"
+
+    def open_pixel(self, lead_id: str, message_id: str, now: datetime) -> str:
+        token = self._signer.sign(OPEN_PURPOSE, {"lead": lead_id, "msg": message_id}, now + TRACKING_LIFETIME)
+        return f"{self.public_url}/t/o/{token}"
+
+    def unsubscribe(self, lead_id: str, message_id: str, now: datetime) -> str:
+        token = self._signer.sign(UNSUBSCRIBE_PURPOSE, {"lead": lead_id, "msg": message_id}, now + UNSUBSCRIBE_LIFETIME)
+        return f"{self.public_url}/u/{token}"
+
+    def confirm(self, lead_id: str, now: datetime, lifetime: timedelta) -> str:
+        token = self._signer.sign(CONFIRM_PURPOSE, {"lead": lead_id}, now + lifetime)
+        return f"{self.public_url}/confirm/{token}"
+
+    def is_own(self, url: str) -> bool:
+        return url.startswith(self.public_url + "/")

@@ -6,6 +6,7 @@ indexes and stream cannot drift between them.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,16 @@ def stack_name(stage: str) -> str:
 def deploy(stage: str, session: Any = None) -> dict[str, str]:
     """Create (or reuse) the stage's stack and return its outputs by key."""
     session = session or boto3.session.Session()
-    cloudformation = session.client("cloudformation")
-    name = stack_name(stage)
+    with warnings.catch_warnings():
+        # moto warns for each resource type its CloudFormation skips; the gaps are filled below.
+        warnings.filterwarnings("ignore", message=".*not supported by moto's CloudFormation.*")
+        outputs = _create_stack(session.client("cloudformation"), stack_name(stage), stage)
+    _enable_ttl(session, outputs["LeadsTableName"])
+    outputs.setdefault("ConfigurationSetName", _create_configuration_set(session, stage))
+    return outputs
+
+
+def _create_stack(cloudformation: Any, name: str, stage: str) -> dict[str, str]:
     existing = {s["StackName"] for s in cloudformation.describe_stacks()["Stacks"]}
     if name not in existing:
         cloudformation.create_stack(
@@ -32,9 +41,16 @@ def deploy(stage: str, session: Any = None) -> dict[str, str]:
         )
         cloudformation.get_waiter("stack_create_complete").wait(StackName=name, WaiterConfig={"Delay": 1})
     stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-    _enable_ttl(session, outputs["LeadsTableName"])
-    return outputs
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def _create_configuration_set(session: Any, stage: str) -> str:
+    # moto's CloudFormation skips AWS::SES::* resources; create the set the template names.
+    name = f"trellis-{stage}"
+    sesv2 = session.client("sesv2")
+    if name not in sesv2.list_configuration_sets().get("ConfigurationSets", []):
+        sesv2.create_configuration_set(ConfigurationSetName=name)
+    return name
 
 
 def _enable_ttl(session: Any, table_name: str) -> None:

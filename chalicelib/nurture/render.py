@@ -1,0 +1,159 @@
+"""Render a step for a lead: Jinja2 (autoescaped HTML), tracked links, open pixel, text part."""
+
+from __future__ import annotations
+
+import functools
+import html
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from html.parser import HTMLParser
+from typing import Any, Optional
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from chalicelib.config import TEMPLATES_DIR
+from chalicelib.entities import Lead
+from chalicelib.models import Campaign, Step
+from chalicelib.tracking import LinkBuilder
+
+_HREF = re.compile(r'href="(https?://[^"]+)"')
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    html: str
+    text: str
+    unsubscribe_url: str
+
+
+@functools.cache
+def _html_environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+@functools.cache
+def _subject_environment() -> Environment:
+    # Subjects are header text, not HTML: escaping "&" to "&amp;" there would be a bug. Header
+    # safety (no CR/LF) is enforced after rendering.
+    return Environment(autoescape=False, undefined=StrictUndefined)  # noqa: S701 - plain text only
+
+
+def template_exists(name: str) -> bool:
+    return (TEMPLATES_DIR / name).is_file()
+
+
+class Renderer:
+    def __init__(self, campaign: Campaign, links: LinkBuilder) -> None:
+        self._campaign = campaign
+        self._links = links
+
+    def context(
+        self,
+        lead: Lead,
+        sequence_id: str,
+        step: Step,
+        message_id: str,
+        now: datetime,
+        *,
+        magnet_id: Optional[str] = None,
+        download_url: Optional[str] = None,
+        confirm_url: Optional[str] = None,
+    ) -> dict[str, Any]:
+        sender = self._campaign.sender
+        magnet = self._campaign.magnets.get(magnet_id) if magnet_id else None
+        return {
+            "lead": {**lead.custom, **lead.profile, "email": lead.email},
+            "email": lead.email,
+            "first_name": lead.profile.get("first_name"),
+            "last_name": lead.profile.get("last_name"),
+            "company": lead.profile.get("company"),
+            "job_title": lead.profile.get("job_title"),
+            "first_touch": lead.first_touch.to_item(),
+            "campaign_title": self._campaign.title or self._campaign.name,
+            "sender_name": sender.from_name,
+            "postal_address": sender.postal_address,
+            "magnet_id": magnet_id if magnet else None,
+            "magnet_title": magnet.title if magnet else None,
+            "download_url": download_url,
+            "confirm_url": confirm_url,
+            "unsubscribe_url": self._links.unsubscribe(lead.lead_id, message_id, now),
+            "sequence_id": sequence_id,
+            "step_id": step.id,
+        }
+
+    def render(
+        self, step: Step, context: dict[str, Any], lead_id: str, message_id: str, now: datetime
+    ) -> RenderedEmail:
+        subject = _subject_environment().from_string(step.subject).render(**context)
+        subject = " ".join(subject.split())  # no CR/LF can reach the header
+        body = _html_environment().get_template(step.template).render(**context)
+        body = self._track_links(body, lead_id, message_id, now)
+        text = html_to_text(body)
+        pixel = self._links.open_pixel(lead_id, message_id, now)
+        img = f'<img src="{html.escape(pixel)}" width="1" height="1" alt="" style="display:block;border:0">'
+        body = body.replace("</body>", f"{img}</body>") if "</body>" in body else body + img
+        return RenderedEmail(subject=subject, html=body, text=text, unsubscribe_url=context["unsubscribe_url"])
+
+    def _track_links(self, body: str, lead_id: str, message_id: str, now: datetime) -> str:
+        def rewrite(match: re.Match[str]) -> str:
+            destination = html.unescape(match.group(1))
+            if self._links.is_own(destination):
+                return match.group(0)  # unsubscribe and confirm links are ours already
+            tracked = self._links.click(lead_id, message_id, destination, now)
+            return f'href="{html.escape(tracked)}"'
+
+        return _HREF.sub(rewrite, body)
+
+
+class _TextExtractor(HTMLParser):
+    """HTML to a readable plain-text part: paragraphs, list items, and links as "text (url)"."""
+
+    _BLOCKS = {"p", "div", "h1", "h2", "h3", "h4", "tr", "table", "ul", "ol", "blockquote"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._href: list[Optional[str]] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, Optional[str]]]) -> None:
+        if tag in ("style", "script", "head", "title"):
+            self._skip += 1
+        elif tag == "a":
+            self._href.append(dict(attrs).get("href"))
+        elif tag == "br":
+            self.parts.append("\n")
+        elif tag == "li":
+            self.parts.append("\n- ")
+        elif tag in self._BLOCKS:
+            self.parts.append("\n\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("style", "script", "head", "title"):
+            self._skip = max(0, self._skip - 1)
+        elif tag == "a" and self._href:
+            href = self._href.pop()
+            if href:
+                self.parts.append(f" ({href})")
+        elif tag in self._BLOCKS:
+            self.parts.append("\n\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(re.sub(r"\s+", " ", data))
+
+
+def html_to_text(body: str) -> str:
+    extractor = _TextExtractor()
+    extractor.feed(body)
+    lines = [line.strip() for line in "".join(extractor.parts).splitlines()]
+    text = "\n".join(lines)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"

@@ -1,0 +1,216 @@
+"""Pure nurture rules: which step is next for a lead, and when it may go. No AWS in here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Optional, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from chalicelib.entities import Enrolment, Lead, Suppression, iso, parse_iso
+from chalicelib.models import WEEKDAYS, Campaign, Condition, FrequencyCap, SendWindow, Sequence, SequenceExit, Step
+
+# The double opt-in email travels as a one-step sequence of its own, so it gets every delivery
+# guarantee the nurture steps get. Campaign sequence ids cannot start with "_".
+CONFIRM_SEQUENCE = "_confirm"
+CONFIRM_STEP = "confirm"
+
+
+@dataclass(frozen=True)
+class Send:
+    step_index: int
+    next_index: int
+    next_due: Optional[datetime]  # None: this was the last step
+
+
+@dataclass(frozen=True)
+class Advance:
+    """Steps were skipped by their conditions; nothing is sent now."""
+
+    next_index: int
+    next_due: Optional[datetime]  # None: no steps left, the enrolment is complete
+
+
+@dataclass(frozen=True)
+class Defer:
+    until: datetime
+    reason: str  # "window" or "frequency_cap"
+
+
+@dataclass(frozen=True)
+class Exit:
+    reason: str
+
+
+Decision = Union[Send, Advance, Defer, Exit]
+
+
+def sequence_for(campaign: Campaign, sequence_id: str) -> Optional[Sequence]:
+    if sequence_id == CONFIRM_SEQUENCE:
+        if campaign.confirmation is None:
+            return None
+        step = Step(
+            id=CONFIRM_STEP,
+            delay=timedelta(0),
+            subject=campaign.confirmation.subject,
+            template=campaign.confirmation.template,
+            timing="immediate",
+        )
+        return Sequence(steps=[step], exit=SequenceExit(stages=[]))
+    return campaign.sequences.get(sequence_id)
+
+
+def decide(
+    campaign: Campaign,
+    enrolment: Enrolment,
+    lead: Optional[Lead],
+    suppression: Optional[Suppression],
+    now: datetime,
+) -> Decision:
+    """What to do with a due enrolment now. Exits win over everything; then conditions, then timing."""
+    if lead is None:
+        return Exit("lead_gone")
+    if suppression is not None:
+        return Exit(f"suppressed:{suppression.reason}")
+    if lead.unsubscribed_at is not None:
+        return Exit("unsubscribed")
+    sequence = sequence_for(campaign, enrolment.sequence_id)
+    if sequence is None:
+        return Exit("sequence_removed")
+    if enrolment.sequence_id == CONFIRM_SEQUENCE and lead.consent is not None and lead.consent.status == "granted":
+        return Exit("already_confirmed")
+    if lead.stage in sequence.exit.stages:
+        return Exit(f"stage:{lead.stage}")
+    for goal in sequence.exit.events:
+        if goal in lead.event_types:
+            return Exit(f"goal:{goal}")
+
+    steps = sequence.steps
+    enrolled_at = parse_iso(enrolment.enrolled_at)
+    index = enrolment.step_index
+    while index < len(steps):
+        step = steps[index]
+        if is_skipped(step, lead, enrolment.sequence_id):
+            index += 1
+            if index == len(steps):
+                return Advance(index, None)
+            due = step_due(steps[index], previous_at=now, enrolled_at=enrolled_at)
+            if due > now:
+                return Advance(index, due)
+            continue
+        if step.timing == "scheduled":
+            when, reason = earliest_send_time(now, campaign, lead)
+            if when > now:
+                return Defer(when, reason)
+        next_due = None
+        if index + 1 < len(steps):
+            next_due = step_due(steps[index + 1], previous_at=now, enrolled_at=enrolled_at)
+        return Send(index, index + 1, next_due)
+    return Advance(index, None)
+
+
+def step_due(step: Step, *, previous_at: datetime, enrolled_at: datetime) -> datetime:
+    base = enrolled_at if step.after == "enrolment" else previous_at
+    return base + step.delay
+
+
+# -- conditions -------------------------------------------------------------------------------
+
+
+def is_skipped(step: Step, lead: Lead, sequence_id: str) -> bool:
+    if step.only_if and not all(holds(c, lead, sequence_id) for c in step.only_if):
+        return True
+    return any(holds(c, lead, sequence_id) for c in step.skip_if)
+
+
+def holds(condition: Condition, lead: Lead, sequence_id: str) -> bool:
+    if condition.field:
+        value = lead.field_value(condition.field)
+        if condition.exists is not None:
+            return (value not in (None, "")) == condition.exists
+        if condition.in_ is not None:
+            return value is not None and _norm(value) in {_norm(v) for v in condition.in_}
+        return value is not None and _norm(value) == _norm(condition.equals)
+    if condition.stage:
+        return lead.stage in condition.stage
+    if condition.score:
+        low, high = condition.score.min, condition.score.max
+        return (low is None or lead.score >= low) and (high is None or lead.score <= high)
+    if condition.clicked:
+        return _step_key(condition.clicked, sequence_id) in lead.clicked
+    if condition.opened:
+        return _step_key(condition.opened, sequence_id) in lead.opened
+    if condition.event:
+        return condition.event in lead.event_types
+    return False  # unreachable: the model requires exactly one test
+
+
+def _norm(value: object) -> str:
+    return str(value).strip().casefold()
+
+
+def _step_key(reference: str, sequence_id: str) -> str:
+    return reference if "." in reference else f"{sequence_id}.{reference}"
+
+
+# -- timing: send window and frequency cap ----------------------------------------------------
+
+
+def lead_zone(campaign: Campaign, lead: Lead) -> ZoneInfo:
+    for name in (lead.timezone, campaign.timezone):
+        if name:
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return ZoneInfo("UTC")
+
+
+def earliest_send_time(now: datetime, campaign: Campaign, lead: Lead) -> tuple[datetime, str]:
+    """The first moment at or after ``now`` inside the send window and under the frequency cap."""
+    zone = lead_zone(campaign, lead)
+    sends = [parse_iso(s) for s in lead.recent_sends]
+    moment, reason = now, "window"
+    # The two constraints can push each other forward; a few rounds always settle them.
+    for _ in range(16):
+        capped = cap_free_at(moment, campaign.frequency_cap, sends)
+        opened = window_opening(capped, campaign.send_window, zone)
+        if opened == moment:
+            break
+        reason = "frequency_cap" if capped > moment else "window"
+        moment = opened
+    return moment, reason
+
+
+def window_opening(moment: datetime, window: SendWindow, zone: ZoneInfo) -> datetime:
+    """``moment`` if it is inside the window, else the window's next opening."""
+    local = moment.astimezone(zone)
+    for offset in range(8):
+        day: date = local.date() + timedelta(days=offset)
+        if WEEKDAYS[day.weekday()] not in window.days:
+            continue
+        start = datetime.combine(day, window.start, tzinfo=zone)
+        end = datetime.combine(day, window.end, tzinfo=zone)
+        if start <= local < end:
+            return moment
+        if local < start:
+            return start.astimezone(moment.tzinfo)
+    raise AssertionError("a send window with at least one day always opens within a week")
+
+
+def cap_free_at(moment: datetime, cap: Optional[FrequencyCap], sends: Iterable[datetime]) -> datetime:
+    """When the lead may receive another capped email, at or after ``moment``."""
+    if cap is None:
+        return moment
+    recent = sorted(s for s in sends if s > moment - cap.per)
+    if len(recent) < cap.max_emails:
+        return moment
+    return recent[len(recent) - cap.max_emails] + cap.per
+
+
+def recent_sends_after(sends: Iterable[str], sent_at: datetime, cap: Optional[FrequencyCap]) -> list[str]:
+    """The send log to keep after one more send: only what the cap can still count."""
+    keep = cap.per if cap else timedelta(days=1)
+    kept = [s for s in sends if parse_iso(s) > sent_at - keep]
+    return [*kept, iso(sent_at)][-50:]
