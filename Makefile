@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest validate clean
+.PHONY: demo test lint typecheck pytest validate clean preview
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,7 @@ pytest: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache dist
+
+## make preview: render every nurture email for a sample lead into preview/ (open the .html files in a browser).
+preview: $(STAMP)
+	$(BIN)/python -m chalicelib.nurture.preview --campaign demo --all --out-dir preview

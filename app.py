@@ -1,10 +1,14 @@
 """Trellis: Chalice routes and event sources. Bodies stay thin: the work is in chalicelib."""
 
-from chalice.app import Chalice, Request, Response
+from typing import Any
+
+from chalice.app import Chalice, CloudWatchEvent, DynamoDBEvent, Rate, Request, Response, SNSEvent
 
 from chalicelib import runtime, web
+from chalicelib.config import EventSources
 
 app = Chalice(app_name="trellis")
+sources = EventSources.from_env()
 
 
 def _request() -> Request:
@@ -28,3 +32,46 @@ def submit_form(form_id: str) -> Response:
 @app.route("/forms/{form_id}", methods=["OPTIONS"])
 def form_preflight(form_id: str) -> Response:
     return web.preflight(runtime.current(), form_id, _request())
+
+
+@app.route("/t/c/{token}", methods=["GET"])
+def tracked_click(token: str) -> Response:
+    return web.click(runtime.current(), token)
+
+
+@app.route("/t/o/{token}", methods=["GET"])
+def tracked_open(token: str) -> Response:
+    return web.open_pixel(runtime.current(), token)
+
+
+@app.route("/u/{token}", methods=["GET"])
+def unsubscribe_page(token: str) -> Response:
+    return web.unsubscribe_page(runtime.current(), token)
+
+
+# RFC 8058 one-click posts come as form data (urlencoded or multipart); the body is not needed.
+@app.route("/u/{token}", methods=["POST"], content_types=["*/*"])
+def unsubscribe(token: str) -> Response:
+    return web.unsubscribe(runtime.current(), token)
+
+
+@app.route("/confirm/{token}", methods=["GET"])
+def confirm_subscription(token: str) -> Response:
+    return web.confirm(runtime.current(), token)
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES))
+def dispatch(event: CloudWatchEvent) -> dict[str, Any]:
+    lambda_context: Any = event.context  # Lambda's context object (Chalice types it loosely)
+    report = runtime.current().dispatcher.tick(lambda_context.get_remaining_time_in_millis)
+    return vars(report)
+
+
+@app.on_dynamodb_record(stream_arn=sources.stream_arn, batch_size=100)
+def on_lead_change(event: DynamoDBEvent) -> dict[str, Any]:
+    return vars(runtime.current().streams.handle(event.to_dict()["Records"]))
+
+
+@app.on_sns_message(topic=sources.ses_events_topic)
+def on_ses_feedback(event: SNSEvent) -> dict[str, Any]:
+    return vars(runtime.current().feedback.handle(event.message))

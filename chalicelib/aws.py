@@ -16,6 +16,7 @@ from botocore.config import Config
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sesv2 import SESV2Client
 
 # Standard retry mode backs off on throttling and transient 5xx; AWS SDKs' recommended default.
 RETRY_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"})
@@ -45,7 +46,24 @@ def s3() -> S3Client:
     return client
 
 
+# The dispatcher paces itself and defers throttled steps to a later tick; long SDK-level retry
+# sleeps would only burn its time budget.
+SES_RETRY_CONFIG = Config(retries={"max_attempts": 2, "mode": "standard"})
+
+
+@functools.cache
+def sesv2() -> SESV2Client:
+    client: SESV2Client = _session().client("sesv2", config=SES_RETRY_CONFIG)
+    return client
+
+
+@functools.cache
+def ses_v1() -> Any:
+    """Only for GetSendQuota (the account's max send rate), which moto serves on SES v1."""
+    return _session().client("ses", config=SES_RETRY_CONFIG)
+
+
 def reset() -> None:
     """Forget cached clients (tests that switch endpoints or credentials call this)."""
-    for getter in (dynamodb, s3, _session):
+    for getter in (dynamodb, s3, sesv2, ses_v1, _session):
         getter.cache_clear()

@@ -22,6 +22,7 @@ from chalicelib.models import (
     Tracking,
     submission_model,
 )
+from chalicelib.nurture.rules import CONFIRM_SEQUENCE
 from chalicelib.store import CaptureWrite, Store
 from chalicelib.tracking import TokenSigner
 
@@ -159,18 +160,35 @@ class Capture:
                 status=status, version=form.consent.version, text=form.consent.text, form_id=form_id, at=at
             )
 
-        enrolment = None
+        enrolments = []
+        pending = consent is not None and consent.status == "pending_confirmation"
         if form.sequence is not None and (known is None or form.sequence not in known.sequences):
             first_step = self._campaign.sequences[form.sequence].steps[0]
-            awaiting = consent is not None and consent.status == "pending_confirmation"
-            enrolment = Enrolment(
-                lead_id=lead_id,
-                sequence_id=form.sequence,
-                status="awaiting_confirmation" if awaiting else "active",
-                step_index=0,
-                enrolled_at=at,
-                due_at=None if awaiting else iso(now + first_step.delay),
+            enrolments.append(
+                Enrolment(
+                    lead_id=lead_id,
+                    sequence_id=form.sequence,
+                    status="awaiting_confirmation" if pending else "active",
+                    step_index=0,
+                    enrolled_at=at,
+                    due_at=None if pending else iso(now + first_step.delay),
+                )
             )
+        if pending and (known is None or CONFIRM_SEQUENCE not in known.sequences):
+            # The confirmation email goes through the dispatcher like every other email.
+            enrolments.append(
+                Enrolment(
+                    lead_id=lead_id,
+                    sequence_id=CONFIRM_SEQUENCE,
+                    status="active",
+                    step_index=0,
+                    enrolled_at=at,
+                    due_at=at,
+                )
+            )
+        expires_at = None
+        if pending and known is None and self._campaign.confirmation is not None:
+            expires_at = int((now + self._campaign.confirmation.expires_after).timestamp())
 
         stage: Optional[str] = None
         if known is None:
@@ -206,7 +224,8 @@ class Capture:
             custom=custom,
             consent=consent,
             magnet=form.magnet,
-            enrolment=enrolment,
+            enrolments=enrolments,
+            expires_at=expires_at,
         )
 
     def _result(self, form: Form, lead_id: str, now: datetime, created: bool, bot: bool = False) -> CaptureResult:

@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import yaml
 from pydantic import ValidationError
@@ -36,11 +37,18 @@ class Settings:
     # HMAC key for every signed token and for the IP hash; from the environment (locally) or the
     # stage's secret (deployed). Never logged, never in the repo.
     token_key: bytes
+    # Base URL of this stage's API (tracked links, unsubscribe and confirm links point here).
+    public_url: str
+    ses_configuration_set: str
+    # Emails per second; when unset, the SES account's own max send rate (GetSendQuota).
+    max_send_rate: Optional[float] = None
 
     def __repr__(self) -> str:  # keep the key out of tracebacks and logs
         return (
             f"Settings(campaign_name={self.campaign_name!r}, table_name={self.table_name!r}, "
-            f"assets_bucket={self.assets_bucket!r}, token_key=<redacted>)"
+            f"assets_bucket={self.assets_bucket!r}, public_url={self.public_url!r}, "
+            f"ses_configuration_set={self.ses_configuration_set!r}, max_send_rate={self.max_send_rate!r}, "
+            "token_key=<redacted>)"
         )
 
     @classmethod
@@ -51,6 +59,8 @@ class Settings:
             "TRELLIS_TABLE": "the DynamoDB table name",
             "TRELLIS_ASSETS_BUCKET": "the S3 bucket holding lead-magnet assets",
             "TRELLIS_TOKEN_KEY": f"secret key for signed tokens, at least {MIN_TOKEN_KEY_LENGTH} characters",
+            "TRELLIS_PUBLIC_URL": "the API's public base URL, e.g. https://abc.execute-api.eu-west-1.amazonaws.com/api",
+            "TRELLIS_SES_CONFIGURATION_SET": "the SES configuration set every email is sent with",
         }
         missing = [f"{name} ({why})" for name, why in required.items() if not env.get(name)]
         if missing:
@@ -58,11 +68,25 @@ class Settings:
         token_key = env["TRELLIS_TOKEN_KEY"]
         if len(token_key) < MIN_TOKEN_KEY_LENGTH:
             raise ConfigError(f"TRELLIS_TOKEN_KEY must be at least {MIN_TOKEN_KEY_LENGTH} characters")
+        public_url = env["TRELLIS_PUBLIC_URL"].rstrip("/")
+        if not public_url.startswith(("https://", "http://")):
+            raise ConfigError("TRELLIS_PUBLIC_URL must be an absolute http(s) URL")
+        max_send_rate = None
+        if env.get("TRELLIS_MAX_SEND_RATE"):
+            try:
+                max_send_rate = float(env["TRELLIS_MAX_SEND_RATE"])
+            except ValueError as e:
+                raise ConfigError("TRELLIS_MAX_SEND_RATE must be a number (emails per second)") from e
+            if max_send_rate <= 0:
+                raise ConfigError("TRELLIS_MAX_SEND_RATE must be above 0")
         return cls(
             campaign_name=env["TRELLIS_CAMPAIGN"],
             table_name=env["TRELLIS_TABLE"],
             assets_bucket=env["TRELLIS_ASSETS_BUCKET"],
             token_key=token_key.encode(),
+            public_url=public_url,
+            ses_configuration_set=env["TRELLIS_SES_CONFIGURATION_SET"],
+            max_send_rate=max_send_rate,
         )
 
 
@@ -87,7 +111,25 @@ def load_campaign_file(path: Path) -> Campaign:
         raise ConfigError("invalid campaign file\n  " + "\n  ".join(lines)) from e
     if campaign.name != path.stem:
         raise ConfigError(f"{path}: name: {campaign.name!r} must match the file name {path.stem!r}")
+    missing = [
+        f"{path}: {where}.template: no file templates/{template}"
+        for where, template in _templates(campaign)
+        if not (TEMPLATES_DIR / template).is_file()
+    ]
+    if missing:
+        raise ConfigError("invalid campaign file\n  " + "\n  ".join(missing))
     return campaign
+
+
+def _templates(campaign: Campaign) -> list[tuple[str, str]]:
+    named = [
+        (f"sequences.{sequence_id}.steps.{step.id}", step.template)
+        for sequence_id, sequence in campaign.sequences.items()
+        for step in sequence.steps
+    ]
+    if campaign.confirmation is not None:
+        named.append(("confirmation", campaign.confirmation.template))
+    return named
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -96,3 +138,28 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 def load_campaign(name: str, directory: Path = CAMPAIGNS_DIR) -> Campaign:
     return load_campaign_file(campaign_path(name, directory))
+
+
+@dataclass(frozen=True)
+class EventSources:
+    """ARNs Chalice needs when it *imports* app.py (to wire triggers), before any handler runs.
+
+    ``chalice deploy/package --stage S`` loads the stage's environment_variables first, so a
+    deployed stage gets its real stream and topic (``make bootstrap`` writes them). Locally
+    nothing subscribes: the twin and the tests call the handlers directly, and the placeholders
+    say loudly what is missing if one ever reaches AWS.
+    """
+
+    stream_arn: str
+    ses_events_topic: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> EventSources:
+        env = os.environ if environ is None else environ
+        return cls(
+            stream_arn=env.get(
+                "TRELLIS_STREAM_ARN",
+                "arn:aws:dynamodb:us-east-1:000000000000:table/TRELLIS_STREAM_ARN-not-set/stream/not-set",
+            ),
+            ses_events_topic=env.get("TRELLIS_SES_EVENTS_TOPIC", "TRELLIS_SES_EVENTS_TOPIC-not-set"),
+        )

@@ -53,3 +53,19 @@ class WriteConflict(StoreError):
 
 class ConditionFailed(WriteConflict):
     """A conditional write found the item not as expected (missing, or already changed)."""
+
+
+class SendThrottled(TrellisError):
+    """SES asked us to slow down (throttling, max send rate); the email was not sent."""
+
+
+class SendRejected(TrellisError):
+    """SES refused this message for good (e.g. the address is on its suppression list)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"SES rejected the message: {code}")
+        self.code = code
+
+
+class SendFailed(TrellisError):
+    """SES could not be reached or failed; the email was not sent and may be retried."""

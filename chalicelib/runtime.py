@@ -1,12 +1,13 @@
 """Wiring: build the services once per Lambda container (cold start) from settings.
 
 Route handlers and event sources ask for ``current()``; tests install their own ``Runtime``
-(another clock, a fresh moto endpoint) with ``install()``.
+(another clock, a fresh moto endpoint) with ``install()``. Parts only some functions need (SES,
+the dispatcher) are built on first use, so the capture path's cold start does not pay for them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
 from typing import Optional
 
 from chalicelib import aws
@@ -15,34 +16,96 @@ from chalicelib.capture import Capture
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.config import Settings, load_campaign
 from chalicelib.models import Campaign
+from chalicelib.nurture.dispatcher import Dispatcher, Pacer
+from chalicelib.nurture.feedback import Feedback
+from chalicelib.nurture.mailer import Mailer, SesMailer
+from chalicelib.nurture.render import Renderer
 from chalicelib.store import Store
-from chalicelib.tracking import TokenSigner
+from chalicelib.streams import StreamProcessor
+from chalicelib.tracking import LinkBuilder, TokenSigner, Tracker
 
 
-@dataclass(frozen=True)
 class Runtime:
-    settings: Settings
-    campaign: Campaign
-    clock: Clock
-    store: Store
-    signer: TokenSigner
-    capture: Capture
+    def __init__(
+        self,
+        settings: Settings,
+        campaign: Campaign,
+        clock: Clock,
+        store: Store,
+        signer: TokenSigner,
+        assets: S3AssetLinks,
+        mailer: Optional[Mailer] = None,
+        pacer: Optional[Pacer] = None,
+    ) -> None:
+        self.settings = settings
+        self.campaign = campaign
+        self.clock = clock
+        self.store = store
+        self.signer = signer
+        self.assets = assets
+        self._mailer = mailer
+        self._pacer = pacer
 
     @classmethod
-    def build(cls, settings: Settings, clock: Optional[Clock] = None, campaign: Optional[Campaign] = None) -> Runtime:
-        campaign = campaign or load_campaign(settings.campaign_name)
-        clock = clock or SystemClock()
-        store = Store(aws.dynamodb(), settings.table_name)
-        signer = TokenSigner(settings.token_key)
-        assets = S3AssetLinks(aws.s3(), settings.assets_bucket)
+    def build(
+        cls,
+        settings: Settings,
+        clock: Optional[Clock] = None,
+        campaign: Optional[Campaign] = None,
+        mailer: Optional[Mailer] = None,
+        pacer: Optional[Pacer] = None,
+    ) -> Runtime:
         return cls(
             settings=settings,
-            campaign=campaign,
-            clock=clock,
-            store=store,
-            signer=signer,
-            capture=Capture(campaign, store, signer, assets, clock),
+            campaign=campaign or load_campaign(settings.campaign_name),
+            clock=clock or SystemClock(),
+            store=Store(aws.dynamodb(), settings.table_name),
+            signer=TokenSigner(settings.token_key),
+            assets=S3AssetLinks(aws.s3(), settings.assets_bucket),
+            mailer=mailer,
+            pacer=pacer,
         )
+
+    @functools.cached_property
+    def capture(self) -> Capture:
+        return Capture(self.campaign, self.store, self.signer, self.assets, self.clock)
+
+    @functools.cached_property
+    def links(self) -> LinkBuilder:
+        return LinkBuilder(self.signer, self.settings.public_url)
+
+    @functools.cached_property
+    def tracker(self) -> Tracker:
+        return Tracker(self.signer, self.store, self.clock, self.campaign)
+
+    @functools.cached_property
+    def mailer(self) -> Mailer:
+        if self._mailer is None:
+            self._mailer = SesMailer(
+                aws.sesv2(), aws.ses_v1(), self.settings.ses_configuration_set, self.settings.max_send_rate
+            )
+        return self._mailer
+
+    @functools.cached_property
+    def dispatcher(self) -> Dispatcher:
+        return Dispatcher(
+            self.campaign,
+            self.store,
+            self.mailer,
+            Renderer(self.campaign, self.links),
+            self.links,
+            self.assets,
+            self.clock,
+            self._pacer,
+        )
+
+    @functools.cached_property
+    def feedback(self) -> Feedback:
+        return Feedback(self.store, self.clock)
+
+    @functools.cached_property
+    def streams(self) -> StreamProcessor:
+        return StreamProcessor(self.campaign, self.store, self.dispatcher, self.clock)
 
 
 _current: Optional[Runtime] = None

@@ -42,6 +42,7 @@ CREATED_INDEX = "by_created"
 # The due index is written by every enrolment and read every minute; spreading it over shards
 # keeps one hot partition from capping the dispatcher. Shard = stable hash of the lead id.
 DUE_SHARDS = 8
+TTL_ATTRIBUTE = "expires_at"
 # Every lead profile carries this constant partition key for the by_created index.
 LEAD_LIST = "LEADS"
 
@@ -56,6 +57,19 @@ def _lead_pk(lead_id: str) -> str:
 def due_shard(lead_id: str) -> str:
     shard = int(hashlib.sha256(lead_id.encode()).hexdigest(), 16) % DUE_SHARDS
     return f"DUE#{shard}"
+
+
+def parse_stream_image(image: Mapping[str, Any]) -> Optional[Enrolment | Event]:
+    """Turn a stream record's image (DynamoDB JSON) into the entity it holds, if we react to it."""
+    if not image or "sk" not in image:
+        return None
+    item = _deserialize(image)
+    sort_key = str(item["sk"])
+    if sort_key.startswith("ENROL#"):
+        return Enrolment.from_item(item)
+    if sort_key.startswith("EVENT#"):
+        return Event.from_item(item)
+    return None
 
 
 def _serialize(attributes: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,7 +100,9 @@ class CaptureWrite:
     custom: dict[str, Any] = field(default_factory=dict)
     consent: Optional[ConsentRecord] = None
     magnet: Optional[str] = None
-    enrolment: Optional[Enrolment] = None
+    enrolments: list[Enrolment] = field(default_factory=list)
+    # Epoch seconds after which an unconfirmed (double opt-in) new lead disappears by TTL.
+    expires_at: Optional[int] = None
 
 
 class Store:
@@ -125,8 +141,10 @@ class Store:
             sets["consent"] = write.consent.to_item()
         if write.magnet is not None:
             adds["magnets"] = {write.magnet}
-        if write.enrolment is not None:
-            adds["sequences"] = {write.enrolment.sequence_id}
+        if write.enrolments:
+            adds["sequences"] = {e.sequence_id for e in write.enrolments}
+        if write.expires_at is not None:
+            if_absent[TTL_ATTRIBUTE] = write.expires_at
 
         names: dict[str, str] = {}
         values: dict[str, Any] = {}
@@ -158,22 +176,106 @@ class Store:
                     "ExpressionAttributeValues": _serialize(values),
                 }
             },
-            {"Put": self._new_item(self._event_item(write.event))},
+            {"Put": self._new_item(self._event_item(write.event, write.expires_at))},
         ]
-        if write.enrolment is not None:
-            operations.append({"Put": self._new_item(self._enrolment_item(write.enrolment))})
+        for enrolment in write.enrolments:
+            operations.append({"Put": self._new_item(self._enrolment_item(enrolment, write.expires_at))})
         self._transact(operations)
 
     # -- events and enrolments ----------------------------------------------------------------
 
-    def _event_item(self, event: Event) -> dict[str, Any]:
-        return {"pk": _lead_pk(event.lead_id), "sk": f"EVENT#{event.at}#{event.event_id}", **event.to_item()}
+    def _event_item(self, event: Event, expires_at: Optional[int] = None) -> dict[str, Any]:
+        item = {"pk": _lead_pk(event.lead_id), "sk": f"EVENT#{event.at}#{event.event_id}", **event.to_item()}
+        if expires_at is not None:
+            item[TTL_ATTRIBUTE] = expires_at
+        return item
 
-    def _enrolment_item(self, enrolment: Enrolment) -> dict[str, Any]:
+    def _enrolment_item(self, enrolment: Enrolment, expires_at: Optional[int] = None) -> dict[str, Any]:
         item = {"pk": _lead_pk(enrolment.lead_id), "sk": f"ENROL#{enrolment.sequence_id}", **enrolment.to_item()}
         if enrolment.due_at is not None:
             item["due_shard"] = due_shard(enrolment.lead_id)
+        if expires_at is not None:
+            item[TTL_ATTRIBUTE] = expires_at
         return item
+
+    def enrol(self, enrolment: Enrolment) -> bool:
+        """Enrol a lead that exists, unless already in the sequence. One transaction."""
+        try:
+            self._transact(
+                [
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": _serialize({"pk": _lead_pk(enrolment.lead_id), "sk": "PROFILE"}),
+                            "UpdateExpression": "ADD #sequences :seq",
+                            "ConditionExpression": "attribute_exists(pk)",
+                            "ExpressionAttributeNames": {"#sequences": "sequences"},
+                            "ExpressionAttributeValues": _serialize({":seq": {enrolment.sequence_id}}),
+                        }
+                    },
+                    {"Put": self._new_item(self._enrolment_item(enrolment))},
+                ]
+            )
+        except ConditionFailed:
+            return False
+        return True
+
+    def confirm_lead(self, lead_id: str, at: str, due_by_sequence: dict[str, str], event: Event) -> None:
+        """Double opt-in confirmed: consent granted, waiting enrolments start, TTL removed.
+
+        All in one transaction, conditional on the consent still being pending.
+        """
+        items = self._query_lead(lead_id, "")
+        operations: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self.table_name,
+                    "Key": _serialize({"pk": _lead_pk(lead_id), "sk": "PROFILE"}),
+                    "UpdateExpression": "SET consent.#status = :granted, consent.confirmed_at = :at REMOVE #ttl",
+                    "ConditionExpression": "consent.#status = :pending",
+                    "ExpressionAttributeNames": {"#status": "status", "#ttl": TTL_ATTRIBUTE},
+                    "ExpressionAttributeValues": _serialize(
+                        {":granted": "granted", ":pending": "pending_confirmation", ":at": at}
+                    ),
+                }
+            },
+            {"Put": self._new_item(self._event_item(event))},
+        ]
+        for item in items:
+            key = _serialize({"pk": item["pk"], "sk": item["sk"]})
+            sequence_id = item.get("sequence_id")
+            if item["sk"].startswith("ENROL#") and item.get("status") == "awaiting_confirmation":
+                operations.append(
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": key,
+                            "UpdateExpression": "SET #status = :active, due_at = :due, due_shard = :shard REMOVE #ttl",
+                            "ConditionExpression": "#status = :waiting",
+                            "ExpressionAttributeNames": {"#status": "status", "#ttl": TTL_ATTRIBUTE},
+                            "ExpressionAttributeValues": _serialize(
+                                {
+                                    ":active": "active",
+                                    ":waiting": "awaiting_confirmation",
+                                    ":due": due_by_sequence.get(str(sequence_id), at),
+                                    ":shard": due_shard(lead_id),
+                                }
+                            ),
+                        }
+                    }
+                )
+            elif item["sk"] != "PROFILE" and TTL_ATTRIBUTE in item:
+                operations.append(
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": key,
+                            "UpdateExpression": "REMOVE #ttl",
+                            "ExpressionAttributeNames": {"#ttl": TTL_ATTRIBUTE},
+                        }
+                    }
+                )
+        self._transact(operations[:100])  # a pending lead has a handful of items
 
     def list_events(self, lead_id: str) -> list[Event]:
         return [Event.from_item(i) for i in self._query_lead(lead_id, "EVENT#")]

@@ -13,13 +13,19 @@ import binascii
 import hashlib
 import hmac
 import json
+import secrets
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from chalicelib.errors import InvalidToken
+from chalicelib.clock import Clock
+from chalicelib.entities import Event, Suppression, iso
+from chalicelib.errors import ConditionFailed, InvalidToken, NotFound
+from chalicelib.models import Campaign
+from chalicelib.store import Store
 
 _MAC_BYTES = 16
-LEAD_TOKEN_PURPOSE = "lead"  # noqa: S105 - a label, not a secret
+LEAD_TOKEN_PURPOSE = "lead"
 LEAD_TOKEN_LIFETIME = timedelta(days=400)
 
 
@@ -115,3 +121,97 @@ class LinkBuilder:
 
     def is_own(self, url: str) -> bool:
         return url.startswith(self.public_url + "/")
+
+
+class Tracker:
+    """What email links do: record a click or an open, unsubscribe, confirm a subscription.
+
+    A token that fails verification, or names a lead that no longer exists, records nothing.
+    """
+
+    def __init__(self, signer: TokenSigner, store: Store, clock: Clock, campaign: Campaign) -> None:
+        self._signer = signer
+        self._store = store
+        self._clock = clock
+        self._campaign = campaign
+        self._own_origins = {origin for form in campaign.forms.values() for origin in form.allowed_origins}
+
+    def click(self, token: str) -> str:
+        """Record the click and return where to send the reader."""
+        now = self._clock.now()
+        claims = self._signer.verify(CLICK_PURPOSE, token, now)
+        lead_id, message_id, destination = _claim(claims, "lead"), _claim(claims, "msg"), _claim(claims, "url")
+        if urlsplit(destination).scheme not in ("http", "https"):
+            raise InvalidToken("destination is not a web URL")
+        event = _event(lead_id, EMAIL_CLICKED, now, {"message_id": message_id, "url": destination})
+        if not self._store.record_event(event, profile_adds={"clicked": message_id}):
+            raise NotFound("lead", lead_id)
+        return self._with_lead_token(destination, lead_id, now)
+
+    def open(self, token: str) -> None:
+        now = self._clock.now()
+        claims = self._signer.verify(OPEN_PURPOSE, token, now)
+        lead_id, message_id = _claim(claims, "lead"), _claim(claims, "msg")
+        event = _event(lead_id, EMAIL_OPENED, now, {"message_id": message_id})
+        if not self._store.record_event(event, profile_adds={"opened": message_id}):
+            raise NotFound("lead", lead_id)
+
+    def check_unsubscribe(self, token: str) -> str:
+        """Verify an unsubscribe token (the confirmation page), changing nothing."""
+        return _claim(self._signer.verify(UNSUBSCRIBE_PURPOSE, token, self._clock.now()), "lead")
+
+    def unsubscribe(self, token: str) -> None:
+        """Unsubscribe for good: the lead is marked and the address suppressed. Idempotent."""
+        now = self._clock.now()
+        claims = self._signer.verify(UNSUBSCRIBE_PURPOSE, token, now)
+        lead_id = _claim(claims, "lead")
+        event = _event(lead_id, UNSUBSCRIBED, now, {"message_id": claims.get("msg")})
+        if not self._store.record_event(event, profile_sets={"unsubscribed_at": iso(now)}):
+            raise NotFound("lead", lead_id)
+        self._store.suppress(Suppression(lead_id, "unsubscribed", iso(now), str(claims.get("msg") or "")), None)
+
+    def confirm(self, token: str) -> None:
+        """Double opt-in: grant consent and start the nurture that waited for it. Idempotent."""
+        now = self._clock.now()
+        lead_id = _claim(self._signer.verify(CONFIRM_PURPOSE, token, now), "lead")
+        lead = self._store.get_lead(lead_id)
+        if lead is None or lead.consent is None:
+            raise NotFound("lead", lead_id)
+        if lead.consent.status == "granted":
+            return
+        due = {}
+        for sequence_id in lead.sequences:
+            sequence = self._campaign.sequences.get(sequence_id)
+            if sequence is not None:
+                due[sequence_id] = iso(now + sequence.steps[0].delay)
+        try:
+            self._store.confirm_lead(lead_id, iso(now), due, _event(lead_id, CONFIRMED, now, {}))
+        except ConditionFailed:
+            return  # confirmed concurrently (a double click): the first one did the work
+
+    def _with_lead_token(self, destination: str, lead_id: str, now: datetime) -> str:
+        """Our own landing pages get the lead token, so their script can attribute page views."""
+        parts = urlsplit(destination)
+        if f"{parts.scheme}://{parts.netloc}".lower() not in self._own_origins:
+            return destination
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        query.append((LEAD_TOKEN_PARAM, self._signer.lead_token(lead_id, now)))
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+LEAD_TOKEN_PARAM = "trellis_lead"
+EMAIL_CLICKED = "email_clicked"
+EMAIL_OPENED = "email_opened"
+UNSUBSCRIBED = "unsubscribed"
+CONFIRMED = "subscription_confirmed"
+
+
+def _claim(claims: dict[str, Any], name: str) -> str:
+    value = claims.get(name)
+    if not isinstance(value, str) or not value:
+        raise InvalidToken("malformed claims")
+    return value
+
+
+def _event(lead_id: str, event_type: str, now: datetime, data: dict[str, Any]) -> Event:
+    return Event(lead_id=lead_id, event_id=secrets.token_hex(8), type=event_type, at=iso(now), data=data)

@@ -209,3 +209,60 @@ def preflight(runtime: Runtime, form_id: str, request: Request) -> Response:
             }
         )
     return Response("", status_code=204, headers=headers)
+
+
+# -- email links ------------------------------------------------------------------------------
+
+# The smallest transparent GIF: what an open pixel returns.
+PIXEL_GIF = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
+_NO_STORE = {"Cache-Control": "no-store, max-age=0"}
+
+
+def _page(name: str, status: int = 200, **context: Any) -> Response:
+    return Response(
+        render_page(name, **context),
+        status_code=status,
+        headers={**_NO_STORE, "Content-Type": "text/html; charset=utf-8"},
+    )
+
+
+def click(runtime: Runtime, token: str) -> Response:
+    try:
+        destination = runtime.tracker.click(token)
+    except TrellisError as e:
+        return error_response(e, html=True, headers=dict(_NO_STORE))
+    return Response("", status_code=302, headers={**_NO_STORE, "Location": destination})
+
+
+def open_pixel(runtime: Runtime, token: str) -> Response:
+    try:
+        runtime.tracker.open(token)
+    except (InvalidToken, NotFound):
+        return Response(b"", status_code=404, headers={**_NO_STORE, "Content-Type": "image/gif"})
+    return Response(PIXEL_GIF, status_code=200, headers={**_NO_STORE, "Content-Type": "image/gif"})
+
+
+def unsubscribe_page(runtime: Runtime, token: str) -> Response:
+    """GET: a page with a button. Link scanners follow links; they must not unsubscribe people."""
+    try:
+        runtime.tracker.check_unsubscribe(token)
+    except TrellisError as e:
+        return error_response(e, html=True, headers=dict(_NO_STORE))
+    return _page("unsubscribe.html", campaign_title=runtime.campaign.title or runtime.campaign.name)
+
+
+def unsubscribe(runtime: Runtime, token: str) -> Response:
+    """POST: RFC 8058 one-click (``List-Unsubscribe=One-Click``) or the page's button."""
+    try:
+        runtime.tracker.unsubscribe(token)
+    except TrellisError as e:
+        return error_response(e, html=True, headers=dict(_NO_STORE))
+    return _page("unsubscribed.html", campaign_title=runtime.campaign.title or runtime.campaign.name)
+
+
+def confirm(runtime: Runtime, token: str) -> Response:
+    try:
+        runtime.tracker.confirm(token)
+    except TrellisError as e:
+        return error_response(e, html=True, headers=dict(_NO_STORE))
+    return _page("confirmed.html", campaign_title=runtime.campaign.title or runtime.campaign.name)

@@ -13,9 +13,11 @@ from moto import mock_aws
 from chalicelib import aws, runtime
 from chalicelib.clock import FixedClock
 from chalicelib.config import Settings
+from chalicelib.nurture.dispatcher import Pacer
 from twin import stack
 
 TEST_TOKEN_KEY = "test-token-key-0123456789abcdef0123456789"
+PUBLIC_URL = "https://trellis.test/api"
 START = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 
 
@@ -38,7 +40,9 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def stack_outputs() -> Iterator[dict[str, str]]:
     with mock_aws():
-        yield stack.deploy("test")
+        outputs = stack.deploy("test")
+        stack.verify_sender(boto3.session.Session(), "hello@demo.trellis.example")
+        yield outputs
 
 
 @pytest.fixture
@@ -48,6 +52,8 @@ def settings(stack_outputs: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> 
         "TRELLIS_TABLE": stack_outputs["LeadsTableName"],
         "TRELLIS_ASSETS_BUCKET": stack_outputs["AssetsBucketName"],
         "TRELLIS_TOKEN_KEY": TEST_TOKEN_KEY,
+        "TRELLIS_PUBLIC_URL": PUBLIC_URL,
+        "TRELLIS_SES_CONFIGURATION_SET": stack_outputs["ConfigurationSetName"],
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -59,9 +65,30 @@ def clock() -> FixedClock:
     return FixedClock(START)
 
 
+class FakeSleep:
+    """Pacing without waiting: records the sleeps the pacer asked for and moves a fake monotonic time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 @pytest.fixture
-def rt(settings: Settings, clock: FixedClock) -> runtime.Runtime:
-    built = runtime.Runtime.build(settings, clock=clock)
+def fake_sleep() -> FakeSleep:
+    return FakeSleep()
+
+
+@pytest.fixture
+def rt(settings: Settings, clock: FixedClock, fake_sleep: FakeSleep) -> runtime.Runtime:
+    pacer = Pacer(14.0, monotonic=fake_sleep.monotonic, sleep=fake_sleep.sleep)
+    built = runtime.Runtime.build(settings, clock=clock, pacer=pacer)
     runtime.install(built)
     return built
 

@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 from chalicelib import aws
 from chalicelib.entities import lead_id_for
 from chalicelib.store import Store
+from tests.conftest import START
 from tests.helpers import RequestCounter, body, post_form, post_json
 
 NEWSLETTER = {"email": "Ann.Lee@Example.com", "first_name": "Ann", "consent": True}
@@ -243,10 +244,16 @@ def test_double_opt_in_form_keeps_consent_pending_and_does_not_schedule(client, 
 
     items = table_items()
     [lead] = lead_items(items)
-    [enrolment] = [i for i in items if i["sk"].startswith("ENROL#")]
+    enrolments = {i["sequence_id"]: i for i in items if i["sk"].startswith("ENROL#")}
     assert lead["consent"]["status"] == "pending_confirmation"
-    assert enrolment["status"] == "awaiting_confirmation"
-    assert "due_at" not in enrolment and "due_shard" not in enrolment  # invisible to the dispatcher
+    assert enrolments["welcome"]["status"] == "awaiting_confirmation"
+    assert "due_at" not in enrolments["welcome"] and "due_shard" not in enrolments["welcome"]  # not due
+    # The confirmation email is due at once, through the dispatcher like every email.
+    assert enrolments["_confirm"]["status"] == "active"
+    assert enrolments["_confirm"]["due_at"] == "2026-11-23T09:30:00.000000Z"
+    # Unconfirmed leads disappear by TTL (the campaign's confirmation.expires_after: 7 days).
+    expiry = int(START.timestamp()) + 7 * 24 * 3600
+    assert {i.get("expires_at") for i in items} == {expiry}
 
 
 # -- bots -------------------------------------------------------------------------------------

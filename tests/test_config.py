@@ -111,15 +111,36 @@ def test_settings_name_every_missing_variable():
         Settings.from_env({"TRELLIS_CAMPAIGN": "demo"})
 
     message = str(caught.value)
-    for name in ("TRELLIS_TABLE", "TRELLIS_ASSETS_BUCKET", "TRELLIS_TOKEN_KEY"):
+    for name in (
+        "TRELLIS_TABLE",
+        "TRELLIS_ASSETS_BUCKET",
+        "TRELLIS_TOKEN_KEY",
+        "TRELLIS_PUBLIC_URL",
+        "TRELLIS_SES_CONFIGURATION_SET",
+    ):
         assert name in message
     assert "TRELLIS_CAMPAIGN" not in message
 
 
 def test_settings_reject_short_key_and_never_show_the_key():
-    env = {"TRELLIS_CAMPAIGN": "demo", "TRELLIS_TABLE": "t", "TRELLIS_ASSETS_BUCKET": "b"}
+    env = {
+        "TRELLIS_CAMPAIGN": "demo",
+        "TRELLIS_TABLE": "t",
+        "TRELLIS_ASSETS_BUCKET": "b",
+        "TRELLIS_PUBLIC_URL": "https://x.example/api",
+        "TRELLIS_SES_CONFIGURATION_SET": "trellis-x",
+    }
     with pytest.raises(ConfigError, match="at least 32"):
         Settings.from_env({**env, "TRELLIS_TOKEN_KEY": "short"})
 
     settings = Settings.from_env({**env, "TRELLIS_TOKEN_KEY": "k" * 40})
     assert "k" * 40 not in repr(settings)
+
+
+def test_campaign_naming_a_missing_template_fails_at_load(tmp_path):
+    path = write_campaign(
+        tmp_path, "broken", lambda d: d["sequences"]["welcome"]["steps"][1].update(template="email/nope.html")
+    )
+
+    with pytest.raises(ConfigError, match=r"sequences\.welcome\.steps\.best-of\.template: no file templates/email/nope\.html"):
+        load_campaign_file(path)

@@ -354,6 +354,7 @@ def provision(session: boto3.session.Session, stage: str, campaign_name: str) ->
     """The stage's stack from infra/, plus each magnet's file at its asset key."""
     outputs = stack.deploy(stage, session)
     campaign = load_campaign(campaign_name)
+    stack.verify_sender(session, campaign.sender.from_address)
     s3 = session.client("s3")
     for magnet in campaign.magnets.values():
         source = ASSETS_DIR / PurePosixPath(magnet.asset_key).name
@@ -437,6 +438,8 @@ def run(config: TwinConfig, twin: Twin) -> None:
             "TRELLIS_TABLE": outputs["LeadsTableName"],
             "TRELLIS_ASSETS_BUCKET": outputs["AssetsBucketName"],
             "TRELLIS_TOKEN_KEY": config.token_key,
+            "TRELLIS_PUBLIC_URL": f"http://{HOST}:{config.ports['api']}",
+            "TRELLIS_SES_CONFIGURATION_SET": outputs["ConfigurationSetName"],
         }
     )
     api = ChaliceLocal(config.ports["api"], STAGE, os.environ)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import html
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from html.parser import HTMLParser
 from typing import Any, Optional
@@ -13,11 +13,11 @@ from typing import Any, Optional
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from chalicelib.config import TEMPLATES_DIR
-from chalicelib.entities import Lead
+from chalicelib.entities import PROFILE_FIELDS, Lead
 from chalicelib.models import Campaign, Step
 from chalicelib.tracking import LinkBuilder
 
-_HREF = re.compile(r'href="(https?://[^"]+)"')
+_HREF = re.compile(r"""href\s*=\s*(["'])(https?://.*?)\1""", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ def _html_environment() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_blank_none,
     )
 
 
@@ -43,7 +44,12 @@ def _html_environment() -> Environment:
 def _subject_environment() -> Environment:
     # Subjects are header text, not HTML: escaping "&" to "&amp;" there would be a bug. Header
     # safety (no CR/LF) is enforced after rendering.
-    return Environment(autoescape=False, undefined=StrictUndefined)  # noqa: S701 - plain text only
+    return Environment(autoescape=False, undefined=StrictUndefined, finalize=_blank_none)  # noqa: S701
+
+
+def _blank_none(value: Any) -> Any:
+    """A missing optional value prints as nothing, never as "None"."""
+    return "" if value is None else value
 
 
 def template_exists(name: str) -> bool:
@@ -70,13 +76,18 @@ class Renderer:
         sender = self._campaign.sender
         magnet = self._campaign.magnets.get(magnet_id) if magnet_id else None
         return {
-            "lead": {**lead.custom, **lead.profile, "email": lead.email},
+            "lead": {
+                **dict.fromkeys(PROFILE_FIELDS),
+                **lead.custom,
+                **lead.profile,
+                "email": lead.email,
+            },
             "email": lead.email,
             "first_name": lead.profile.get("first_name"),
             "last_name": lead.profile.get("last_name"),
             "company": lead.profile.get("company"),
             "job_title": lead.profile.get("job_title"),
-            "first_touch": lead.first_touch.to_item(),
+            "first_touch": asdict(lead.first_touch),  # every key, None when unknown
             "campaign_title": self._campaign.title or self._campaign.name,
             "sender_name": sender.from_name,
             "postal_address": sender.postal_address,
@@ -99,12 +110,13 @@ class Renderer:
         text = html_to_text(body)
         pixel = self._links.open_pixel(lead_id, message_id, now)
         img = f'<img src="{html.escape(pixel)}" width="1" height="1" alt="" style="display:block;border:0">'
-        body = body.replace("</body>", f"{img}</body>") if "</body>" in body else body + img
+        head, closing, tail = body.rpartition("</body>")
+        body = f"{head}{img}{closing}{tail}" if closing else body + img
         return RenderedEmail(subject=subject, html=body, text=text, unsubscribe_url=context["unsubscribe_url"])
 
     def _track_links(self, body: str, lead_id: str, message_id: str, now: datetime) -> str:
         def rewrite(match: re.Match[str]) -> str:
-            destination = html.unescape(match.group(1))
+            destination = html.unescape(match.group(2).strip())
             if self._links.is_own(destination):
                 return match.group(0)  # unsubscribe and confirm links are ours already
             tracked = self._links.click(lead_id, message_id, destination, now)
@@ -116,7 +128,7 @@ class Renderer:
 class _TextExtractor(HTMLParser):
     """HTML to a readable plain-text part: paragraphs, list items, and links as "text (url)"."""
 
-    _BLOCKS = {"p", "div", "h1", "h2", "h3", "h4", "tr", "table", "ul", "ol", "blockquote"}
+    _BLOCKS = {"p", "div", "h1", "h2", "h3", "h4", "tr", "td", "table", "ul", "ol", "blockquote"}
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)

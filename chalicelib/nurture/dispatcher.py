@@ -1,0 +1,259 @@
+"""The dispatcher: send the due steps of every sequence, at most once each, within a time budget.
+
+Per due enrolment: claim it (a conditional write that also sets a lease), read the lead and its
+suppression record (one request), decide with the pure rules, then send and commit, or release,
+advance or exit. The claim is what makes two dispatchers at once safe; the lease is what makes a
+crash safe: a step claimed but never committed falls due again when the lease ends.
+
+The one window: SES accepted the email and the Lambda died before the commit. The step is then
+sent again after the lease (``LEASE``). Everything else is at most once.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Optional
+
+from chalicelib.capture import AssetLinks
+from chalicelib.clock import Clock
+from chalicelib.entities import Enrolment, Lead, Message, Suppression, iso, message_id_for
+from chalicelib.errors import ConditionFailed, SendFailed, SendRejected, SendThrottled, StoreError
+from chalicelib.models import Campaign
+from chalicelib.nurture import rules
+from chalicelib.nurture.mailer import Mailer
+from chalicelib.nurture.mime import build_message
+from chalicelib.nurture.render import Renderer
+from chalicelib.store import Store
+from chalicelib.tracking import LinkBuilder
+
+logger = logging.getLogger(__name__)
+
+# Longer than the dispatcher Lambda's timeout, so a claim never expires under a live dispatcher.
+LEASE = timedelta(minutes=5)
+# Stop taking new work when less than this is left of the invocation.
+SAFETY_MARGIN_MS = 10_000
+BACKOFF_BASE = timedelta(seconds=30)
+BACKOFF_MAX = timedelta(hours=6)
+
+
+@dataclass
+class TickReport:
+    claimed: int = 0
+    sent: int = 0
+    skipped: int = 0
+    deferred: int = 0
+    exited: int = 0
+    completed: int = 0
+    throttled: int = 0
+    rejected: int = 0
+    failed: int = 0
+    lost_claims: int = 0
+    stopped_early: bool = False
+    exits: dict[str, int] = field(default_factory=dict)
+
+
+class Pacer:
+    """Spaces sends to the account's max send rate (a token bucket of one)."""
+
+    def __init__(
+        self,
+        rate_per_second: float,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = max(rate_per_second, 0.01)
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._next_slot = 0.0
+
+    def wait(self) -> None:
+        now = self._monotonic()
+        if now < self._next_slot:
+            self._sleep(self._next_slot - now)
+            now = self._next_slot
+        self._next_slot = now + 1.0 / self.rate
+
+    def slow_down(self) -> None:
+        self.rate = max(self.rate / 2, 0.01)
+
+
+def backoff(attempts: int) -> timedelta:
+    """Delay before retrying a step whose send failed ``attempts`` times (1 = first failure)."""
+    delay: timedelta = BACKOFF_BASE * (2 ** max(attempts - 1, 0))
+    return min(delay, BACKOFF_MAX)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        campaign: Campaign,
+        store: Store,
+        mailer: Mailer,
+        renderer: Renderer,
+        links: LinkBuilder,
+        assets: AssetLinks,
+        clock: Clock,
+        pacer: Optional[Pacer] = None,
+    ) -> None:
+        self._campaign = campaign
+        self._store = store
+        self._mailer = mailer
+        self._renderer = renderer
+        self._links = links
+        self._assets = assets
+        self._clock = clock
+        self._pacer = pacer
+
+    @property
+    def pacer(self) -> Pacer:
+        if self._pacer is None:
+            self._pacer = Pacer(self._mailer.max_send_rate())
+        return self._pacer
+
+    def tick(self, remaining_ms: Callable[[], int]) -> TickReport:
+        """Work through everything due now until done, throttled, or out of time."""
+        report = TickReport()
+        for enrolment in self._store.due_enrolments(iso(self._clock.now())):
+            if remaining_ms() < SAFETY_MARGIN_MS:
+                report.stopped_early = True
+                break
+            if not self.dispatch(enrolment, report):
+                report.stopped_early = True
+                break
+        logger.info("dispatch tick %s", report)
+        return report
+
+    def dispatch(self, enrolment: Enrolment, report: TickReport) -> bool:
+        """Handle one due enrolment. Returns False when the tick should stop (SES throttling)."""
+        now = self._clock.now()
+        if enrolment.due_at is None or enrolment.status != "active" or enrolment.due_at > iso(now):
+            return True
+        claim_id = secrets.token_hex(8)
+        if not self._store.claim(enrolment, claim_id, iso(now + LEASE)):
+            report.lost_claims += 1  # another dispatcher has it
+            return True
+        report.claimed += 1
+        attempts = enrolment.attempts + 1
+        lead, suppression = self._store.load_for_dispatch(enrolment.lead_id)
+        decision = rules.decide(self._campaign, enrolment, lead, suppression, now)
+        if isinstance(decision, rules.Exit):
+            self._store.finish(enrolment, claim_id, "exited", decision.reason)
+            report.exited += 1
+            report.exits[decision.reason] = report.exits.get(decision.reason, 0) + 1
+        elif isinstance(decision, rules.Advance):
+            self._store.advance(enrolment, claim_id, decision.next_index, _iso_or_none(decision.next_due))
+            report.skipped += 1
+            if decision.next_due is None:
+                report.completed += 1
+        elif isinstance(decision, rules.Defer):
+            self._store.release(enrolment, claim_id, iso(decision.until), reset_attempts=True)
+            report.deferred += 1
+        else:
+            assert lead is not None
+            return self._send(enrolment, claim_id, attempts, lead, decision, now, report)
+        return True
+
+    def _send(
+        self,
+        enrolment: Enrolment,
+        claim_id: str,
+        attempts: int,
+        lead: Lead,
+        decision: rules.Send,
+        now: datetime,
+        report: TickReport,
+    ) -> bool:
+        sequence = rules.sequence_for(self._campaign, enrolment.sequence_id)
+        assert sequence is not None
+        step = sequence.steps[decision.step_index]
+        message_id = message_id_for(enrolment.sequence_id, step.id)
+        magnet_id = self._magnet_for(enrolment.sequence_id, lead)
+        download_url = None
+        if magnet_id is not None:
+            magnet = self._campaign.magnets[magnet_id]
+            download_url = self._assets.download_url(magnet.asset_key, int(magnet.link_lifetime.total_seconds()))
+        confirm_url = None
+        if enrolment.sequence_id == rules.CONFIRM_SEQUENCE and self._campaign.confirmation is not None:
+            confirm_url = self._links.confirm(lead.lead_id, now, self._campaign.confirmation.expires_after)
+        context = self._renderer.context(
+            lead,
+            enrolment.sequence_id,
+            step,
+            message_id,
+            now,
+            magnet_id=magnet_id,
+            download_url=download_url,
+            confirm_url=confirm_url,
+        )
+        rendered = self._renderer.render(step, context, lead.lead_id, message_id, now)
+        raw = build_message(
+            sender=self._campaign.sender,
+            to=lead.email,
+            rendered=rendered,
+            reference=f"{lead.lead_id}/{message_id}",
+            now=now,
+        )
+        self.pacer.wait()
+        try:
+            ses_message_id = self._mailer.send(self._campaign.sender.from_address, lead.email, raw)
+        except SendThrottled:
+            self._store.release(enrolment, claim_id, iso(now + backoff(attempts)), reset_attempts=False)
+            self.pacer.slow_down()
+            report.throttled += 1
+            return False
+        except SendRejected as e:
+            self._store.suppress(Suppression(lead.lead_id, "rejected", iso(now), e.code), None)
+            self._store.finish(enrolment, claim_id, "exited", "rejected")
+            report.rejected += 1
+            return True
+        except SendFailed:
+            logger.warning("send failed for %s/%s; retrying later", lead.lead_id, message_id, exc_info=True)
+            self._store.release(enrolment, claim_id, iso(now + backoff(attempts)), reset_attempts=False)
+            report.failed += 1
+            return True
+
+        message = Message(
+            lead_id=lead.lead_id,
+            message_id=message_id,
+            sequence_id=enrolment.sequence_id,
+            step_id=step.id,
+            subject=rendered.subject,
+            sent_at=iso(now),
+            ses_message_id=ses_message_id,
+        )
+        try:
+            self._store.commit_send(
+                enrolment,
+                claim_id,
+                message,
+                decision.next_index,
+                _iso_or_none(decision.next_due),
+                rules.recent_sends_after(lead.recent_sends, now, self._campaign.frequency_cap),
+            )
+        except (ConditionFailed, StoreError):
+            # Sent but not recorded: the one window. The lease makes the step due again later.
+            logger.error("sent %s/%s but could not record it", lead.lead_id, message_id, exc_info=True)
+            report.failed += 1
+            return True
+        report.sent += 1
+        if decision.next_due is None:
+            report.completed += 1
+        return True
+
+    def _magnet_for(self, sequence_id: str, lead: Lead) -> Optional[str]:
+        """The asset this sequence is about: its magnet form's, else what first caught the lead."""
+        for form in self._campaign.forms.values():
+            if form.sequence == sequence_id and form.magnet is not None:
+                return form.magnet
+        if lead.first_touch.magnet in self._campaign.magnets:
+            return lead.first_touch.magnet
+        return next((m for m in lead.magnets if m in self._campaign.magnets), None)
+
+
+def _iso_or_none(moment: Optional[datetime]) -> Optional[str]:
+    return None if moment is None else iso(moment)

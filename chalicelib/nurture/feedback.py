@@ -1,0 +1,86 @@
+"""SES feedback through SNS: permanent bounces and complaints suppress the address for good."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.clock import Clock
+from chalicelib.entities import Event, Suppression, iso, lead_id_for
+from chalicelib.errors import ValidationFailed
+from chalicelib.models import normalise_email
+from chalicelib.store import Store
+
+logger = logging.getLogger(__name__)
+
+EMAIL_BOUNCED = "email_bounced"
+EMAIL_COMPLAINED = "email_complained"
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    kind: str
+    suppressed: int
+    ignored: int
+
+
+class Feedback:
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    def handle(self, raw_message: str) -> FeedbackResult:
+        """One SNS message body: an SES notification (identity) or event (configuration set)."""
+        try:
+            notification = json.loads(raw_message)
+        except ValueError as e:
+            raise ValidationFailed({"message": "not JSON"}) from e
+        if not isinstance(notification, dict):
+            raise ValidationFailed({"message": "not a JSON object"})
+        kind = str(notification.get("notificationType") or notification.get("eventType") or "")
+        reference = _reference(notification.get("mail") or {})
+        if kind == "Bounce":
+            bounce = notification.get("bounce") or {}
+            if bounce.get("bounceType") != "Permanent":
+                # Transient bounces (full mailbox, out of office) may deliver later: keep mailing.
+                return FeedbackResult(kind, 0, len(bounce.get("bouncedRecipients") or []))
+            detail = f"{bounce.get('bounceType')}/{bounce.get('bounceSubType', '')}"
+            return self._suppress(kind, bounce.get("bouncedRecipients"), "bounced", detail, EMAIL_BOUNCED, reference)
+        if kind == "Complaint":
+            complaint = notification.get("complaint") or {}
+            detail = str(complaint.get("complaintFeedbackType") or "complaint")
+            return self._suppress(
+                kind, complaint.get("complainedRecipients"), "complained", detail, EMAIL_COMPLAINED, reference
+            )
+        return FeedbackResult(kind or "unknown", 0, 0)
+
+    def _suppress(
+        self, kind: str, recipients: Any, reason: str, detail: str, event_type: str, reference: str
+    ) -> FeedbackResult:
+        now = self._clock.now()
+        suppressed = ignored = 0
+        for recipient in recipients or []:
+            address = recipient.get("emailAddress") if isinstance(recipient, dict) else None
+            try:
+                identity = normalise_email(str(address)).identity
+            except ValueError:
+                ignored += 1
+                continue
+            lead_id = lead_id_for(identity)
+            data = {"detail": detail, "message_id": reference.rpartition("/")[2] or None}
+            event = Event(lead_id, secrets.token_hex(8), event_type, iso(now), data)
+            self._store.suppress(Suppression(lead_id, reason, iso(now), detail), None)
+            self._store.record_event(event)  # on the timeline when the lead still exists
+            suppressed += 1
+        logger.info("ses %s: %d suppressed, %d ignored", kind, suppressed, ignored)
+        return FeedbackResult(kind, suppressed, ignored)
+
+
+def _reference(mail: dict[str, Any]) -> str:
+    for header in mail.get("headers") or []:
+        if isinstance(header, dict) and str(header.get("name", "")).lower() == "x-trellis-reference":
+            return str(header.get("value", ""))
+    return ""

@@ -1,0 +1,67 @@
+"""SES adapter: send raw MIME through SESv2 with the stage's configuration set."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.errors import SendFailed, SendRejected, SendThrottled
+
+if TYPE_CHECKING:
+    from mypy_boto3_sesv2 import SESV2Client
+
+# SES answers "slow down" under several names across its two APIs.
+_THROTTLE_CODES = {
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "MaxSendingRateExceeded",
+    "LimitExceededException",
+    "SendingPausedException",
+}
+_REJECT_CODES = {"MessageRejected", "MailFromDomainNotVerifiedException", "MailFromDomainNotVerified"}
+
+
+class Mailer(Protocol):
+    def send(self, source: str, to: str, raw: bytes) -> str: ...
+
+    def max_send_rate(self) -> float: ...
+
+
+class SesMailer:
+    def __init__(
+        self, sesv2: SESV2Client, ses_v1: Any, configuration_set: str, max_send_rate: Optional[float] = None
+    ) -> None:
+        self._sesv2 = sesv2
+        self._ses_v1 = ses_v1
+        self._configuration_set = configuration_set
+        self._max_send_rate = max_send_rate
+
+    def send(self, source: str, to: str, raw: bytes) -> str:
+        try:
+            response = self._sesv2.send_email(
+                FromEmailAddress=source,
+                Destination={"ToAddresses": [to]},
+                Content={"Raw": {"Data": raw}},
+                ConfigurationSetName=self._configuration_set,
+            )
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if code in _THROTTLE_CODES:
+                raise SendThrottled(code) from e
+            if code in _REJECT_CODES:
+                raise SendRejected(code) from e
+            raise SendFailed(code or "unknown") from e
+        except BotoCoreError as e:
+            raise SendFailed(type(e).__name__) from e
+        return response["MessageId"]
+
+    def max_send_rate(self) -> float:
+        """Emails per second the account allows (GetSendQuota; SESv2 has no moto support for it)."""
+        if self._max_send_rate is None:
+            try:
+                self._max_send_rate = float(self._ses_v1.get_send_quota()["MaxSendRate"])
+            except (ClientError, BotoCoreError) as e:
+                raise SendFailed("GetSendQuota") from e
+        return self._max_send_rate

@@ -1,0 +1,79 @@
+"""The table's stream, as Lambda delivers it: react to what was just written.
+
+Now: a new enrolment whose first step is due is dispatched at once (the lead-magnet delivery
+does not wait for the next tick), and events named in a sequence's ``entry.events`` enrol the
+lead. Every action here is idempotent (claims, conditional puts), so Lambda's redelivery of a
+batch is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.clock import Clock
+from chalicelib.entities import Enrolment, Event, iso
+from chalicelib.models import Campaign
+from chalicelib.nurture.dispatcher import Dispatcher, TickReport
+from chalicelib.store import Store, parse_stream_image
+
+
+@dataclass
+class StreamReport:
+    records: int = 0
+    dispatched: int = 0
+    enrolled: int = 0
+
+
+class StreamProcessor:
+    def __init__(self, campaign: Campaign, store: Store, dispatcher: Dispatcher, clock: Clock) -> None:
+        self._campaign = campaign
+        self._store = store
+        self._dispatcher = dispatcher
+        self._clock = clock
+        self._entry: dict[str, list[str]] = {}
+        for sequence_id, sequence in campaign.sequences.items():
+            for event_type in sequence.entry.events:
+                self._entry.setdefault(event_type, []).append(sequence_id)
+
+    def handle(self, records: Iterable[dict[str, Any]]) -> StreamReport:
+        report = StreamReport()
+        tick = TickReport()
+        for record in records:
+            report.records += 1
+            if record.get("eventName") not in ("INSERT", "MODIFY"):
+                continue
+            image = parse_stream_image(record.get("dynamodb", {}).get("NewImage") or {})
+            if isinstance(image, Enrolment):
+                was_due = self._became_due(record, image)
+                if was_due and self._dispatcher.dispatch(image, tick):
+                    report.dispatched += 1
+            elif isinstance(image, Event) and record["eventName"] == "INSERT":
+                report.enrolled += self._enrol_on(image)
+        return report
+
+    def _became_due(self, record: dict[str, Any], enrolment: Enrolment) -> bool:
+        """A fresh enrolment (or one just confirmed) with its step due now, not a dispatcher's own write."""
+        if enrolment.status != "active" or enrolment.due_at is None or enrolment.due_at > iso(self._clock.now()):
+            return False
+        if record["eventName"] == "INSERT":
+            return True
+        old = parse_stream_image(record.get("dynamodb", {}).get("OldImage") or {})
+        return isinstance(old, Enrolment) and old.status == "awaiting_confirmation"
+
+    def _enrol_on(self, event: Event) -> int:
+        enrolled = 0
+        for sequence_id in self._entry.get(event.type, []):
+            first_step = self._campaign.sequences[sequence_id].steps[0]
+            now = self._clock.now()
+            enrolment = Enrolment(
+                lead_id=event.lead_id,
+                sequence_id=sequence_id,
+                status="active",
+                step_index=0,
+                enrolled_at=iso(now),
+                due_at=iso(now + first_step.delay),
+            )
+            enrolled += self._store.enrol(enrolment)
+        return enrolled
