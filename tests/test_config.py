@@ -142,5 +142,7 @@ def test_campaign_naming_a_missing_template_fails_at_load(tmp_path):
         tmp_path, "broken", lambda d: d["sequences"]["welcome"]["steps"][1].update(template="email/nope.html")
     )
 
-    with pytest.raises(ConfigError, match=r"sequences\.welcome\.steps\.best-of\.template: no file templates/email/nope\.html"):
+    with pytest.raises(
+        ConfigError, match=r"sequences\.welcome\.steps\.best-of\.template: no file templates/email/nope\.html"
+    ):
         load_campaign_file(path)
