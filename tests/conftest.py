@@ -30,6 +30,8 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    # botocore's account-based endpoints (<account>.streams-ddb...) are unknown to moto's mock.
+    monkeypatch.setenv("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
     aws.reset()
     runtime.install(None)
     yield
@@ -110,3 +112,78 @@ def table_items(settings: Settings) -> Any:
         return sorted(table.scan(ConsistentRead=True)["Items"], key=lambda i: (i["pk"], i["sk"]))
 
     return scan
+
+
+class LambdaContext:
+    """What the handlers read of Lambda's context object."""
+
+    def __init__(self, remaining_ms: int = 60_000) -> None:
+        self.remaining_ms = remaining_ms
+        self.function_name = "trellis-test"
+        self.aws_request_id = "test-request"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@pytest.fixture
+def stream(settings: Settings) -> Any:
+    """Reads the table's stream since the last call, Lambda-shaped (twin.pump.StreamReader)."""
+    from twin.pump import StreamReader
+
+    return StreamReader(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), settings.table_name)
+
+
+@pytest.fixture
+def outbox() -> Any:
+    """Every email moto's SES accepted, parsed (newest last)."""
+    import email
+    from email import policy
+
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ses.models import ses_backends
+
+    def sent() -> list[Any]:
+        backend = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+        return [email.message_from_string(m.raw_data, policy=policy.default) for m in backend.sent_messages]
+
+    return sent
+
+
+@pytest.fixture
+def deliver(stream: Any) -> Any:
+    """Pump the stream into the app's stream handler, exactly as Lambda would (batches of 100)."""
+    from app import on_lead_change
+    from twin.pump import batches
+
+    def pump() -> int:
+        delivered = 0
+        for batch in batches(stream.read()):
+            on_lead_change({"Records": batch}, LambdaContext())
+            delivered += len(batch)
+        return delivered
+
+    return pump
+
+
+@pytest.fixture
+def tick() -> Any:
+    """Run the scheduled dispatcher as EventBridge would."""
+    from app import dispatch
+
+    def run(remaining_ms: int = 60_000) -> dict[str, Any]:
+        event = {
+            "version": "0",
+            "id": "t",
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": "123456789012",
+            "time": "2026-11-23T09:30:00Z",
+            "region": "us-east-1",
+            "resources": ["arn:aws:events:us-east-1:123456789012:rule/trellis-dev-dispatch"],
+            "detail": {},
+        }
+        result: dict[str, Any] = dispatch(event, LambdaContext(remaining_ms))
+        return result
+
+    return run

@@ -12,6 +12,9 @@ from chalicelib.models import Sender
 from chalicelib.nurture.render import RenderedEmail
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
+# RFC 5322 allows 998-character lines. The default fold at 78 would turn the long unsubscribe
+# URLs into RFC 2047 encoded-words, which mail clients do not parse as List-Unsubscribe URLs.
+_POLICY = SMTP.clone(max_line_length=998)
 
 
 def build_message(*, sender: Sender, to: str, rendered: RenderedEmail, reference: str, now: datetime) -> bytes:
@@ -20,7 +23,7 @@ def build_message(*, sender: Sender, to: str, rendered: RenderedEmail, reference
     The recipient's name is deliberately not put in ``To``: it is user input, and the address
     alone is all delivery needs.
     """
-    message = EmailMessage(policy=SMTP)
+    message = EmailMessage(policy=_POLICY)
     message["From"] = formataddr((sender.from_name, sender.from_address))
     message["To"] = to
     if sender.reply_to:
