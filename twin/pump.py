@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-
 LAMBDA_BATCH_SIZE = 100
 
 
