@@ -131,7 +131,7 @@ def holds(condition: Condition, lead: Lead, sequence_id: str) -> bool:
             return (value not in (None, "")) == condition.exists
         if condition.in_ is not None:
             return value is not None and _norm(value) in {_norm(v) for v in condition.in_}
-        return value is not None and _norm(value) == _norm(condition.equals)
+        return value is not None and _equal(value, condition.equals)
     if condition.stage:
         return lead.stage in condition.stage
     if condition.score:
@@ -144,6 +144,17 @@ def holds(condition: Condition, lead: Lead, sequence_id: str) -> bool:
     if condition.event:
         return condition.event in lead.event_types
     return False  # unreachable: the model requires exactly one test
+
+
+def _equal(value: object, expected: object) -> bool:
+    """Numbers compare as numbers (YAML's 50 is the float 50.0; DynamoDB gives back the int 50),
+    everything else as case-insensitive text."""
+    if isinstance(expected, (int, float)) and not isinstance(expected, bool):
+        try:
+            return float(str(value)) == float(expected)
+        except ValueError:
+            return False
+    return _norm(value) == _norm(expected)
 
 
 def _norm(value: object) -> str:
