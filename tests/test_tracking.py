@@ -1,0 +1,588 @@
+"""Email links, as recipients use them: tracked clicks, the open pixel, unsubscribe, confirmation.
+
+Real tokens come out of real emails: a form is submitted, the dispatcher sends, and the links are
+parsed from what moto's SES accepted. Edge cases mint their own with ``rt.links``.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from chalicelib.entities import iso, lead_id_for
+from chalicelib.tracking import LEAD_TOKEN_PARAM, TRACKING_LIFETIME
+from tests.conftest import PUBLIC_URL, START
+from tests.helpers import body, post_json
+
+ANN = {"email": "Ann.Lee@Example.com", "first_name": "Ann", "consent": True}
+BOB = {"email": "bob@example.org", "first_name": "Bob", "consent": True}
+ANN_ID = lead_id_for("ann.lee@example.com")
+BOB_ID = lead_id_for("bob@example.org")
+WELCOME = "welcome.welcome"  # "<sequence>.<step>" of the first newsletter email
+GUIDE = "https://trellis.example/guides/lead-nurture-basics"  # the welcome email's one link
+# What Chrome sends for an <img>; chalice (and API Gateway) need an Accept matching image/gif.
+IMAGE_ACCEPT = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
+UNKNOWN_LEAD = "0" * 32
+
+_HREF = re.compile(r'href="([^"]+)"')
+_IMG = re.compile(r'<img src="([^"]+)"')
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def signup(client: Any, data: dict[str, Any] = ANN) -> str:
+    response = post_json(client, "/forms/newsletter", data)
+    assert response.status_code in (200, 201), response.body
+    lead_id: str = body(response)["lead_id"]
+    return lead_id
+
+
+def mail_to(outbox: Any, address: str) -> list[Any]:
+    return [m for m in outbox() if str(m["To"]).casefold() == address.casefold()]
+
+
+def html_part(message: Any) -> str:
+    content: str = message.get_body(("html",)).get_content()
+    return content
+
+
+def links(message: Any) -> list[str]:
+    return [html.unescape(href) for href in _HREF.findall(html_part(message))]
+
+
+def tracked_links(message: Any) -> list[str]:
+    return [url for url in links(message) if url.startswith(f"{PUBLIC_URL}/t/c/")]
+
+
+def pixel(message: Any) -> str:
+    [src] = [html.unescape(s) for s in _IMG.findall(html_part(message)) if "/t/o/" in s]
+    return src
+
+
+def list_unsubscribe(message: Any) -> str:
+    """The HTTPS URL of the List-Unsubscribe header (RFC 2369: <url>, <mailto:...>)."""
+    urls = re.findall(r"<([^>]+)>", str(message["List-Unsubscribe"]))
+    [https] = [u for u in urls if u.startswith("https://")]
+    return https
+
+
+def path(url: str) -> str:
+    assert url.startswith(PUBLIC_URL + "/"), url
+    return url[len(PUBLIC_URL) :]
+
+
+def token_of(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+def flip_signature(url: str) -> str:
+    return url[:-1] + ("A" if url[-1] != "A" else "B")
+
+
+def flip_body(url: str) -> str:
+    head, token = url.rsplit("/", 1)
+    i = 10  # a character inside the claims, before the "."
+    return f"{head}/{token[:i]}{'A' if token[i] != 'A' else 'B'}{token[i + 1 :]}"
+
+
+def profile(table_items: Any, lead_id: str) -> dict[str, Any]:
+    [item] = [i for i in table_items() if i["pk"] == f"LEAD#{lead_id}" and i["sk"] == "PROFILE"]
+    return item
+
+
+def events(table_items: Any, lead_id: str, event_type: str) -> list[dict[str, Any]]:
+    return [
+        i
+        for i in table_items()
+        if i["pk"] == f"LEAD#{lead_id}" and i["sk"].startswith("EVENT#") and i["type"] == event_type
+    ]
+
+
+def suppressions(table_items: Any) -> list[dict[str, Any]]:
+    return [i for i in table_items() if i["pk"].startswith("SUPPRESS#")]
+
+
+def enrolment(table_items: Any, lead_id: str, sequence_id: str) -> dict[str, Any]:
+    [item] = [i for i in table_items() if i["pk"] == f"LEAD#{lead_id}" and i["sk"] == f"ENROL#{sequence_id}"]
+    return item
+
+
+@pytest.fixture
+def welcomed(client: Any, deliver: Any, outbox: Any) -> Any:
+    """Ann signed up and got the welcome email (sent at once through the stream)."""
+    assert signup(client) == ANN_ID
+    deliver()
+    [message] = mail_to(outbox, "Ann.Lee@example.com")
+    assert message["Subject"].startswith("Welcome to the Trellis newsletter")
+    return message
+
+
+# -- clicks -----------------------------------------------------------------------------------
+
+
+def test_click_redirects_to_destination_and_records_the_click(client, welcomed, table_items):
+    [link] = tracked_links(welcomed)
+
+    response = client.http.get(path(link))
+
+    assert response.status_code == 302
+    assert response.headers["Location"] == GUIDE  # a foreign page: nothing appended
+    assert "no-store" in response.headers["Cache-Control"]
+    [event] = events(table_items, ANN_ID, "email_clicked")
+    assert event["data"] == {"message_id": WELCOME, "url": GUIDE}
+    assert event["at"] == iso(START)
+    lead = profile(table_items, ANN_ID)
+    assert lead["clicked"] == {WELCOME}
+    assert "email_clicked" in lead["event_types"]
+
+
+def test_every_link_of_the_email_is_tracked_except_our_own(welcomed):
+    hrefs = links(welcomed)
+
+    assert GUIDE not in hrefs  # the guide link went through /t/c/
+    assert len(tracked_links(welcomed)) == 1
+    others = [u for u in hrefs if u not in tracked_links(welcomed)]
+    assert others and all(u.startswith(f"{PUBLIC_URL}/u/") for u in others)  # unsubscribe: untracked
+
+
+OWN_PAGES = ["http://127.0.0.1:8001/pricing", "http://localhost:8001/pricing?plan=pro&x=1", "HTTP://LOCALHOST:8001/p"]
+FOREIGN_PAGES = [
+    "https://trellis.example/pricing?utm_source=email",
+    "http://127.0.0.1:9999/pricing",  # same host, other port: another origin
+    "https://127.0.0.1:8001/pricing",  # other scheme: another origin
+    "http://127.0.0.1:8001.evil.example/pricing",
+]
+
+
+def test_click_to_own_landing_page_appends_a_lead_token(client, rt, clock, welcomed):
+    for destination in OWN_PAGES:
+        url = rt.links.click(ANN_ID, WELCOME, destination, clock.now())
+
+        response = client.http.get(path(url))
+
+        assert response.status_code == 302, destination
+        location = urlsplit(response.headers["Location"])
+        original = urlsplit(destination)
+        assert (location.scheme, location.netloc, location.path) == (original.scheme, original.netloc, original.path)
+        query = parse_qs(location.query)
+        [lead_token] = query.pop(LEAD_TOKEN_PARAM)
+        assert query == parse_qs(original.query), destination  # what was there stays
+        assert rt.signer.lead_from_token(lead_token, clock.now()) == ANN_ID
+
+
+def test_click_to_foreign_page_appends_nothing(client, rt, clock, welcomed, table_items):
+    for destination in FOREIGN_PAGES:
+        url = rt.links.click(ANN_ID, WELCOME, destination, clock.now())
+
+        response = client.http.get(path(url))
+
+        assert response.status_code == 302, destination
+        assert response.headers["Location"] == destination
+    assert len(events(table_items, ANN_ID, "email_clicked")) == len(FOREIGN_PAGES)
+
+
+def forged(rt: Any, clock: Any, url: str, route: str) -> dict[str, str]:
+    """Ways to get ``url`` (a signed link for ``route``) wrong: tampered, or another purpose's token."""
+    now = clock.now()
+    token = token_of(url)
+    others = {
+        "/t/c/": rt.links.click(ANN_ID, WELCOME, GUIDE, now),
+        "/t/o/": rt.links.open_pixel(ANN_ID, WELCOME, now),
+        "/u/": rt.links.unsubscribe(ANN_ID, WELCOME, now),
+        "/confirm/": rt.links.confirm(ANN_ID, now, timedelta(days=7)),
+    }
+    variants = {
+        "signature": flip_signature(url),
+        "claims": flip_body(url),
+        "no-dot": f"{PUBLIC_URL}{route}{token.replace('.', '')}",
+        "extra-part": f"{url}.x",
+        "truncated": url[:-4],
+        "lead-token": f"{PUBLIC_URL}{route}{rt.signer.lead_token(ANN_ID, now)}",
+    }
+    for other_route, other in others.items():
+        if other_route != route:
+            variants[f"{other_route.strip('/')}-token"] = f"{PUBLIC_URL}{route}{token_of(other)}"
+    return variants
+
+
+def test_tampered_click_token_redirects_nowhere_and_records_nothing(client, rt, clock, welcomed, table_items):
+    [link] = tracked_links(welcomed)
+    before = table_items()
+
+    for name, bad in forged(rt, clock, link, "/t/c/").items():
+        response = client.http.get(path(bad))
+
+        assert response.status_code in (400, 404), name
+        assert "Location" not in response.headers, name
+        assert table_items() == before, name
+
+
+def test_expired_click_token_redirects_nowhere_and_records_nothing(client, clock, welcomed, table_items):
+    [link] = tracked_links(welcomed)
+    clock.advance((TRACKING_LIFETIME + timedelta(seconds=1)).total_seconds())
+    before = table_items()
+
+    response = client.http.get(path(link))
+
+    assert response.status_code in (400, 404)
+    assert "Location" not in response.headers
+    assert table_items() == before
+
+
+def test_click_token_still_works_just_before_it_expires(client, clock, welcomed, table_items):
+    [link] = tracked_links(welcomed)
+    clock.advance((TRACKING_LIFETIME - timedelta(seconds=1)).total_seconds())
+
+    response = client.http.get(path(link))
+
+    assert response.status_code == 302
+    assert len(events(table_items, ANN_ID, "email_clicked")) == 1
+
+
+def test_click_for_unknown_lead_is_404_and_records_nothing(client, rt, clock, welcomed, table_items):
+    url = rt.links.click(UNKNOWN_LEAD, WELCOME, GUIDE, clock.now())
+    before = table_items()
+
+    response = client.http.get(path(url))
+
+    assert response.status_code == 404
+    assert "Location" not in response.headers
+    assert table_items() == before
+    assert not [i for i in before if i["pk"] == f"LEAD#{UNKNOWN_LEAD}"]
+
+
+def test_signed_non_web_destination_is_refused(client, rt, clock, welcomed, table_items):
+    before = table_items()
+
+    for destination in [
+        "javascript:alert(1)",
+        "data:text/html,hi",
+        "//evil.example/x",
+        "/relative",
+        "ftp://x.example/",
+    ]:
+        url = rt.links.click(ANN_ID, WELCOME, destination, clock.now())
+
+        response = client.http.get(path(url))
+
+        assert response.status_code == 400, destination
+        assert "Location" not in response.headers, destination
+        assert table_items() == before, destination
+
+
+def test_two_clicks_record_two_events_and_one_step_in_clicked(client, clock, welcomed, table_items):
+    [link] = tracked_links(welcomed)
+
+    client.http.get(path(link))
+    clock.advance(60)
+    client.http.get(path(link))
+
+    assert len(events(table_items, ANN_ID, "email_clicked")) == 2
+    assert profile(table_items, ANN_ID)["clicked"] == {WELCOME}
+
+
+# -- opens ------------------------------------------------------------------------------------
+
+
+def test_open_pixel_returns_a_gif_and_records_the_open(client, welcomed, table_items):
+    response = client.http.get(path(pixel(welcomed)), headers={"Accept": "image/gif"})
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "image/gif"
+    assert "no-store" in response.headers["Cache-Control"]
+    assert isinstance(response.body, bytes)
+    assert response.body.startswith(b"GIF89a")
+    assert response.body.endswith(b";")  # the GIF trailer: a whole image
+    [event] = events(table_items, ANN_ID, "email_opened")
+    assert event["data"] == {"message_id": WELCOME}
+    lead = profile(table_items, ANN_ID)
+    assert lead["opened"] == {WELCOME}
+    assert "email_opened" in lead["event_types"]
+
+
+def test_open_pixel_answers_a_browsers_image_accept_header(client, welcomed, table_items):
+    response = client.http.get(path(pixel(welcomed)), headers={"Accept": IMAGE_ACCEPT})
+
+    assert response.status_code == 200
+    assert response.body.startswith(b"GIF89a")
+    assert len(events(table_items, ANN_ID, "email_opened")) == 1
+
+
+def test_tampered_open_pixel_is_404_and_records_nothing(client, rt, clock, welcomed, table_items):
+    before = table_items()
+    variants = forged(rt, clock, pixel(welcomed), "/t/o/")
+    variants["unknown-lead"] = rt.links.open_pixel(UNKNOWN_LEAD, WELCOME, clock.now())
+
+    for name, bad in variants.items():
+        response = client.http.get(path(bad), headers={"Accept": "image/gif"})
+
+        assert response.status_code == 404, name
+        assert table_items() == before, name
+
+
+def test_expired_open_pixel_is_404_and_records_nothing(client, clock, welcomed, table_items):
+    url = pixel(welcomed)
+    clock.advance((TRACKING_LIFETIME + timedelta(seconds=1)).total_seconds())
+    before = table_items()
+
+    response = client.http.get(path(url), headers={"Accept": "image/gif"})
+
+    assert response.status_code == 404
+    assert table_items() == before
+
+
+# -- unsubscribe ------------------------------------------------------------------------------
+
+BOUNDARY = "----trellisTestBoundary7MA4YWxkTrZu0gW"
+ONE_CLICK_BODIES = {
+    "urlencoded": ("application/x-www-form-urlencoded", "List-Unsubscribe=One-Click"),
+    "multipart": (
+        f"multipart/form-data; boundary={BOUNDARY}",
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\nOne-Click\r\n--{BOUNDARY}--\r\n',
+    ),
+}
+
+
+def one_click(client: Any, url: str, encoding: str = "urlencoded") -> Any:
+    content_type, payload = ONE_CLICK_BODIES[encoding]
+    return client.http.post(path(url), headers={"Content-Type": content_type}, body=payload)
+
+
+def test_list_unsubscribe_headers_offer_one_click(welcomed):
+    url = list_unsubscribe(welcomed)
+
+    assert url.startswith(f"{PUBLIC_URL}/u/")
+    assert welcomed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert url in links(welcomed)  # the footer link is the same page
+
+
+def test_unsubscribe_page_shows_a_post_form_and_changes_nothing(client, welcomed, table_items):
+    before = table_items()
+
+    response = client.http.get(path(list_unsubscribe(welcomed)))
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert "no-store" in response.headers["Cache-Control"]
+    page = response.body.decode()
+    assert re.search(r'<form[^>]*method="post"', page, re.IGNORECASE)
+    assert 'name="List-Unsubscribe"' in page and 'value="One-Click"' in page
+    assert table_items() == before
+    assert "unsubscribed_at" not in profile(table_items, ANN_ID)
+    assert suppressions(table_items) == []
+
+
+@pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
+def test_one_click_unsubscribe_suppresses_for_good(
+    client, clock, deliver, tick, outbox, welcomed, table_items, encoding
+):
+    signup(client, BOB)
+    deliver()
+    assert len(mail_to(outbox, BOB["email"])) == 1
+    clock.advance(300)
+
+    response = one_click(client, list_unsubscribe(welcomed), encoding)
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert profile(table_items, ANN_ID)["unsubscribed_at"] == iso(START + timedelta(seconds=300))
+    [suppression] = suppressions(table_items)
+    assert (suppression["pk"], suppression["sk"]) == (f"SUPPRESS#{ANN_ID}", "SUPPRESS")
+    assert suppression["reason"] == "unsubscribed"
+    [event] = events(table_items, ANN_ID, "unsubscribed")
+    assert event["data"]["message_id"] == WELCOME
+    assert "unsubscribed" in profile(table_items, ANN_ID)["event_types"]
+
+    # The next steps (best-of on Wednesday, the pricing nudge deferred from Saturday to Monday)
+    # go to Bob only.
+    for _ in range(7):
+        clock.advance(24 * 3600)
+        tick()
+        deliver()
+    assert len(mail_to(outbox, ANN["email"])) == 1  # the welcome, nothing after
+    assert len(mail_to(outbox, BOB["email"])) == 3
+    assert enrolment(table_items, ANN_ID, "welcome")["status"] == "exited"
+
+
+def test_unsubscribe_twice_is_fine_and_keeps_one_suppression(client, clock, welcomed, table_items):
+    url = list_unsubscribe(welcomed)
+    assert one_click(client, url).status_code == 200
+    first = profile(table_items, ANN_ID)["unsubscribed_at"]
+    clock.advance(3600)
+
+    second = one_click(client, url, "multipart")
+
+    assert second.status_code == 200
+    [suppression] = suppressions(table_items)
+    assert suppression["reason"] == "unsubscribed"
+    assert suppression["at"] == first
+    assert profile(table_items, ANN_ID)["unsubscribed_at"] == first  # the first time counts
+
+
+def test_unsubscribe_page_button_posts_without_a_body(client, welcomed, table_items):
+    # Some clients post the page's form with no body at all; the token is what counts.
+    response = client.http.post(path(list_unsubscribe(welcomed)), headers={"Content-Type": "text/plain"}, body="")
+
+    assert response.status_code == 200
+    assert len(suppressions(table_items)) == 1
+
+
+def test_tampered_unsubscribe_token_changes_nothing(client, rt, clock, welcomed, table_items):
+    before = table_items()
+
+    for name, bad in forged(rt, clock, list_unsubscribe(welcomed), "/u/").items():
+        page = client.http.get(path(bad))
+        post = one_click(client, bad)
+
+        assert 400 <= page.status_code < 500, name
+        assert 400 <= post.status_code < 500, name
+        assert table_items() == before, name
+
+
+def test_unsubscribe_for_unknown_lead_changes_nothing(client, rt, clock, welcomed, table_items):
+    url = rt.links.unsubscribe(UNKNOWN_LEAD, WELCOME, clock.now())
+    before = table_items()
+
+    response = one_click(client, url)
+
+    assert 400 <= response.status_code < 500
+    assert table_items() == before
+
+
+# -- double opt-in ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def double_opt_in(rt, monkeypatch):
+    form = rt.campaign.forms["newsletter"].model_copy(update={"double_opt_in": True})
+    monkeypatch.setitem(rt.campaign.forms, "newsletter", form)
+
+
+def confirm_link(message: Any) -> str:
+    [url] = [u for u in links(message) if u.startswith(f"{PUBLIC_URL}/confirm/")]
+    return url
+
+
+@pytest.fixture
+def pending(double_opt_in, client, deliver, tick, outbox) -> Any:
+    """Ann signed up on a double opt-in form and got the confirmation email, and only that."""
+    assert signup(client) == ANN_ID
+    deliver()
+    tick()
+    [message] = outbox()
+    return message
+
+
+def lead_items(table_items: Any, lead_id: str) -> list[dict[str, Any]]:
+    return [i for i in table_items() if i["pk"] == f"LEAD#{lead_id}"]
+
+
+def test_double_opt_in_sends_only_the_confirmation(client, pending, table_items, tick, deliver, outbox):
+    assert pending["Subject"] == "Please confirm your subscription"
+    assert str(pending["To"]) == "Ann.Lee@example.com"
+    url = confirm_link(pending)  # untracked: our own link, straight to /confirm/
+    assert not [u for u in tracked_links(pending) if "confirm" in u]
+    assert url.startswith(f"{PUBLIC_URL}/confirm/")
+    assert profile(table_items, ANN_ID)["consent"]["status"] == "pending_confirmation"
+    assert enrolment(table_items, ANN_ID, "welcome")["status"] == "awaiting_confirmation"
+
+    for _ in range(3):
+        tick()
+        deliver()
+
+    assert len(outbox()) == 1  # no welcome before confirmation
+
+
+def test_confirm_grants_consent_and_starts_the_welcome_once(client, clock, pending, table_items, tick, deliver, outbox):
+    clock.advance(600)
+
+    response = client.http.get(path(confirm_link(pending)))
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    lead = profile(table_items, ANN_ID)
+    assert lead["consent"]["status"] == "granted"
+    assert lead["consent"]["confirmed_at"] == iso(START + timedelta(seconds=600))
+    assert [i["sk"] for i in lead_items(table_items, ANN_ID) if "expires_at" in i] == []  # kept for good
+    welcome = enrolment(table_items, ANN_ID, "welcome")
+    assert welcome["status"] == "active"
+    assert welcome["due_at"] <= iso(clock.now())
+    assert len(events(table_items, ANN_ID, "subscription_confirmed")) == 1
+
+    deliver()
+    tick()
+    deliver()
+
+    messages = outbox()
+    assert len(messages) == 2
+    assert messages[1]["Subject"] == "Welcome to the Trellis newsletter, Ann"
+
+    again = client.http.get(path(confirm_link(pending)))
+    deliver()
+    tick()
+    deliver()
+
+    assert again.status_code == 200
+    assert len(outbox()) == 2  # no second welcome
+    assert len(events(table_items, ANN_ID, "subscription_confirmed")) == 1
+
+
+def test_confirmed_lead_then_gets_the_rest_of_the_sequence(client, clock, pending, table_items, tick, deliver, outbox):
+    client.http.get(path(confirm_link(pending)))
+    deliver()
+
+    for _ in range(3):
+        clock.advance(24 * 3600)
+        tick()
+        deliver()
+
+    subjects = [m["Subject"] for m in outbox()]
+    assert subjects == [
+        "Please confirm your subscription",
+        "Welcome to the Trellis newsletter, Ann",
+        "Our three most-read guides",
+    ]
+
+
+def test_tampered_confirm_token_changes_nothing(client, rt, clock, pending, table_items, tick, deliver, outbox):
+    before = table_items()
+
+    for name, bad in forged(rt, clock, confirm_link(pending), "/confirm/").items():
+        response = client.http.get(path(bad))
+        deliver()
+        tick()
+
+        assert 400 <= response.status_code < 500, name
+        assert table_items() == before, name
+    assert len(outbox()) == 1
+
+
+def test_expired_confirm_token_changes_nothing(client, clock, pending, table_items, tick, deliver, outbox):
+    url = confirm_link(pending)
+    clock.advance((timedelta(days=7) + timedelta(seconds=1)).total_seconds())
+    before = table_items()
+
+    response = client.http.get(path(url))
+    deliver()
+    tick()
+
+    assert 400 <= response.status_code < 500
+    assert table_items() == before
+    assert profile(table_items, ANN_ID)["consent"]["status"] == "pending_confirmation"
+    assert len(outbox()) == 1
+
+
+def test_confirm_for_unknown_lead_changes_nothing(client, rt, clock, pending, table_items):
+    url = rt.links.confirm(UNKNOWN_LEAD, clock.now(), timedelta(days=7))
+    before = table_items()
+
+    response = client.http.get(path(url))
+
+    assert response.status_code == 404
+    assert table_items() == before
