@@ -318,14 +318,49 @@ class BotDefence(_Strict):
     min_fill_seconds: float = Field(default=3.0, ge=0, le=600)
 
 
+class EventRule(_Strict):
+    """Points for one kind of behavioural event; the first rule of a type whose ``url`` matches wins."""
+
+    points: float
+    url: Optional[str] = None  # a glob (fnmatch) on the event's URL, e.g. "*/pricing*"
+    max_per_day: Optional[int] = Field(default=None, ge=1)
+    max_total: Optional[int] = Field(default=None, ge=1)
+
+
+class FitRule(_Strict):
+    """Points for who the lead is. Matches case-insensitively; ``contains_any`` finds keywords."""
+
+    field: str
+    points: float
+    equals: Optional[str] = None
+    in_: Optional[list[str]] = Field(default=None, alias="in")
+    contains_any: Optional[list[str]] = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_test(self) -> FitRule:
+        if sum(x is not None for x in (self.equals, self.in_, self.contains_any)) != 1:
+            raise ValueError("a fit rule needs exactly one of equals, in, contains_any")
+        return self
+
+
 class Scoring(_Strict):
     mql_threshold: int = Field(gt=0)
     sql_threshold: int = Field(gt=0)
+    # Engagement points halve every half_life; fit points do not decay.
+    half_life: Duration = timedelta(days=30)
+    events: dict[Identifier, list[EventRule]] = Field(default_factory=dict)
+    fit: list[FitRule] = Field(default_factory=list)
+    # Events that make a lead sales-ready whatever its score (someone asking to talk to sales).
+    hand_raisers: list[Identifier] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _ordered(self) -> Scoring:
         if self.sql_threshold <= self.mql_threshold:
             raise ValueError("sql_threshold must be above mql_threshold")
+        if self.half_life < timedelta(hours=1):
+            raise ValueError("half_life must be at least 1h")
         return self
 
 

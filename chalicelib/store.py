@@ -225,7 +225,7 @@ class Store:
 
         All in one transaction, conditional on the consent still being pending.
         """
-        items = self._query_lead(lead_id, "")
+        items = self._query_lead(lead_id)
         operations: list[dict[str, Any]] = [
             {
                 "Update": {
@@ -470,18 +470,18 @@ class Store:
         item = self._get({"pk": f"SUPPRESS#{lead_id}", "sk": "SUPPRESS"})
         return Suppression.from_item(item) if item else None
 
-    def suppress(self, suppression: Suppression, event: Optional[Event]) -> None:
-        """Suppress an address for good; the first reason recorded is kept."""
+    def suppress(self, suppression: Suppression) -> bool:
+        """Suppress an address for good. Returns False when it already was (the first reason stays)."""
         item = {"pk": f"SUPPRESS#{suppression.lead_id}", "sk": "SUPPRESS", **suppression.to_item()}
         try:
             self._client.put_item(**self._new_item(item))
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise StoreError(f"put_item failed: {e}") from e
+            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise StoreError(f"put_item failed: {e}") from e
         except BotoCoreError as e:
             raise StoreError(f"put_item failed: {e}") from e
-        if event is not None:
-            self.record_event(event)
+        return True
 
     def record_event(
         self, event: Event, profile_adds: Optional[dict[str, str]] = None, profile_sets: Optional[dict[str, str]] = None
@@ -557,13 +557,17 @@ class Store:
         item = response.get("Item")
         return _deserialize(item) if item else None
 
-    def _query_lead(self, lead_id: str, prefix: str) -> list[dict[str, Any]]:
+    def _query_lead(self, lead_id: str, prefix: str = "") -> list[dict[str, Any]]:
+        """Items of the lead's partition whose sort key starts with ``prefix`` (all when empty)."""
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": _serialize({":pk": _lead_pk(lead_id), ":prefix": prefix}),
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": _serialize({":pk": _lead_pk(lead_id)}),
         }
+        if prefix:  # DynamoDB rejects begins_with on an empty string
+            kwargs["KeyConditionExpression"] = "pk = :pk AND begins_with(sk, :prefix)"
+            kwargs["ExpressionAttributeValues"] = _serialize({":pk": _lead_pk(lead_id), ":prefix": prefix})
         while True:
             page = self._call("query", **kwargs)
             items.extend(_deserialize(i) for i in page.get("Items", []))

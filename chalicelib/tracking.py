@@ -161,14 +161,16 @@ class Tracker:
         return _claim(self._signer.verify(UNSUBSCRIBE_PURPOSE, token, self._clock.now()), "lead")
 
     def unsubscribe(self, token: str) -> None:
-        """Unsubscribe for good: the lead is marked and the address suppressed. Idempotent."""
+        """Unsubscribe for good: the address suppressed and the lead marked. Idempotent."""
         now = self._clock.now()
         claims = self._signer.verify(UNSUBSCRIBE_PURPOSE, token, now)
         lead_id = _claim(claims, "lead")
-        event = _event(lead_id, UNSUBSCRIBED, now, {"message_id": claims.get("msg")})
-        if not self._store.record_event(event, profile_sets={"unsubscribed_at": iso(now)}):
+        if self._store.get_lead(lead_id) is None:
             raise NotFound("lead", lead_id)
-        self._store.suppress(Suppression(lead_id, "unsubscribed", iso(now), str(claims.get("msg") or "")), None)
+        message_id = str(claims.get("msg") or "")
+        if self._store.suppress(Suppression(lead_id, "unsubscribed", iso(now), message_id)):
+            event = _event(lead_id, UNSUBSCRIBED, now, {"message_id": message_id or None})
+            self._store.record_event(event, profile_sets={"unsubscribed_at": iso(now)})
 
     def confirm(self, token: str) -> None:
         """Double opt-in: grant consent and start the nurture that waited for it. Idempotent."""

@@ -207,7 +207,7 @@ class Dispatcher:
             report.throttled += 1
             return False
         except SendRejected as e:
-            self._store.suppress(Suppression(lead.lead_id, "rejected", iso(now), e.code), None)
+            self._store.suppress(Suppression(lead.lead_id, "rejected", iso(now), e.code))
             self._store.finish(enrolment, claim_id, "exited", "rejected")
             report.rejected += 1
             return True

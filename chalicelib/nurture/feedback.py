@@ -72,8 +72,9 @@ class Feedback:
             lead_id = lead_id_for(identity)
             data = {"detail": detail, "message_id": reference.rpartition("/")[2] or None}
             event = Event(lead_id, secrets.token_hex(8), event_type, iso(now), data)
-            self._store.suppress(Suppression(lead_id, reason, iso(now), detail), None)
-            self._store.record_event(event)  # on the timeline when the lead still exists
+            # A redelivered notification finds the address suppressed already and records nothing.
+            if self._store.suppress(Suppression(lead_id, reason, iso(now), detail)):
+                self._store.record_event(event)  # on the timeline, when the lead still exists
             suppressed += 1
         logger.info("ses %s: %d suppressed, %d ignored", kind, suppressed, ignored)
         return FeedbackResult(kind, suppressed, ignored)

@@ -1,0 +1,155 @@
+"""Pure scoring and lifecycle rules. No boto3 in here.
+
+The score is a pure function of the lead's fields and its whole event history:
+
+    score(t) = fit + Σ points_i · 2^(-(t - t_i) / half_life)
+
+Engagement is kept as a time-independent *weight*, Σ points_i · 2^((t_i - EPOCH) / half_life),
+so adding an event is commutative and a stored score never depends on when it was computed:
+a batch delivered twice, in part, or out of order gives exactly the same result. Caps
+(``max_per_day``, ``max_total``) are applied in event-time order, so they too are
+order-independent.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Optional
+from zoneinfo import ZoneInfo
+
+from chalicelib.entities import Lead
+from chalicelib.models import FitRule, Scoring
+
+EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+# Stages sales owns: scoring never moves a lead out of them.
+SALES_STAGES = frozenset({"sql", "opportunity", "customer", "disqualified"})
+_RANK = {"subscriber": 0, "recycled": 1, "lead": 1, "mql": 2, "sql": 3}
+
+
+@dataclass(frozen=True)
+class ScoredEvent:
+    event_id: str
+    type: str
+    at: datetime
+    url: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Score:
+    fit: float
+    weight: float  # engagement, referenced to EPOCH
+    half_life: timedelta
+    as_of: Optional[datetime]  # the latest event's time: the moment the score is judged at
+    engagement_points: dict[str, float] = field(default_factory=dict)  # raw points per rule
+    fit_points: dict[str, float] = field(default_factory=dict)
+    hand_raiser: Optional[str] = None  # the first hand-raising event type, if any
+    events_counted: int = 0
+
+    def engagement_at(self, moment: datetime) -> float:
+        return self.weight * _decay(moment - EPOCH, self.half_life)
+
+    def value_at(self, moment: datetime) -> float:
+        return round(self.fit + self.engagement_at(moment), 2)
+
+    @property
+    def value(self) -> float:
+        """The score as of the latest event."""
+        return self.value_at(self.as_of) if self.as_of else round(self.fit, 2)
+
+
+def _decay(age: timedelta, half_life: timedelta) -> float:
+    return float(2.0 ** (-(age / half_life)))
+
+
+def _growth(age: timedelta, half_life: timedelta) -> float:
+    return float(2.0 ** (age / half_life))
+
+
+def score_lead(scoring: Scoring, lead: Lead, events: Iterable[ScoredEvent], zone: ZoneInfo) -> Score:
+    fit_points = {_fit_label(rule): rule.points for rule in scoring.fit if fit_matches(rule, lead)}
+    ordered = sorted(events, key=lambda e: (e.at, e.event_id))
+    per_day: Counter[tuple[str, str]] = Counter()
+    total: Counter[str] = Counter()
+    engagement_points: dict[str, float] = {}
+    weight = 0.0
+    hand_raiser = None
+    counted = 0
+    for event in ordered:
+        if hand_raiser is None and event.type in scoring.hand_raisers:
+            hand_raiser = event.type
+        rule_index = matching_rule(scoring, event)
+        if rule_index is None:
+            continue
+        rule = scoring.events[event.type][rule_index]
+        label = f"{event.type}#{rule_index}"
+        day = event.at.astimezone(zone).date().isoformat()
+        if rule.max_total is not None and total[label] >= rule.max_total:
+            continue
+        if rule.max_per_day is not None and per_day[(label, day)] >= rule.max_per_day:
+            continue
+        total[label] += 1
+        per_day[(label, day)] += 1
+        counted += 1
+        engagement_points[label] = engagement_points.get(label, 0.0) + rule.points
+        weight += rule.points * _growth(event.at - EPOCH, scoring.half_life)
+    return Score(
+        fit=sum(fit_points.values()),
+        weight=weight,
+        half_life=scoring.half_life,
+        as_of=ordered[-1].at if ordered else None,
+        engagement_points=engagement_points,
+        fit_points=fit_points,
+        hand_raiser=hand_raiser,
+        events_counted=counted,
+    )
+
+
+def matching_rule(scoring: Scoring, event: ScoredEvent) -> Optional[int]:
+    for index, rule in enumerate(scoring.events.get(event.type, [])):
+        if rule.url is None or (event.url is not None and fnmatch.fnmatch(event.url.lower(), rule.url.lower())):
+            return index
+    return None
+
+
+def fit_matches(rule: FitRule, lead: Lead) -> bool:
+    value = lead.field_value(rule.field)
+    if value is None or value == "":
+        return False
+    text = str(value).strip().casefold()
+    if rule.equals is not None:
+        return text == rule.equals.strip().casefold()
+    if rule.in_ is not None:
+        return text in {v.strip().casefold() for v in rule.in_}
+    assert rule.contains_any is not None
+    return any(keyword.casefold() in text for keyword in rule.contains_any)
+
+
+def _fit_label(rule: FitRule) -> str:
+    test: Any = rule.equals if rule.equals is not None else (rule.in_ or rule.contains_any)
+    return f"{rule.field}:{test}"
+
+
+@dataclass(frozen=True)
+class StageChange:
+    stage: str
+    reason: str
+
+
+def next_stage(scoring: Scoring, current: str, score: Score) -> Optional[StageChange]:
+    """Where the score takes the lead, if anywhere. Scoring only moves leads up to SQL; the
+    stages after it (and disqualified) are set by sales."""
+    if current in SALES_STAGES:
+        return None
+    value = score.value
+    rank = _RANK.get(current, 0)
+    if score.hand_raiser is not None:
+        return StageChange("sql", f"hand-raiser event {score.hand_raiser}")
+    if value >= scoring.sql_threshold:
+        return StageChange("sql", f"score {value:g} reached sql_threshold {scoring.sql_threshold}")
+    if value >= scoring.mql_threshold and rank < _RANK["mql"]:
+        return StageChange("mql", f"score {value:g} reached mql_threshold {scoring.mql_threshold}")
+    return None
