@@ -34,6 +34,16 @@ def form_preflight(form_id: str) -> Response:
     return web.preflight(runtime.current(), form_id, _request())
 
 
+@app.route("/events", methods=["POST"], content_types=["*/*"])
+def record_event() -> Response:
+    return web.record_event(runtime.current(), _request())
+
+
+@app.route("/events", methods=["OPTIONS"])
+def events_preflight() -> Response:
+    return web.events_preflight(runtime.current(), _request())
+
+
 @app.route("/t/c/{token}", methods=["GET"])
 def tracked_click(token: str) -> Response:
     return web.click(runtime.current(), token)
@@ -58,6 +68,11 @@ def unsubscribe(token: str) -> Response:
 @app.route("/confirm/{token}", methods=["GET"])
 def confirm_subscription(token: str) -> Response:
     return web.confirm(runtime.current(), token)
+
+
+@app.route("/admin/leads/{lead_id}", methods=["PATCH"], content_types=["*/*"])
+def admin_set_stage(lead_id: str) -> Response:
+    return web.admin_set_stage(runtime.current(), lead_id, _request())
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))

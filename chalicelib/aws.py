@@ -63,7 +63,12 @@ def ses_v1() -> Any:
     return _session().client("ses", config=SES_RETRY_CONFIG)
 
 
+@functools.cache
+def sns() -> Any:
+    return _session().client("sns", config=RETRY_CONFIG)
+
+
 def reset() -> None:
     """Forget cached clients (tests that switch endpoints or credentials call this)."""
-    for getter in (dynamodb, s3, sesv2, ses_v1, _session):
+    for getter in (dynamodb, s3, sesv2, ses_v1, sns, _session):
         getter.cache_clear()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -31,25 +31,25 @@ MIN_TOKEN_KEY_LENGTH = 32
 
 @dataclass(frozen=True)
 class Settings:
+    """Secrets are excluded from repr, so tracebacks and logs never show them."""
+
     campaign_name: str
     table_name: str
     assets_bucket: str
     # HMAC key for every signed token and for the IP hash; from the environment (locally) or the
     # stage's secret (deployed). Never logged, never in the repo.
-    token_key: bytes
+    token_key: bytes = field(repr=False)
     # Base URL of this stage's API (tracked links, unsubscribe and confirm links point here).
     public_url: str
     ses_configuration_set: str
+    # SNS topic every new SQL is published to.
+    sales_topic_arn: str = ""
+    # Bearer token of the team's admin API; compared in constant time, never logged.
+    admin_token: bytes = field(default=b"", repr=False)
     # Emails per second; when unset, the SES account's own max send rate (GetSendQuota).
     max_send_rate: Optional[float] = None
-
-    def __repr__(self) -> str:  # keep the key out of tracebacks and logs
-        return (
-            f"Settings(campaign_name={self.campaign_name!r}, table_name={self.table_name!r}, "
-            f"assets_bucket={self.assets_bucket!r}, public_url={self.public_url!r}, "
-            f"ses_configuration_set={self.ses_configuration_set!r}, max_send_rate={self.max_send_rate!r}, "
-            "token_key=<redacted>)"
-        )
+    # Signs the sales webhook; required when the campaign configures one.
+    webhook_secret: Optional[bytes] = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -61,6 +61,8 @@ class Settings:
             "TRELLIS_TOKEN_KEY": f"secret key for signed tokens, at least {MIN_TOKEN_KEY_LENGTH} characters",
             "TRELLIS_PUBLIC_URL": "the API's public base URL, e.g. https://abc.execute-api.eu-west-1.amazonaws.com/api",
             "TRELLIS_SES_CONFIGURATION_SET": "the SES configuration set every email is sent with",
+            "TRELLIS_SALES_TOPIC_ARN": "the SNS topic new sales-qualified leads are published to",
+            "TRELLIS_ADMIN_TOKEN": f"bearer token for /admin/ routes, at least {MIN_TOKEN_KEY_LENGTH} characters",
         }
         missing = [f"{name} ({why})" for name, why in required.items() if not env.get(name)]
         if missing:
@@ -68,6 +70,8 @@ class Settings:
         token_key = env["TRELLIS_TOKEN_KEY"]
         if len(token_key) < MIN_TOKEN_KEY_LENGTH:
             raise ConfigError(f"TRELLIS_TOKEN_KEY must be at least {MIN_TOKEN_KEY_LENGTH} characters")
+        if len(env["TRELLIS_ADMIN_TOKEN"]) < MIN_TOKEN_KEY_LENGTH:
+            raise ConfigError(f"TRELLIS_ADMIN_TOKEN must be at least {MIN_TOKEN_KEY_LENGTH} characters")
         public_url = env["TRELLIS_PUBLIC_URL"].rstrip("/")
         if not public_url.startswith(("https://", "http://")):
             raise ConfigError("TRELLIS_PUBLIC_URL must be an absolute http(s) URL")
@@ -86,7 +90,10 @@ class Settings:
             token_key=token_key.encode(),
             public_url=public_url,
             ses_configuration_set=env["TRELLIS_SES_CONFIGURATION_SET"],
+            sales_topic_arn=env["TRELLIS_SALES_TOPIC_ARN"],
+            admin_token=env["TRELLIS_ADMIN_TOKEN"].encode(),
             max_send_rate=max_send_rate,
+            webhook_secret=env["TRELLIS_WEBHOOK_SECRET"].encode() if env.get("TRELLIS_WEBHOOK_SECRET") else None,
         )
 
 

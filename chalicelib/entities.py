@@ -118,6 +118,13 @@ class Lead:
     clicked: tuple[str, ...] = ()  # "<sequence>.<step>" of messages clicked
     opened: tuple[str, ...] = ()
     recent_sends: tuple[str, ...] = ()  # send times inside the frequency-cap period
+    # Scoring: how many events the stored score counts, and what it is made of.
+    score_events: int = 0
+    score_weight: float = 0.0
+    score_fit: float = 0.0
+    score_reset_at: Optional[str] = None
+    stage_reason: Optional[str] = None
+    owner: Optional[dict[str, str]] = None
 
     def field_value(self, name: str) -> Any:
         """A named lead field for conditions: profile, custom, or derived (email_domain)."""
@@ -152,6 +159,12 @@ class Lead:
             clicked=tuple(plain.get("clicked", ())),
             opened=tuple(plain.get("opened", ())),
             recent_sends=tuple(plain.get("recent_sends", ())),
+            score_events=int(plain.get("score_events", 0)),
+            score_weight=float(plain.get("score_weight", 0.0)),
+            score_fit=float(plain.get("score_fit", 0.0)),
+            score_reset_at=plain.get("score_reset_at"),
+            stage_reason=plain.get("stage_reason"),
+            owner=plain.get("owner"),
         )
 
 
@@ -252,3 +265,30 @@ class Suppression:
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Suppression:
         return cls(item["lead_id"], item["reason"], item["at"], item.get("detail", ""))
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """One crossing into SQL: who owns the lead now, and which notifications went out."""
+
+    lead_id: str
+    handoff_id: str
+    at: str
+    owner_name: str
+    owner_email: str
+    reason: str
+    score: float
+    status: str = "pending"  # pending -> notifying -> notified
+    email_sent_at: Optional[str] = None
+    sns_sent_at: Optional[str] = None
+    webhook_status: Optional[str] = None  # None (no webhook), "pending", "delivered", "failed"
+    webhook_attempts: int = 0
+    claim_id: Optional[str] = None
+
+    def to_item(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Handoff:
+        plain = from_dynamo_value(item)
+        return cls(**{k: plain[k] for k in cls.__dataclass_fields__ if k in plain})

@@ -376,6 +376,10 @@ class SalesRep(_Strict):
 
 class Sales(_Strict):
     team: list[SalesRep] = Field(min_length=1)
+    # Optional HTTP POST for each new SQL (Slack, a CRM), signed with TRELLIS_WEBHOOK_SECRET.
+    webhook_url: Optional[HttpUrl] = None
+    # Leads sales sends back to nurture ("recycled") are enrolled here, when set.
+    recycle_sequence: Optional[Identifier] = None
 
 
 class Campaign(_Strict):
@@ -410,6 +414,8 @@ class Campaign(_Strict):
                 problems.append(f"forms.{form_id}.custom_fields: clashes with the honeypot field")
             if form.double_opt_in and self.confirmation is None:
                 problems.append(f"forms.{form_id}.double_opt_in: the campaign needs a 'confirmation' email")
+        if self.sales.recycle_sequence is not None and self.sales.recycle_sequence not in self.sequences:
+            problems.append(f"sales.recycle_sequence: no sequence named {self.sales.recycle_sequence!r}")
         for sequence_id, sequence in self.sequences.items():
             step_ids = {step.id for step in sequence.steps}
             for step in sequence.steps:
@@ -503,3 +509,13 @@ def submission_model(form: Form) -> type[BaseModel]:
         **definitions,
     )
     return model
+
+
+class BehaviourEventIn(BaseModel):
+    """``POST /events``: something a known lead did on a landing page."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    token: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
+    type: Identifier
+    url: Optional[HttpUrl] = None

@@ -14,7 +14,8 @@ from chalicelib.config import TEMPLATES_DIR
 def environment() -> Environment:
     return Environment(
         loader=FileSystemLoader(str(TEMPLATES_DIR)),
-        autoescape=select_autoescape(default=True, default_for_string=True),
+        # Everything is escaped except plain-text templates (.txt), where "&amp;" would be a bug.
+        autoescape=select_autoescape(disabled_extensions=("txt",), default=True, default_for_string=True),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

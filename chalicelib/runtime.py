@@ -15,6 +15,8 @@ from chalicelib.assets import S3AssetLinks
 from chalicelib.capture import Capture
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.config import Settings, load_campaign
+from chalicelib.errors import ConfigError
+from chalicelib.handoff import Notifier, Qualifier, SalesFeedback, Webhook
 from chalicelib.models import Campaign
 from chalicelib.nurture.dispatcher import Dispatcher, Pacer
 from chalicelib.nurture.feedback import Feedback
@@ -97,6 +99,26 @@ class Runtime:
             self.assets,
             self.clock,
             self._pacer,
+            on_due_handoff=self.notifier.notify,
+        )
+
+    @functools.cached_property
+    def qualifier(self) -> Qualifier:
+        return Qualifier(self.campaign, self.store, self.clock)
+
+    @functools.cached_property
+    def sales_feedback(self) -> SalesFeedback:
+        return SalesFeedback(self.campaign, self.store, self.clock)
+
+    @functools.cached_property
+    def notifier(self) -> Notifier:
+        webhook = None
+        if self.campaign.sales.webhook_url is not None:
+            if self.settings.webhook_secret is None:
+                raise ConfigError("the campaign has sales.webhook_url: set TRELLIS_WEBHOOK_SECRET to sign it")
+            webhook = Webhook(self.campaign.sales.webhook_url, self.settings.webhook_secret)
+        return Notifier(
+            self.campaign, self.store, self.mailer, aws.sns(), self.settings.sales_topic_arn, webhook, self.clock
         )
 
     @functools.cached_property
@@ -105,7 +127,7 @@ class Runtime:
 
     @functools.cached_property
     def streams(self) -> StreamProcessor:
-        return StreamProcessor(self.campaign, self.store, self.dispatcher, self.clock)
+        return StreamProcessor(self.campaign, self.store, self.dispatcher, self.qualifier, self.notifier, self.clock)
 
 
 _current: Optional[Runtime] = None

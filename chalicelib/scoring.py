@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Optional
+from typing import Optional
 from zoneinfo import ZoneInfo
 
 from chalicelib.entities import Lead
@@ -129,8 +129,11 @@ def fit_matches(rule: FitRule, lead: Lead) -> bool:
 
 
 def _fit_label(rule: FitRule) -> str:
-    test: Any = rule.equals if rule.equals is not None else (rule.in_ or rule.contains_any)
-    return f"{rule.field}:{test}"
+    if rule.equals is not None:
+        return f"{rule.field} = {rule.equals}"
+    if rule.in_ is not None:
+        return f"{rule.field} in {'|'.join(rule.in_)}"
+    return f"{rule.field} contains {'|'.join(rule.contains_any or [])}"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ One table per campaign stage (see docs/data-model.md):
     event             LEAD#<lead_id>     EVENT#<iso time>#<event_id>         -
     enrolment         LEAD#<lead_id>     ENROL#<sequence_id>                 due (sparse, sharded)
     message           LEAD#<lead_id>     MSG#<sequence>.<step>               -
+    handoff           LEAD#<lead_id>     HANDOFF#<iso time>                  due (only while a webhook retry waits)
     suppression       SUPPRESS#<lead_id> SUPPRESS                            -
     counters          STATS              BOTS                                -
 """
@@ -25,6 +26,7 @@ from chalicelib.entities import (
     ConsentRecord,
     Enrolment,
     Event,
+    Handoff,
     Lead,
     Message,
     Suppression,
@@ -59,7 +61,7 @@ def due_shard(lead_id: str) -> str:
     return f"DUE#{shard}"
 
 
-def parse_stream_image(image: Mapping[str, Any]) -> Optional[Enrolment | Event]:
+def parse_stream_image(image: Mapping[str, Any]) -> Optional[Enrolment | Event | Handoff]:
     """Turn a stream record's image (DynamoDB JSON) into the entity it holds, if we react to it."""
     if not image or "sk" not in image:
         return None
@@ -69,6 +71,8 @@ def parse_stream_image(image: Mapping[str, Any]) -> Optional[Enrolment | Event]:
         return Enrolment.from_item(item)
     if sort_key.startswith("EVENT#"):
         return Event.from_item(item)
+    if sort_key.startswith("HANDOFF#"):
+        return Handoff.from_item(item)
     return None
 
 
@@ -285,7 +289,7 @@ class Store:
 
     # -- nurture: due work, claims, commits ---------------------------------------------------
 
-    def due_enrolments(self, now: str, page_size: int = 50) -> Iterator[Enrolment]:
+    def due_enrolments(self, now: str, page_size: int = 50) -> Iterator[Enrolment | Handoff]:
         """Enrolments with a step due at or before ``now``, shard by shard, read page by page.
 
         Reads only the sparse due index: their cost grows with the due work, not with the leads.
@@ -301,7 +305,11 @@ class Store:
             while True:
                 page = self._call("query", **kwargs)
                 for item in page.get("Items", []):
-                    yield Enrolment.from_item(_deserialize(item))
+                    plain = _deserialize(item)
+                    if str(plain["sk"]).startswith("HANDOFF#"):
+                        yield Handoff.from_item(plain)
+                    else:
+                        yield Enrolment.from_item(plain)
                 if "LastEvaluatedKey" not in page:
                     break
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -524,6 +532,183 @@ class Store:
             )
         except ConditionFailed:
             return False
+        return True
+
+    # -- scoring and handoff --------------------------------------------------------------------
+
+    def lead_with_events(self, lead_id: str) -> tuple[Optional[Lead], list[Event]]:
+        """The profile and every event of a lead: one Query of its partition."""
+        items = self._query_lead(lead_id)
+        lead = next((Lead.from_item(i) for i in items if i["sk"] == "PROFILE"), None)
+        events = [Event.from_item(i) for i in items if str(i["sk"]).startswith("EVENT#")]
+        return lead, events
+
+    def save_score(
+        self,
+        lead_id: str,
+        fields: dict[str, Any],
+        events_seen: int,
+        *,
+        from_stage: Optional[str] = None,
+        stage_event: Optional[Event] = None,
+        handoff: Optional[Handoff] = None,
+    ) -> bool:
+        """Write a recomputed score, only if it counts more events than the stored one.
+
+        With a stage change, the write is also conditional on the stage read, and the stage
+        event and the handoff are written in the same transaction: a crossing happens once.
+        Returns False when a newer score (or another crossing) got there first.
+        """
+        names = {f"#f{i}": k for i, k in enumerate(fields)}
+        values = {f":f{i}": v for i, v in enumerate(fields.values())}
+        sets = [f"#f{i} = :f{i}" for i in range(len(fields))]
+        names["#seen"] = "score_events"
+        values[":seen"] = events_seen
+        sets.append("#seen = :seen")
+        condition = "attribute_exists(pk) AND (attribute_not_exists(#seen) OR #seen < :seen)"
+        if from_stage is not None:
+            names["#stage"] = "stage"
+            values[":from_stage"] = from_stage
+            condition += " AND #stage = :from_stage"
+        update: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": _serialize({"pk": _lead_pk(lead_id), "sk": "PROFILE"}),
+            "UpdateExpression": "SET " + ", ".join(sets),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": _serialize(values),
+        }
+        try:
+            if stage_event is None and handoff is None:
+                self._client.update_item(**update)
+                return True
+            operations: list[dict[str, Any]] = [{"Update": update}]
+            if stage_event is not None:
+                operations.append({"Put": self._new_item(self._event_item(stage_event))})
+            if handoff is not None:
+                operations.append({"Put": self._new_item(self._handoff_item(handoff))})
+            self._transact(operations)
+        except ConditionFailed:
+            return False
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise StoreError(f"update_item failed: {e}") from e
+        return True
+
+    def set_stage(
+        self, lead_id: str, fields: dict[str, Any], event: Event, enrolment: Optional[Enrolment] = None
+    ) -> bool:
+        """Sales feedback: set the stage (and what goes with it) with its event, in one write.
+
+        A recycle enrolment replaces any earlier one in that sequence. False: no such lead.
+        """
+        names = {f"#f{i}": k for i, k in enumerate(fields)}
+        values = {f":f{i}": v for i, v in enumerate(fields.values())}
+        operations: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self.table_name,
+                    "Key": _serialize({"pk": _lead_pk(lead_id), "sk": "PROFILE"}),
+                    "UpdateExpression": "SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(fields))),
+                    "ConditionExpression": "attribute_exists(pk)",
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": _serialize(values),
+                }
+            },
+            {"Put": self._new_item(self._event_item(event))},
+        ]
+        if enrolment is not None:
+            operations.append(
+                {"Put": {"TableName": self.table_name, "Item": _serialize(self._enrolment_item(enrolment))}}
+            )
+        try:
+            self._transact(operations)
+        except ConditionFailed:
+            return False
+        return True
+
+    def next_round_robin(self) -> int:
+        """An atomic counter: 1, 2, 3, ... across all Lambda invocations."""
+        response = self._call(
+            "update_item",
+            TableName=self.table_name,
+            Key=_serialize({"pk": "STATS", "sk": "ROUND_ROBIN"}),
+            UpdateExpression="ADD #n :one",
+            ExpressionAttributeNames={"#n": "next"},
+            ExpressionAttributeValues=_serialize({":one": 1}),
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(_deserialize(response["Attributes"])["next"])
+
+    def _handoff_item(self, handoff: Handoff) -> dict[str, Any]:
+        return {"pk": _lead_pk(handoff.lead_id), "sk": f"HANDOFF#{handoff.handoff_id}", **handoff.to_item()}
+
+    def list_handoffs(self, lead_id: str) -> list[Handoff]:
+        return [Handoff.from_item(i) for i in self._query_lead(lead_id, "HANDOFF#")]
+
+    def claim_handoff(self, handoff: Handoff, claim_id: str, now: str, lease_until: str) -> bool:
+        """Take a handoff's notifications, or learn another invocation has them."""
+        return self._handoff_update(
+            handoff,
+            "SET #status = :notifying, claim_id = :claim, lease_until = :lease",
+            "#status = :pending OR (#status = :notifying AND lease_until < :now)",
+            {":notifying": "notifying", ":pending": "pending", ":claim": claim_id, ":lease": lease_until, ":now": now},
+        )
+
+    def mark_handoff(self, handoff: Handoff, claim_id: str, fields: dict[str, Any], remove_due: bool = False) -> bool:
+        names = {f"#f{i}": k for i, k in enumerate(fields)}
+        values: dict[str, Any] = {f":f{i}": v for i, v in enumerate(fields.values())}
+        values[":claim"] = claim_id
+        update = "SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(fields)))
+        if remove_due:
+            update += " REMOVE due_at, due_shard"
+        return self._handoff_update(handoff, update, "claim_id = :claim", values, names)
+
+    def schedule_webhook_retry(self, handoff: Handoff, claim_id: str, due_at: str, attempts: int) -> bool:
+        return self._handoff_update(
+            handoff,
+            "SET webhook_status = :pending, webhook_attempts = :attempts, due_at = :due, due_shard = :shard, "
+            "#status = :waiting",
+            "claim_id = :claim",
+            {
+                ":pending": "pending",
+                ":attempts": attempts,
+                ":due": due_at,
+                ":shard": due_shard(handoff.lead_id),
+                ":waiting": "pending",
+                ":claim": claim_id,
+            },
+        )
+
+    def _handoff_update(
+        self,
+        handoff: Handoff,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        names: Optional[dict[str, str]] = None,
+    ) -> bool:
+        all_names = dict(names or {})
+        if "#status" in update or "#status" in condition:
+            all_names["#status"] = "status"
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": _serialize({"pk": _lead_pk(handoff.lead_id), "sk": f"HANDOFF#{handoff.handoff_id}"}),
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": _serialize(values),
+        }
+        if all_names:
+            kwargs["ExpressionAttributeNames"] = all_names
+        try:
+            self._client.update_item(**kwargs)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise StoreError(f"update_item failed: {e}") from e
+        except BotoCoreError as e:
+            raise StoreError(f"update_item failed: {e}") from e
         return True
 
     # -- counters -----------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.clock import Clock
-from chalicelib.entities import Enrolment, Event, iso
+from chalicelib.entities import Enrolment, Event, Handoff, iso
+from chalicelib.handoff import STAGE_CHANGED, Notifier, Qualifier
 from chalicelib.models import Campaign
 from chalicelib.nurture.dispatcher import Dispatcher, TickReport
 from chalicelib.store import Store, parse_stream_image
@@ -24,13 +25,26 @@ class StreamReport:
     records: int = 0
     dispatched: int = 0
     enrolled: int = 0
+    rescored: int = 0
+    stage_changes: int = 0
+    handoffs: int = 0
 
 
 class StreamProcessor:
-    def __init__(self, campaign: Campaign, store: Store, dispatcher: Dispatcher, clock: Clock) -> None:
+    def __init__(
+        self,
+        campaign: Campaign,
+        store: Store,
+        dispatcher: Dispatcher,
+        qualifier: Qualifier,
+        notifier: Notifier,
+        clock: Clock,
+    ) -> None:
         self._campaign = campaign
         self._store = store
         self._dispatcher = dispatcher
+        self._qualifier = qualifier
+        self._notifier = notifier
         self._clock = clock
         self._entry: dict[str, list[str]] = {}
         for sequence_id, sequence in campaign.sequences.items():
@@ -38,8 +52,14 @@ class StreamProcessor:
                 self._entry.setdefault(event_type, []).append(sequence_id)
 
     def handle(self, records: Iterable[dict[str, Any]]) -> StreamReport:
+        """Everything here is idempotent, so a redelivered batch (whole or in part) is harmless.
+
+        Leads with new events are rescored once per batch, after the batch's other work, in
+        the order they first appear: one Query and at most one write each.
+        """
         report = StreamReport()
         tick = TickReport()
+        to_rescore: dict[str, None] = {}
         for record in records:
             report.records += 1
             if record.get("eventName") not in ("INSERT", "MODIFY"):
@@ -51,6 +71,14 @@ class StreamProcessor:
                     report.dispatched += 1
             elif isinstance(image, Event) and record["eventName"] == "INSERT":
                 report.enrolled += self._enrol_on(image)
+                if image.type != STAGE_CHANGED:  # our own writes never feed back
+                    to_rescore.setdefault(image.lead_id)
+            elif isinstance(image, Handoff) and record["eventName"] == "INSERT":
+                report.handoffs += int(self._notifier.notify(image))
+        for lead_id in to_rescore:
+            report.rescored += 1
+            if self._qualifier.rescore(lead_id) is not None:
+                report.stage_changes += 1
         return report
 
     def _became_due(self, record: dict[str, Any], enrolment: Enrolment) -> bool:

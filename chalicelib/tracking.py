@@ -18,10 +18,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from pydantic import ValidationError
+
 from chalicelib.clock import Clock
 from chalicelib.entities import Event, Suppression, iso
-from chalicelib.errors import ConditionFailed, InvalidToken, NotFound
-from chalicelib.models import Campaign
+from chalicelib.errors import ConditionFailed, InvalidToken, NotFound, ValidationFailed
+from chalicelib.models import BehaviourEventIn, Campaign
 from chalicelib.store import Store
 
 _MAC_BYTES = 16
@@ -191,6 +193,36 @@ class Tracker:
         except ConditionFailed:
             return  # confirmed concurrently (a double click): the first one did the work
 
+    def record_behaviour(self, fields: dict[str, Any]) -> None:
+        """A landing-page event (``POST /events``) for the lead its token names."""
+        try:
+            incoming = BehaviourEventIn.model_validate(fields)
+        except ValidationError as e:
+            raise ValidationFailed(
+                {str(err["loc"][0]) if err["loc"] else "body": err["msg"] for err in e.errors()}
+            ) from e
+        if incoming.type not in self._public_event_types:
+            allowed = ", ".join(sorted(self._public_event_types)) or "none"
+            raise ValidationFailed({"type": f"unknown event type; this campaign takes: {allowed}"})
+        now = self._clock.now()
+        try:
+            lead_id = self._signer.lead_from_token(incoming.token, now)
+        except InvalidToken as e:
+            raise ValidationFailed({"token": "not a valid lead token"}) from e
+        data = {"url": incoming.url} if incoming.url else {}
+        if not self._store.record_event(_event(lead_id, incoming.type, now, data)):
+            raise NotFound("lead", lead_id)
+
+    @property
+    def _public_event_types(self) -> set[str]:
+        """Event types a page may report: what the campaign scores, enrols or exits on,
+        never what Trellis itself records (opens, clicks, submissions, unsubscribes)."""
+        scoring = self._campaign.scoring
+        named = set(scoring.events) | set(scoring.hand_raisers) | {"page_view"}
+        for sequence in self._campaign.sequences.values():
+            named |= set(sequence.entry.events) | set(sequence.exit.events)
+        return named - INTERNAL_EVENT_TYPES
+
     def _with_lead_token(self, destination: str, lead_id: str, now: datetime) -> str:
         """Our own landing pages get the lead token, so their script can attribute page views."""
         parts = urlsplit(destination)
@@ -206,6 +238,19 @@ EMAIL_CLICKED = "email_clicked"
 EMAIL_OPENED = "email_opened"
 UNSUBSCRIBED = "unsubscribed"
 CONFIRMED = "subscription_confirmed"
+STAGE_CHANGED = "stage_changed"
+INTERNAL_EVENT_TYPES = frozenset(
+    {
+        "form_submitted",
+        EMAIL_CLICKED,
+        EMAIL_OPENED,
+        UNSUBSCRIBED,
+        CONFIRMED,
+        STAGE_CHANGED,
+        "email_bounced",
+        "email_complained",
+    }
+)
 
 
 def _claim(claims: dict[str, Any], name: str) -> str:

@@ -5,6 +5,7 @@ Every domain error becomes an HTTP status here and nowhere else (``error_respons
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from dataclasses import dataclass
@@ -141,6 +142,40 @@ def _read_fields(request: Request) -> dict[str, Any]:
     return data
 
 
+def _all_origins_cors(runtime: Runtime, request: Request) -> Headers:
+    origin = (request.headers.get("origin") or "").lower()
+    allowed = {o for form in runtime.campaign.forms.values() for o in form.allowed_origins}
+    if origin and origin in allowed:
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    return {"Vary": "Origin"}
+
+
+def record_event(runtime: Runtime, request: Request) -> Response:
+    """``POST /events``: a landing page reports what a known lead did. 202, or a clear 4xx."""
+    cors = _all_origins_cors(runtime, request)
+    try:
+        if _media_type(request) != JSON:
+            raise UnsupportedMediaType(_media_type(request) or "(none)", (JSON,))
+        runtime.tracker.record_behaviour(_read_fields(request))
+    except TrellisError as e:
+        return error_response(e, headers=cors)
+    return Response({"accepted": True}, status_code=202, headers={**cors, "Content-Type": JSON})
+
+
+def events_preflight(runtime: Runtime, request: Request) -> Response:
+    headers = _all_origins_cors(runtime, request)
+    requested = (request.headers.get("access-control-request-method") or "").upper()
+    if "Access-Control-Allow-Origin" in headers and requested == "POST":
+        headers.update(
+            {
+                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Headers": "Content-Type",
+                "Access-Control-Max-Age": "600",
+            }
+        )
+    return Response("", status_code=204, headers=headers)
+
+
 def _request_meta(request: Request) -> RequestMeta:
     identity = (request.context or {}).get("identity") or {}
     return RequestMeta(user_agent=request.headers.get("user-agent"), source_ip=identity.get("sourceIp"))
@@ -266,3 +301,41 @@ def confirm(runtime: Runtime, token: str) -> Response:
     except TrellisError as e:
         return error_response(e, html=True, headers=dict(_NO_STORE))
     return _page("confirmed.html", campaign_title=runtime.campaign.title or runtime.campaign.name)
+
+
+# -- admin ------------------------------------------------------------------------------------
+
+
+class Unauthorized(TrellisError):
+    """Missing or wrong admin credentials. Says nothing more."""
+
+
+_STATUS.insert(0, (Unauthorized, _Status(401, "unauthorized", "Unauthorized")))
+
+
+def _require_admin(runtime: Runtime, request: Request) -> None:
+    header = str(request.headers.get("authorization") or "")
+    scheme, _, token = header.partition(" ")
+    expected = runtime.settings.admin_token
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        raise Unauthorized("bad credentials")
+
+
+def admin_set_stage(runtime: Runtime, lead_id: str, request: Request) -> Response:
+    """``PATCH /admin/leads/{lead_id}`` ``{"stage": ..., "note": ...}``: sales feedback."""
+    try:
+        _require_admin(runtime, request)
+        if _media_type(request) != JSON:
+            raise UnsupportedMediaType(_media_type(request) or "(none)", (JSON,))
+        fields = _read_fields(request)
+        stage, note = fields.get("stage"), fields.get("note")
+        if not isinstance(stage, str):
+            raise ValidationFailed({"stage": "required: the new stage"})
+        if note is not None and (not isinstance(note, str) or len(note) > 500):
+            raise ValidationFailed({"note": "optional text of at most 500 characters"})
+        lead = runtime.sales_feedback.set_stage(lead_id, stage, note)
+    except TrellisError as e:
+        headers: Headers = {"WWW-Authenticate": "Bearer"} if isinstance(e, Unauthorized) else {}
+        return error_response(e, headers=headers)
+    body = {"lead_id": lead.lead_id, "stage": lead.stage, "stage_reason": lead.stage_reason, "score": lead.score}
+    return Response(body, status_code=200, headers={"Content-Type": JSON})

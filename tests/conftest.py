@@ -18,6 +18,7 @@ from twin import stack
 
 TEST_TOKEN_KEY = "test-token-key-0123456789abcdef0123456789"
 PUBLIC_URL = "https://trellis.test/api"
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef0123456789"
 START = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 
 
@@ -56,6 +57,8 @@ def settings(stack_outputs: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> 
         "TRELLIS_TOKEN_KEY": TEST_TOKEN_KEY,
         "TRELLIS_PUBLIC_URL": PUBLIC_URL,
         "TRELLIS_SES_CONFIGURATION_SET": stack_outputs["ConfigurationSetName"],
+        "TRELLIS_SALES_TOPIC_ARN": stack_outputs["SalesTopicArn"],
+        "TRELLIS_ADMIN_TOKEN": ADMIN_TOKEN,
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

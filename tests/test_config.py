@@ -129,6 +129,8 @@ def test_settings_reject_short_key_and_never_show_the_key():
         "TRELLIS_ASSETS_BUCKET": "b",
         "TRELLIS_PUBLIC_URL": "https://x.example/api",
         "TRELLIS_SES_CONFIGURATION_SET": "trellis-x",
+        "TRELLIS_SALES_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:trellis-x-sales",
+        "TRELLIS_ADMIN_TOKEN": "a" * 40,
     }
     with pytest.raises(ConfigError, match="at least 32"):
         Settings.from_env({**env, "TRELLIS_TOKEN_KEY": "short"})

@@ -94,9 +94,11 @@ class _Stop(BaseException):
 class TwinConfig:
     ports: dict[str, int]
     token_key: str
+    admin_token: str
+    admin_token_generated: bool = False
 
     def __repr__(self) -> str:  # keep the key out of tracebacks
-        return f"TwinConfig(ports={self.ports!r}, token_key=<redacted>)"
+        return f"TwinConfig(ports={self.ports!r}, token_key=<redacted>, admin_token=<redacted>)"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TwinConfig:
@@ -109,7 +111,13 @@ class TwinConfig:
         if len(token_key) < MIN_TOKEN_KEY_LENGTH:
             # Checked here rather than by the API at its first form post, which would answer 500.
             raise TwinError(f"TRELLIS_TOKEN_KEY must be at least {MIN_TOKEN_KEY_LENGTH} characters (or unset)")
-        return cls(ports=ports, token_key=token_key)
+        # DESIGN: the admin token is TRELLIS_ADMIN_TOKEN when set, else generated and printed.
+        admin_token = env.get("TRELLIS_ADMIN_TOKEN") or ""
+        generated = not admin_token
+        admin_token = admin_token or secrets.token_urlsafe(32)
+        if len(admin_token) < MIN_TOKEN_KEY_LENGTH:
+            raise TwinError(f"TRELLIS_ADMIN_TOKEN must be at least {MIN_TOKEN_KEY_LENGTH} characters (or unset)")
+        return cls(ports=ports, token_key=token_key, admin_token=admin_token, admin_token_generated=generated)
 
 
 def _port_from_env(env: Mapping[str, str], port: Port) -> int:
@@ -440,12 +448,17 @@ def run(config: TwinConfig, twin: Twin) -> None:
             "TRELLIS_TOKEN_KEY": config.token_key,
             "TRELLIS_PUBLIC_URL": f"http://{HOST}:{config.ports['api']}",
             "TRELLIS_SES_CONFIGURATION_SET": outputs["ConfigurationSetName"],
+            "TRELLIS_SALES_TOPIC_ARN": outputs["SalesTopicArn"],
+            "TRELLIS_ADMIN_TOKEN": config.admin_token,
         }
     )
     api = ChaliceLocal(config.ports["api"], STAGE, os.environ)
     twin.start(api)
 
     print(banner(moto, api, campaign_name, outputs), flush=True)
+    if config.admin_token_generated:
+        # The twin's own throwaway token, for the person at this terminal (never a real secret).
+        print(f"Admin API token (generated for this run): {config.admin_token}", flush=True)
     twin.wait()
 
 

@@ -21,7 +21,7 @@ from typing import Optional
 
 from chalicelib.capture import AssetLinks
 from chalicelib.clock import Clock
-from chalicelib.entities import Enrolment, Lead, Message, Suppression, iso, message_id_for
+from chalicelib.entities import Enrolment, Handoff, Lead, Message, Suppression, iso, message_id_for
 from chalicelib.errors import ConditionFailed, SendFailed, SendRejected, SendThrottled, StoreError
 from chalicelib.models import Campaign
 from chalicelib.nurture import rules
@@ -99,7 +99,9 @@ class Dispatcher:
         assets: AssetLinks,
         clock: Clock,
         pacer: Optional[Pacer] = None,
+        on_due_handoff: Optional[Callable[[Handoff], object]] = None,
     ) -> None:
+        self._on_due_handoff = on_due_handoff
         self._campaign = campaign
         self._store = store
         self._mailer = mailer
@@ -122,6 +124,11 @@ class Dispatcher:
             if remaining_ms() < SAFETY_MARGIN_MS:
                 report.stopped_early = True
                 break
+            if isinstance(enrolment, Handoff):
+                # A sales webhook waiting for its retry shares the due index with the steps.
+                if self._on_due_handoff is not None:
+                    self._on_due_handoff(enrolment)
+                continue
             if not self.dispatch(enrolment, report):
                 report.stopped_early = True
                 break

@@ -20,7 +20,10 @@ _THROTTLE_CODES = {
     "LimitExceededException",
     "SendingPausedException",
 }
-_REJECT_CODES = {"MessageRejected", "MailFromDomainNotVerifiedException", "MailFromDomainNotVerified"}
+# Only MessageRejected is about this message or recipient. A sender-side problem (an unverified
+# MAIL FROM domain, a paused account) is ours to fix: the step waits and retries, and no lead is
+# suppressed for it.
+_REJECT_CODES = {"MessageRejected"}
 
 
 class Mailer(Protocol):

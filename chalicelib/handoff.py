@@ -1,0 +1,305 @@
+"""Qualification and sales handoff: rescore a lead, move its stage, hand SQLs to sales once.
+
+``Qualifier`` runs from the stream for every lead with new events. It recomputes the score from
+the lead's whole history (``chalicelib.scoring``), so redelivered or reordered records change
+nothing, and writes it only when it counts more events than the stored score. A crossing into
+SQL is one transaction (stage, owner, stage-change event, handoff item) conditional on the stage
+it read, so it happens once.
+
+``Notifier`` runs when the handoff item appears on the stream: it claims the handoff, then emails
+the owner, publishes to the sales topic and POSTs the signed webhook, marking each as done, so a
+retry repeats only what did not happen. A failing webhook never blocks the stream: it is retried
+by the dispatcher's tick with backoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+import urllib.error
+import urllib.request
+from datetime import timedelta
+from decimal import Decimal
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, formataddr, make_msgid
+from typing import Any, Optional, Protocol
+
+from chalicelib.clock import Clock
+from chalicelib.entities import Enrolment, Event, Handoff, Lead, iso, parse_iso
+from chalicelib.errors import NotFound, SendFailed, SendRejected, SendThrottled, ValidationFailed
+from chalicelib.models import Campaign
+from chalicelib.nurture.mailer import Mailer
+from chalicelib.nurture.rules import lead_zone
+from chalicelib.rendering import environment
+from chalicelib.scoring import ScoredEvent, next_stage, score_lead
+from chalicelib.store import Store
+
+logger = logging.getLogger(__name__)
+
+STAGE_CHANGED = "stage_changed"
+HANDOFF_LEASE = timedelta(minutes=5)
+WEBHOOK_TIMEOUT_SECONDS = 3.0
+WEBHOOK_MAX_ATTEMPTS = 8
+WEBHOOK_BACKOFF = timedelta(seconds=30)
+SIGNATURE_HEADER = "X-Trellis-Signature"
+TIMESTAMP_HEADER = "X-Trellis-Timestamp"
+
+
+class Qualifier:
+    def __init__(self, campaign: Campaign, store: Store, clock: Clock) -> None:
+        self._campaign = campaign
+        self._store = store
+        self._clock = clock
+
+    def rescore(self, lead_id: str) -> Optional[str]:
+        """Recompute a lead's score and stage. Returns the new stage when it changed."""
+        lead, events = self._store.lead_with_events(lead_id)
+        if lead is None or len(events) <= lead.score_events:
+            return None  # gone, or already scored with everything we see (a redelivery)
+        scoring = self._campaign.scoring
+        counted = [
+            ScoredEvent(e.event_id, e.type, parse_iso(e.at), _url(e))
+            for e in events
+            if e.type != STAGE_CHANGED and (lead.score_reset_at is None or e.at > lead.score_reset_at)
+        ]
+        score = score_lead(scoring, lead, counted, lead_zone(self._campaign, lead))
+        fields: dict[str, Any] = {
+            "score": Decimal(str(score.value)),
+            "score_weight": Decimal(repr(score.weight)),
+            "score_fit": Decimal(str(score.fit)),
+            "score_as_of": iso(score.as_of) if score.as_of else None,
+            "score_breakdown": {
+                "fit": {k: Decimal(str(v)) for k, v in score.fit_points.items()},
+                "engagement": {k: Decimal(str(v)) for k, v in score.engagement_points.items()},
+            },
+        }
+        fields = {k: v for k, v in fields.items() if v is not None}
+        change = next_stage(scoring, lead.stage, score)
+        if change is None:
+            self._store.save_score(lead_id, fields, len(events))
+            return None
+        at = score.as_of or self._clock.now()
+        fields.update({"stage": change.stage, "stage_reason": change.reason, "stage_changed_at": iso(at)})
+        stage_event = Event(
+            lead_id,
+            f"stage-{change.stage}-{len(events)}",
+            STAGE_CHANGED,
+            iso(at),
+            {"from": lead.stage, "to": change.stage, "reason": change.reason, "score": score.value},
+        )
+        handoff = None
+        if change.stage == "sql":
+            team = self._campaign.sales.team
+            owner = team[(self._store.next_round_robin() - 1) % len(team)]
+            fields["owner"] = {"name": owner.name, "email": owner.email}
+            handoff = Handoff(
+                lead_id=lead_id,
+                handoff_id=iso(at),
+                at=iso(self._clock.now()),
+                owner_name=owner.name,
+                owner_email=owner.email,
+                reason=change.reason,
+                score=score.value,
+            )
+        written = self._store.save_score(
+            lead_id, fields, len(events), from_stage=lead.stage, stage_event=stage_event, handoff=handoff
+        )
+        return change.stage if written else None
+
+
+def _url(event: Event) -> Optional[str]:
+    url = event.data.get("url")
+    return url if isinstance(url, str) else None
+
+
+class Publisher(Protocol):
+    def publish(self, **kwargs: Any) -> Any: ...
+
+
+class Webhook:
+    """POSTs JSON signed with HMAC-SHA256 over ``<timestamp>.<body>``."""
+
+    def __init__(self, url: str, secret: bytes) -> None:
+        self.url = url
+        self._secret = secret
+
+    def sign(self, timestamp: str, body: bytes) -> str:
+        digest = hmac.new(self._secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        return f"sha256={digest}"
+
+    def post(self, payload: dict[str, Any]) -> bool:
+        body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+        timestamp = str(int(time.time()))
+        request = urllib.request.Request(  # noqa: S310 - the URL is the campaign's configured https/http webhook
+            self.url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                TIMESTAMP_HEADER: timestamp,
+                SIGNATURE_HEADER: self.sign(timestamp, body),
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:  # noqa: S310
+                return 200 <= int(response.status) < 300
+        except (urllib.error.URLError, TimeoutError, OSError):
+            return False
+
+
+class Notifier:
+    def __init__(
+        self,
+        campaign: Campaign,
+        store: Store,
+        mailer: Mailer,
+        sns: Publisher,
+        topic_arn: str,
+        webhook: Optional[Webhook],
+        clock: Clock,
+    ) -> None:
+        self._campaign = campaign
+        self._store = store
+        self._mailer = mailer
+        self._sns = sns
+        self._topic_arn = topic_arn
+        self._webhook = webhook
+        self._clock = clock
+
+    def notify(self, handoff: Handoff) -> bool:
+        """Send what has not been sent for this handoff. False when another invocation has it."""
+        now = self._clock.now()
+        claim_id = secrets.token_hex(8)
+        if not self._store.claim_handoff(handoff, claim_id, iso(now), iso(now + HANDOFF_LEASE)):
+            return False
+        lead, events = self._store.lead_with_events(handoff.lead_id)
+        if lead is None:
+            self._store.mark_handoff(handoff, claim_id, {"status": "lead_gone"}, remove_due=True)
+            return True
+        payload = self._payload(handoff, lead)
+        if handoff.email_sent_at is None:
+            try:
+                self._mailer.send(
+                    self._campaign.sender.from_address, handoff.owner_email, self._email(handoff, lead, events)
+                )
+            except (SendThrottled, SendFailed, SendRejected):
+                logger.warning("handoff email for %s failed; the lease will retry it", handoff.lead_id)
+                raise
+            self._store.mark_handoff(handoff, claim_id, {"email_sent_at": iso(now)})
+        if handoff.sns_sent_at is None:
+            self._sns.publish(
+                TopicArn=self._topic_arn,
+                Subject=f"New SQL for {handoff.owner_name}"[:100],
+                Message=json.dumps(payload, sort_keys=True),
+            )
+            self._store.mark_handoff(handoff, claim_id, {"sns_sent_at": iso(now)})
+        if self._webhook is not None and handoff.webhook_status != "delivered":
+            attempts = handoff.webhook_attempts + 1
+            if self._webhook.post(payload):
+                self._store.mark_handoff(
+                    handoff, claim_id, {"webhook_status": "delivered", "webhook_attempts": attempts}, remove_due=True
+                )
+            elif attempts >= WEBHOOK_MAX_ATTEMPTS:
+                logger.error("webhook for handoff %s failed %d times; giving up", handoff.lead_id, attempts)
+                self._store.mark_handoff(
+                    handoff,
+                    claim_id,
+                    {"webhook_status": "failed", "webhook_attempts": attempts, "status": "notified"},
+                    remove_due=True,
+                )
+                return True
+            else:
+                due = now + WEBHOOK_BACKOFF * (2 ** (attempts - 1))
+                self._store.schedule_webhook_retry(handoff, claim_id, iso(due), attempts)
+                return True
+        self._store.mark_handoff(handoff, claim_id, {"status": "notified"}, remove_due=True)
+        return True
+
+    def _payload(self, handoff: Handoff, lead: Lead) -> dict[str, Any]:
+        return {
+            "type": "lead.sql",
+            "campaign": self._campaign.name,
+            "lead_id": lead.lead_id,
+            "email": lead.email,
+            "profile": lead.profile,
+            "custom": lead.custom,
+            "score": handoff.score,
+            "reason": handoff.reason,
+            "owner": {"name": handoff.owner_name, "email": handoff.owner_email},
+            "first_touch": lead.first_touch.to_item(),
+            "handoff_at": handoff.at,
+        }
+
+    def _email(self, handoff: Handoff, lead: Lead, events: list[Event]) -> bytes:
+        context = {
+            "handoff": handoff,
+            "lead": lead,
+            "events": sorted(events, key=lambda e: e.at, reverse=True)[:50],
+            "campaign_title": self._campaign.title or self._campaign.name,
+        }
+        env = environment()
+        sender = self._campaign.sender
+        message = EmailMessage(policy=SMTP.clone(max_line_length=998))
+        message["From"] = formataddr((sender.from_name, sender.from_address))
+        message["To"] = handoff.owner_email
+        message["Subject"] = f"New sales-qualified lead: {lead.profile.get('company') or lead.email}"
+        message["Date"] = format_datetime(self._clock.now())
+        message["Message-ID"] = make_msgid(domain=sender.from_address.rpartition("@")[2])
+        message["X-Trellis-Reference"] = f"{lead.lead_id}/handoff"
+        message.set_content(env.get_template("email/handoff.txt").render(**context))
+        message.add_alternative(env.get_template("email/handoff.html").render(**context), subtype="html")
+        return message.as_bytes()
+
+
+FEEDBACK_STAGES = ("opportunity", "customer", "disqualified", "recycled")
+
+
+class SalesFeedback:
+    """Sales moves a lead on (opportunity, customer), out (disqualified) or back to nurture.
+
+    Recycling resets the score by a simple rule: engagement before the recycle no longer counts,
+    fit still does; the lead is enrolled in the campaign's recycle sequence when it has one.
+    """
+
+    def __init__(self, campaign: Campaign, store: Store, clock: Clock) -> None:
+        self._campaign = campaign
+        self._store = store
+        self._clock = clock
+
+    def set_stage(self, lead_id: str, stage: str, note: Optional[str]) -> Lead:
+        if stage not in FEEDBACK_STAGES:
+            raise ValidationFailed({"stage": f"must be one of {', '.join(FEEDBACK_STAGES)}"})
+        lead = self._store.get_lead(lead_id)
+        if lead is None:
+            raise NotFound("lead", lead_id)
+        now = self._clock.now()
+        reason = f"sales feedback{': ' + note if note else ''}"
+        fields: dict[str, Any] = {"stage": stage, "stage_reason": reason, "stage_changed_at": iso(now)}
+        enrolment = None
+        if stage == "recycled":
+            fields.update(
+                {
+                    "score_reset_at": iso(now),
+                    "score": Decimal(str(lead.score_fit)),
+                    "score_weight": Decimal(0),
+                }
+            )
+            recycle = self._campaign.sales.recycle_sequence
+            if recycle is not None:
+                first = self._campaign.sequences[recycle].steps[0]
+                enrolment = Enrolment(lead_id, recycle, "active", 0, iso(now), iso(now + first.delay))
+                fields["sequences"] = set(lead.sequences) | {recycle}
+        fields = {k: v for k, v in fields.items() if v is not None}
+        event = Event(
+            lead_id, secrets.token_hex(8), STAGE_CHANGED, iso(now), {"from": lead.stage, "to": stage, "reason": reason}
+        )
+        if not self._store.set_stage(lead_id, fields, event, enrolment):
+            raise NotFound("lead", lead_id)
+        updated = self._store.get_lead(lead_id)
+        assert updated is not None
+        return updated
