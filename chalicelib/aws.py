@@ -46,9 +46,9 @@ def s3() -> S3Client:
     return client
 
 
-# The dispatcher paces itself and defers throttled steps to a later tick; long SDK-level retry
-# sleeps would only burn its time budget.
-SES_RETRY_CONFIG = Config(retries={"max_attempts": 2, "mode": "standard"})
+# No SDK-level retries for SES: a retried SendEmail whose first answer was lost sends twice, and
+# the dispatcher already retries failed steps itself, with backoff, under its claim.
+SES_RETRY_CONFIG = Config(retries={"max_attempts": 1, "mode": "standard"})
 
 
 @functools.cache

@@ -120,7 +120,7 @@ class Lead:
     recent_sends: tuple[str, ...] = ()  # send times inside the frequency-cap period
     # Scoring: how many events the stored score counts, and what it is made of.
     score_events: int = 0
-    score_weight: float = 0.0
+    score_engagement: float = 0.0
     score_fit: float = 0.0
     score_reset_at: Optional[str] = None
     stage_reason: Optional[str] = None
@@ -160,7 +160,7 @@ class Lead:
             opened=tuple(plain.get("opened", ())),
             recent_sends=tuple(plain.get("recent_sends", ())),
             score_events=int(plain.get("score_events", 0)),
-            score_weight=float(plain.get("score_weight", 0.0)),
+            score_engagement=float(plain.get("score_engagement", 0.0)),
             score_fit=float(plain.get("score_fit", 0.0)),
             score_reset_at=plain.get("score_reset_at"),
             stage_reason=plain.get("stage_reason"),
@@ -237,13 +237,16 @@ class Message:
     subject: str
     sent_at: str
     ses_message_id: str
+    # The enrolment this send belongs to (its enrolled_at): a lead recycled into a sequence, or
+    # re-captured after an unconfirmed sign-up expired, gets the same steps again as new messages.
+    enrolled_at: str = ""
 
     def to_item(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Message:
-        return cls(**{k: item[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: item[k] for k in cls.__dataclass_fields__ if k in item})
 
 
 def message_id_for(sequence_id: str, step_id: str) -> str:

@@ -70,7 +70,7 @@ class Qualifier:
         score = score_lead(scoring, lead, counted, lead_zone(self._campaign, lead))
         fields: dict[str, Any] = {
             "score": Decimal(str(score.value)),
-            "score_weight": Decimal(repr(score.weight)),
+            "score_engagement": Decimal(str(round(score.engagement, 6))),
             "score_fit": Decimal(str(score.fit)),
             "score_as_of": iso(score.as_of) if score.as_of else None,
             "score_breakdown": {
@@ -286,7 +286,7 @@ class SalesFeedback:
                 {
                     "score_reset_at": iso(now),
                     "score": Decimal(str(lead.score_fit)),
-                    "score_weight": Decimal(0),
+                    "score_engagement": Decimal(0),
                 }
             )
             recycle = self._campaign.sales.recycle_sequence

@@ -4,9 +4,9 @@ The score is a pure function of the lead's fields and its whole event history:
 
     score(t) = fit + Σ points_i · 2^(-(t - t_i) / half_life)
 
-Engagement is kept as a time-independent *weight*, Σ points_i · 2^((t_i - EPOCH) / half_life),
-so adding an event is commutative and a stored score never depends on when it was computed:
-a batch delivered twice, in part, or out of order gives exactly the same result. Caps
+It is judged as of the latest event (``as_of``), never "now", so a stored score does not depend
+on when it was computed: a batch delivered twice, in part, or out of order gives exactly the
+same result. Every exponent is ≤ 0 (no overflow, whatever the half-life). Caps
 (``max_per_day``, ``max_total``) are applied in event-time order, so they too are
 order-independent.
 """
@@ -17,14 +17,13 @@ import fnmatch
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Optional
 from zoneinfo import ZoneInfo
 
 from chalicelib.entities import Lead
 from chalicelib.models import FitRule, Scoring
 
-EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 # Stages sales owns: scoring never moves a lead out of them.
 SALES_STAGES = frozenset({"sql", "opportunity", "customer", "disqualified"})
 _RANK = {"subscriber": 0, "recycled": 1, "lead": 1, "mql": 2, "sql": 3}
@@ -41,7 +40,7 @@ class ScoredEvent:
 @dataclass(frozen=True)
 class Score:
     fit: float
-    weight: float  # engagement, referenced to EPOCH
+    engagement: float  # engagement points, decayed to ``as_of``
     half_life: timedelta
     as_of: Optional[datetime]  # the latest event's time: the moment the score is judged at
     engagement_points: dict[str, float] = field(default_factory=dict)  # raw points per rule
@@ -50,7 +49,9 @@ class Score:
     events_counted: int = 0
 
     def engagement_at(self, moment: datetime) -> float:
-        return self.weight * _decay(moment - EPOCH, self.half_life)
+        if self.as_of is None:
+            return 0.0
+        return self.engagement * _decay(moment - self.as_of, self.half_life)
 
     def value_at(self, moment: datetime) -> float:
         return round(self.fit + self.engagement_at(moment), 2)
@@ -65,17 +66,14 @@ def _decay(age: timedelta, half_life: timedelta) -> float:
     return float(2.0 ** (-(age / half_life)))
 
 
-def _growth(age: timedelta, half_life: timedelta) -> float:
-    return float(2.0 ** (age / half_life))
-
-
 def score_lead(scoring: Scoring, lead: Lead, events: Iterable[ScoredEvent], zone: ZoneInfo) -> Score:
     fit_points = {_fit_label(rule): rule.points for rule in scoring.fit if fit_matches(rule, lead)}
     ordered = sorted(events, key=lambda e: (e.at, e.event_id))
     per_day: Counter[tuple[str, str]] = Counter()
     total: Counter[str] = Counter()
     engagement_points: dict[str, float] = {}
-    weight = 0.0
+    as_of = ordered[-1].at if ordered else None
+    engagement = 0.0
     hand_raiser = None
     counted = 0
     for event in ordered:
@@ -95,12 +93,13 @@ def score_lead(scoring: Scoring, lead: Lead, events: Iterable[ScoredEvent], zone
         per_day[(label, day)] += 1
         counted += 1
         engagement_points[label] = engagement_points.get(label, 0.0) + rule.points
-        weight += rule.points * _growth(event.at - EPOCH, scoring.half_life)
+        assert as_of is not None
+        engagement += rule.points * _decay(as_of - event.at, scoring.half_life)
     return Score(
         fit=sum(fit_points.values()),
-        weight=weight,
+        engagement=engagement,
         half_life=scoring.half_life,
-        as_of=ordered[-1].at if ordered else None,
+        as_of=as_of,
         engagement_points=engagement_points,
         fit_points=fit_points,
         hand_raiser=hand_raiser,

@@ -6,7 +6,7 @@ One table per campaign stage (see docs/data-model.md):
     lead profile      LEAD#<lead_id>     PROFILE                             by_stage, by_created
     event             LEAD#<lead_id>     EVENT#<iso time>#<event_id>         -
     enrolment         LEAD#<lead_id>     ENROL#<sequence_id>                 due (sparse, sharded)
-    message           LEAD#<lead_id>     MSG#<sequence>.<step>               -
+    message           LEAD#<lead_id>     MSG#<sequence>.<step>#<enrolled_at> -
     handoff           LEAD#<lead_id>     HANDOFF#<iso time>                  due (only while a webhook retry waits)
     suppression       SUPPRESS#<lead_id> SUPPRESS                            -
     counters          STATS              BOTS                                -
@@ -429,14 +429,11 @@ class Store:
         )
 
     def _message_item(self, message: Message) -> dict[str, Any]:
-        return {"pk": _lead_pk(message.lead_id), "sk": f"MSG#{message.message_id}", **message.to_item()}
+        sort_key = f"MSG#{message.message_id}#{message.enrolled_at}"
+        return {"pk": _lead_pk(message.lead_id), "sk": sort_key, **message.to_item()}
 
     def list_messages(self, lead_id: str) -> list[Message]:
         return [Message.from_item(i) for i in self._query_lead(lead_id, "MSG#")]
-
-    def get_message(self, lead_id: str, message_id: str) -> Optional[Message]:
-        item = self._get({"pk": _lead_pk(lead_id), "sk": f"MSG#{message_id}"})
-        return Message.from_item(item) if item else None
 
     def load_for_dispatch(self, lead_id: str) -> tuple[Optional[Lead], Optional[Suppression]]:
         """The lead and its suppression record, in one consistent read request."""

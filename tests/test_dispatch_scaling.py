@@ -275,7 +275,6 @@ def test_tick_reads_grow_with_due_work_not_with_leads(client, rt, settings, outb
     captured = {_key(i): i for i in as_captured}
     profile = captured[(f"LEAD#{due_leads[0]}", "PROFILE")]  # the shapes capture writes
     enrolment = captured[(f"LEAD#{due_leads[0]}", "ENROL#welcome")]
-    messages = [{"pk": {"S": f"LEAD#{lead_id}"}, "sk": {"S": "MSG#welcome.welcome"}} for lead_id in due_leads]
 
     results = {}
     # The bulk load skips botocore's client-side parameter validation (its own client): a third
@@ -287,6 +286,13 @@ def test_tick_reads_grow_with_due_work_not_with_leads(client, rt, settings, outb
             _put_all(loader, table, _idle_items(profile, enrolment, written, idle - written))
         written = idle
         if results:  # put the due leads back as captured: the same due work among more idle leads
+            messages = [
+                {"pk": i["pk"], "sk": i["sk"]}
+                for lead_id in due_leads
+                for i in _lead_items(ddb, table, lead_id)
+                if i["sk"]["S"].startswith("MSG#")
+            ]
+            assert len(messages) == DUE
             _batch_write(ddb, table, [{"DeleteRequest": {"Key": key}} for key in messages])
             _put_all(ddb, table, as_captured)
             restored = _batch_get(ddb, table, [{"pk": i["pk"], "sk": i["sk"]} for i in as_captured] + messages)

@@ -30,7 +30,6 @@ from chalicelib.config import load_campaign
 from chalicelib.entities import Lead, Touch, iso
 from chalicelib.models import FitRule, Scoring
 from chalicelib.scoring import (
-    EPOCH,
     SALES_STAGES,
     Score,
     ScoredEvent,
@@ -96,12 +95,12 @@ def score(events: list[ScoredEvent], lead: Lead = PLAIN, zone: ZoneInfo = BERLIN
 
 def fixed(value: float) -> Score:
     """A score worth exactly ``value`` (all fit, nothing to decay)."""
-    return Score(fit=value, weight=0.0, half_life=HALF_LIFE, as_of=None)
+    return Score(fit=value, engagement=0.0, half_life=HALF_LIFE, as_of=None)
 
 
 def assert_same_score(a: Score, b: Score) -> None:
     assert a.value == b.value
-    assert math.isclose(a.weight, b.weight, rel_tol=1e-12, abs_tol=0.0)
+    assert math.isclose(a.engagement, b.engagement, rel_tol=1e-12, abs_tol=0.0)
     assert a.engagement_points == b.engagement_points
     assert a.fit_points == b.fit_points
     assert a.fit == b.fit
@@ -212,7 +211,7 @@ def test_event_types_without_rules_score_zero(type_):
     result = score([ev("e1", type_, T0)])
     assert result.engagement_points == {}
     assert result.events_counted == 0
-    assert result.weight == 0
+    assert result.engagement == 0
     assert result.value == 0
     assert result.hand_raiser is None
 
@@ -227,7 +226,7 @@ def test_unscored_events_add_nothing_to_scored_ones():
 def test_no_events_is_just_fit():
     result = score([], lead=FIT_30)
     assert result.as_of is None
-    assert result.weight == 0
+    assert result.engagement == 0
     assert result.events_counted == 0
     assert result.value == 30
     assert result.value_at(T0) == 30
@@ -315,8 +314,8 @@ def test_max_total_and_max_per_day_together():
     assert result.engagement_points == {"email_opened#0": 10}
     assert result.events_counted == 10
     counted_times = [T0 + timedelta(days=d, hours=i) for d in range(5) for i in range(2)]
-    expected_weight = sum(2 ** ((t - EPOCH) / HALF_LIFE) for t in counted_times)
-    assert math.isclose(result.weight, expected_weight, rel_tol=1e-12)
+    expected = sum(2 ** (-(result.as_of - t) / HALF_LIFE) for t in counted_times)
+    assert math.isclose(result.engagement, expected, rel_tol=1e-12)
 
 
 def test_uncapped_rules_count_every_event():
@@ -360,8 +359,8 @@ def test_caps_are_applied_in_event_time_order_whatever_the_input_order():
         (T0, 10),
         (T0 + timedelta(days=2), 40),
     ]
-    expected_weight = sum(p * 2 ** ((t - EPOCH) / HALF_LIFE) for t, p in counted_times)
-    assert math.isclose(reference.weight, expected_weight, rel_tol=1e-12)
+    expected = sum(p * 2 ** (-(reference.as_of - t) / HALF_LIFE) for t, p in counted_times)
+    assert math.isclose(reference.engagement, expected, rel_tol=1e-12)
 
     rng = random.Random(20261123)  # noqa: S311 (reproducible shuffles, not cryptography)
     shuffled = list(events)
@@ -408,10 +407,11 @@ def test_score_value_is_judged_as_of_the_latest_event():
     assert later.value == 5.0
 
 
-def test_the_stored_weight_does_not_depend_on_when_it_is_computed():
-    # The weight is referenced to EPOCH: value_at any moment is consistent with it.
+def test_the_stored_score_does_not_depend_on_when_it_is_computed():
+    # Engagement is judged as of the latest event: value_at any moment is consistent with it.
     result = score([ev("e1", "webinar_registered", T0)])
-    assert math.isclose(result.weight, 20 * 2 ** ((T0 - EPOCH) / HALF_LIFE), rel_tol=1e-12)
+    assert result.as_of == T0
+    assert math.isclose(result.engagement, 20, rel_tol=1e-12)
     for days in (0, 3, 14, 40, 365):
         moment = T0 + timedelta(days=days)
         assert math.isclose(result.engagement_at(moment), 20 * 2 ** (-days / 14), rel_tol=1e-9)
@@ -451,7 +451,7 @@ def test_every_valid_half_life_scores_present_day_events(half_life):
     assert result.value == 20
     assert result.value_at(T0 + scoring.half_life) == 10
     assert result.value_at(T0 + 2 * scoring.half_life) == 5
-    assert math.isfinite(result.weight)
+    assert math.isfinite(result.engagement)
 
 
 # -- fit -----------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ suppression record (one request), decide with the pure rules, then send and comm
 advance or exit. The claim is what makes two dispatchers at once safe; the lease is what makes a
 crash safe: a step claimed but never committed falls due again when the lease ends.
 
-The one window: SES accepted the email and the Lambda died before the commit. The step is then
-sent again after the lease (``LEASE``). Everything else is at most once.
+The one window: SES accepted the email but the dispatcher never learned it or could not record
+it (the Lambda died before the commit, or SES's answer was lost on the way back). The step is then
+sent again, after the lease (``LEASE``) or the backoff. Everything else is at most once.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class Dispatcher:
         pacer: Optional[Pacer] = None,
         on_due_handoff: Optional[Callable[[Handoff], object]] = None,
     ) -> None:
+        self._fresh_pacer_per_tick = pacer is None
         self._on_due_handoff = on_due_handoff
         self._campaign = campaign
         self._store = store
@@ -113,6 +115,8 @@ class Dispatcher:
 
     @property
     def pacer(self) -> Pacer:
+        # Without an injected pacer, each tick starts at the account's rate again: a throttle
+        # slows only the tick it happened in (which then stops), not the warm container forever.
         if self._pacer is None:
             self._pacer = Pacer(self._mailer.max_send_rate())
         return self._pacer
@@ -120,6 +124,8 @@ class Dispatcher:
     def tick(self, remaining_ms: Callable[[], int]) -> TickReport:
         """Work through everything due now until done, throttled, or out of time."""
         report = TickReport()
+        if self._fresh_pacer_per_tick:
+            self._pacer = None
         for enrolment in self._store.due_enrolments(iso(self._clock.now())):
             if remaining_ms() < SAFETY_MARGIN_MS:
                 report.stopped_early = True
@@ -232,6 +238,7 @@ class Dispatcher:
             subject=rendered.subject,
             sent_at=iso(now),
             ses_message_id=ses_message_id,
+            enrolled_at=enrolment.enrolled_at,
         )
         try:
             self._store.commit_send(
