@@ -1,0 +1,318 @@
+"""Scoring from the stream under Lambda's at-least-once delivery, with real-shaped records.
+
+The records are read once from the table's stream and fed to ``app.on_lead_change`` the ways
+Lambda can deliver them: once, twice, in part and then whole, shuffled, after a crash mid-batch.
+Every way ends in the same place: the same score, stage and ``score_events`` on each lead, one
+handoff, one email to the owner, one message on the sales topic, and a handler whose own writes
+(and any redelivery) cost nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+
+from chalicelib import aws
+from chalicelib.entities import Event, iso, lead_id_for
+from tests.conftest import LambdaContext
+from tests.helpers import body, post_json
+
+ADA = "ada@sales.demo.trellis.example"
+GRACE = "grace@sales.demo.trellis.example"
+# Fit 30 (CTO +15, 51-200 +10, DE +5) + form 5 + pricing page 10 + pricing_view 15 + 2 clicks 10 = 70: an MQL.
+HOT = {
+    "email": "hal@acme.example",
+    "first_name": "Hal",
+    "company": "Acme",
+    "job_title": "CTO",
+    "company_size": "51-200",
+    "country": "DE",
+    "consent": True,
+}
+# Fit 0 + form 5 + demo_request 40 = 45, and demo_request is a hand-raiser: an SQL.
+RAISER = {"email": "rae@beta.example", "first_name": "Rae", "company": "Beta", "consent": True}
+HOT_ID, RAISER_ID = lead_id_for(HOT["email"]), lead_id_for(RAISER["email"])
+# What a clean single delivery leaves: (score, stage, score_events); score_events counts the
+# events the score was computed from (the submission and the behaviour, not the stage change).
+EXPECTED = {HOT_ID: (70, "mql", 5), RAISER_ID: (45, "sql", 2)}
+WRITES = {"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"}
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+class DynamoCalls:
+    """Every call the app's DynamoDB client makes: operation, the item keys it touches, success."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        events = aws.dynamodb().meta.events
+        events.register("before-parameter-build.dynamodb.*", self._before)
+        events.register("after-call.dynamodb.*", self._after)
+
+    def _before(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        keys = []
+        if "Key" in params:
+            keys.append(params["Key"])
+        if "Item" in params:
+            keys.append(params["Item"])
+        for op in params.get("TransactItems", []):
+            for inner in op.values():
+                keys.append(inner.get("Key") or inner.get("Item"))
+        named = [(k["pk"]["S"], k["sk"]["S"]) for k in keys if k and "pk" in k]
+        self.calls.append({"op": model.name, "keys": named, "ok": None})
+
+    def _after(self, parsed: dict[str, Any], model: Any, **_: Any) -> None:
+        if self.calls and self.calls[-1]["op"] == model.name and self.calls[-1]["ok"] is None:
+            self.calls[-1]["ok"] = "Error" not in parsed
+
+    def mark(self) -> int:
+        return len(self.calls)
+
+    def since(self, mark: int) -> list[dict[str, Any]]:
+        return self.calls[mark:]
+
+    @staticmethod
+    def writes(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [c for c in calls if c["op"] in WRITES]
+
+    @staticmethod
+    def ops(calls: list[dict[str, Any]], name: str) -> int:
+        return sum(1 for c in calls if c["op"] == name)
+
+
+class SalesInbox:
+    """An SQS queue subscribed to the sales topic: what SNS delivered, accumulated."""
+
+    def __init__(self, topic_arn: str) -> None:
+        self._sqs = boto3.client("sqs")
+        self._url = self._sqs.create_queue(QueueName="sales-inbox")["QueueUrl"]
+        arn = self._sqs.get_queue_attributes(QueueUrl=self._url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        boto3.client("sns").subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn)
+        self.received: list[dict[str, Any]] = []
+
+    def messages(self) -> list[dict[str, Any]]:
+        while True:
+            page = self._sqs.receive_message(QueueUrl=self._url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            if not page.get("Messages"):
+                return self.received
+            for message in page["Messages"]:
+                self.received.append(json.loads(json.loads(message["Body"])["Message"]))
+                self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=message["ReceiptHandle"])
+
+
+@dataclass
+class World:
+    client: Any
+    rt: Any
+    stream: Any
+    outbox: Callable[[], list[Any]]
+    table_items: Callable[[], list[dict[str, Any]]]
+    calls: DynamoCalls
+    sales: SalesInbox
+
+    def handle(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        from app import on_lead_change
+
+        result: dict[str, Any] = on_lead_change({"Records": records}, LambdaContext())
+        return result
+
+    def settle(self) -> int:
+        """Feed the handler's own writes back to it, as the stream would, until nothing new comes.
+
+        No round may rescore (the stage events and profile updates are the handler's own); the
+        loop ends only when a round writes nothing. Returns the number of rounds that had records.
+        """
+        rounds = 0
+        while records := self.stream.read():
+            rounds += 1
+            assert rounds < 5, "the handler keeps feeding itself"
+            mark = self.calls.mark()
+            self.handle(records)
+            new = self.calls.since(mark)
+            scoring = [c for c in DynamoCalls.writes(new) if any(sk == "PROFILE" for _, sk in c["keys"])]
+            assert scoring == [], f"feeding back the handler's own records rescored: {scoring}"
+        return rounds
+
+
+@pytest.fixture
+def world(client, rt, stream, outbox, table_items, stack_outputs) -> World:
+    sales = SalesInbox(stack_outputs["SalesTopicArn"])  # subscribed before anything happens
+    hot, raiser = (body(post_json(client, "/forms/ebook", form))["lead_token"] for form in (HOT, RAISER))
+    now = iso(rt.clock.now())
+    for token, kind, url in (
+        (hot, "page_view", "https://trellis.example/pricing"),
+        (hot, "pricing_view", "https://trellis.example/pricing/teams"),
+        (raiser, "demo_request", "https://trellis.example/demo"),
+    ):
+        assert post_json(client, "/events", {"token": token, "type": kind, "url": url}).status_code == 202
+    for n in range(2):
+        click = Event(HOT_ID, f"click{n}", "email_clicked", now, {"message_id": "ebook-nurture.ebook-delivery"})
+        assert rt.store.record_event(click, profile_adds={"clicked": "ebook-nurture.ebook-delivery"})
+    return World(client, rt, stream, outbox, table_items, DynamoCalls(), sales)
+
+
+def lead(world: World, lead_id: str) -> dict[str, Any]:
+    [item] = [i for i in world.table_items() if i["pk"] == f"LEAD#{lead_id}" and i["sk"] == "PROFILE"]
+    return item
+
+
+def assert_final_state(world: World) -> None:
+    """What a clean single delivery ends in, whatever the delivery was."""
+    items = world.table_items()
+    handoffs = [i for i in items if i["sk"].startswith("HANDOFF#")]
+    assert [(h["pk"], h["owner_email"], h["status"]) for h in handoffs] == [(f"LEAD#{RAISER_ID}", ADA, "notified")]
+    owner_mail = [m for m in world.outbox() if m["To"] in (ADA, GRACE)]
+    assert [m["To"] for m in owner_mail] == [ADA]
+    assert [m["lead_id"] for m in world.sales.messages()] == [RAISER_ID]
+    # The hot lead's ebook went once; the raiser had asked for a demo before it was due: none.
+    assert [m["To"] for m in world.outbox() if m["To"] not in (ADA, GRACE)] == [HOT["email"]]
+    changes = sorted((i["pk"], i["data"]["from"], i["data"]["to"]) for i in items if i.get("type") == "stage_changed")
+    assert changes == sorted([(f"LEAD#{HOT_ID}", "lead", "mql"), (f"LEAD#{RAISER_ID}", "lead", "sql")])
+    assert lead(world, RAISER_ID)["owner"] == {"name": "Ada Sales", "email": ADA}
+    assert "owner" not in lead(world, HOT_ID)
+    actual = {
+        lead_id: (float(item["score"]), item["stage"], int(item["score_events"]))
+        for lead_id, item in ((lead_id, lead(world, lead_id)) for lead_id in EXPECTED)
+    }
+    assert actual == EXPECTED
+
+
+def redeliver(world: World, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Deliver ``records`` again; what it wrote, or tried to write about scores and handoffs.
+
+    Must be nothing: the stored score already counts every event. (Claims of nurture steps the
+    records name are conditional writes that fail; they are the dispatcher's, not scoring's.)
+    """
+    mark = world.calls.mark()
+    world.handle(records)
+    return [
+        w
+        for w in DynamoCalls.writes(world.calls.since(mark))
+        if w["ok"] or any(sk == "PROFILE" or sk.startswith(("EVENT#", "HANDOFF#")) for _, sk in w["keys"])
+    ]
+
+
+# -- the scenarios ----------------------------------------------------------------------------
+
+
+def test_clean_single_delivery_scores_hands_off_once_and_then_is_quiet(world):
+    records = world.stream.read()
+    assert len({r["dynamodb"]["Keys"]["pk"]["S"] for r in records}) == 2
+
+    report = world.handle(records)
+
+    assert report["rescored"] == 2 and report["stage_changes"] == 2
+    assert world.settle() >= 1  # the handoff's INSERT comes back and notifies
+    assert_final_state(world)
+    assert redeliver(world, records) == []
+    assert world.settle() == 0
+    assert_final_state(world)
+
+
+def test_the_whole_batch_delivered_twice(world):
+    records = world.stream.read()
+
+    world.handle(records)
+    again = redeliver(world, records)  # Lambda's retry, before anything else ran
+    world.settle()
+
+    assert_final_state(world)
+    assert again == [], "the redelivered batch wrote"
+
+
+def test_first_half_then_the_whole_batch(world):
+    records = world.stream.read()
+
+    world.handle(records[: len(records) // 2])  # rescoring reads the whole history: done already
+    again = redeliver(world, records)
+    world.settle()
+
+    assert_final_state(world)
+    assert again == [], "the redelivered batch wrote"
+
+
+def test_records_shuffled(world):
+    records = world.stream.read()
+    shuffled = list(records)
+    random.Random(7).shuffle(shuffled)  # noqa: S311 - a reproducible order, not a secret
+    assert shuffled != records
+
+    world.handle(shuffled)
+    world.settle()
+
+    assert_final_state(world)
+    assert redeliver(world, list(reversed(records))) == []
+    assert_final_state(world)
+
+
+def test_a_crash_mid_batch_then_lambda_retries_the_whole_batch(world, monkeypatch):
+    records = world.stream.read()
+    real_rescore = world.rt.qualifier.rescore
+    rescored: list[str] = []
+
+    def crash_on_the_second_lead_once(lead_id: str) -> Any:
+        rescored.append(lead_id)
+        if len(rescored) == 2:
+            raise RuntimeError("Lambda timed out")
+        return real_rescore(lead_id)
+
+    monkeypatch.setattr(world.rt.qualifier, "rescore", crash_on_the_second_lead_once)
+    with pytest.raises(RuntimeError):
+        world.handle(records)
+    scored, unscored = rescored
+    assert {scored, unscored} == {HOT_ID, RAISER_ID}
+    assert "score_events" not in lead(world, unscored)
+
+    retry = redeliver(world, records)  # Lambda retries the whole batch
+    world.settle()
+
+    assert_final_state(world)
+    # The retry wrote only what the crash left undone: the unscored lead (and the round robin).
+    touched = {pk for w in retry for pk, _ in w["keys"]}
+    assert touched <= {f"LEAD#{unscored}", "STATS"}, "the retry rewrote a lead already scored"
+    assert redeliver(world, records) == []
+
+
+# -- cost -------------------------------------------------------------------------------------
+
+
+def test_a_batch_of_100_events_for_one_lead_costs_one_query_and_one_write(client, rt, stream, settings):
+    # Gmail (-10) + form 5 + page views capped at 5 a day (10): 5, under every threshold.
+    assert post_json(client, "/forms/ebook", {"email": "many@gmail.com", "first_name": "M", "consent": True})
+    lead_id = lead_id_for("many@gmail.com")
+    table = boto3.resource("dynamodb").Table(settings.table_name)
+    now = iso(rt.clock.now())
+    with table.batch_writer() as batch:  # the event items exactly as Store.record_event writes them
+        for n in range(100):
+            event = Event(lead_id, f"pv{n:03d}", "page_view", now, {"url": f"https://trellis.example/blog/{n}"})
+            batch.put_item(Item={"pk": f"LEAD#{lead_id}", "sk": f"EVENT#{now}#{event.event_id}", **event.to_item()})
+    records = [r for r in stream.read() if "#pv" in r["dynamodb"]["Keys"]["sk"]["S"]]
+    assert len(records) == 100
+    calls = DynamoCalls()
+
+    from app import on_lead_change
+
+    report = on_lead_change({"Records": records}, LambdaContext())
+
+    assert report["rescored"] == 1
+    assert DynamoCalls.ops(calls.calls, "Query") == 1
+    assert len(DynamoCalls.writes(calls.calls)) <= 1
+    [profile] = [
+        i
+        for i in table.query(KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": f"LEAD#{lead_id}"})[
+            "Items"
+        ]
+        if i["sk"] == "PROFILE"
+    ]
+    assert (float(profile["score"]), profile["stage"], int(profile["score_events"])) == (5, "lead", 101)
+
+    calls.calls.clear()
+    on_lead_change({"Records": records}, LambdaContext())  # redelivered: nothing to write
+    assert DynamoCalls.writes(calls.calls) == []
