@@ -58,14 +58,17 @@ class Qualifier:
 
     def rescore(self, lead_id: str) -> Optional[str]:
         """Recompute a lead's score and stage. Returns the new stage when it changed."""
-        lead, events = self._store.lead_with_events(lead_id)
+        lead, history = self._store.lead_with_events(lead_id)
+        # Our own stage_changed events are not evidence: counting them would make every
+        # redelivery after a stage change look like news.
+        events = [e for e in history if e.type != STAGE_CHANGED]
         if lead is None or len(events) <= lead.score_events:
             return None  # gone, or already scored with everything we see (a redelivery)
         scoring = self._campaign.scoring
         counted = [
             ScoredEvent(e.event_id, e.type, parse_iso(e.at), _url(e))
             for e in events
-            if e.type != STAGE_CHANGED and (lead.score_reset_at is None or e.at > lead.score_reset_at)
+            if lead.score_reset_at is None or e.at > lead.score_reset_at
         ]
         score = score_lead(scoring, lead, counted, lead_zone(self._campaign, lead))
         fields: dict[str, Any] = {
@@ -87,7 +90,7 @@ class Qualifier:
         fields.update({"stage": change.stage, "stage_reason": change.reason, "stage_changed_at": iso(at)})
         stage_event = Event(
             lead_id,
-            f"stage-{change.stage}-{len(events)}",
+            f"stage-{change.stage}-{len(events)}",  # deterministic: a racing duplicate cannot land
             STAGE_CHANGED,
             iso(at),
             {"from": lead.stage, "to": change.stage, "reason": change.reason, "score": score.value},

@@ -646,11 +646,20 @@ class Store:
 
     def claim_handoff(self, handoff: Handoff, claim_id: str, now: str, lease_until: str) -> bool:
         """Take a handoff's notifications, or learn another invocation has them."""
+        # The lease end is also its due time: if this invocation dies mid-way, the dispatcher's
+        # tick finds the handoff in the due index then and finishes what was not sent.
         return self._handoff_update(
             handoff,
-            "SET #status = :notifying, claim_id = :claim, lease_until = :lease",
+            "SET #status = :notifying, claim_id = :claim, lease_until = :lease, due_at = :lease, due_shard = :shard",
             "#status = :pending OR (#status = :notifying AND lease_until < :now)",
-            {":notifying": "notifying", ":pending": "pending", ":claim": claim_id, ":lease": lease_until, ":now": now},
+            {
+                ":notifying": "notifying",
+                ":pending": "pending",
+                ":claim": claim_id,
+                ":lease": lease_until,
+                ":now": now,
+                ":shard": due_shard(handoff.lead_id),
+            },
         )
 
     def mark_handoff(self, handoff: Handoff, claim_id: str, fields: dict[str, Any], remove_due: bool = False) -> bool:
