@@ -449,16 +449,30 @@ class Store:
         return lead, suppression
 
     def _conditional_update(self, enrolment: Enrolment, update: str, condition: str, values: dict[str, Any]) -> bool:
-        names = {"#status": "status"} if "#status" in update or "#status" in condition else None
+        key = {"pk": _lead_pk(enrolment.lead_id), "sk": f"ENROL#{enrolment.sequence_id}"}
+        return self._update_if(key, update, condition, values)
+
+    def _update_if(
+        self,
+        key: dict[str, str],
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        names: Optional[dict[str, str]] = None,
+    ) -> bool:
+        """A conditional UpdateItem: True when written, False when the condition did not hold."""
+        all_names = dict(names or {})
+        if "#status" in update or "#status" in condition:
+            all_names["#status"] = "status"
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
-            "Key": _serialize({"pk": _lead_pk(enrolment.lead_id), "sk": f"ENROL#{enrolment.sequence_id}"}),
+            "Key": _serialize(key),
             "UpdateExpression": update,
             "ConditionExpression": condition,
             "ExpressionAttributeValues": _serialize(values),
         }
-        if names:
-            kwargs["ExpressionAttributeNames"] = names
+        if all_names:
+            kwargs["ExpressionAttributeNames"] = all_names
         try:
             self._client.update_item(**kwargs)
         except ClientError as e:
@@ -695,27 +709,8 @@ class Store:
         values: dict[str, Any],
         names: Optional[dict[str, str]] = None,
     ) -> bool:
-        all_names = dict(names or {})
-        if "#status" in update or "#status" in condition:
-            all_names["#status"] = "status"
-        kwargs: dict[str, Any] = {
-            "TableName": self.table_name,
-            "Key": _serialize({"pk": _lead_pk(handoff.lead_id), "sk": f"HANDOFF#{handoff.handoff_id}"}),
-            "UpdateExpression": update,
-            "ConditionExpression": condition,
-            "ExpressionAttributeValues": _serialize(values),
-        }
-        if all_names:
-            kwargs["ExpressionAttributeNames"] = all_names
-        try:
-            self._client.update_item(**kwargs)
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise StoreError(f"update_item failed: {e}") from e
-        except BotoCoreError as e:
-            raise StoreError(f"update_item failed: {e}") from e
-        return True
+        key = {"pk": _lead_pk(handoff.lead_id), "sk": f"HANDOFF#{handoff.handoff_id}"}
+        return self._update_if(key, update, condition, values, names)
 
     # -- counters -----------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -277,30 +278,27 @@ def open_pixel(runtime: Runtime, token: str) -> Response:
     return Response(PIXEL_GIF, status_code=200, headers={**_NO_STORE, "Content-Type": "image/gif"})
 
 
-def unsubscribe_page(runtime: Runtime, token: str) -> Response:
-    """GET: a page with a button. Link scanners follow links; they must not unsubscribe people."""
+def _link_page(runtime: Runtime, action: Callable[[str], object], token: str, page: str) -> Response:
+    """The pages email links open: act on the token, then say what happened (or why not)."""
     try:
-        runtime.tracker.check_unsubscribe(token)
+        action(token)
     except TrellisError as e:
         return error_response(e, html=True, headers=dict(_NO_STORE))
-    return _page("unsubscribe.html", campaign_title=runtime.campaign.title or runtime.campaign.name)
+    return _page(page, campaign_title=runtime.campaign.title or runtime.campaign.name)
+
+
+def unsubscribe_page(runtime: Runtime, token: str) -> Response:
+    """GET: a page with a button. Link scanners follow links; they must not unsubscribe people."""
+    return _link_page(runtime, runtime.tracker.check_unsubscribe, token, "unsubscribe.html")
 
 
 def unsubscribe(runtime: Runtime, token: str) -> Response:
     """POST: RFC 8058 one-click (``List-Unsubscribe=One-Click``) or the page's button."""
-    try:
-        runtime.tracker.unsubscribe(token)
-    except TrellisError as e:
-        return error_response(e, html=True, headers=dict(_NO_STORE))
-    return _page("unsubscribed.html", campaign_title=runtime.campaign.title or runtime.campaign.name)
+    return _link_page(runtime, runtime.tracker.unsubscribe, token, "unsubscribed.html")
 
 
 def confirm(runtime: Runtime, token: str) -> Response:
-    try:
-        runtime.tracker.confirm(token)
-    except TrellisError as e:
-        return error_response(e, html=True, headers=dict(_NO_STORE))
-    return _page("confirmed.html", campaign_title=runtime.campaign.title or runtime.campaign.name)
+    return _link_page(runtime, runtime.tracker.confirm, token, "confirmed.html")
 
 
 # -- admin ------------------------------------------------------------------------------------
