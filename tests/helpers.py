@@ -4,6 +4,8 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
+import boto3
+
 JSON_HEADERS = {"Content-Type": "application/json"}
 FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -32,3 +34,26 @@ class RequestCounter:
 
     def reset(self) -> None:
         self.calls.clear()
+
+
+class SalesInbox:
+    """An SQS queue subscribed to the sales topic: what SNS delivered, accumulated.
+
+    moto delivers SNS to SQS in-process, so this reads exactly what subscribers would get.
+    """
+
+    def __init__(self, topic_arn: str) -> None:
+        self._sqs = boto3.client("sqs")
+        self._url = self._sqs.create_queue(QueueName="sales-inbox")["QueueUrl"]
+        arn = self._sqs.get_queue_attributes(QueueUrl=self._url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        boto3.client("sns").subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn)
+        self.received: list[dict[str, Any]] = []
+
+    def messages(self) -> list[dict[str, Any]]:
+        while True:
+            page = self._sqs.receive_message(QueueUrl=self._url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            if not page.get("Messages"):
+                return self.received
+            for message in page["Messages"]:
+                self.received.append(json.loads(json.loads(message["Body"])["Message"]))
+                self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=message["ReceiptHandle"])

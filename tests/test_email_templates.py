@@ -154,7 +154,7 @@ def test_nurture_links_are_tracked_to_trellis_content():
         email, _ = render(sequence_id, step_id, LEADS["ada"])
         destinations = [click_destination(h) for h in HREF.findall(email.html) if "/t/c/" in h]
         content = [d for d in destinations if d.startswith("https://trellis.example/")]
-        assert 1 <= len(content) <= 3, (step_id, destinations)
+        assert len(content) in (1, 2, 3), (step_id, destinations)
 
 
 def test_ebook_delivery_carries_the_tracked_download_link():

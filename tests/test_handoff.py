@@ -18,7 +18,6 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
@@ -28,7 +27,7 @@ from chalicelib.handoff import HANDOFF_LEASE
 from chalicelib.models import Sales
 from chalicelib.nurture.dispatcher import Pacer
 from tests.conftest import ADMIN_TOKEN, LambdaContext
-from tests.helpers import body, post_json
+from tests.helpers import SalesInbox, body, post_json
 
 ADA = "ada@sales.demo.trellis.example"
 GRACE = "grace@sales.demo.trellis.example"
@@ -112,26 +111,6 @@ def to_sql_by_score(client: Any, rt: Any, lead_id: str, token: str) -> None:
     clicks(rt, lead_id, 3)
     for n in range(3):
         event(client, token, "page_view", f"https://trellis.example/blog/{n}")
-
-
-class SalesInbox:
-    """An SQS queue subscribed to the sales topic (moto delivers SNS to SQS in-process)."""
-
-    def __init__(self, topic_arn: str) -> None:
-        self._sqs = boto3.client("sqs")
-        self._url = self._sqs.create_queue(QueueName="sales-inbox")["QueueUrl"]
-        arn = self._sqs.get_queue_attributes(QueueUrl=self._url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        boto3.client("sns").subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn)
-        self.received: list[dict[str, Any]] = []
-
-    def messages(self) -> list[dict[str, Any]]:
-        while True:
-            page = self._sqs.receive_message(QueueUrl=self._url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-            if not page.get("Messages"):
-                return self.received
-            for message in page["Messages"]:
-                self.received.append(json.loads(json.loads(message["Body"])["Message"]))
-                self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=message["ReceiptHandle"])
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ handoff, one email to the owner, one message on the sales topic, and a handler w
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import pytest
 from chalicelib import aws
 from chalicelib.entities import Event, iso, lead_id_for
 from tests.conftest import LambdaContext
-from tests.helpers import body, post_json
+from tests.helpers import SalesInbox, body, post_json
 
 ADA = "ada@sales.demo.trellis.example"
 GRACE = "grace@sales.demo.trellis.example"
@@ -85,26 +84,6 @@ class DynamoCalls:
     @staticmethod
     def ops(calls: list[dict[str, Any]], name: str) -> int:
         return sum(1 for c in calls if c["op"] == name)
-
-
-class SalesInbox:
-    """An SQS queue subscribed to the sales topic: what SNS delivered, accumulated."""
-
-    def __init__(self, topic_arn: str) -> None:
-        self._sqs = boto3.client("sqs")
-        self._url = self._sqs.create_queue(QueueName="sales-inbox")["QueueUrl"]
-        arn = self._sqs.get_queue_attributes(QueueUrl=self._url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        boto3.client("sns").subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn)
-        self.received: list[dict[str, Any]] = []
-
-    def messages(self) -> list[dict[str, Any]]:
-        while True:
-            page = self._sqs.receive_message(QueueUrl=self._url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-            if not page.get("Messages"):
-                return self.received
-            for message in page["Messages"]:
-                self.received.append(json.loads(json.loads(message["Body"])["Message"]))
-                self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=message["ReceiptHandle"])
 
 
 @dataclass
