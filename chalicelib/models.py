@@ -328,7 +328,7 @@ class EventRule(_Strict):
 
 
 class FitRule(_Strict):
-    """Points for who the lead is. Matches case-insensitively; ``contains_any`` finds keywords."""
+    """Points for who the lead is. Matches case-insensitively; ``contains_any`` finds whole words."""
 
     field: str
     points: float

@@ -14,6 +14,7 @@ order-independent.
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -124,7 +125,8 @@ def fit_matches(rule: FitRule, lead: Lead) -> bool:
     if rule.in_ is not None:
         return text in {v.strip().casefold() for v in rule.in_}
     assert rule.contains_any is not None
-    return any(keyword.casefold() in text for keyword in rule.contains_any)
+    # Whole words: "cto" is a job title in "CTO & co-founder", not in "Director" or "Contractor".
+    return any(re.search(rf"\b{re.escape(keyword.casefold())}\b", text) for keyword in rule.contains_any)
 
 
 def _fit_label(rule: FitRule) -> str:

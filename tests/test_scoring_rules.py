@@ -469,7 +469,11 @@ def test_job_title_keywords_match_case_insensitively(title):
     assert result.fit_points == {"job_title contains cto|ceo|founder|head|director|vp|chief": 15}
 
 
-@pytest.mark.parametrize("title", ["Marketing Manager", "Engineer", "Growth Lead"])
+@pytest.mark.parametrize(
+    "title",
+    # Keywords match whole words: "cto" hides inside "Contractor" and "Instructor", "head" in "Headhunter".
+    ["Marketing Manager", "Engineer", "Growth Lead", "Contractor", "Instructor", "Headhunter"],
+)
 def test_job_title_without_keywords_scores_nothing(title):
     lead = make_lead(profile={"job_title": title})
     assert not fit_matches(JOB_RULE, lead)
