@@ -50,6 +50,8 @@ class Settings:
     max_send_rate: Optional[float] = None
     # Signs the sales webhook; required when the campaign configures one.
     webhook_secret: Optional[bytes] = field(default=None, repr=False)
+    # Local twin only: the file holding the shared clock's offset. Unset in deployed stages.
+    clock_file: Optional[str] = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -94,6 +96,7 @@ class Settings:
             admin_token=env["TRELLIS_ADMIN_TOKEN"].encode(),
             max_send_rate=max_send_rate,
             webhook_secret=env["TRELLIS_WEBHOOK_SECRET"].encode() if env.get("TRELLIS_WEBHOOK_SECRET") else None,
+            clock_file=env.get("TRELLIS_CLOCK_FILE") or None,
         )
 
 

@@ -13,7 +13,7 @@ from typing import Optional
 from chalicelib import aws
 from chalicelib.assets import S3AssetLinks
 from chalicelib.capture import Capture
-from chalicelib.clock import Clock, SystemClock
+from chalicelib.clock import Clock, OffsetFileClock, SystemClock
 from chalicelib.config import Settings, load_campaign
 from chalicelib.errors import ConfigError
 from chalicelib.handoff import Notifier, Qualifier, SalesFeedback, Webhook
@@ -60,7 +60,7 @@ class Runtime:
         return cls(
             settings=settings,
             campaign=campaign or load_campaign(settings.campaign_name),
-            clock=clock or SystemClock(),
+            clock=clock or (OffsetFileClock(settings.clock_file) if settings.clock_file else SystemClock()),
             store=Store(aws.dynamodb(), settings.table_name),
             signer=TokenSigner(settings.token_key),
             assets=S3AssetLinks(aws.s3(), settings.assets_bucket),

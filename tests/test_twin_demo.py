@@ -78,6 +78,7 @@ def twin(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int, IO
             "TRELLIS_MOTO_PORT": str(moto_port),
             "TRELLIS_API_PORT": str(api_port),
             "TRELLIS_TOKEN_KEY": TEST_TOKEN_KEY,
+            "TRELLIS_TICK_SECONDS": "1",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -171,6 +172,25 @@ def test_demo_captures_a_form_post_into_moto_and_stops_on_ctrl_c(
     bucket = next(o["OutputValue"] for o in buckets if o["OutputKey"] == "AssetsBucketName")
     body = _moto_client("s3", moto_port).get_object(Bucket=bucket, Key=asset_key)["Body"].read()
     assert body == ASSET.read_bytes()
+
+    # The twin runs what chalice local does not: the stream pump scores the submission and the
+    # dispatcher tick sends the welcome (an immediate step), as Lambda and EventBridge would.
+    dynamodb = _moto_client("dynamodb", moto_port)
+    deadline = time.monotonic() + 30
+    messages: list[Any] = []
+    while time.monotonic() < deadline and not messages:
+        messages = dynamodb.query(
+            TableName="trellis-dev-leads",
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :msg)",
+            ExpressionAttributeValues={":pk": {"S": f"LEAD#{lead_id}"}, ":msg": {"S": "MSG#"}},
+            ConsistentRead=True,
+        )["Items"]
+        time.sleep(0.5)
+    assert [m["message_id"]["S"] for m in messages] == ["welcome.welcome"], _output(log)
+    scored = dynamodb.get_item(
+        TableName="trellis-dev-leads", Key={"pk": {"S": f"LEAD#{lead_id}"}, "sk": {"S": "PROFILE"}}, ConsistentRead=True
+    )["Item"]
+    assert scored["score_events"] == {"N": "1"}  # the form_submitted event went through the stream handler
 
     process.send_signal(signal.SIGINT)
 

@@ -7,6 +7,7 @@ the stream handler through this, so the handler only ever sees Lambda-shaped rec
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -59,3 +60,59 @@ class StreamReader:
 
 def batches(records: list[dict[str, Any]], size: int = LAMBDA_BATCH_SIZE) -> list[list[dict[str, Any]]]:
     return [records[i : i + size] for i in range(0, len(records), size)]
+
+
+class LambdaContext:
+    """What the handlers read of Lambda's context object, for invocations the twin makes."""
+
+    def __init__(self, function_name: str, timeout_seconds: float = 60.0) -> None:
+        self.function_name = function_name
+        self.aws_request_id = "twin"
+        self._deadline = time.monotonic() + timeout_seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def scheduled_event(rule: str = "trellis-dev-dispatch") -> dict[str, Any]:
+    """An EventBridge scheduled event, as Lambda receives it."""
+    return {
+        "version": "0",
+        "id": "twin",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": datetime.now().astimezone().isoformat(),
+        "region": "us-east-1",
+        "resources": [f"arn:aws:events:us-east-1:123456789012:rule/{rule}"],
+        "detail": {},
+    }
+
+
+class StreamPump:
+    """Feeds the stream to the handler like Lambda's event source mapping: batches in order, and a
+    failed batch is retried whole (with backoff) before the pump moves on; after ``max_attempts``
+    it is dropped and reported, as a mapping with a retry limit would."""
+
+    def __init__(self, reader: StreamReader, handler: Any, max_attempts: int = 5, sleep: Any = None) -> None:
+        self._reader = reader
+        self._handler = handler
+        self._max_attempts = max_attempts
+        self._sleep = sleep or time.sleep
+        self.delivered = 0
+        self.failures: list[str] = []
+
+    def pump_once(self) -> int:
+        records = self._reader.read()
+        for batch in batches(records):
+            for attempt in range(1, self._max_attempts + 1):
+                try:
+                    self._handler({"Records": batch}, LambdaContext("on_lead_change"))
+                    break
+                except Exception as e:
+                    if attempt == self._max_attempts:
+                        self.failures.append(f"{type(e).__name__}: {e}")
+                    else:
+                        self._sleep(min(0.2 * 2**attempt, 5.0))
+            self.delivered += len(batch)
+        return len(records)

@@ -25,6 +25,7 @@ started through ``Twin.start``, with its port in ``PORTS``; stopping needs no fu
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import errno
 import json
@@ -33,10 +34,12 @@ import mimetypes
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -60,6 +63,8 @@ FAKE_CREDENTIAL = "testing"
 REGION = "us-east-1"
 
 HEALTH_TIMEOUT_SECONDS = 30.0
+PUMP_SECONDS = 0.5  # how often the stream is read (Lambda polls its shards continuously)
+DEFAULT_TICK_SECONDS = 5.0  # the dispatcher's "minute" in the twin
 STOP_TIMEOUT_SECONDS = 10.0
 POLL_SECONDS = 0.2
 
@@ -326,6 +331,37 @@ def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
         os.killpg(process.pid, signum)
 
 
+class Background:
+    """A loop in a thread of this process (the stream pump, the dispatcher tick)."""
+
+    def __init__(self, name: str, interval_seconds: float, step: Any) -> None:
+        self.name = name
+        self._interval = interval_seconds
+        self._step = step
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._error: Optional[str] = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._step()
+            except Exception as e:
+                logging.getLogger("twin").exception("%s failed: %s", self.name, e)
+            self._stop.wait(self._interval)
+
+    def failure(self) -> Optional[str]:
+        return self._error
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(STOP_TIMEOUT_SECONDS)
+
+
 class Twin:
     """The started services, stopped in reverse order of starting."""
 
@@ -420,7 +456,8 @@ def _parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         epilog=(
             "environment: "
             + ", ".join(f"{p.env_var} (default {p.default})" for p in PORTS.values())
-            + ", TRELLIS_TOKEN_KEY (default: random per run)"
+            + ", TRELLIS_TOKEN_KEY (default: random per run), TRELLIS_ADMIN_TOKEN (default: random, printed)"
+            + f", TRELLIS_TICK_SECONDS (default {DEFAULT_TICK_SECONDS:g})"
         ),
     )
     return parser.parse_args(argv)
@@ -450,16 +487,54 @@ def run(config: TwinConfig, twin: Twin) -> None:
             "TRELLIS_SES_CONFIGURATION_SET": outputs["ConfigurationSetName"],
             "TRELLIS_SALES_TOPIC_ARN": outputs["SalesTopicArn"],
             "TRELLIS_ADMIN_TOKEN": config.admin_token,
+            # The shared, fast-forwardable clock of every process of the twin.
+            "TRELLIS_CLOCK_FILE": str(_clock_file()),
         }
     )
     api = ChaliceLocal(config.ports["api"], STAGE, os.environ)
     twin.start(api)
+    _start_event_sources(twin, outputs)
 
     print(banner(moto, api, campaign_name, outputs), flush=True)
     if config.admin_token_generated:
         # The twin's own throwaway token, for the person at this terminal (never a real secret).
         print(f"Admin API token (generated for this run): {config.admin_token}", flush=True)
     twin.wait()
+
+
+def _clock_file() -> Path:
+    """A fresh clock per run (offset 0), in a directory removed when the process exits."""
+    directory = Path(tempfile.mkdtemp(prefix="trellis-twin-"))
+    atexit.register(shutil.rmtree, directory, True)
+    return directory / "clock-offset"
+
+
+def _start_event_sources(twin: Twin, outputs: Mapping[str, str]) -> None:
+    """What Lambda does and ``chalice local`` does not: the stream trigger and the schedule,
+    running the very handlers Lambda runs (imported from app.py, in this process)."""
+    import app  # here, not at the top: app.py reads the environment set up just above
+    from twin.pump import LambdaContext, StreamPump, StreamReader, scheduled_event
+
+    session = boto3.session.Session()
+    reader = StreamReader(session.client("dynamodb"), session.client("dynamodbstreams"), outputs["LeadsTableName"])
+    pump = StreamPump(reader, app.on_lead_change)
+    twin.start(Background("stream pump", PUMP_SECONDS, pump.pump_once))
+
+    def tick() -> None:
+        app.dispatch(scheduled_event(), LambdaContext("dispatch"))
+
+    twin.start(Background("dispatcher tick", _tick_seconds(), tick))
+
+
+def _tick_seconds() -> float:
+    raw = os.environ.get("TRELLIS_TICK_SECONDS", "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_TICK_SECONDS
+    except ValueError as e:
+        raise TwinError("TRELLIS_TICK_SECONDS must be a number of seconds") from e
+    if value <= 0:
+        raise TwinError("TRELLIS_TICK_SECONDS must be above 0")
+    return value
 
 
 def _replace_environ(env: Mapping[str, str]) -> None:
