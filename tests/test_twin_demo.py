@@ -3,6 +3,7 @@ Ctrl-C stops all of it. Runs the real processes on free ports, so it takes a few
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -69,14 +70,15 @@ def _output(log: IO[bytes]) -> str:
 
 
 @pytest.fixture
-def twin(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int, IO[bytes]]]:
-    moto_port, api_port = _free_ports(2)
+def twin(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int, int, IO[bytes]]]:
+    moto_port, api_port, console_port = _free_ports(3)
     # conftest's autouse fixture cleared AWS_*/TRELLIS_*; the child gets exactly what it needs.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TRELLIS_"))}
     env.update(
         {
             "TRELLIS_MOTO_PORT": str(moto_port),
             "TRELLIS_API_PORT": str(api_port),
+            "TRELLIS_CONSOLE_PORT": str(console_port),
             "TRELLIS_TOKEN_KEY": TEST_TOKEN_KEY,
             "TRELLIS_TICK_SECONDS": "1",
             "PYTHONUNBUFFERED": "1",
@@ -88,7 +90,7 @@ def twin(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int, IO
             [sys.executable, "-m", "twin.run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            yield process, moto_port, api_port, log
+            yield process, moto_port, api_port, console_port, log
         finally:
             if process.poll() is None:
                 # Let the twin stop its API child first; kill it only if that does not work.
@@ -140,9 +142,9 @@ def _moto_client(service: str, port: int) -> Any:
 
 
 def test_demo_captures_a_form_post_into_moto_and_stops_on_ctrl_c(
-    twin: tuple[subprocess.Popen[bytes], int, int, IO[bytes]],
+    twin: tuple[subprocess.Popen[bytes], int, int, int, IO[bytes]],
 ) -> None:
-    process, moto_port, api_port, log = twin
+    process, moto_port, api_port, console_port, log = twin
     _wait_for_health(process, api_port, log)
     campaign = load_campaign("demo")
 
@@ -191,12 +193,17 @@ def test_demo_captures_a_form_post_into_moto_and_stops_on_ctrl_c(
         TableName="trellis-dev-leads", Key={"pk": {"S": f"LEAD#{lead_id}"}, "sk": {"S": "PROFILE"}}, ConsistentRead=True
     )["Item"]
     assert scored["score_events"] == {"N": "1"}  # the form_submitted event went through the stream handler
+    # ... and the dev console shows it in the outbox.
+    with _OPENER.open(f"http://127.0.0.1:{console_port}/outbox.json", timeout=5) as response:
+        outbox = json.loads(response.read())
+    assert [m["subject"] for m in outbox] == ["Welcome to the Trellis newsletter, Ada"]
 
     process.send_signal(signal.SIGINT)
 
     assert process.wait(STOP_TIMEOUT) == 0, _output(log)
     assert _port_is_free(api_port), "the API (chalice local) outlived the twin"
     assert _port_is_free(moto_port)
+    assert _port_is_free(console_port)
 
 
 def test_demo_asset_is_a_well_formed_pdf() -> None:

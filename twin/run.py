@@ -80,6 +80,7 @@ class Port:
 PORTS = {
     "moto": Port("TRELLIS_MOTO_PORT", 5000, "moto server"),
     "api": Port("TRELLIS_API_PORT", 8000, "API (chalice local)"),
+    "console": Port("TRELLIS_CONSOLE_PORT", 8001, "dev console"),
 }
 
 
@@ -417,7 +418,9 @@ def provision(session: boto3.session.Session, stage: str, campaign_name: str) ->
 # -- main -------------------------------------------------------------------------------------
 
 
-def banner(moto: MotoServer, api: ChaliceLocal, campaign_name: str, outputs: Mapping[str, str]) -> str:
+def banner(
+    moto: MotoServer, api: ChaliceLocal, campaign_name: str, outputs: Mapping[str, str], console_url: str
+) -> str:
     python = os.path.relpath(sys.executable)
     if python.startswith(".."):
         python = sys.executable
@@ -434,6 +437,7 @@ def banner(moto: MotoServer, api: ChaliceLocal, campaign_name: str, outputs: Map
             f"Trellis twin is up: stage {STAGE}, campaign {campaign_name}, all on {HOST} only.",
             f"  API         {api.url}",
             f"  moto (AWS)  {moto.url}   table {table}, bucket {outputs['AssetsBucketName']}",
+            f"  console     {console_url}   outbox, POST /tick, POST /clock/advance?seconds=N",
             "State lives in memory: Ctrl-C stops everything and forgets it.",
             "",
             "Try it: sign up with the newsletter form (answers 303, to the thank-you page)",
@@ -444,6 +448,9 @@ def banner(moto: MotoServer, api: ChaliceLocal, campaign_name: str, outputs: Map
             """-d '{"email": "ada@example.com", "first_name": "Ada", "consent": true}'""",
             "and see what was stored",
             f"  {shlex.quote(python)} -c {shlex.quote(show_items)}",
+            f"The welcome email appears within a tick in the outbox: {console_url}/outbox (JSON: /outbox.json).",
+            f"Three days later, now: curl -X POST '{console_url}/clock/advance?seconds=259200' "
+            f"&& curl -X POST {console_url}/tick",
             "",
         ]
     )
@@ -493,9 +500,9 @@ def run(config: TwinConfig, twin: Twin) -> None:
     )
     api = ChaliceLocal(config.ports["api"], STAGE, os.environ)
     twin.start(api)
-    _start_event_sources(twin, outputs)
+    _start_event_sources(twin, outputs, config.ports["console"])
 
-    print(banner(moto, api, campaign_name, outputs), flush=True)
+    print(banner(moto, api, campaign_name, outputs, f"http://{HOST}:{config.ports['console']}"), flush=True)
     if config.admin_token_generated:
         # The twin's own throwaway token, for the person at this terminal (never a real secret).
         print(f"Admin API token (generated for this run): {config.admin_token}", flush=True)
@@ -509,7 +516,7 @@ def _clock_file() -> Path:
     return directory / "clock-offset"
 
 
-def _start_event_sources(twin: Twin, outputs: Mapping[str, str]) -> None:
+def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: int) -> None:
     """What Lambda does and ``chalice local`` does not: the stream trigger and the schedule,
     running the very handlers Lambda runs (imported from app.py, in this process)."""
     import app  # here, not at the top: app.py reads the environment set up just above
@@ -520,10 +527,24 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str]) -> None:
     pump = StreamPump(reader, app.on_lead_change)
     twin.start(Background("stream pump", PUMP_SECONDS, pump.pump_once))
 
-    def tick() -> None:
-        app.dispatch(scheduled_event(), LambdaContext("dispatch"))
+    def tick() -> dict[str, Any]:
+        report: dict[str, Any] = app.dispatch(scheduled_event(), LambdaContext("dispatch"))
+        return report
 
     twin.start(Background("dispatcher tick", _tick_seconds(), tick))
+
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ses.models import ses_backends
+
+    from chalicelib.clock import OffsetFileClock
+    from twin.console import Console
+
+    def raw_outbox() -> list[str]:
+        # The moto server runs in this process: its SES backend holds every accepted email.
+        return [str(m.raw_data) for m in ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages]
+
+    console = Console(console_port, tick, OffsetFileClock(os.environ["TRELLIS_CLOCK_FILE"]), raw_outbox)
+    twin.start(console)
 
 
 def _tick_seconds() -> float:

@@ -1,0 +1,97 @@
+"""The dev console: outbox, run the dispatcher now, fast-forward the shared clock."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from chalicelib.clock import OffsetFileClock
+from twin.console import Console
+
+RAW = (
+    "From: Trellis Demo <hello@demo.trellis.example>\r\nTo: ann@example.com\r\nSubject: Hello <Ann>\r\n"
+    "X-Trellis-Reference: abc/welcome.welcome\r\nMIME-Version: 1.0\r\n"
+    'Content-Type: multipart/alternative; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nHi Ann\r\n'
+    '--b\r\nContent-Type: text/html\r\n\r\n<p>Hi <a href="https://x.example/">Ann</a></p>\r\n--b--\r\n'
+)
+
+
+@pytest.fixture
+def console(tmp_path) -> Any:
+    ticks: list[int] = []
+    outbox = [RAW, RAW.replace("Hello", "Second")]
+    running = Console(
+        0, lambda: {"sent": len(ticks.append(1) or ticks)}, OffsetFileClock(str(tmp_path / "c")), lambda: outbox
+    )
+    running.start()
+    yield running, ticks
+    running.stop()
+
+
+def call(console: Console, method: str, path: str) -> tuple[int, Any]:
+    request = urllib.request.Request(console.url + path, method=method, data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            body = response.read().decode()
+            return response.status, json.loads(body) if "json" in response.headers["Content-Type"] else body
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read().decode())
+
+
+def test_outbox_json_lists_emails_newest_first(console):
+    running, _ = console
+    status, emails = call(running, "GET", "/outbox.json")
+
+    assert status == 200
+    assert [e["subject"] for e in emails] == ["Second <Ann>", "Hello <Ann>"]
+    assert emails[0]["to"] == "ann@example.com"
+    assert emails[0]["reference"] == "abc/welcome.welcome"
+    assert "Hi Ann" in emails[0]["text"] and 'href="https://x.example/"' in emails[0]["html"]
+
+
+def test_outbox_page_escapes_what_it_shows(console):
+    running, _ = console
+    status, page = call(running, "GET", "/outbox")
+
+    assert status == 200
+    assert "Hello &lt;Ann&gt;" in page and "<Ann>" not in page
+    assert "srcdoc=" in page
+
+
+def test_tick_runs_the_dispatcher(console):
+    running, ticks = console
+    assert call(running, "POST", "/tick") == (200, {"sent": 1})
+    assert ticks == [1]
+
+
+def test_clock_advance_moves_the_shared_clock(console, tmp_path):
+    running, _ = console
+    before = datetime.now(UTC)
+
+    status, body = call(running, "POST", "/clock/advance?seconds=259200")
+
+    assert status == 200 and body["offset_seconds"] == 259200
+    assert OffsetFileClock(str(tmp_path / "c")).now() >= before + timedelta(days=3)
+
+
+@pytest.mark.parametrize(
+    "query", ["", "?seconds=", "?seconds=-5", "?seconds=0", "?seconds=abc", "?seconds=99999999999"]
+)
+def test_clock_advance_rejects_bad_seconds(console, tmp_path, query):
+    running, _ = console
+    status, body = call(running, "POST", f"/clock/advance{query}")
+
+    assert status == 400
+    assert "seconds" in body["fields"]
+    assert OffsetFileClock(str(tmp_path / "c")).offset_seconds() == 0
+
+
+def test_unknown_paths_are_404(console):
+    running, _ = console
+    assert call(running, "GET", "/nope")[0] == 404
+    assert call(running, "POST", "/nope")[0] == 404

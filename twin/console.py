@@ -1,0 +1,143 @@
+"""The twin's dev console (127.0.0.1:8001): the outbox, run the dispatcher now, fast-forward time.
+
+    GET  /outbox.json                 every email SES accepted in the twin, newest first
+    GET  /outbox                      the same as a page, each email's HTML with working links
+    POST /tick                        run the scheduled dispatcher now
+    POST /clock/advance?seconds=N     move the shared clock forward (0 < N <= 1 year)
+
+Never deployed: it exists only inside ``make demo``.
+"""
+
+from __future__ import annotations
+
+import email
+import json
+import threading
+from collections.abc import Callable
+from email import policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Optional
+from urllib.parse import parse_qs, urlsplit
+
+from jinja2 import Environment, select_autoescape
+
+from chalicelib.clock import OffsetFileClock
+
+MAX_ADVANCE_SECONDS = 366 * 24 * 3600
+
+_OUTBOX_PAGE = Environment(autoescape=select_autoescape(default_for_string=True)).from_string(
+    """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Trellis twin: outbox</title>
+<style>body{font-family:system-ui,sans-serif;margin:2rem}article{border:1px solid #ccd;margin:1rem 0;padding:1rem}
+iframe{width:100%;height:420px;border:1px solid #eee}</style></head>
+<body><h1>Outbox</h1><p>{{ emails|length }} email(s), newest first.</p>
+{% for m in emails %}<article><h2>{{ m.subject }}</h2><p>To {{ m.to }} &middot; {{ m.date }}
+&middot; {{ m.reference }}</p><iframe sandbox="allow-popups allow-popups-to-escape-sandbox allow-top-navigation"
+srcdoc="{{ m.html }}"></iframe></article>{% endfor %}</body></html>"""
+)
+
+
+def parse_outbox(raw_messages: list[str]) -> list[dict[str, Any]]:
+    """Raw MIME as SES received it, newest first, parsed for people and for tests."""
+    emails = []
+    for raw in reversed(raw_messages):
+        message = email.message_from_string(raw, policy=policy.default)
+        html = message.get_body(("html",))
+        text = message.get_body(("plain",))
+        emails.append(
+            {
+                "to": str(message["To"]),
+                "from": str(message["From"]),
+                "subject": str(message["Subject"]),
+                "date": str(message["Date"]),
+                "reference": str(message["X-Trellis-Reference"] or ""),
+                "html": html.get_content() if html is not None else "",
+                "text": text.get_content() if text is not None else "",
+            }
+        )
+    return emails
+
+
+class Console:
+    name = "dev console"
+
+    def __init__(
+        self,
+        port: int,
+        tick: Callable[[], dict[str, Any]],
+        clock: OffsetFileClock,
+        raw_outbox: Callable[[], list[str]],
+        host: str = "127.0.0.1",
+    ) -> None:
+        console = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                console._get(self)
+
+            def do_POST(self) -> None:
+                console._post(self)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._tick = tick
+        self._clock = clock
+        self._raw_outbox = raw_outbox
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="console", daemon=True)
+        self.url = f"http://{host}:{self._server.server_address[1]}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def failure(self) -> Optional[str]:
+        return None if self._thread.is_alive() else "stopped"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # -- routes -------------------------------------------------------------------------------
+
+    def _get(self, request: BaseHTTPRequestHandler) -> None:
+        path = urlsplit(request.path).path
+        if path == "/outbox.json":
+            _send(request, 200, "application/json", json.dumps(parse_outbox(self._raw_outbox())))
+        elif path == "/outbox":
+            _send(
+                request, 200, "text/html; charset=utf-8", _OUTBOX_PAGE.render(emails=parse_outbox(self._raw_outbox()))
+            )
+        else:
+            _send(request, 404, "application/json", json.dumps({"error": "not_found"}))
+
+    def _post(self, request: BaseHTTPRequestHandler) -> None:
+        parts = urlsplit(request.path)
+        if parts.path == "/tick":
+            _send(request, 200, "application/json", json.dumps(self._tick(), default=str))
+        elif parts.path == "/clock/advance":
+            values = parse_qs(parts.query).get("seconds", [])
+            try:
+                seconds = float(values[0]) if len(values) == 1 else float("nan")
+            except ValueError:
+                seconds = float("nan")
+            if not 0 < seconds <= MAX_ADVANCE_SECONDS:
+                reason = f"seconds must be a number above 0 and at most {MAX_ADVANCE_SECONDS}"
+                body = {"error": "validation_error", "fields": {"seconds": reason}}
+                _send(request, 400, "application/json", json.dumps(body))
+                return
+            offset = self._clock.advance(seconds)
+            body = {"offset_seconds": offset, "now": self._clock.now().isoformat()}
+            _send(request, 200, "application/json", json.dumps(body))
+        else:
+            _send(request, 404, "application/json", json.dumps({"error": "not_found"}))
+
+
+def _send(request: BaseHTTPRequestHandler, status: int, content_type: str, body: str) -> None:
+    data = body.encode("utf-8")
+    request.send_response(status)
+    request.send_header("Content-Type", content_type)
+    request.send_header("Content-Length", str(len(data)))
+    request.send_header("Cache-Control", "no-store")
+    request.end_headers()
+    request.wfile.write(data)
