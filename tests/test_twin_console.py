@@ -95,3 +95,27 @@ def test_unknown_paths_are_404(console):
     running, _ = console
     assert call(running, "GET", "/nope")[0] == 404
     assert call(running, "POST", "/nope")[0] == 404
+
+
+def test_landing_page_is_a_plain_form_that_posts_to_the_api(console):
+    running, _ = console
+    status, page = call(running, "GET", "/?utm_source=newsletter-test")
+
+    assert status == 200
+    assert '<form id="signup" method="post" action="http://127.0.0.1:8000/forms/newsletter"' in page
+    assert 'name="email"' in page and 'name="consent"' in page
+    assert 'class="hp"' in page and 'name="website"' in page  # the honeypot, hidden by CSS
+    assert 'name="utm_source" value="newsletter-test"' in page
+    assert "rendered_at" in page and "localStorage" in page  # the enhancement script
+
+
+def test_ebook_page_and_thank_you_page(console):
+    running, _ = console
+    status, page = call(running, "GET", "/ebook.html")
+    assert status == 200 and "/forms/ebook" in page and 'name="company"' in page
+
+    status, thanks = call(running, "GET", "/ebook-thanks.html?download_url=https%3A%2F%2Fs3.example%2Fx.pdf")
+    assert status == 200 and 'href="https://s3.example/x.pdf"' in thanks
+
+    status, unsafe = call(running, "GET", "/ebook-thanks.html?download_url=javascript%3Aalert(1)")
+    assert status == 200 and "javascript:" not in unsafe

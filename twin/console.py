@@ -1,5 +1,7 @@
 """The twin's dev console (127.0.0.1:8001): the outbox, run the dispatcher now, fast-forward time.
 
+    GET  /, /ebook.html               the example landing pages (plain HTML forms, enhanced by a script)
+    GET  /pricing.html, /thanks.html, /ebook-thanks.html   pages that report page views
     GET  /outbox.json                 every email SES accepted in the twin, newest first
     GET  /outbox                      the same as a page, each email's HTML with working links
     POST /tick                        run the scheduled dispatcher now
@@ -16,14 +18,50 @@ import threading
 from collections.abc import Callable
 from email import policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
-from jinja2 import Environment, select_autoescape
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from chalicelib.clock import OffsetFileClock
 
 MAX_ADVANCE_SECONDS = 366 * 24 * 3600
+PAGES_DIR = Path(__file__).resolve().parent / "pages"
+
+_PAGES = Environment(loader=FileSystemLoader(str(PAGES_DIR)), autoescape=select_autoescape(default=True))
+
+_FIELDS = {
+    "newsletter": [
+        {"name": "email", "label": "Email", "type": "email", "required": True},
+        {"name": "first_name", "label": "First name", "type": "text", "required": False},
+    ],
+    "ebook": [
+        {"name": "email", "label": "Work email", "type": "email", "required": True},
+        {"name": "first_name", "label": "First name", "type": "text", "required": True},
+        {"name": "company", "label": "Company", "type": "text", "required": False},
+        {"name": "job_title", "label": "Job title", "type": "text", "required": False},
+    ],
+}
+_LANDING = {
+    "/": (
+        "newsletter",
+        "The Trellis newsletter",
+        "One useful email a week about turning signups into customers.",
+        "Subscribe",
+    ),
+    "/ebook.html": (
+        "ebook",
+        "Free ebook: The Lead Nurture Playbook",
+        "48 pages on nurture that sells.",
+        "Send me the ebook",
+    ),
+}
+_PLAIN = {
+    "/pricing.html": ("Pricing", "Cents per thousand leads. (Visiting this page counts as a pricing view.)"),
+    "/thanks.html": ("Thank you!", "You are subscribed. The welcome email is on its way: see the outbox."),
+    "/ebook-thanks.html": ("Your ebook is on its way", "We also emailed you the link."),
+}
 
 _OUTBOX_PAGE = Environment(autoescape=select_autoescape(default_for_string=True)).from_string(
     """<!doctype html>
@@ -67,8 +105,12 @@ class Console:
         tick: Callable[[], dict[str, Any]],
         clock: OffsetFileClock,
         raw_outbox: Callable[[], list[str]],
+        api_url: str = "http://127.0.0.1:8000",
+        consent_texts: Optional[dict[str, str]] = None,
         host: str = "127.0.0.1",
     ) -> None:
+        self._api_url = api_url
+        self._consent_texts = consent_texts or {}
         console = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -101,8 +143,31 @@ class Console:
     # -- routes -------------------------------------------------------------------------------
 
     def _get(self, request: BaseHTTPRequestHandler) -> None:
-        path = urlsplit(request.path).path
-        if path == "/outbox.json":
+        parts = urlsplit(request.path)
+        path = parts.path
+        if path in _LANDING:
+            form_id, title, pitch, button = _LANDING[path]
+            page = _PAGES.get_template("landing.html").render(
+                title=title,
+                pitch=pitch,
+                button=button,
+                form_id=form_id,
+                fields=_FIELDS[form_id],
+                api_url=self._api_url,
+                consent_text=self._consent_texts.get(form_id, "Yes, email me."),
+                utm_source=parse_qs(parts.query).get("utm_source", [""])[0],
+            )
+            _send(request, 200, "text/html; charset=utf-8", page)
+        elif path in _PLAIN:
+            title, text = _PLAIN[path]
+            download_url = parse_qs(parts.query).get("download_url", [""])[0]
+            if not download_url.startswith(("http://", "https://")):
+                download_url = ""
+            page = _PAGES.get_template("page.html").render(
+                title=title, text=text, api_url=self._api_url, download_url=download_url
+            )
+            _send(request, 200, "text/html; charset=utf-8", page)
+        elif path == "/outbox.json":
             _send(request, 200, "application/json", json.dumps(parse_outbox(self._raw_outbox())))
         elif path == "/outbox":
             _send(

@@ -543,7 +543,16 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
         # The moto server runs in this process: its SES backend holds every accepted email.
         return [str(m.raw_data) for m in ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages]
 
-    console = Console(console_port, tick, OffsetFileClock(os.environ["TRELLIS_CLOCK_FILE"]), raw_outbox)
+    campaign = load_campaign(os.environ["TRELLIS_CAMPAIGN"])
+    consent_texts = {form_id: form.consent.text for form_id, form in campaign.forms.items() if form.consent}
+    console = Console(
+        console_port,
+        tick,
+        OffsetFileClock(os.environ["TRELLIS_CLOCK_FILE"]),
+        raw_outbox,
+        api_url=os.environ["TRELLIS_PUBLIC_URL"],
+        consent_texts=consent_texts,
+    )
     twin.start(console)
 
 
