@@ -25,8 +25,13 @@ RAW = (
 def console(tmp_path) -> Any:
     ticks: list[int] = []
     outbox = [RAW, RAW.replace("Hello", "Second")]
+    leads = [{"lead_id": "abc", "email": "ann@example.com", "stage": "mql", "score": 42, "timeline": []}]
     running = Console(
-        0, lambda: {"sent": len(ticks.append(1) or ticks)}, OffsetFileClock(str(tmp_path / "c")), lambda: outbox
+        0,
+        lambda: {"sent": len(ticks.append(1) or ticks)},
+        OffsetFileClock(str(tmp_path / "c")),
+        lambda: outbox,
+        leads=lambda: leads,
     )
     running.start()
     yield running, ticks
@@ -119,3 +124,19 @@ def test_ebook_page_and_thank_you_page(console):
 
     status, unsafe = call(running, "GET", "/ebook-thanks.html?download_url=javascript%3Aalert(1)")
     assert status == 200 and "javascript:" not in unsafe
+
+
+def test_outbox_shows_each_leads_score_and_stage(console):
+    running, _ = console
+    _, emails = call(running, "GET", "/outbox.json")
+    assert {(e["lead_stage"], e["lead_score"]) for e in emails} == {("mql", 42)}
+    _, page = call(running, "GET", "/outbox")
+    assert "lead: mql, score 42" in page
+
+
+def test_leads_view(console):
+    running, _ = console
+    status, leads = call(running, "GET", "/leads.json")
+    assert status == 200 and leads[0]["email"] == "ann@example.com"
+    status, page = call(running, "GET", "/leads")
+    assert status == 200 and "ann@example.com" in page and "<td>mql</td>" in page

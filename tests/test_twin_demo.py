@@ -197,6 +197,11 @@ def test_demo_captures_a_form_post_into_moto_and_stops_on_ctrl_c(
     with _OPENER.open(f"http://127.0.0.1:{console_port}/outbox.json", timeout=5) as response:
         outbox = json.loads(response.read())
     assert [m["subject"] for m in outbox] == ["Welcome to the Trellis newsletter, Ada"]
+    with _OPENER.open(f"http://127.0.0.1:{console_port}/leads.json", timeout=5) as response:
+        leads = json.loads(response.read())
+    assert [(lead["email"], lead["stage"], lead["score"]) for lead in leads] == [
+        ("Ada.Lovelace@example.com", "subscriber", 5)
+    ]
 
     process.send_signal(signal.SIGINT)
 

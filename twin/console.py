@@ -2,6 +2,7 @@
 
     GET  /, /ebook.html               the example landing pages (plain HTML forms, enhanced by a script)
     GET  /pricing.html, /thanks.html, /ebook-thanks.html   pages that report page views
+    GET  /leads, /leads.json          the newest leads with score, stage and timeline
     GET  /outbox.json                 every email SES accepted in the twin, newest first
     GET  /outbox                      the same as a page, each email's HTML with working links
     POST /tick                        run the scheduled dispatcher now
@@ -63,17 +64,6 @@ _PLAIN = {
     "/ebook-thanks.html": ("Your ebook is on its way", "We also emailed you the link."),
 }
 
-_OUTBOX_PAGE = Environment(autoescape=select_autoescape(default_for_string=True)).from_string(
-    """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Trellis twin: outbox</title>
-<style>body{font-family:system-ui,sans-serif;margin:2rem}article{border:1px solid #ccd;margin:1rem 0;padding:1rem}
-iframe{width:100%;height:420px;border:1px solid #eee}</style></head>
-<body><h1>Outbox</h1><p>{{ emails|length }} email(s), newest first.</p>
-{% for m in emails %}<article><h2>{{ m.subject }}</h2><p>To {{ m.to }} &middot; {{ m.date }}
-&middot; {{ m.reference }}</p><iframe sandbox="allow-popups allow-popups-to-escape-sandbox allow-top-navigation"
-srcdoc="{{ m.html }}"></iframe></article>{% endfor %}</body></html>"""
-)
-
 
 def parse_outbox(raw_messages: list[str]) -> list[dict[str, Any]]:
     """Raw MIME as SES received it, newest first, parsed for people and for tests."""
@@ -107,8 +97,10 @@ class Console:
         raw_outbox: Callable[[], list[str]],
         api_url: str = "http://127.0.0.1:8000",
         consent_texts: Optional[dict[str, str]] = None,
+        leads: Optional[Callable[[], list[dict[str, Any]]]] = None,
         host: str = "127.0.0.1",
     ) -> None:
+        self._leads = leads or (lambda: [])
         self._api_url = api_url
         self._consent_texts = consent_texts or {}
         console = self
@@ -168,13 +160,26 @@ class Console:
             )
             _send(request, 200, "text/html; charset=utf-8", page)
         elif path == "/outbox.json":
-            _send(request, 200, "application/json", json.dumps(parse_outbox(self._raw_outbox())))
+            _send(request, 200, "application/json", json.dumps(self._outbox()))
         elif path == "/outbox":
-            _send(
-                request, 200, "text/html; charset=utf-8", _OUTBOX_PAGE.render(emails=parse_outbox(self._raw_outbox()))
-            )
+            page = _PAGES.get_template("outbox.html").render(emails=self._outbox())
+            _send(request, 200, "text/html; charset=utf-8", page)
+        elif path == "/leads.json":
+            _send(request, 200, "application/json", json.dumps(self._leads(), default=str))
+        elif path == "/leads":
+            page = _PAGES.get_template("leads.html").render(leads=self._leads())
+            _send(request, 200, "text/html; charset=utf-8", page)
         else:
             _send(request, 404, "application/json", json.dumps({"error": "not_found"}))
+
+    def _outbox(self) -> list[dict[str, Any]]:
+        """The emails, each with its lead's current score and stage beside it."""
+        emails = parse_outbox(self._raw_outbox())
+        by_id = {lead["lead_id"]: lead for lead in self._leads()}
+        for message in emails:
+            lead = by_id.get(message["reference"].partition("/")[0], {})
+            message["lead_stage"], message["lead_score"] = lead.get("stage"), lead.get("score")
+        return emails
 
     def _post(self, request: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(request.path)

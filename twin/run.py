@@ -545,6 +545,26 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
 
     campaign = load_campaign(os.environ["TRELLIS_CAMPAIGN"])
     consent_texts = {form_id: form.consent.text for form_id, form in campaign.forms.items() if form.consent}
+    from chalicelib import runtime
+
+    def leads() -> list[dict[str, Any]]:
+        store = runtime.current().store
+        found = []
+        for lead in store.recent_leads(100):
+            timeline = sorted(store.list_events(lead.lead_id), key=lambda e: e.at, reverse=True)
+            found.append(
+                {
+                    "lead_id": lead.lead_id,
+                    "email": lead.email,
+                    "stage": lead.stage,
+                    "score": lead.score,
+                    "owner": (lead.owner or {}).get("name"),
+                    "first_touch": lead.first_touch.form_id,
+                    "timeline": [{"at": e.at, "type": e.type} for e in timeline],
+                }
+            )
+        return found
+
     console = Console(
         console_port,
         tick,
@@ -552,6 +572,7 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
         raw_outbox,
         api_url=os.environ["TRELLIS_PUBLIC_URL"],
         consent_texts=consent_texts,
+        leads=leads,
     )
     twin.start(console)
 
