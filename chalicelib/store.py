@@ -297,9 +297,6 @@ class Store:
     def list_events(self, lead_id: str) -> list[Event]:
         return [Event.from_item(i) for i in self._query_lead(lead_id, "EVENT#")]
 
-    def list_enrolments(self, lead_id: str) -> list[Enrolment]:
-        return [Enrolment.from_item(i) for i in self._query_lead(lead_id, "ENROL#")]
-
     # -- nurture: due work, claims, commits ---------------------------------------------------
 
     def due_enrolments(self, now: str, page_size: int = 50) -> Iterator[Enrolment | Handoff]:
@@ -326,10 +323,6 @@ class Store:
                 if "LastEvaluatedKey" not in page:
                     break
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-    def get_enrolment(self, lead_id: str, sequence_id: str) -> Optional[Enrolment]:
-        item = self._get({"pk": _lead_pk(lead_id), "sk": f"ENROL#{sequence_id}"})
-        return Enrolment.from_item(item) if item else None
 
     def claim(self, enrolment: Enrolment, claim_id: str, lease_until: str) -> bool:
         """Take a due step for this dispatcher, or learn that another one has it.
@@ -445,9 +438,6 @@ class Store:
         sort_key = f"MSG#{message.message_id}#{message.enrolled_at}"
         return {"pk": _lead_pk(message.lead_id), "sk": sort_key, **message.to_item()}
 
-    def list_messages(self, lead_id: str) -> list[Message]:
-        return [Message.from_item(i) for i in self._query_lead(lead_id, "MSG#")]
-
     def load_for_dispatch(self, lead_id: str) -> tuple[Optional[Lead], Optional[Suppression]]:
         """The lead and its suppression record, in one consistent read request."""
         keys = [{"pk": _lead_pk(lead_id), "sk": "PROFILE"}, {"pk": f"SUPPRESS#{lead_id}", "sk": "SUPPRESS"}]
@@ -497,10 +487,6 @@ class Store:
         return True
 
     # -- suppression, unsubscribe, tracking events --------------------------------------------
-
-    def get_suppression(self, lead_id: str) -> Optional[Suppression]:
-        item = self._get({"pk": f"SUPPRESS#{lead_id}", "sk": "SUPPRESS"})
-        return Suppression.from_item(item) if item else None
 
     def suppress(self, suppression: Suppression) -> bool:
         """Suppress an address for good. Returns False when it already was (the first reason stays)."""
@@ -667,9 +653,6 @@ class Store:
 
     def _handoff_item(self, handoff: Handoff) -> dict[str, Any]:
         return {"pk": _lead_pk(handoff.lead_id), "sk": f"HANDOFF#{handoff.handoff_id}", **handoff.to_item()}
-
-    def list_handoffs(self, lead_id: str) -> list[Handoff]:
-        return [Handoff.from_item(i) for i in self._query_lead(lead_id, "HANDOFF#")]
 
     def claim_handoff(self, handoff: Handoff, claim_id: str, now: str, lease_until: str) -> bool:
         """Take a handoff's notifications, or learn another invocation has them."""
