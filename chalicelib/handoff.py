@@ -112,6 +112,10 @@ class Qualifier:
         written = self._store.save_score(
             lead_id, fields, len(events), from_stage=lead.stage, stage_event=stage_event, handoff=handoff
         )
+        if written and change.stage == "sql":
+            # Sales has the lead now: end its nurture at once (every send re-checks the stage too).
+            ending = {sid for sid, seq in self._campaign.sequences.items() if "sql" in seq.exit.stages}
+            self._store.exit_enrolments(lead_id, ending, "stage:sql")
         return change.stage if written else None
 
 

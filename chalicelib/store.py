@@ -553,6 +553,24 @@ class Store:
         events = [Event.from_item(i) for i in items if str(i["sk"]).startswith("EVENT#")]
         return lead, events
 
+    def exit_enrolments(self, lead_id: str, sequence_ids: set[str], reason: str) -> int:
+        """Take the lead out of these sequences now (those still active); returns how many.
+
+        Each exit is conditional on the enrolment still being active, so one that finished or
+        exited meanwhile keeps its own ending; a dispatcher holding a claim loses it.
+        """
+        exited = 0
+        for item in self._query_lead(lead_id, "ENROL#"):
+            if item.get("sequence_id") not in sequence_ids or item.get("status") != "active":
+                continue
+            exited += self._update_if(
+                {"pk": item["pk"], "sk": item["sk"]},
+                "SET #status = :exited, exit_reason = :reason REMOVE due_at, due_shard, claim_id",
+                "#status = :active",
+                {":exited": "exited", ":reason": reason, ":active": "active"},
+            )
+        return exited
+
     def save_score(
         self,
         lead_id: str,

@@ -235,3 +235,16 @@ def test_entry_event_enrols_the_lead(client, rt, monkeypatch, deliver, tick, out
     deliver()
     tick()
     assert [m["Subject"] for m in outbox()].count("Welcome to the Trellis newsletter, Bo") == 1
+
+
+def test_entering_sql_ends_the_nurture_at_once(client, deliver, table_items):
+    answer = post_json(client, "/forms/ebook", EBOOK)
+    deliver()  # the delivery email; the nurture continues tomorrow
+    assert enrolment(table_items, "ebook-nurture")["status"] == "active"
+
+    post_json(client, "/events", {"token": answer.json_body["lead_token"], "type": "demo_request"})
+    deliver()  # scored: a hand-raiser, so SQL
+
+    state = enrolment(table_items, "ebook-nurture")
+    assert (state["status"], state["exit_reason"]) == ("exited", "stage:sql")
+    assert "due_at" not in state and "due_shard" not in state
