@@ -476,14 +476,18 @@ class Store:
         }
         if all_names:
             kwargs["ExpressionAttributeNames"] = all_names
+        return self._write_if("update_item", kwargs)
+
+    def _write_if(self, operation: str, kwargs: dict[str, Any]) -> bool:
+        """A conditional single-item write: True when written, False when its condition failed."""
         try:
-            self._client.update_item(**kwargs)
+            getattr(self._client, operation)(**kwargs)
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 return False
-            raise StoreError(f"update_item failed: {e}") from e
+            raise StoreError(f"{operation} failed: {e}") from e
         except BotoCoreError as e:
-            raise StoreError(f"update_item failed: {e}") from e
+            raise StoreError(f"{operation} failed: {e}") from e
         return True
 
     # -- suppression, unsubscribe, tracking events --------------------------------------------
@@ -491,15 +495,7 @@ class Store:
     def suppress(self, suppression: Suppression) -> bool:
         """Suppress an address for good. Returns False when it already was (the first reason stays)."""
         item = {"pk": f"SUPPRESS#{suppression.lead_id}", "sk": "SUPPRESS", **suppression.to_item()}
-        try:
-            self._client.put_item(**self._new_item(item))
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise StoreError(f"put_item failed: {e}") from e
-        except BotoCoreError as e:
-            raise StoreError(f"put_item failed: {e}") from e
-        return True
+        return self._write_if("put_item", self._new_item(item))
 
     def record_event(
         self, event: Event, profile_adds: Optional[dict[str, str]] = None, profile_sets: Optional[dict[str, str]] = None
@@ -606,22 +602,17 @@ class Store:
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": _serialize(values),
         }
+        if stage_event is None and handoff is None:
+            return self._write_if("update_item", update)
+        operations: list[dict[str, Any]] = [{"Update": update}]
+        if stage_event is not None:
+            operations.append({"Put": self._new_item(self._event_item(stage_event))})
+        if handoff is not None:
+            operations.append({"Put": self._new_item(self._handoff_item(handoff))})
         try:
-            if stage_event is None and handoff is None:
-                self._client.update_item(**update)
-                return True
-            operations: list[dict[str, Any]] = [{"Update": update}]
-            if stage_event is not None:
-                operations.append({"Put": self._new_item(self._event_item(stage_event))})
-            if handoff is not None:
-                operations.append({"Put": self._new_item(self._handoff_item(handoff))})
             self._transact(operations)
         except ConditionFailed:
             return False
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise StoreError(f"update_item failed: {e}") from e
         return True
 
     def set_stage(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -144,11 +144,30 @@ def _read_fields(request: Request) -> dict[str, Any]:
 
 
 def _all_origins_cors(runtime: Runtime, request: Request) -> Headers:
-    origin = (request.headers.get("origin") or "").lower()
     allowed = {o for form in runtime.campaign.forms.values() for o in form.allowed_origins}
-    if origin and origin in allowed:
+    return _cors_for(allowed, request)
+
+
+def _cors_for(allowed_origins: Iterable[str], request: Request) -> Headers:
+    """Grant the request's origin only when it is one of ``allowed_origins``."""
+    origin = (request.headers.get("origin") or "").lower()
+    if origin and origin in allowed_origins:
         return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
     return {"Vary": "Origin"}
+
+
+def _preflight_response(headers: Headers, request: Request) -> Response:
+    """A CORS preflight answer: POST with a Content-Type, for an origin already granted."""
+    requested = (request.headers.get("access-control-request-method") or "").upper()
+    if "Access-Control-Allow-Origin" in headers and requested == "POST":
+        headers.update(
+            {
+                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Headers": "Content-Type",
+                "Access-Control-Max-Age": "600",
+            }
+        )
+    return Response("", status_code=204, headers=headers)
 
 
 def record_event(runtime: Runtime, request: Request) -> Response:
@@ -164,17 +183,7 @@ def record_event(runtime: Runtime, request: Request) -> Response:
 
 
 def events_preflight(runtime: Runtime, request: Request) -> Response:
-    headers = _all_origins_cors(runtime, request)
-    requested = (request.headers.get("access-control-request-method") or "").upper()
-    if "Access-Control-Allow-Origin" in headers and requested == "POST":
-        headers.update(
-            {
-                "Access-Control-Allow-Methods": "POST",
-                "Access-Control-Allow-Headers": "Content-Type",
-                "Access-Control-Max-Age": "600",
-            }
-        )
-    return Response("", status_code=204, headers=headers)
+    return _preflight_response(_all_origins_cors(runtime, request), request)
 
 
 def _request_meta(request: Request) -> RequestMeta:
@@ -183,11 +192,8 @@ def _request_meta(request: Request) -> RequestMeta:
 
 
 def _cors_headers(runtime: Runtime, form_id: str, request: Request) -> Headers:
-    origin = (request.headers.get("origin") or "").lower()
     form = runtime.campaign.forms.get(form_id)
-    if form is None or not origin or origin not in form.allowed_origins:
-        return {"Vary": "Origin"}
-    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    return _cors_for(form.allowed_origins if form is not None else (), request)
 
 
 def _safe_back_url(request: Request) -> Optional[str]:
@@ -234,17 +240,7 @@ def preflight(runtime: Runtime, form_id: str, request: Request) -> Response:
     """CORS preflight: grant only the form's allowed origins, only for POST."""
     if form_id not in runtime.campaign.forms:
         return error_response(NotFound("form", form_id))
-    headers = _cors_headers(runtime, form_id, request)
-    requested = (request.headers.get("access-control-request-method") or "").upper()
-    if "Access-Control-Allow-Origin" in headers and requested == "POST":
-        headers.update(
-            {
-                "Access-Control-Allow-Methods": "POST",
-                "Access-Control-Allow-Headers": "Content-Type",
-                "Access-Control-Max-Age": "600",
-            }
-        )
-    return Response("", status_code=204, headers=headers)
+    return _preflight_response(_cors_headers(runtime, form_id, request), request)
 
 
 # -- email links ------------------------------------------------------------------------------

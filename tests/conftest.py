@@ -173,20 +173,10 @@ def deliver(stream: Any) -> Any:
 def tick() -> Any:
     """Run the scheduled dispatcher as EventBridge would."""
     from app import dispatch
+    from twin.pump import scheduled_event
 
     def run(remaining_ms: int = 60_000) -> dict[str, Any]:
-        event = {
-            "version": "0",
-            "id": "t",
-            "detail-type": "Scheduled Event",
-            "source": "aws.events",
-            "account": "123456789012",
-            "time": "2026-11-23T09:30:00Z",
-            "region": "us-east-1",
-            "resources": ["arn:aws:events:us-east-1:123456789012:rule/trellis-dev-dispatch"],
-            "detail": {},
-        }
-        result: dict[str, Any] = dispatch(event, LambdaContext(remaining_ms))
+        result: dict[str, Any] = dispatch(scheduled_event(), LambdaContext(remaining_ms))
         return result
 
     return run

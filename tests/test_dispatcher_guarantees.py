@@ -24,6 +24,7 @@ from chalicelib.nurture.render import Renderer
 from chalicelib.store import DUE_SHARDS, due_shard
 from tests.conftest import START, FakeSleep, LambdaContext
 from tests.helpers import post_json
+from twin.pump import scheduled_event
 
 FOREVER = 60_000  # ms left of the invocation: plenty
 
@@ -143,20 +144,6 @@ def new_dispatcher(rt: Any, rate: float = 14.0, sleep: Optional[FakeSleep] = Non
         Pacer(rate, monotonic=sleep.monotonic, sleep=sleep.sleep),
         on_due_handoff=rt.notifier.notify,
     )
-
-
-def scheduled_event() -> dict[str, Any]:
-    return {
-        "version": "0",
-        "id": "t",
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": "123456789012",
-        "time": "2026-11-23T09:30:00Z",
-        "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:123456789012:rule/trellis-dev-dispatch"],
-        "detail": {},
-    }
 
 
 # -- two (or three) dispatchers at the same moment --------------------------------------------
