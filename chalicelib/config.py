@@ -52,6 +52,9 @@ class Settings:
     webhook_secret: Optional[bytes] = field(default=None, repr=False)
     # Local twin only: the file holding the shared clock's offset. Unset in deployed stages.
     clock_file: Optional[str] = None
+    # Where campaign files are read from: the packaged campaigns/ unless set. The twin points it at
+    # a copy of the demo campaign whose landing-page URLs follow the dev console's port.
+    campaigns_dir: Path = CAMPAIGNS_DIR
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -97,6 +100,7 @@ class Settings:
             max_send_rate=max_send_rate,
             webhook_secret=env["TRELLIS_WEBHOOK_SECRET"].encode() if env.get("TRELLIS_WEBHOOK_SECRET") else None,
             clock_file=env.get("TRELLIS_CLOCK_FILE") or None,
+            campaigns_dir=Path(env["TRELLIS_CAMPAIGNS_DIR"]) if env.get("TRELLIS_CAMPAIGNS_DIR") else CAMPAIGNS_DIR,
         )
 
 

@@ -59,7 +59,7 @@ class Runtime:
     ) -> Runtime:
         return cls(
             settings=settings,
-            campaign=campaign or load_campaign(settings.campaign_name),
+            campaign=campaign or load_campaign(settings.campaign_name, settings.campaigns_dir),
             clock=clock or (OffsetFileClock(settings.clock_file) if settings.clock_file else SystemClock()),
             store=Store(aws.dynamodb(), settings.table_name),
             signer=TokenSigner(settings.token_key),

@@ -4,18 +4,14 @@ Ctrl-C stops all of it. Runs the real processes on free ports, so it takes a few
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import boto3
 import pytest
@@ -23,98 +19,15 @@ import pytest
 from chalicelib.config import load_campaign
 from chalicelib.entities import lead_id_for
 from chalicelib.models import normalise_email
-from tests.conftest import TEST_TOKEN_KEY
+from tests.twin_process import OPENER, ROOT, STOP_TIMEOUT, TwinProcess, port_is_free, running_twin
 
-ROOT = Path(__file__).resolve().parent.parent
 ASSET = ROOT / "twin" / "assets" / "lead-nurture-playbook.pdf"
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 30.0
-
-
-def _free_ports(count: int) -> list[int]:
-    # All sockets open at once, so the kernel cannot hand out the same port twice.
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def _port_is_free(port: int) -> bool:
-    # SO_REUSEADDR as the servers use it: TIME_WAIT is free, a listener is not.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        return None  # hand the 303 back to the caller instead of following it
-
-
-# No proxies: the twin is on 127.0.0.1 whatever HTTP_PROXY says.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
-
-
-def _output(log: IO[bytes]) -> str:
-    log.flush()
-    log.seek(0)
-    return log.read().decode(errors="replace")
 
 
 @pytest.fixture
-def twin(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int, int, IO[bytes]]]:
-    moto_port, api_port, console_port = _free_ports(3)
-    # conftest's autouse fixture cleared AWS_*/TRELLIS_*; the child gets exactly what it needs.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TRELLIS_"))}
-    env.update(
-        {
-            "TRELLIS_MOTO_PORT": str(moto_port),
-            "TRELLIS_API_PORT": str(api_port),
-            "TRELLIS_CONSOLE_PORT": str(console_port),
-            "TRELLIS_TOKEN_KEY": TEST_TOKEN_KEY,
-            "TRELLIS_TICK_SECONDS": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    # Output to a file, not a pipe: nobody reads a pipe while the twin runs, and a full one blocks it.
-    with (tmp_path / "twin.log").open("w+b") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "twin.run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            yield process, moto_port, api_port, console_port, log
-        finally:
-            if process.poll() is None:
-                # Let the twin stop its API child first; kill it only if that does not work.
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(STOP_TIMEOUT)
-
-
-def _wait_for_health(process: subprocess.Popen[bytes], api_port: int, log: IO[bytes]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"twin exited with {process.returncode} before /health answered:\n{_output(log)}")
-        try:
-            with _OPENER.open(f"http://127.0.0.1:{api_port}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.25)
-    pytest.fail(f"/health did not answer within {START_TIMEOUT:.0f}s:\n{_output(log)}")
+def twin(tmp_path: Path) -> Iterator[TwinProcess]:
+    with running_twin(tmp_path) as running:
+        yield running
 
 
 def _post_form(api_port: int, form_id: str, fields: dict[str, str]) -> tuple[int, dict[str, str]]:
@@ -125,7 +38,7 @@ def _post_form(api_port: int, form_id: str, fields: dict[str, str]) -> tuple[int
         method="POST",
     )
     try:
-        with _OPENER.open(request, timeout=15) as response:
+        with OPENER.open(request, timeout=15) as response:
             return response.status, dict(response.headers)
     except urllib.error.HTTPError as e:  # urllib raises for the 3xx it was told not to follow
         return e.code, dict(e.headers)
@@ -141,19 +54,19 @@ def _moto_client(service: str, port: int) -> Any:
     )
 
 
-def test_demo_captures_a_form_post_into_moto_and_stops_on_ctrl_c(
-    twin: tuple[subprocess.Popen[bytes], int, int, int, IO[bytes]],
-) -> None:
-    process, moto_port, api_port, console_port, log = twin
-    _wait_for_health(process, api_port, log)
+def test_demo_captures_a_form_post_into_moto_and_stops_on_ctrl_c(twin: TwinProcess) -> None:
+    process, moto_port, api_port, console_port = twin.process, twin.moto_port, twin.api_port, twin.console_port
+    twin.wait_for_health()
     campaign = load_campaign("demo")
 
     status, headers = _post_form(
         api_port, "newsletter", {"email": " Ada.Lovelace@Example.COM ", "first_name": "Ada", "consent": "on"}
     )
 
-    assert status == 303, _output(log)
-    assert headers["Location"] == campaign.forms["newsletter"].thank_you_url
+    assert status == 303, twin.output()
+    # The twin serves the demo campaign with its landing-page URLs on the console's actual port.
+    assert campaign.forms["newsletter"].thank_you_url == "http://127.0.0.1:8001/thanks.html"
+    assert headers["Location"] == f"http://127.0.0.1:{console_port}/thanks.html"
     lead_id = lead_id_for(normalise_email("Ada.Lovelace@Example.COM").identity)
     item = _moto_client("dynamodb", moto_port).get_item(
         TableName="trellis-dev-leads",
@@ -188,16 +101,16 @@ def test_demo_captures_a_form_post_into_moto_and_stops_on_ctrl_c(
             ConsistentRead=True,
         )["Items"]
         time.sleep(0.5)
-    assert [m["message_id"]["S"] for m in messages] == ["welcome.welcome"], _output(log)
+    assert [m["message_id"]["S"] for m in messages] == ["welcome.welcome"], twin.output()
     scored = dynamodb.get_item(
         TableName="trellis-dev-leads", Key={"pk": {"S": f"LEAD#{lead_id}"}, "sk": {"S": "PROFILE"}}, ConsistentRead=True
     )["Item"]
     assert scored["score_events"] == {"N": "1"}  # the form_submitted event went through the stream handler
     # ... and the dev console shows it in the outbox.
-    with _OPENER.open(f"http://127.0.0.1:{console_port}/outbox.json", timeout=5) as response:
+    with OPENER.open(f"http://127.0.0.1:{console_port}/outbox.json", timeout=5) as response:
         outbox = json.loads(response.read())
     assert [m["subject"] for m in outbox] == ["Welcome to the Trellis newsletter, Ada"]
-    with _OPENER.open(f"http://127.0.0.1:{console_port}/leads.json", timeout=5) as response:
+    with OPENER.open(f"http://127.0.0.1:{console_port}/leads.json", timeout=5) as response:
         leads = json.loads(response.read())
     assert [(lead["email"], lead["stage"], lead["score"]) for lead in leads] == [
         ("Ada.Lovelace@example.com", "subscriber", 5)
@@ -205,10 +118,10 @@ def test_demo_captures_a_form_post_into_moto_and_stops_on_ctrl_c(
 
     process.send_signal(signal.SIGINT)
 
-    assert process.wait(STOP_TIMEOUT) == 0, _output(log)
-    assert _port_is_free(api_port), "the API (chalice local) outlived the twin"
-    assert _port_is_free(moto_port)
-    assert _port_is_free(console_port)
+    assert process.wait(STOP_TIMEOUT) == 0, twin.output()
+    assert port_is_free(api_port), "the API (chalice local) outlived the twin"
+    assert port_is_free(moto_port)
+    assert port_is_free(console_port)
 
 
 def test_demo_asset_is_a_well_formed_pdf() -> None:

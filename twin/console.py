@@ -4,9 +4,12 @@
     GET  /pricing.html, /thanks.html, /ebook-thanks.html   pages that report page views
     GET  /leads, /leads.json          the newest leads with score, stage and timeline
     GET  /outbox.json                 every email SES accepted in the twin, newest first
-    GET  /outbox                      the same as a page, each email's HTML with working links
+    GET  /outbox                      the same as a page, each email's HTML with working links,
+                                      and buttons for the two POSTs below
     POST /tick                        run the scheduled dispatcher now
     POST /clock/advance?seconds=N     move the shared clock forward (0 < N <= 1 year)
+
+The POSTs answer JSON, or a redirect back to the outbox when a browser's form sent them.
 
 Never deployed: it exists only inside ``make demo``.
 """
@@ -162,7 +165,9 @@ class Console:
         elif path == "/outbox.json":
             _send(request, 200, "application/json", json.dumps(self._outbox()))
         elif path == "/outbox":
-            page = _PAGES.get_template("outbox.html").render(emails=self._outbox())
+            page = _PAGES.get_template("outbox.html").render(
+                emails=self._outbox(), now=self._clock.now(), offset=self._clock.offset_seconds()
+            )
             _send(request, 200, "text/html; charset=utf-8", page)
         elif path == "/leads.json":
             _send(request, 200, "application/json", json.dumps(self._leads(), default=str))
@@ -184,7 +189,11 @@ class Console:
     def _post(self, request: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(request.path)
         if parts.path == "/tick":
-            _send(request, 200, "application/json", json.dumps(self._tick(), default=str))
+            report = self._tick()
+            if _from_page(request):
+                _see_other(request, "/outbox")
+                return
+            _send(request, 200, "application/json", json.dumps(report, default=str))
         elif parts.path == "/clock/advance":
             values = parse_qs(parts.query).get("seconds", [])
             try:
@@ -197,10 +206,25 @@ class Console:
                 _send(request, 400, "application/json", json.dumps(body))
                 return
             offset = self._clock.advance(seconds)
+            if _from_page(request):
+                _see_other(request, "/outbox")
+                return
             body = {"offset_seconds": offset, "now": self._clock.now().isoformat()}
             _send(request, 200, "application/json", json.dumps(body))
         else:
             _send(request, 404, "application/json", json.dumps({"error": "not_found"}))
+
+
+def _from_page(request: BaseHTTPRequestHandler) -> bool:
+    """The outbox page's buttons (a browser asking for HTML) get the page back, not JSON."""
+    return "text/html" in request.headers.get("Accept", "")
+
+
+def _see_other(request: BaseHTTPRequestHandler, location: str) -> None:
+    request.send_response(303)
+    request.send_header("Location", location)
+    request.send_header("Content-Length", "0")
+    request.end_headers()
 
 
 def _send(request: BaseHTTPRequestHandler, status: int, content_type: str, body: str) -> None:

@@ -4,12 +4,17 @@
 (SIGINT) or SIGTERM:
 
 1. a moto server (the embedded AWS), in this process, on ``TRELLIS_MOTO_PORT`` (default 5000);
-2. the stage's resources from ``infra/`` (``twin.stack.deploy``) and the campaign's lead-magnet
-   files from ``twin/assets/`` uploaded to the assets bucket;
-3. ``chalice local`` (the API) as a child process on ``TRELLIS_API_PORT`` (default 8000).
+2. the stage's resources from ``infra/`` (``twin.stack.deploy``), the campaign's sender as a
+   verified SES identity, and its lead-magnet files from ``twin/assets/`` in the assets bucket;
+3. ``chalice local`` (the API) as a child process on ``TRELLIS_API_PORT`` (default 8000);
+4. what Lambda and EventBridge do and ``chalice local`` does not, in threads of this process,
+   calling the very handlers Lambda calls: the stream pump (``twin.pump``) and the dispatcher's
+   schedule, every ``TRELLIS_TICK_SECONDS`` (default 5);
+5. the dev console (``twin.console``) on ``TRELLIS_CONSOLE_PORT`` (default 8001).
 
-State: moto keeps everything in this process's memory, so every run starts from an empty
-account and stopping discards all of it (leads, events, assets). Nothing is written to disk.
+State: moto keeps everything in this process's memory, and the shared clock's offset and the
+campaign copy live in a temporary directory removed at exit, so every run starts from an empty
+account at the real time, and stopping discards all of it.
 
 ``TRELLIS_TOKEN_KEY`` is used when set (tests fix it); otherwise a fresh key is generated per
 run and never printed, so tokens from an earlier run stop verifying, like the data they named.
@@ -17,9 +22,6 @@ run and never printed, so tokens from an earlier run stop verifying, like the da
 The API runs without Chalice's auto-reload: its fallback file watcher re-reads every file under
 the project (the .venv included) each second and restarts on any change, caches and pytest's
 ``__pycache__`` included. Restart the twin after editing code; it comes back in seconds.
-
-Later issues add more parts (stream pump, outbox, clock, dev console): each is a ``Service``
-started through ``Twin.start``, with its port in ``PORTS``; stopping needs no further code.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import json
 import logging
 import mimetypes
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -52,7 +55,8 @@ from typing import Any, Optional, Protocol
 
 import boto3
 
-from chalicelib.config import APP_ROOT, MIN_TOKEN_KEY_LENGTH, load_campaign
+from chalicelib.config import APP_ROOT, MIN_TOKEN_KEY_LENGTH, campaign_path, load_campaign
+from chalicelib.models import Campaign
 from twin import stack
 
 HOST = "127.0.0.1"  # never 0.0.0.0: the twin has fake credentials and no auth in front of it
@@ -395,16 +399,15 @@ class Twin:
 # -- resources --------------------------------------------------------------------------------
 
 
-def provision(session: boto3.session.Session, stage: str, campaign_name: str) -> dict[str, str]:
+def provision(session: boto3.session.Session, stage: str, campaign: Campaign) -> dict[str, str]:
     """The stage's stack from infra/, plus each magnet's file at its asset key."""
     outputs = stack.deploy(stage, session)
-    campaign = load_campaign(campaign_name)
     stack.verify_sender(session, campaign.sender.from_address)
     s3 = session.client("s3")
     for magnet in campaign.magnets.values():
         source = ASSETS_DIR / PurePosixPath(magnet.asset_key).name
         if not source.is_file():
-            raise TwinError(f"no file {source} for the magnet asset {magnet.asset_key!r} of campaign {campaign_name!r}")
+            raise TwinError(f"no file {source} for the magnet asset {magnet.asset_key!r} of campaign {campaign.name!r}")
         content_type = mimetypes.guess_type(source.name)[0] or "application/octet-stream"
         s3.put_object(
             Bucket=outputs["AssetsBucketName"],
@@ -482,7 +485,9 @@ def run(config: TwinConfig, twin: Twin) -> None:
     # through it now, and parts added later that run in-process (the stream pump) need both
     # the endpoint and the app's settings.
     _replace_environ(local_environment(os.environ, moto.url))
-    outputs = provision(boto3.session.Session(), STAGE, campaign_name)
+    run_dir = _run_dir()
+    campaigns_dir = campaign_for_console(campaign_name, config.ports["console"], run_dir / "campaigns")
+    outputs = provision(boto3.session.Session(), STAGE, load_campaign(campaign_name, campaigns_dir))
     _replace_environ(
         {
             **{k: v for k, v in os.environ.items() if not k.startswith("TRELLIS_")},
@@ -495,7 +500,8 @@ def run(config: TwinConfig, twin: Twin) -> None:
             "TRELLIS_SALES_TOPIC_ARN": outputs["SalesTopicArn"],
             "TRELLIS_ADMIN_TOKEN": config.admin_token,
             # The shared, fast-forwardable clock of every process of the twin.
-            "TRELLIS_CLOCK_FILE": str(_clock_file()),
+            "TRELLIS_CLOCK_FILE": str(run_dir / "clock-offset"),
+            "TRELLIS_CAMPAIGNS_DIR": str(campaigns_dir),
         }
     )
     api = ChaliceLocal(config.ports["api"], STAGE, os.environ)
@@ -509,11 +515,30 @@ def run(config: TwinConfig, twin: Twin) -> None:
     twin.wait()
 
 
-def _clock_file() -> Path:
-    """A fresh clock per run (offset 0), in a directory removed when the process exits."""
+def _run_dir() -> Path:
+    """This run's files (the clock's offset, the campaign copy), removed when the process exits,
+    so the next run starts from offset 0 like it starts from an empty moto."""
     directory = Path(tempfile.mkdtemp(prefix="trellis-twin-"))
     atexit.register(shutil.rmtree, directory, True)
-    return directory / "clock-offset"
+    return directory
+
+
+def campaign_for_console(name: str, console_port: int, directory: Path) -> Path:
+    """A copy of ``campaigns/<name>.yaml`` in ``directory`` whose landing-page URLs (thank-you
+    pages, CORS origins) name the dev console's actual port; returns ``directory``.
+
+    The demo campaign names the console's default origin, as a deployed campaign names its real
+    site. Without this, a console on another port (``TRELLIS_CONSOLE_PORT``, the tests) would send
+    visitors to a thank-you page nobody serves and have its JSON posts refused by CORS.
+    """
+    text = campaign_path(name).read_text(encoding="utf-8")
+    default = PORTS["console"].default
+    for host in ("127.0.0.1", "localhost"):
+        text = re.sub(rf"http://{re.escape(host)}:{default}(?![0-9])", f"http://{host}:{console_port}", text)
+    directory.mkdir(parents=True, exist_ok=True)
+    campaign_path(name, directory).write_text(text, encoding="utf-8")
+    load_campaign(name, directory)  # the copy must still be valid: fail here, not at the first post
+    return directory
 
 
 def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: int) -> None:
@@ -543,7 +568,7 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
         # The moto server runs in this process: its SES backend holds every accepted email.
         return [str(m.raw_data) for m in ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages]
 
-    campaign = load_campaign(os.environ["TRELLIS_CAMPAIGN"])
+    campaign = load_campaign(os.environ["TRELLIS_CAMPAIGN"], Path(os.environ["TRELLIS_CAMPAIGNS_DIR"]))
     consent_texts = {form_id: form.consent.text for form_id, form in campaign.forms.items() if form.consent}
     from chalicelib import runtime
 
