@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest validate clean preview
+.PHONY: demo test lint typecheck pytest validate clean preview browser
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,13 +25,24 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check chalicelib app.py twin tests
 
 typecheck: $(STAMP)
-	$(BIN)/mypy chalicelib app.py
+	$(BIN)/mypy chalicelib app.py twin
 
 validate: $(STAMP)
 	$(BIN)/python -m chalicelib.validate campaigns/*.yaml
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(BIN)/python -m pytest -n 2 -q
+
+## Debian's Chromium and ChromeDriver for the real-browser test, installed when missing
+## (CI runs as root; elsewhere sudo is used when there is one). Never a browser download.
+CHROMIUM := /usr/bin/chromium
+CHROMEDRIVER := /usr/bin/chromedriver
+APT_INSTALL := apt-get install -y -q chromium chromium-driver
+browser:
+	@if [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ]; then exit 0; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive $(APT_INSTALL); \
+	elif command -v sudo >/dev/null; then sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive $(APT_INSTALL); \
+	else echo "make: the browser test needs Debian's chromium and chromium-driver: run '$(APT_INSTALL)' as root" >&2; exit 1; fi
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache dist

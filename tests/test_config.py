@@ -148,3 +148,23 @@ def test_campaign_naming_a_missing_template_fails_at_load(tmp_path):
         ConfigError, match=r"sequences\.welcome\.steps\.best-of\.template: no file templates/email/nope\.html"
     ):
         load_campaign_file(path)
+
+
+def test_campaigns_dir_defaults_to_the_packaged_campaigns_and_can_be_pointed_elsewhere(tmp_path):
+    env = {
+        "TRELLIS_CAMPAIGN": "demo",
+        "TRELLIS_TABLE": "t",
+        "TRELLIS_ASSETS_BUCKET": "b",
+        "TRELLIS_TOKEN_KEY": "k" * 40,
+        "TRELLIS_PUBLIC_URL": "https://x.example/api",
+        "TRELLIS_SES_CONFIGURATION_SET": "trellis-x",
+        "TRELLIS_SALES_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:trellis-x-sales",
+        "TRELLIS_ADMIN_TOKEN": "a" * 40,
+    }
+    assert Settings.from_env(env).campaigns_dir == CAMPAIGNS_DIR
+    write_campaign(tmp_path, "demo", lambda d: d.update(title="Elsewhere"))
+
+    settings = Settings.from_env({**env, "TRELLIS_CAMPAIGNS_DIR": str(tmp_path)})
+
+    assert settings.campaigns_dir == tmp_path
+    assert load_campaign(settings.campaign_name, settings.campaigns_dir).title == "Elsewhere"

@@ -64,3 +64,21 @@ def test_a_batch_failing_every_time_is_reported_not_retried_forever(client, sett
     pump.pump_once()
 
     assert pump.failures == ["RuntimeError: always"]
+
+
+def test_campaign_copy_follows_the_console_port(tmp_path):
+    from chalicelib.config import load_campaign
+    from twin.run import campaign_for_console
+
+    directory = campaign_for_console("demo", 18001, tmp_path / "campaigns")
+
+    packaged, served = load_campaign("demo"), load_campaign("demo", directory)
+    newsletter = served.forms["newsletter"]
+    assert newsletter.thank_you_url == "http://127.0.0.1:18001/thanks.html"
+    assert newsletter.allowed_origins == ["http://127.0.0.1:18001", "http://localhost:18001"]
+    assert served.forms["ebook"].thank_you_url == "http://127.0.0.1:18001/ebook-thanks.html"
+    # Nothing else differs.
+    for form_id, form in packaged.forms.items():
+        changed = {"thank_you_url", "allowed_origins"}
+        assert served.forms[form_id].model_dump(exclude=changed) == form.model_dump(exclude=changed)
+    assert served.model_dump(exclude={"forms"}) == packaged.model_dump(exclude={"forms"})

@@ -82,6 +82,8 @@ def parse_outbox(raw_messages: list[str]) -> list[dict[str, Any]]:
                 "subject": str(message["Subject"]),
                 "date": str(message["Date"]),
                 "reference": str(message["X-Trellis-Reference"] or ""),
+                # What a mail client's one-click unsubscribe POSTs to (RFC 8058).
+                "list_unsubscribe": str(message["List-Unsubscribe"] or ""),
                 "html": html.get_content() if html is not None else "",
                 "text": text.get_content() if text is not None else "",
             }
@@ -202,8 +204,8 @@ class Console:
                 seconds = float("nan")
             if not 0 < seconds <= MAX_ADVANCE_SECONDS:
                 reason = f"seconds must be a number above 0 and at most {MAX_ADVANCE_SECONDS}"
-                body = {"error": "validation_error", "fields": {"seconds": reason}}
-                _send(request, 400, "application/json", json.dumps(body))
+                refusal = {"error": "validation_error", "fields": {"seconds": reason}}
+                _send(request, 400, "application/json", json.dumps(refusal))
                 return
             offset = self._clock.advance(seconds)
             if _from_page(request):

@@ -558,7 +558,7 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
 
     twin.start(Background("dispatcher tick", _tick_seconds(), tick))
 
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.ses.models import ses_backends
 
     from chalicelib.clock import OffsetFileClock
@@ -585,6 +585,7 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
                     "score": lead.score,
                     "owner": (lead.owner or {}).get("name"),
                     "first_touch": lead.first_touch.form_id,
+                    "utm_source": lead.first_touch.utm_source,
                     "timeline": [{"at": e.at, "type": e.type} for e in timeline],
                 }
             )
