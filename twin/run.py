@@ -434,27 +434,24 @@ def banner(
         f'aws_access_key_id="{FAKE_CREDENTIAL}", aws_secret_access_key="{FAKE_CREDENTIAL}").Table("{table}"); '
         'pprint.pprint(t.scan()["Items"])'
     )
+    console = console_url
     return "\n".join(
         [
             "",
             f"Trellis twin is up: stage {STAGE}, campaign {campaign_name}, all on {HOST} only.",
-            f"  API         {api.url}",
-            f"  moto (AWS)  {moto.url}   table {table}, bucket {outputs['AssetsBucketName']}",
-            f"  console     {console_url}   outbox, POST /tick, POST /clock/advance?seconds=N",
+            f"  landing page  {console}/   (dev console: /outbox, /leads, POST /tick, POST /clock/advance?seconds=N)",
+            f"  API           {api.url}",
+            f"  moto (AWS)    {moto.url}   table {table}, bucket {outputs['AssetsBucketName']}",
             "State lives in memory: Ctrl-C stops everything and forgets it.",
             "",
-            "Try it: sign up with the newsletter form (answers 303, to the thank-you page)",
-            f"  curl -i {api.url}/forms/newsletter --data-urlencode email=ada@example.com "
-            "--data-urlencode first_name=Ada -d consent=on",
-            "the same as JSON (answers with the lead id: 201 for a new lead, 200 for a known one)",
-            f"  curl -i {api.url}/forms/newsletter -H 'Content-Type: application/json' "
-            """-d '{"email": "ada@example.com", "first_name": "Ada", "consent": true}'""",
-            "and see what was stored",
-            f"  {shlex.quote(python)} -c {shlex.quote(show_items)}",
-            f"The welcome email appears within a tick in the outbox: {console_url}/outbox (JSON: /outbox.json).",
-            f"Three days later, now: curl -X POST '{console_url}/clock/advance?seconds=259200' "
-            f"&& curl -X POST {console_url}/tick",
+            "Try this:",
+            f"  1. open {console}/ and subscribe, or: curl -i {api.url}/forms/newsletter "
+            "--data-urlencode email=ada@example.com --data-urlencode first_name=Ada -d consent=on",
+            f"  2. open {console}/outbox: the welcome email is there; click its link, then see {console}/leads",
+            f"  3. three days later, now: curl -X POST '{console}/clock/advance?seconds=259200' "
+            f"&& curl -X POST {console}/tick",
             "",
+            f"See what was stored: {shlex.quote(python)} -c {shlex.quote(show_items)}",
         ]
     )
 

@@ -6,6 +6,7 @@ indexes and stream cannot drift between them.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,17 @@ def stack_name(stage: str) -> str:
 def deploy(stage: str, session: Any = None) -> dict[str, str]:
     """Create (or reuse) the stage's stack and return its outputs by key."""
     session = session or boto3.session.Session()
-    with warnings.catch_warnings():
-        # moto warns for each resource type its CloudFormation skips; the gaps are filled below.
-        warnings.filterwarnings("ignore", message=".*not supported by moto's CloudFormation.*")
-        outputs = _create_stack(session.client("cloudformation"), stack_name(stage), stage)
+    # moto warns (and, as a server, logs) each resource type its CloudFormation skips; the gaps
+    # are filled below, so the warnings would only alarm the person running the twin.
+    parser_log = logging.getLogger("moto")  # the logger moto's CloudFormation parser uses
+    level = parser_log.level
+    parser_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*not supported by moto's CloudFormation.*")
+            outputs = _create_stack(session.client("cloudformation"), stack_name(stage), stage)
+    finally:
+        parser_log.setLevel(level)
     _enable_ttl(session, outputs["LeadsTableName"])
     outputs.setdefault("ConfigurationSetName", _create_configuration_set(session, stage))
     return outputs
