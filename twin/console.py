@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from chalicelib.clock import OffsetFileClock
+from twin.gate import ClockGate
 
 MAX_ADVANCE_SECONDS = 366 * 24 * 3600
 PAGES_DIR = Path(__file__).resolve().parent / "pages"
@@ -104,7 +105,9 @@ class Console:
         consent_texts: Optional[dict[str, str]] = None,
         leads: Optional[Callable[[], list[dict[str, Any]]]] = None,
         host: str = "127.0.0.1",
+        gate: Optional[ClockGate] = None,
     ) -> None:
+        self._gate = gate or ClockGate()
         self._leads = leads or (lambda: [])
         self._api_url = api_url
         self._consent_texts = consent_texts or {}
@@ -207,7 +210,8 @@ class Console:
                 refusal = {"error": "validation_error", "fields": {"seconds": reason}}
                 _send(request, 400, "application/json", json.dumps(refusal))
                 return
-            offset = self._clock.advance(seconds)
+            with self._gate.advancing():
+                offset = self._clock.advance(seconds)
             if _from_page(request):
                 _see_other(request, "/outbox")
                 return

@@ -58,6 +58,7 @@ import boto3
 from chalicelib.config import APP_ROOT, MIN_TOKEN_KEY_LENGTH, campaign_path, load_campaign
 from chalicelib.models import Campaign
 from twin import stack
+from twin.gate import ClockGate
 
 HOST = "127.0.0.1"  # never 0.0.0.0: the twin has fake credentials and no auth in front of it
 STAGE = "dev"
@@ -544,13 +545,20 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
     import app  # here, not at the top: app.py reads the environment set up just above
     from twin.pump import LambdaContext, StreamPump, StreamReader, scheduled_event
 
+    gate = ClockGate()
     session = boto3.session.Session()
     reader = StreamReader(session.client("dynamodb"), session.client("dynamodbstreams"), outputs["LeadsTableName"])
-    pump = StreamPump(reader, app.on_lead_change)
+
+    def on_lead_change(event: dict[str, Any], context: Any) -> Any:
+        with gate.handler():
+            return app.on_lead_change(event, context)
+
+    pump = StreamPump(reader, on_lead_change)
     twin.start(Background("stream pump", PUMP_SECONDS, pump.pump_once))
 
     def tick() -> dict[str, Any]:
-        report: dict[str, Any] = app.dispatch(scheduled_event(), LambdaContext("dispatch"))
+        with gate.handler():
+            report: dict[str, Any] = app.dispatch(scheduled_event(), LambdaContext("dispatch"))
         return report
 
     twin.start(Background("dispatcher tick", _tick_seconds(), tick))
@@ -596,6 +604,7 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
         api_url=os.environ["TRELLIS_PUBLIC_URL"],
         consent_texts=consent_texts,
         leads=leads,
+        gate=gate,
     )
     twin.start(console)
 
