@@ -2,7 +2,17 @@
 
 from typing import Any
 
-from chalice.app import Chalice, CloudWatchEvent, DynamoDBEvent, Rate, Request, Response, SNSEvent
+from chalice.app import (
+    AuthRequest,
+    AuthResponse,
+    Chalice,
+    CloudWatchEvent,
+    DynamoDBEvent,
+    Rate,
+    Request,
+    Response,
+    SNSEvent,
+)
 
 from chalicelib import runtime, web
 from chalicelib.config import EventSources
@@ -70,7 +80,13 @@ def confirm_subscription(token: str) -> Response:
     return web.confirm(runtime.current(), token)
 
 
-@app.route("/admin/leads/{lead_id}", methods=["PATCH"], content_types=["*/*"])
+# Cached by API Gateway per token for a minute: a rotated admin token stops working within it.
+@app.authorizer(ttl_seconds=60)
+def admin_auth(auth_request: AuthRequest) -> AuthResponse:
+    return web.authorize_admin(runtime.current(), auth_request)
+
+
+@app.route("/admin/leads/{lead_id}", methods=["PATCH"], content_types=["*/*"], authorizer=admin_auth)
 def admin_set_stage(lead_id: str) -> Response:
     return web.admin_set_stage(runtime.current(), lead_id, _request())
 

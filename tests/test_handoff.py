@@ -391,7 +391,10 @@ def test_sales_feedback_needs_the_admin_token_and_a_known_stage_and_lead(client,
     no_stage = patch(client, lead_id, {"note": "hi"}, AUTH)
     unknown = patch(client, "0" * 32, {"stage": "customer"}, AUTH)
 
-    for response in (missing, wrong, not_bearer):
+    # No Authorization header: API Gateway (and chalice local) answer before the authorizer runs.
+    assert (missing.status_code, body(missing)) == (401, {"message": "Unauthorized"})
+    # Wrong credentials: the authorizer's verdict, answered by Trellis with the same status.
+    for response in (wrong, not_bearer):
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"] == "Bearer"
         assert body(response) == {"error": "unauthorized"}
@@ -459,3 +462,39 @@ def test_a_recycled_lead_keeps_its_fit_and_scores_again_from_there(client, rt, c
     assert (item["stage"], float(item["score"])) == ("mql", 40)
     assert stage_changes(rt, lead_id)[-1] == ("recycled", "mql", "score 40 reached mql_threshold 40")
     assert len(handoffs(table_items)) == 1
+
+
+def test_every_admin_route_is_behind_the_admin_authorizer():
+    import app as application
+
+    admin_routes = {
+        (path, method): entry
+        for path, methods in application.app.routes.items()
+        if path.startswith("/admin/")
+        for method, entry in methods.items()
+    }
+    assert admin_routes
+    for entry in admin_routes.values():
+        assert entry.authorizer is application.admin_auth
+
+
+@pytest.mark.parametrize(
+    ("header", "verdict"),
+    [
+        (f"Bearer {ADMIN_TOKEN}", "admin"),
+        (f"bearer  {ADMIN_TOKEN} ", "admin"),
+        (f"Bearer {ADMIN_TOKEN}x", "anonymous"),
+        (f"Bearer {ADMIN_TOKEN[:-1]}", "anonymous"),
+        (f"Basic {ADMIN_TOKEN}", "anonymous"),
+        (ADMIN_TOKEN, "anonymous"),
+        ("", "anonymous"),
+    ],
+)
+def test_admin_authorizer_verdicts(rt, header, verdict):
+    from chalice.app import AuthRequest
+
+    from chalicelib.web import authorize_admin
+
+    answer = authorize_admin(rt, AuthRequest("TOKEN", header, "arn:aws:execute-api:us-east-1:1:api/api/GET/admin"))
+
+    assert answer.principal_id == verdict
