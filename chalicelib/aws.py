@@ -68,7 +68,12 @@ def sns() -> Any:
     return _session().client("sns", config=RETRY_CONFIG)
 
 
+@functools.cache
+def ssm() -> Any:
+    return _client("ssm")
+
+
 def reset() -> None:
     """Forget cached clients (tests that switch endpoints or credentials call this)."""
-    for getter in (dynamodb, s3, sesv2, ses_v1, sns, _session):
+    for getter in (dynamodb, s3, sesv2, ses_v1, sns, ssm, _session):
         getter.cache_clear()

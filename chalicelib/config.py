@@ -44,8 +44,10 @@ class Settings:
     ses_configuration_set: str
     # SNS topic every new SQL is published to.
     sales_topic_arn: str = ""
-    # Bearer token of the team's admin API; compared in constant time, never logged.
+    # Bearer token of the team's admin API; compared in constant time, never logged. Deployed
+    # stages name an SSM SecureString parameter holding it instead (admin_token_parameter).
     admin_token: bytes = field(default=b"", repr=False)
+    admin_token_parameter: Optional[str] = None
     # Emails per second; when unset, the SES account's own max send rate (GetSendQuota).
     max_send_rate: Optional[float] = None
     # Signs the sales webhook; required when the campaign configures one.
@@ -67,15 +69,22 @@ class Settings:
             "TRELLIS_PUBLIC_URL": "the API's public base URL, e.g. https://abc.execute-api.eu-west-1.amazonaws.com/api",
             "TRELLIS_SES_CONFIGURATION_SET": "the SES configuration set every email is sent with",
             "TRELLIS_SALES_TOPIC_ARN": "the SNS topic new sales-qualified leads are published to",
-            "TRELLIS_ADMIN_TOKEN": f"bearer token for /admin/ routes, at least {MIN_TOKEN_KEY_LENGTH} characters",
         }
         missing = [f"{name} ({why})" for name, why in required.items() if not env.get(name)]
+        admin_sources = [name for name in ("TRELLIS_ADMIN_TOKEN", "TRELLIS_ADMIN_TOKEN_PARAMETER") if env.get(name)]
+        if not admin_sources:
+            missing.append(
+                f"TRELLIS_ADMIN_TOKEN (bearer token for /admin/ routes, at least {MIN_TOKEN_KEY_LENGTH} characters)"
+                " or TRELLIS_ADMIN_TOKEN_PARAMETER (the SSM SecureString parameter holding it)"
+            )
         if missing:
             raise ConfigError("missing environment variables: " + "; ".join(missing))
         token_key = env["TRELLIS_TOKEN_KEY"]
         if len(token_key) < MIN_TOKEN_KEY_LENGTH:
             raise ConfigError(f"TRELLIS_TOKEN_KEY must be at least {MIN_TOKEN_KEY_LENGTH} characters")
-        if len(env["TRELLIS_ADMIN_TOKEN"]) < MIN_TOKEN_KEY_LENGTH:
+        if len(admin_sources) > 1:
+            raise ConfigError("set TRELLIS_ADMIN_TOKEN or TRELLIS_ADMIN_TOKEN_PARAMETER, not both")
+        if env.get("TRELLIS_ADMIN_TOKEN") and len(env["TRELLIS_ADMIN_TOKEN"]) < MIN_TOKEN_KEY_LENGTH:
             raise ConfigError(f"TRELLIS_ADMIN_TOKEN must be at least {MIN_TOKEN_KEY_LENGTH} characters")
         public_url = env["TRELLIS_PUBLIC_URL"].rstrip("/")
         if not public_url.startswith(("https://", "http://")):
@@ -96,7 +105,8 @@ class Settings:
             public_url=public_url,
             ses_configuration_set=env["TRELLIS_SES_CONFIGURATION_SET"],
             sales_topic_arn=env["TRELLIS_SALES_TOPIC_ARN"],
-            admin_token=env["TRELLIS_ADMIN_TOKEN"].encode(),
+            admin_token=env.get("TRELLIS_ADMIN_TOKEN", "").encode(),
+            admin_token_parameter=env.get("TRELLIS_ADMIN_TOKEN_PARAMETER") or None,
             max_send_rate=max_send_rate,
             webhook_secret=env["TRELLIS_WEBHOOK_SECRET"].encode() if env.get("TRELLIS_WEBHOOK_SECRET") else None,
             clock_file=env.get("TRELLIS_CLOCK_FILE") or None,

@@ -15,6 +15,7 @@ from chalicelib.assets import S3AssetLinks
 from chalicelib.capture import Capture
 from chalicelib.clock import Clock, OffsetFileClock, SystemClock
 from chalicelib.config import Settings, load_campaign
+from chalicelib.credentials import AdminToken, SsmAdminToken, StaticAdminToken
 from chalicelib.errors import ConfigError
 from chalicelib.handoff import Notifier, Qualifier, SalesFeedback, Webhook
 from chalicelib.models import Campaign
@@ -67,6 +68,12 @@ class Runtime:
             mailer=mailer,
             pacer=pacer,
         )
+
+    @functools.cached_property
+    def admin_token(self) -> AdminToken:
+        if self.settings.admin_token_parameter:
+            return SsmAdminToken(aws.ssm(), self.settings.admin_token_parameter, self.clock)
+        return StaticAdminToken(self.settings.admin_token)
 
     @functools.cached_property
     def capture(self) -> Capture:

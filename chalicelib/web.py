@@ -17,6 +17,7 @@ from chalice.app import AuthRequest, AuthResponse, Request, Response
 
 from chalicelib.capture import CaptureResult, RequestMeta
 from chalicelib.config import MAX_BODY_BYTES
+from chalicelib.credentials import CredentialsUnavailable
 from chalicelib.errors import (
     ConfigError,
     InvalidToken,
@@ -54,6 +55,7 @@ _STATUS: list[tuple[type[TrellisError], _Status]] = [
     (PayloadTooLarge, _Status(413, "payload_too_large", "Too much data")),
     (UnsupportedMediaType, _Status(415, "unsupported_media_type", "Unsupported form encoding")),
     (StoreError, _Status(503, "unavailable", "Please try again in a moment")),
+    (CredentialsUnavailable, _Status(503, "unavailable", "Please try again in a moment")),
     (ConfigError, _Status(500, "misconfigured", "Something is wrong on our side")),
 ]
 
@@ -310,6 +312,7 @@ _STATUS.insert(0, (Unauthorized, _Status(401, "unauthorized", "Unauthorized")))
 # The authorizer's verdicts, as principal ids.
 ADMIN = "admin"
 ANONYMOUS = "anonymous"
+UNKNOWN = "unknown"  # the token could not be read: 503, never a guess either way
 
 
 def authorize_admin(runtime: Runtime, auth: AuthRequest) -> AuthResponse:
@@ -322,12 +325,19 @@ def authorize_admin(runtime: Runtime, auth: AuthRequest) -> AuthResponse:
     Each admin route turns the "anonymous" verdict into that 401 (``_require_admin``).
     """
     scheme, _, token = (auth.token or "").partition(" ")
-    granted = scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), runtime.settings.admin_token)
+    try:
+        expected = runtime.admin_token.value()
+    except CredentialsUnavailable:
+        logger.exception("admin token unavailable")
+        return AuthResponse(routes=["*"], principal_id=UNKNOWN)
+    granted = scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected)
     return AuthResponse(routes=["*"], principal_id=ADMIN if granted else ANONYMOUS)
 
 
 def _require_admin(request: Request) -> None:
     verdict = (request.context.get("authorizer") or {}).get("principalId")
+    if verdict == UNKNOWN:
+        raise CredentialsUnavailable("the admin token could not be read")
     if verdict != ADMIN:
         raise Unauthorized("bad credentials")
 
