@@ -86,6 +86,11 @@ def admin_auth(auth_request: AuthRequest) -> AuthResponse:
     return web.authorize_admin(runtime.current(), auth_request)
 
 
+@app.route("/admin/leads", methods=["GET"], authorizer=admin_auth)
+def admin_list_leads() -> Response:
+    return web.admin_list_leads(runtime.current(), _request())
+
+
 @app.route("/admin/leads/{lead_id}", methods=["PATCH"], content_types=["*/*"], authorizer=admin_auth)
 def admin_set_stage(lead_id: str) -> Response:
     return web.admin_set_stage(runtime.current(), lead_id, _request())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import time, timedelta
+from datetime import datetime, time, timedelta
 from typing import Annotated, Any, Literal, Optional, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -519,3 +519,31 @@ class BehaviourEventIn(BaseModel):
     token: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
     type: Identifier
     url: Optional[HttpUrl] = None
+
+
+class LeadListParams(BaseModel):
+    """``GET /admin/leads`` query parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Optional[Stage] = None
+    min_score: Optional[float] = Field(default=None, ge=-1000, le=1000)
+    max_score: Optional[float] = Field(default=None, ge=-1000, le=1000)
+    form: Optional[Annotated[str, Field(min_length=1, max_length=64)]] = None
+    utm_source: Optional[Annotated[str, Field(min_length=1, max_length=200)]] = None
+    created_from: Optional[datetime] = None
+    created_to: Optional[datetime] = None
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: Optional[Annotated[str, Field(max_length=2000)]] = None
+
+    @model_validator(mode="after")
+    def _ranges_in_order(self) -> LeadListParams:
+        if self.min_score is not None and self.max_score is not None and self.min_score > self.max_score:
+            raise ValueError("min_score must not be above max_score")
+        for name in ("created_from", "created_to"):
+            moment = getattr(self, name)
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError(f"{name} needs a time zone, e.g. 2026-11-23T00:00:00Z")
+        if self.created_from and self.created_to and self.created_from > self.created_to:
+            raise ValueError("created_from must not be after created_to")
+        return self

@@ -109,6 +109,19 @@ class CaptureWrite:
     expires_at: Optional[int] = None
 
 
+@dataclass(frozen=True)
+class LeadQuery:
+    """Filters of the admin lead list; None means any."""
+
+    stage: Optional[str] = None
+    min_score: Optional[float] = None
+    max_score: Optional[float] = None
+    form_id: Optional[str] = None
+    utm_source: Optional[str] = None
+    created_from: Optional[str] = None  # ISO timestamps, inclusive
+    created_to: Optional[str] = None
+
+
 class Store:
     def __init__(self, client: DynamoDBClient, table_name: str) -> None:
         self._client = client
@@ -293,6 +306,82 @@ class Store:
             Limit=limit,
         )
         return [Lead.from_item(_deserialize(i)) for i in response.get("Items", [])]
+
+    def find_leads(
+        self, query: LeadQuery, limit: int, start: Optional[dict[str, Any]] = None
+    ) -> tuple[list[Lead], Optional[dict[str, Any]]]:
+        """Up to ``limit`` leads matching ``query`` and the key to go on from (None at the end).
+
+        Never a Scan: with a stage, the by_stage index (highest score first, the score range in
+        the key condition); without, the by_created index (newest first, the created range in the
+        key condition). The other filters are filter expressions on that index. Each Query asks
+        for no more items than are still wanted, so the returned key is exactly where to resume.
+        """
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        filters: list[str] = []
+
+        def between(attribute: str, low: Any, high: Any) -> Optional[str]:
+            names[f"#{attribute}"] = attribute
+            if low is not None:
+                values[f":{attribute}_low"] = low
+            if high is not None:
+                values[f":{attribute}_high"] = high
+            if low is not None and high is not None:
+                return f"#{attribute} BETWEEN :{attribute}_low AND :{attribute}_high"
+            if low is not None:
+                return f"#{attribute} >= :{attribute}_low"
+            if high is not None:
+                return f"#{attribute} <= :{attribute}_high"
+            del names[f"#{attribute}"]
+            return None
+
+        if query.stage is not None:
+            index, names["#stage"], values[":stage"] = STAGE_INDEX, "stage", query.stage
+            condition = "#stage = :stage"
+            score_range = between("score", query.min_score, query.max_score)
+            condition += f" AND {score_range}" if score_range else ""
+            created_range = between("created_at", query.created_from, query.created_to)
+            filters += [created_range] if created_range else []
+        else:
+            index, values[":leads"] = CREATED_INDEX, LEAD_LIST
+            condition = "lead_list = :leads"
+            created_range = between("created_at", query.created_from, query.created_to)
+            condition += f" AND {created_range}" if created_range else ""
+            score_range = between("score", query.min_score, query.max_score)
+            filters += [score_range] if score_range else []
+        names["#first_touch"] = "first_touch"
+        if query.form_id is not None:
+            names["#form_id"], values[":form_id"] = "form_id", query.form_id
+            filters.append("#first_touch.#form_id = :form_id")
+        if query.utm_source is not None:
+            names["#utm_source"], values[":utm_source"] = "utm_source", query.utm_source
+            filters.append("#first_touch.#utm_source = :utm_source")
+        if "#form_id" not in names and "#utm_source" not in names:
+            del names["#first_touch"]
+
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": index,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": _serialize(values),
+            "ScanIndexForward": False,
+        }
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        if filters:
+            kwargs["FilterExpression"] = " AND ".join(filters)
+        found: list[Lead] = []
+        key = start
+        while len(found) < limit:
+            if key is not None:
+                kwargs["ExclusiveStartKey"] = key
+            response = self._call("query", Limit=limit - len(found), **kwargs)
+            found += [Lead.from_item(_deserialize(i)) for i in response.get("Items", [])]
+            key = response.get("LastEvaluatedKey")
+            if key is None:
+                break
+        return found, key
 
     def list_events(self, lead_id: str) -> list[Event]:
         return [Event.from_item(i) for i in self._query_lead(lead_id, "EVENT#")]

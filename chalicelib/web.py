@@ -5,19 +5,23 @@ Every domain error becomes an HTTP status here and nowhere else (``error_respons
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from chalice.app import AuthRequest, AuthResponse, Request, Response
+from pydantic import ValidationError
 
 from chalicelib.capture import CaptureResult, RequestMeta
 from chalicelib.config import MAX_BODY_BYTES
 from chalicelib.credentials import CredentialsUnavailable
+from chalicelib.entities import Lead, iso
 from chalicelib.errors import (
     ConfigError,
     InvalidToken,
@@ -28,8 +32,10 @@ from chalicelib.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from chalicelib.models import LeadListParams
 from chalicelib.rendering import render_page
 from chalicelib.runtime import Runtime
+from chalicelib.store import LeadQuery
 
 logger = logging.getLogger(__name__)
 
@@ -360,3 +366,70 @@ def admin_set_stage(runtime: Runtime, lead_id: str, request: Request) -> Respons
         return error_response(e, headers=headers)
     body = {"lead_id": lead.lead_id, "stage": lead.stage, "stage_reason": lead.stage_reason, "score": lead.score}
     return Response(body, status_code=200, headers={"Content-Type": JSON})
+
+
+LEADS_CURSOR = "leads-cursor"
+CURSOR_LIFETIME = timedelta(days=1)
+
+
+def admin_list_leads(runtime: Runtime, request: Request) -> Response:
+    """``GET /admin/leads``: filtered, cursor-paginated, from the indexes (never a Scan)."""
+    try:
+        _require_admin(request)
+        params = _lead_list_params(request)
+        query = LeadQuery(
+            stage=params.stage,
+            min_score=params.min_score,
+            max_score=params.max_score,
+            form_id=params.form,
+            utm_source=params.utm_source,
+            created_from=iso(params.created_from) if params.created_from else None,
+            created_to=iso(params.created_to) if params.created_to else None,
+        )
+        # A cursor belongs to its filters: resuming another query's position would skip or repeat.
+        filters = hashlib.sha256(repr(query).encode()).hexdigest()[:16]
+        start = None
+        if params.cursor is not None:
+            try:
+                claims = runtime.signer.verify(LEADS_CURSOR, params.cursor, runtime.clock.now())
+            except InvalidToken as e:
+                raise ValidationFailed({"cursor": "not a cursor this list gave out, or expired"}) from e
+            if claims.get("f") != filters or not isinstance(claims.get("k"), dict):
+                raise ValidationFailed({"cursor": "belongs to other filters"})
+            start = claims["k"]
+        leads, next_key = runtime.store.find_leads(query, params.limit, start)
+    except TrellisError as e:
+        headers: Headers = {"WWW-Authenticate": "Bearer"} if isinstance(e, Unauthorized) else {}
+        return error_response(e, headers=headers)
+    cursor = None
+    if next_key is not None:
+        expires = runtime.clock.now() + CURSOR_LIFETIME
+        cursor = runtime.signer.sign(LEADS_CURSOR, {"f": filters, "k": next_key}, expires)
+    body = {"leads": [_lead_summary(lead) for lead in leads], "next_cursor": cursor}
+    return Response(body, status_code=200, headers={"Content-Type": JSON})
+
+
+def _lead_list_params(request: Request) -> LeadListParams:
+    raw = dict(request.query_params or {})
+    try:
+        return LeadListParams.model_validate(raw)
+    except ValidationError as e:
+        fields: dict[str, str] = {}
+        for item in e.errors():
+            name = str(item["loc"][0]) if item["loc"] else "query"
+            fields.setdefault(name, item["msg"].removeprefix("Value error, "))
+        raise ValidationFailed(fields) from e
+
+
+def _lead_summary(lead: Lead) -> dict[str, Any]:
+    return {
+        "lead_id": lead.lead_id,
+        "email": lead.email,
+        "stage": lead.stage,
+        "score": lead.score,
+        "created_at": lead.created_at,
+        "form": lead.first_touch.form_id,
+        "utm_source": lead.first_touch.utm_source,
+        "owner": (lead.owner or {}).get("name"),
+        "unsubscribed": lead.unsubscribed_at is not None,
+    }

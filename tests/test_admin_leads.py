@@ -1,0 +1,136 @@
+"""GET /admin/leads: filters, cursor pagination, served by the indexes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from chalicelib import aws
+from chalicelib.entities import iso, parse_iso
+from tests.conftest import ADMIN_TOKEN
+from tests.helpers import RequestCounter, body, post_json
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def leads(client: Any, headers: dict[str, str] | None = AUTH, **params: Any) -> Any:
+    return client.http.get("/admin/leads?" + urlencode(params), headers=headers or {})
+
+
+@pytest.fixture
+def captured(client, clock) -> list[str]:
+    """Six leads, a minute apart, oldest first: newsletter/ebook, three sources."""
+    emails = []
+    for n in range(6):
+        form = "newsletter" if n % 2 == 0 else "ebook"
+        email = f"lead{n}@example.com"
+        fields = {
+            "email": email,
+            "first_name": f"L{n}",
+            "consent": True,
+            "utm_source": ["ads", "blog", "social"][n % 3],
+        }
+        assert post_json(client, f"/forms/{form}", fields).status_code == 201
+        emails.append(email)
+        clock.advance(60)
+    return emails
+
+
+def captured_before(lead: dict[str, Any]) -> str:
+    """A moment 30 s before the lead was captured (captures are a minute apart)."""
+    return iso(parse_iso(lead["created_at"]) - timedelta(seconds=30))
+
+
+def emails_of(response: Any) -> list[str]:
+    return [lead["email"] for lead in body(response)["leads"]]
+
+
+def test_needs_the_admin_token(client, captured):
+    assert leads(client, headers=None).status_code == 401
+    wrong = leads(client, headers={"Authorization": "Bearer " + "x" * 40})
+    assert (wrong.status_code, body(wrong)) == (401, {"error": "unauthorized"})
+
+
+def test_newest_first_and_every_lead_once_across_pages_with_queries_only(client, captured):
+    calls = RequestCounter(aws.dynamodb())
+    seen: list[str] = []
+    pages = 0
+    cursor = None
+    while True:
+        response = leads(client, limit=4, **({"cursor": cursor} if cursor else {}))
+        assert response.status_code == 200
+        seen += emails_of(response)
+        pages += 1
+        cursor = body(response)["next_cursor"]
+        if cursor is None:
+            break
+
+    assert seen == list(reversed(captured))
+    assert pages == 2
+    assert set(calls.calls) == {"Query"}
+
+
+def test_filters(client, captured, clock):
+    # With a stage, highest score first; equal scores in no promised order.
+    assert sorted(emails_of(leads(client, stage="lead"))) == [
+        "lead1@example.com",
+        "lead3@example.com",
+        "lead5@example.com",
+    ]
+    assert emails_of(leads(client, form="newsletter")) == [
+        "lead4@example.com",
+        "lead2@example.com",
+        "lead0@example.com",
+    ]
+    assert emails_of(leads(client, utm_source="blog")) == ["lead4@example.com", "lead1@example.com"]
+    assert emails_of(leads(client, stage="subscriber", utm_source="ads")) == ["lead0@example.com"]
+    newest = body(leads(client, limit=1))["leads"][0]
+    assert emails_of(leads(client, created_from=newest["created_at"])) == ["lead5@example.com"]
+    assert emails_of(leads(client, stage="lead", created_from=newest["created_at"])) == ["lead5@example.com"]
+    earlier = emails_of(leads(client, stage="lead", created_to=captured_before(newest)))
+    assert sorted(earlier) == ["lead1@example.com", "lead3@example.com"]
+    scores = {lead["email"]: lead["score"] for lead in body(leads(client))["leads"]}
+    assert set(scores.values()) == {0}  # nothing scored yet: the stream has not run
+    assert emails_of(leads(client, stage="lead", min_score=1)) == []
+    assert len(emails_of(leads(client, stage="lead", min_score=0, max_score=0))) == 3
+    assert emails_of(leads(client, min_score=1)) == []
+
+
+def test_a_filtered_page_resumes_where_it_stopped(client, captured):
+    first = leads(client, form="ebook", limit=2)
+    second = leads(client, form="ebook", limit=2, cursor=body(first)["next_cursor"])
+
+    assert emails_of(first) + emails_of(second) == ["lead5@example.com", "lead3@example.com", "lead1@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"stage": "won"}, "stage"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "1000"}, "limit"),
+        ({"min_score": "abc"}, "min_score"),
+        ({"min_score": "5", "max_score": "1"}, "query"),
+        ({"created_from": "yesterday"}, "created_from"),
+        ({"created_from": "2026-11-23T00:00:00"}, "query"),
+        ({"colour": "red"}, "colour"),
+        ({"cursor": "abc.def"}, "cursor"),
+    ],
+)
+def test_bad_parameters_are_400_with_the_field(client, captured, params, field):
+    response = leads(client, **params)
+
+    assert response.status_code == 400
+    assert field in body(response)["fields"]
+
+
+def test_cursor_is_bound_to_its_filters_and_tamper_proof(client, captured):
+    cursor = body(leads(client, limit=2))["next_cursor"]
+    other = leads(client, limit=2, form="ebook", cursor=cursor)
+    tampered = leads(client, limit=2, cursor=cursor[:-2] + ("A" if cursor[-2] != "A" else "B") + cursor[-1])
+
+    assert (other.status_code, body(other)["fields"]) == (400, {"cursor": "belongs to other filters"})
+    assert tampered.status_code == 400 and "cursor" in body(tampered)["fields"]
