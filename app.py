@@ -91,6 +91,11 @@ def admin_list_leads() -> Response:
     return web.admin_list_leads(runtime.current(), _request())
 
 
+@app.route("/admin/leads/{lead_id}", methods=["GET"], authorizer=admin_auth)
+def admin_get_lead(lead_id: str) -> Response:
+    return web.admin_get_lead(runtime.current(), lead_id, _request())
+
+
 @app.route("/admin/leads/{lead_id}", methods=["PATCH"], content_types=["*/*"], authorizer=admin_auth)
 def admin_set_stage(lead_id: str) -> Response:
     return web.admin_set_stage(runtime.current(), lead_id, _request())

@@ -110,6 +110,14 @@ class CaptureWrite:
 
 
 @dataclass(frozen=True)
+class LeadRecord:
+    lead: Lead
+    events: list[Event]
+    enrolments: list[Enrolment]
+    messages: list[Message]
+
+
+@dataclass(frozen=True)
 class LeadQuery:
     """Filters of the admin lead list; None means any."""
 
@@ -637,6 +645,19 @@ class Store:
         lead = next((Lead.from_item(i) for i in items if i["sk"] == "PROFILE"), None)
         events = [Event.from_item(i) for i in items if str(i["sk"]).startswith("EVENT#")]
         return lead, events
+
+    def lead_record(self, lead_id: str) -> Optional[LeadRecord]:
+        """Everything kept in the lead's partition (profile, events, enrolments, messages): one Query."""
+        items = self._query_lead(lead_id)
+        lead = next((Lead.from_item(i) for i in items if i["sk"] == "PROFILE"), None)
+        if lead is None:
+            return None
+        return LeadRecord(
+            lead=lead,
+            events=[Event.from_item(i) for i in items if str(i["sk"]).startswith("EVENT#")],
+            enrolments=[Enrolment.from_item(i) for i in items if str(i["sk"]).startswith("ENROL#")],
+            messages=[Message.from_item(i) for i in items if str(i["sk"]).startswith("MSG#")],
+        )
 
     def exit_enrolments(self, lead_id: str, sequence_ids: set[str], reason: str) -> int:
         """Take the lead out of these sequences now (those still active); returns how many.

@@ -433,3 +433,52 @@ def _lead_summary(lead: Lead) -> dict[str, Any]:
         "owner": (lead.owner or {}).get("name"),
         "unsubscribed": lead.unsubscribed_at is not None,
     }
+
+
+def admin_get_lead(runtime: Runtime, lead_id: str, request: Request) -> Response:
+    """``GET /admin/leads/{lead_id}``: profile, consent, attribution, score and the timeline."""
+    try:
+        _require_admin(request)
+        record = runtime.store.lead_record(lead_id)
+        if record is None:
+            raise NotFound("lead", lead_id)
+    except TrellisError as e:
+        headers: Headers = {"WWW-Authenticate": "Bearer"} if isinstance(e, Unauthorized) else {}
+        return error_response(e, headers=headers)
+    lead = record.lead
+    timeline = [{"at": e.at, "kind": "event", "type": e.type, "data": e.data} for e in record.events] + [
+        {"at": m.sent_at, "kind": "message", "message_id": m.message_id, "subject": m.subject} for m in record.messages
+    ]
+    body = {
+        "lead": {
+            **_lead_summary(lead),
+            "updated_at": lead.updated_at,
+            "profile": lead.profile,
+            "custom": lead.custom,
+            "timezone": lead.timezone,
+            "unsubscribed_at": lead.unsubscribed_at,
+            "stage_reason": lead.stage_reason,
+            "owner": lead.owner,
+        },
+        "consent": lead.consent.to_item() if lead.consent else None,
+        "attribution": {"first_touch": lead.first_touch.to_item(), "last_touch": lead.last_touch.to_item()},
+        "score": {
+            "total": lead.score,
+            "engagement": lead.score_engagement,
+            "fit": lead.score_fit,
+            "events_counted": lead.score_events,
+            "reset_at": lead.score_reset_at,
+        },
+        "enrolments": [
+            {
+                "sequence": e.sequence_id,
+                "status": e.status,
+                "step_index": e.step_index,
+                "due_at": e.due_at,
+                "exit_reason": e.exit_reason,
+            }
+            for e in record.enrolments
+        ],
+        "timeline": sorted(timeline, key=lambda entry: str(entry["at"]), reverse=True),
+    }
+    return Response(json.dumps(body, default=str), status_code=200, headers={"Content-Type": JSON})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -134,3 +135,41 @@ def test_cursor_is_bound_to_its_filters_and_tamper_proof(client, captured):
 
     assert (other.status_code, body(other)["fields"]) == (400, {"cursor": "belongs to other filters"})
     assert tampered.status_code == 400 and "cursor" in body(tampered)["fields"]
+
+
+# -- one lead ---------------------------------------------------------------------------------
+
+
+def test_one_lead_with_consent_attribution_score_and_timeline(client, deliver, tick):
+    fields = {"email": "Kim@Example.com", "first_name": "Kim", "consent": True, "utm_source": "ads", "company": "Acme"}
+    lead_id = body(post_json(client, "/forms/ebook", fields))["lead_id"]
+    for _ in range(4):
+        deliver()
+    tick()
+
+    response = client.http.get(f"/admin/leads/{lead_id}", headers=AUTH)
+
+    assert response.status_code == 200
+    record = body(response)
+    assert record["lead"]["email"] == "Kim@example.com"
+    assert record["lead"]["profile"]["company"] == "Acme"
+    assert record["consent"]["status"] == "granted" and record["consent"]["form_id"] == "ebook"
+    assert record["attribution"]["first_touch"]["utm_source"] == "ads"
+    assert record["score"]["total"] == record["lead"]["score"] == 5  # the form submission
+    assert record["score"]["events_counted"] == 1
+    assert [e["sequence"] for e in record["enrolments"]] == ["ebook-nurture"]
+    kinds = [(entry["kind"], entry.get("type") or entry.get("message_id")) for entry in record["timeline"]]
+    assert ("event", "form_submitted") in kinds
+    assert ("message", "ebook-nurture.ebook-delivery") in kinds
+    moments = [entry["at"] for entry in record["timeline"]]
+    assert moments == sorted(moments, reverse=True)
+
+
+def test_one_lead_needs_the_token_and_unknown_is_404(client, captured):
+    lead_id = body(leads(client, limit=1))["leads"][0]["lead_id"]
+
+    assert client.http.get(f"/admin/leads/{lead_id}").status_code == 401
+    wrong = client.http.get(f"/admin/leads/{lead_id}", headers={"Authorization": "Bearer " + "x" * 40})
+    assert wrong.status_code == 401 and "email" not in json.dumps(body(wrong))
+    unknown = client.http.get(f"/admin/leads/{'0' * 32}", headers=AUTH)
+    assert (unknown.status_code, body(unknown)["error"]) == (404, "not_found")
