@@ -102,11 +102,11 @@ class Capture:
         try:
             values = dict(self._models[form_id].model_validate(cleaned))
         except ValidationError as e:
-            errors.update(_field_errors(e))
+            errors.update(field_errors(e))
         try:
             tracking = Tracking.model_validate(cleaned)
         except ValidationError as e:
-            errors.update(_field_errors(e))
+            errors.update(field_errors(e))
         consent_given = _truthy(cleaned.get(CONSENT_FIELD))
         if form.consent is not None and form.consent.required and not consent_given:
             errors[CONSENT_FIELD] = "consent is required to sign up with this form"
@@ -249,10 +249,11 @@ def _truthy(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() in _TRUE_VALUES
 
 
-def _field_errors(error: ValidationError) -> dict[str, str]:
+def field_errors(error: ValidationError, whole: str = "body") -> dict[str, str]:
+    """Each bad field's first reason; ``whole`` names errors about the input as a whole."""
     fields: dict[str, str] = {}
     for item in error.errors():
-        name = str(item["loc"][0]) if item["loc"] else "body"
+        name = str(item["loc"][0]) if item["loc"] else whole
         message = item["msg"].removeprefix("Value error, ")
         fields.setdefault(name, message)
     return fields

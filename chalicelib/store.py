@@ -330,19 +330,16 @@ class Store:
         filters: list[str] = []
 
         def between(attribute: str, low: Any, high: Any) -> Optional[str]:
+            if low is None and high is None:
+                return None
             names[f"#{attribute}"] = attribute
-            if low is not None:
-                values[f":{attribute}_low"] = low
-            if high is not None:
-                values[f":{attribute}_high"] = high
-            if low is not None and high is not None:
-                return f"#{attribute} BETWEEN :{attribute}_low AND :{attribute}_high"
-            if low is not None:
-                return f"#{attribute} >= :{attribute}_low"
-            if high is not None:
+            values.update({f":{attribute}_low": low} if low is not None else {})
+            values.update({f":{attribute}_high": high} if high is not None else {})
+            if low is None:
                 return f"#{attribute} <= :{attribute}_high"
-            del names[f"#{attribute}"]
-            return None
+            if high is None:
+                return f"#{attribute} >= :{attribute}_low"
+            return f"#{attribute} BETWEEN :{attribute}_low AND :{attribute}_high"
 
         if query.stage is not None:
             index, names["#stage"], values[":stage"] = STAGE_INDEX, "stage", query.stage
@@ -358,15 +355,11 @@ class Store:
             condition += f" AND {created_range}" if created_range else ""
             score_range = between("score", query.min_score, query.max_score)
             filters += [score_range] if score_range else []
-        names["#first_touch"] = "first_touch"
-        if query.form_id is not None:
-            names["#form_id"], values[":form_id"] = "form_id", query.form_id
-            filters.append("#first_touch.#form_id = :form_id")
-        if query.utm_source is not None:
-            names["#utm_source"], values[":utm_source"] = "utm_source", query.utm_source
-            filters.append("#first_touch.#utm_source = :utm_source")
-        if "#form_id" not in names and "#utm_source" not in names:
-            del names["#first_touch"]
+        for attribute, wanted in (("form_id", query.form_id), ("utm_source", query.utm_source)):
+            if wanted is not None:
+                names.update({"#first_touch": "first_touch", f"#{attribute}": attribute})
+                values[f":{attribute}"] = wanted
+                filters.append(f"#first_touch.#{attribute} = :{attribute}")
 
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from chalice.app import AuthRequest, AuthResponse, Request, Response
 from pydantic import ValidationError
 
-from chalicelib.capture import CaptureResult, RequestMeta
+from chalicelib.capture import CaptureResult, RequestMeta, field_errors
 from chalicelib.config import MAX_BODY_BYTES
 from chalicelib.credentials import CredentialsUnavailable
 from chalicelib.entities import Lead, iso
@@ -52,6 +52,7 @@ class _Status:
     code: int
     error: str
     heading: str
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 _STATUS: list[tuple[type[TrellisError], _Status]] = [
@@ -77,7 +78,7 @@ def error_response(
     error: TrellisError, *, html: bool = False, headers: Optional[Headers] = None, back_url: Optional[str] = None
 ) -> Response:
     status = _status_for(error)
-    headers = dict(headers or {})
+    headers = {**dict(status.headers), **(headers or {})}
     body: dict[str, Any] = {"error": status.error}
     if isinstance(error, ValidationFailed):
         body["fields"] = error.fields
@@ -312,7 +313,7 @@ class Unauthorized(TrellisError):
     """Missing or wrong admin credentials. Says nothing more."""
 
 
-_STATUS.insert(0, (Unauthorized, _Status(401, "unauthorized", "Unauthorized")))
+_STATUS.insert(0, (Unauthorized, _Status(401, "unauthorized", "Unauthorized", (("WWW-Authenticate", "Bearer"),))))
 
 
 # The authorizer's verdicts, as principal ids.
@@ -362,8 +363,7 @@ def admin_set_stage(runtime: Runtime, lead_id: str, request: Request) -> Respons
             raise ValidationFailed({"note": "optional text of at most 500 characters"})
         lead = runtime.sales_feedback.set_stage(lead_id, stage, note)
     except TrellisError as e:
-        headers: Headers = {"WWW-Authenticate": "Bearer"} if isinstance(e, Unauthorized) else {}
-        return error_response(e, headers=headers)
+        return error_response(e)
     body = {"lead_id": lead.lead_id, "stage": lead.stage, "stage_reason": lead.stage_reason, "score": lead.score}
     return Response(body, status_code=200, headers={"Content-Type": JSON})
 
@@ -399,8 +399,7 @@ def admin_list_leads(runtime: Runtime, request: Request) -> Response:
             start = claims["k"]
         leads, next_key = runtime.store.find_leads(query, params.limit, start)
     except TrellisError as e:
-        headers: Headers = {"WWW-Authenticate": "Bearer"} if isinstance(e, Unauthorized) else {}
-        return error_response(e, headers=headers)
+        return error_response(e)
     cursor = None
     if next_key is not None:
         expires = runtime.clock.now() + CURSOR_LIFETIME
@@ -414,11 +413,7 @@ def _lead_list_params(request: Request) -> LeadListParams:
     try:
         return LeadListParams.model_validate(raw)
     except ValidationError as e:
-        fields: dict[str, str] = {}
-        for item in e.errors():
-            name = str(item["loc"][0]) if item["loc"] else "query"
-            fields.setdefault(name, item["msg"].removeprefix("Value error, "))
-        raise ValidationFailed(fields) from e
+        raise ValidationFailed(field_errors(e, whole="query")) from e
 
 
 def _lead_summary(lead: Lead) -> dict[str, Any]:
@@ -443,8 +438,7 @@ def admin_get_lead(runtime: Runtime, lead_id: str, request: Request) -> Response
         if record is None:
             raise NotFound("lead", lead_id)
     except TrellisError as e:
-        headers: Headers = {"WWW-Authenticate": "Bearer"} if isinstance(e, Unauthorized) else {}
-        return error_response(e, headers=headers)
+        return error_response(e)
     lead = record.lead
     timeline = [{"at": e.at, "kind": "event", "type": e.type, "data": e.data} for e in record.events] + [
         {"at": m.sent_at, "kind": "message", "message_id": m.message_id, "subject": m.subject} for m in record.messages

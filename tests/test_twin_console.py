@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from chalicelib.clock import OffsetFileClock
+from tests.twin_process import OPENER
 from twin.console import Console
 
 RAW = (
@@ -142,24 +143,18 @@ def test_leads_view(console):
     assert status == 200 and "ann@example.com" in page and "<td>mql</td>" in page
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        return None
-
-
 def test_outbox_buttons_post_and_come_back_to_the_outbox(console, tmp_path):
     running, ticks = console
     _, page = call(running, "GET", "/outbox")
     assert '<form method="post" action="/clock/advance?seconds=86400">' in page
     assert '<form method="post" action="/tick">' in page
     assert "Twin clock:" in page and "days ahead" not in page
-    opener = urllib.request.build_opener(_NoRedirect)
 
     answers = []
     for path in ("/clock/advance?seconds=86400", "/tick"):
         request = urllib.request.Request(running.url + path, data=b"", method="POST", headers={"Accept": "text/html"})
         with pytest.raises(urllib.error.HTTPError) as redirect:
-            opener.open(request, timeout=5)
+            OPENER.open(request, timeout=5)
         answers.append((redirect.value.code, redirect.value.headers["Location"]))
 
     assert answers == [(303, "/outbox"), (303, "/outbox")]
