@@ -101,6 +101,36 @@ def admin_set_stage(lead_id: str) -> Response:
     return web.admin_set_stage(runtime.current(), lead_id, _request())
 
 
+@app.route("/admin/leads/{lead_id}", methods=["DELETE"], authorizer=admin_auth)
+def admin_erase_lead(lead_id: str) -> Response:
+    return web.admin_erase_lead(runtime.current(), lead_id, _request())
+
+
+@app.route("/admin/leads/{lead_id}/export", methods=["GET"], authorizer=admin_auth)
+def admin_export_lead(lead_id: str) -> Response:
+    return web.admin_export_lead(runtime.current(), lead_id, _request())
+
+
+@app.route("/admin/export/leads.csv", methods=["GET"], authorizer=admin_auth)
+def admin_export_csv() -> Response:
+    return web.admin_export_csv(runtime.current(), _request())
+
+
+@app.route("/admin/reports/funnel", methods=["GET"], authorizer=admin_auth)
+def admin_funnel_report() -> Response:
+    return web.admin_funnel_report(runtime.current(), _request())
+
+
+@app.route("/admin/reports/sequences", methods=["GET"], authorizer=admin_auth)
+def admin_sequence_report() -> Response:
+    return web.admin_sequence_report(runtime.current(), _request())
+
+
+@app.route("/admin/reports/spend", methods=["PUT"], content_types=["*/*"], authorizer=admin_auth)
+def admin_set_spend() -> Response:
+    return web.admin_set_spend(runtime.current(), _request())
+
+
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def dispatch(event: CloudWatchEvent) -> dict[str, Any]:
     lambda_context: Any = event.context  # Lambda's context object (Chalice types it loosely)

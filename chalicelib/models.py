@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, time, timedelta
-from typing import Annotated, Any, Literal, Optional, get_args
+from typing import Annotated, Any, Literal, Optional, Self, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -382,6 +382,19 @@ class Sales(_Strict):
     recycle_sequence: Optional[Identifier] = None
 
 
+_Channel = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Money = Annotated[float, Field(strict=True, ge=0, le=1_000_000_000, allow_inf_nan=False)]
+
+
+class AdSpend(_Strict):
+    """Money spent on one channel so far (its ``utm_source``/``utm_medium``), for cost per lead."""
+
+    utm_source: _Channel
+    utm_medium: _Channel
+    amount: Money
+
+
 class Campaign(_Strict):
     name: Identifier
     title: str = ""
@@ -396,6 +409,9 @@ class Campaign(_Strict):
     confirmation: Optional[Confirmation] = None
     scoring: Scoring
     sales: Sales
+    # ISO 4217 code the ad spend is in; required once there is any.
+    currency: Optional[Currency] = None
+    ad_spend: list[AdSpend] = Field(default_factory=list)
 
     @field_validator("timezone")
     @classmethod
@@ -414,6 +430,11 @@ class Campaign(_Strict):
                 problems.append(f"forms.{form_id}.custom_fields: clashes with the honeypot field")
             if form.double_opt_in and self.confirmation is None:
                 problems.append(f"forms.{form_id}.double_opt_in: the campaign needs a 'confirmation' email")
+        if self.ad_spend and self.currency is None:
+            problems.append("currency: needed for ad_spend (an ISO 4217 code such as EUR)")
+        channels = [(spend.utm_source, spend.utm_medium) for spend in self.ad_spend]
+        if len(set(channels)) != len(channels):
+            problems.append("ad_spend: each utm_source/utm_medium pair once")
         if self.sales.recycle_sequence is not None and self.sales.recycle_sequence not in self.sequences:
             problems.append(f"sales.recycle_sequence: no sequence named {self.sales.recycle_sequence!r}")
         for sequence_id, sequence in self.sequences.items():
@@ -537,7 +558,7 @@ class LeadListParams(BaseModel):
     cursor: Optional[Annotated[str, Field(max_length=2000)]] = None
 
     @model_validator(mode="after")
-    def _ranges_in_order(self) -> LeadListParams:
+    def _ranges_in_order(self) -> Self:
         if self.min_score is not None and self.max_score is not None and self.min_score > self.max_score:
             raise ValueError("min_score must not be above max_score")
         for name in ("created_from", "created_to"):
@@ -547,3 +568,13 @@ class LeadListParams(BaseModel):
         if self.created_from and self.created_to and self.created_from > self.created_to:
             raise ValueError("created_from must not be after created_to")
         return self
+
+
+class SpendUpdate(AdSpend):
+    """``PUT /admin/reports/spend``: the spend to date on one channel (replaces the file's)."""
+
+
+class LeadExportParams(LeadListParams):
+    """``GET /admin/export/leads.csv``: the list's filters, in bigger pages."""
+
+    limit: int = Field(default=1000, ge=1, le=5000)

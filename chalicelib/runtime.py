@@ -23,6 +23,8 @@ from chalicelib.nurture.dispatcher import Dispatcher, Pacer
 from chalicelib.nurture.feedback import Feedback
 from chalicelib.nurture.mailer import Mailer, SesMailer
 from chalicelib.nurture.render import Renderer
+from chalicelib.privacy import Privacy
+from chalicelib.reports import Reports, Tally
 from chalicelib.store import Store
 from chalicelib.streams import StreamProcessor
 from chalicelib.tracking import LinkBuilder, TokenSigner, Tracker
@@ -129,12 +131,26 @@ class Runtime:
         )
 
     @functools.cached_property
+    def privacy(self) -> Privacy:
+        return Privacy(self.store, self.clock)
+
+    @functools.cached_property
+    def tally(self) -> Tally:
+        return Tally(self.campaign, self.store)
+
+    @functools.cached_property
+    def reports(self) -> Reports:
+        return Reports(self.campaign, self.store, self.clock)
+
+    @functools.cached_property
     def feedback(self) -> Feedback:
-        return Feedback(self.store, self.clock)
+        return Feedback(self.store, self.tally, self.clock)
 
     @functools.cached_property
     def streams(self) -> StreamProcessor:
-        return StreamProcessor(self.campaign, self.store, self.dispatcher, self.qualifier, self.notifier, self.clock)
+        return StreamProcessor(
+            self.campaign, self.store, self.dispatcher, self.qualifier, self.notifier, self.tally, self.clock
+        )
 
 
 _current: Optional[Runtime] = None

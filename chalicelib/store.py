@@ -8,16 +8,23 @@ One table per campaign stage (see docs/data-model.md):
     enrolment         LEAD#<lead_id>     ENROL#<sequence_id>                 due (sparse, sharded)
     message           LEAD#<lead_id>     MSG#<sequence>.<step>#<enrolled_at> -
     handoff           LEAD#<lead_id>     HANDOFF#<iso time>                  due (only while a webhook retry waits)
+    report marker     LEAD#<lead_id>     COUNTED#<what>                      -
     suppression       SUPPRESS#<lead_id> SUPPRESS                            -
-    counters          STATS              BOTS                                -
+    counters          STATS              BOTS, ROUND_ROBIN, FUNNEL#..., STEP#..., SPEND#...
+
+Report counters are kept by the stream handler: each count is a transaction of a marker put
+(conditional on its absence, in the lead's partition) and the counter increments, so a
+redelivered record or a lead reaching a stage twice counts once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
+from urllib.parse import quote, unquote
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
@@ -31,6 +38,7 @@ from chalicelib.entities import (
     Message,
     Suppression,
     Touch,
+    from_dynamo_value,
     to_dynamo_value,
 )
 from chalicelib.errors import ConditionFailed, StoreError, WriteConflict
@@ -47,6 +55,13 @@ DUE_SHARDS = 8
 TTL_ATTRIBUTE = "expires_at"
 # Every lead profile carries this constant partition key for the by_created index.
 LEAD_LIST = "LEADS"
+STATS_PK = "STATS"
+MARKER_PREFIX = "COUNTED#"
+# Attributes that only serve keys and indexes: not part of what a lead export shows.
+_KEY_ATTRIBUTES = frozenset({"pk", "sk", "lead_list", "due_shard"})
+# A counter transaction that collides with another on the same hot STATS item is retried a few
+# times; after that the stream batch fails and Lambda redelivers it (counting is idempotent).
+_COUNT_ATTEMPTS = 4
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -61,7 +76,7 @@ def due_shard(lead_id: str) -> str:
     return f"DUE#{shard}"
 
 
-def parse_stream_image(image: Mapping[str, Any]) -> Optional[Enrolment | Event | Handoff]:
+def parse_stream_image(image: Mapping[str, Any]) -> Optional[Enrolment | Event | Handoff | Message]:
     """Turn a stream record's image (DynamoDB JSON) into the entity it holds, if we react to it."""
     if not image or "sk" not in image:
         return None
@@ -73,6 +88,8 @@ def parse_stream_image(image: Mapping[str, Any]) -> Optional[Enrolment | Event |
         return Event.from_item(item)
     if sort_key.startswith("HANDOFF#"):
         return Handoff.from_item(item)
+    if sort_key.startswith("MSG#"):
+        return Message.from_item(item)
     return None
 
 
@@ -115,6 +132,37 @@ class LeadRecord:
     events: list[Event]
     enrolments: list[Enrolment]
     messages: list[Message]
+
+
+@dataclass(frozen=True)
+class Counter:
+    """One report counter item: a kind ("funnel", "step", "spend") and the parts naming it."""
+
+    kind: str
+    parts: tuple[str, ...]
+
+    @property
+    def sort_key(self) -> str:
+        # Parts are free text (utm values): quoted, so "#" inside one cannot split it.
+        return "#".join((self.kind.upper(), *(quote(part, safe="") for part in self.parts)))
+
+    @classmethod
+    def from_sort_key(cls, sort_key: str) -> Counter:
+        kind, *parts = sort_key.split("#")
+        return cls(kind.lower(), tuple(unquote(part) for part in parts))
+
+
+@dataclass(frozen=True)
+class LeadExport:
+    """Everything stored under one lead (GDPR export), as plain attributes without key plumbing."""
+
+    profile: dict[str, Any]
+    events: list[dict[str, Any]]
+    enrolments: list[dict[str, Any]]
+    messages: list[dict[str, Any]]
+    handoffs: list[dict[str, Any]]
+    report_markers: list[str]
+    suppression: Optional[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -836,6 +884,129 @@ class Store:
     def bot_counts(self) -> dict[str, int]:
         item = self._get({"pk": "STATS", "sk": "BOTS"}) or {}
         return {k: int(v) for k, v in item.items() if k not in ("pk", "sk")}
+
+    def count_once(
+        self, lead_id: str, marker: str, adds: Mapping[Counter, Mapping[str, int]], at: str, *, probe: bool = False
+    ) -> bool:
+        """Add to report counters unless this lead's ``marker`` was counted before. One transaction.
+
+        Returns False (and changes nothing) when the marker exists: a redelivered record, a
+        second open of the same email, a lead reaching a stage again. With ``probe``, for things
+        that often repeat, a read first skips the transaction: a read costs a quarter of what a
+        cancelled transaction does.
+        """
+        marker_key = {"pk": _lead_pk(lead_id), "sk": f"{MARKER_PREFIX}{marker}"}
+        if probe and self._get(marker_key) is not None:
+            return False
+        operations: list[dict[str, Any]] = [{"Put": self._new_item({**marker_key, "at": at})}]
+        for counter, increments in adds.items():
+            names = {f"#c{i}": name for i, name in enumerate(increments)}
+            values = {f":c{i}": amount for i, amount in enumerate(increments.values())}
+            operations.append(
+                {
+                    "Update": {
+                        "TableName": self.table_name,
+                        "Key": _serialize({"pk": STATS_PK, "sk": counter.sort_key}),
+                        "UpdateExpression": "ADD " + ", ".join(f"#c{i} :c{i}" for i in range(len(names))),
+                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": _serialize(values),
+                    }
+                }
+            )
+        for attempt in range(_COUNT_ATTEMPTS):
+            try:
+                self._transact(operations)
+                return True
+            except ConditionFailed:
+                return False
+            except WriteConflict:
+                if attempt == _COUNT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * 2**attempt)
+        return False  # unreachable: the last attempt returns or raises
+
+    def report_counters(self) -> dict[Counter, dict[str, Any]]:
+        """Every report counter (funnel, step, spend): one Query of the stats partition."""
+        counters: dict[Counter, dict[str, Any]] = {}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :stats",
+            "ExpressionAttributeValues": _serialize({":stats": STATS_PK}),
+        }
+        while True:
+            page = self._call("query", **kwargs)
+            for raw in page.get("Items", []):
+                item = _deserialize(raw)
+                if "#" in str(item["sk"]):
+                    attributes = {k: from_dynamo_value(v) for k, v in item.items() if k not in ("pk", "sk")}
+                    counters[Counter.from_sort_key(str(item["sk"]))] = attributes
+            if "LastEvaluatedKey" not in page:
+                return counters
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def set_counter_fields(self, counter: Counter, fields: Mapping[str, Any]) -> None:
+        """Overwrite a stats item's fields (ad spend entered through the API)."""
+        self._call(
+            "put_item",
+            TableName=self.table_name,
+            Item=_serialize({"pk": STATS_PK, "sk": counter.sort_key, **fields}),
+        )
+
+    # -- GDPR -----------------------------------------------------------------------------------
+
+    def export_lead(self, lead_id: str) -> Optional[LeadExport]:
+        """Everything stored under the lead and its suppression, if any. None: no such lead."""
+        items = [{k: from_dynamo_value(v) for k, v in item.items()} for item in self._query_lead(lead_id)]
+        profile = next((item for item in items if item["sk"] == "PROFILE"), None)
+        if profile is None:
+            return None
+
+        def plain(prefix: str) -> list[dict[str, Any]]:
+            return [
+                {k: v for k, v in item.items() if k not in _KEY_ATTRIBUTES}
+                for item in items
+                if str(item["sk"]).startswith(prefix)
+            ]
+
+        suppression = self._get({"pk": f"SUPPRESS#{lead_id}", "sk": "SUPPRESS"})
+        return LeadExport(
+            profile={k: v for k, v in profile.items() if k not in _KEY_ATTRIBUTES},
+            events=plain("EVENT#"),
+            enrolments=plain("ENROL#"),
+            messages=plain("MSG#"),
+            handoffs=plain("HANDOFF#"),
+            report_markers=[i["sk"].removeprefix(MARKER_PREFIX) for i in items if i["sk"].startswith(MARKER_PREFIX)],
+            suppression={k: v for k, v in from_dynamo_value(suppression).items() if k not in _KEY_ATTRIBUTES}
+            if suppression
+            else None,
+        )
+
+    def erase_lead(self, lead_id: str, suppression: Suppression) -> Optional[int]:
+        """Delete every item of the lead's partition, after suppressing the address for good.
+
+        The suppression goes first and the profile last: a failure half-way leaves the address
+        suppressed and the lead still listed, so running the erase again finishes it. Returns
+        the number of items deleted, or None when there is no such lead.
+        """
+        items = self._query_lead(lead_id)
+        if not any(item["sk"] == "PROFILE" for item in items):
+            return None
+        self.suppress(suppression)
+        keys = [{"pk": item["pk"], "sk": item["sk"]} for item in items if item["sk"] != "PROFILE"]
+        for start in range(0, len(keys), 25):
+            self._delete_batch(keys[start : start + 25])
+        self._call("delete_item", TableName=self.table_name, Key=_serialize({"pk": _lead_pk(lead_id), "sk": "PROFILE"}))
+        return len(keys) + 1
+
+    def _delete_batch(self, keys: list[dict[str, Any]]) -> None:
+        requests: list[Any] = [{"DeleteRequest": {"Key": _serialize(key)}} for key in keys]
+        for attempt in range(6):
+            response = self._call("batch_write_item", RequestItems={self.table_name: requests})
+            requests = response.get("UnprocessedItems", {}).get(self.table_name, [])
+            if not requests:
+                return
+            time.sleep(0.05 * 2**attempt)
+        raise StoreError(f"{len(requests)} items of the lead could not be deleted; erase again")
 
     # -- plumbing -----------------------------------------------------------------------------
 

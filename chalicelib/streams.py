@@ -1,9 +1,10 @@
 """The table's stream, as Lambda delivers it: react to what was just written.
 
-Now: a new enrolment whose first step is due is dispatched at once (the lead-magnet delivery
-does not wait for the next tick), and events named in a sequence's ``entry.events`` enrol the
-lead. Every action here is idempotent (claims, conditional puts), so Lambda's redelivery of a
-batch is harmless.
+A new enrolment whose first step is due is dispatched at once (the lead-magnet delivery
+does not wait for the next tick); events named in a sequence's ``entry.events`` enrol the lead;
+events rescore their lead; a new handoff notifies sales; events and sent messages move the
+report counters (``chalicelib.reports``). Every action here is idempotent (claims, conditional
+puts, counted markers), so Lambda's redelivery of a batch is harmless.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.clock import Clock
-from chalicelib.entities import Enrolment, Event, Handoff, iso
+from chalicelib.entities import Enrolment, Event, Handoff, Message, iso
 from chalicelib.handoff import STAGE_CHANGED, Notifier, Qualifier
 from chalicelib.models import Campaign
 from chalicelib.nurture.dispatcher import Dispatcher, TickReport
+from chalicelib.reports import Tally
 from chalicelib.store import Store, parse_stream_image
 
 
@@ -28,6 +30,7 @@ class StreamReport:
     rescored: int = 0
     stage_changes: int = 0
     handoffs: int = 0
+    counted: int = 0
 
 
 class StreamProcessor:
@@ -38,6 +41,7 @@ class StreamProcessor:
         dispatcher: Dispatcher,
         qualifier: Qualifier,
         notifier: Notifier,
+        tally: Tally,
         clock: Clock,
     ) -> None:
         self._campaign = campaign
@@ -45,6 +49,7 @@ class StreamProcessor:
         self._dispatcher = dispatcher
         self._qualifier = qualifier
         self._notifier = notifier
+        self._tally = tally
         self._clock = clock
         self._entry: dict[str, list[str]] = {}
         for sequence_id, sequence in campaign.sequences.items():
@@ -70,11 +75,14 @@ class StreamProcessor:
                 if was_due and self._dispatcher.dispatch(image, tick):
                     report.dispatched += 1
             elif isinstance(image, Event) and record["eventName"] == "INSERT":
+                report.counted += self._tally.observe(image)
                 report.enrolled += self._enrol_on(image)
                 if image.type != STAGE_CHANGED:  # our own writes never feed back
                     to_rescore.setdefault(image.lead_id)
             elif isinstance(image, Handoff) and record["eventName"] == "INSERT":
                 report.handoffs += int(self._notifier.notify(image))
+            elif isinstance(image, Message) and record["eventName"] == "INSERT":
+                report.counted += self._tally.observe(image)
         for lead_id in to_rescore:
             report.rescored += 1
             if self._qualifier.rescore(lead_id) is not None:

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from chalice.app import AuthRequest, AuthResponse, Request, Response
@@ -32,7 +32,8 @@ from chalicelib.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from chalicelib.models import LeadListParams
+from chalicelib.exports import leads_csv
+from chalicelib.models import LeadExportParams, LeadListParams, SpendUpdate
 from chalicelib.rendering import render_page
 from chalicelib.runtime import Runtime
 from chalicelib.store import LeadQuery
@@ -40,6 +41,7 @@ from chalicelib.store import LeadQuery
 logger = logging.getLogger(__name__)
 
 Headers = dict[str, str | list[str]]
+_Params = TypeVar("_Params", bound=LeadListParams)
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -372,46 +374,74 @@ LEADS_CURSOR = "leads-cursor"
 CURSOR_LIFETIME = timedelta(days=1)
 
 
-def admin_list_leads(runtime: Runtime, request: Request) -> Response:
-    """``GET /admin/leads``: filtered, cursor-paginated, from the indexes (never a Scan)."""
-    try:
-        _require_admin(request)
-        params = _lead_list_params(request)
-        query = LeadQuery(
-            stage=params.stage,
-            min_score=params.min_score,
-            max_score=params.max_score,
-            form_id=params.form,
-            utm_source=params.utm_source,
-            created_from=iso(params.created_from) if params.created_from else None,
-            created_to=iso(params.created_to) if params.created_to else None,
-        )
-        # A cursor belongs to its filters: resuming another query's position would skip or repeat.
-        filters = hashlib.sha256(repr(query).encode()).hexdigest()[:16]
-        start = None
-        if params.cursor is not None:
-            try:
-                claims = runtime.signer.verify(LEADS_CURSOR, params.cursor, runtime.clock.now())
-            except InvalidToken as e:
-                raise ValidationFailed({"cursor": "not a cursor this list gave out, or expired"}) from e
-            if claims.get("f") != filters or not isinstance(claims.get("k"), dict):
-                raise ValidationFailed({"cursor": "belongs to other filters"})
-            start = claims["k"]
-        leads, next_key = runtime.store.find_leads(query, params.limit, start)
-    except TrellisError as e:
-        return error_response(e)
+def _find_leads(runtime: Runtime, params: LeadListParams) -> tuple[list[Lead], Optional[str]]:
+    """One page of the filtered lead list and the signed cursor of the next (None at the end)."""
+    query = LeadQuery(
+        stage=params.stage,
+        min_score=params.min_score,
+        max_score=params.max_score,
+        form_id=params.form,
+        utm_source=params.utm_source,
+        created_from=iso(params.created_from) if params.created_from else None,
+        created_to=iso(params.created_to) if params.created_to else None,
+    )
+    # A cursor belongs to its filters: resuming another query's position would skip or repeat.
+    filters = hashlib.sha256(repr(query).encode()).hexdigest()[:16]
+    start = None
+    if params.cursor is not None:
+        try:
+            claims = runtime.signer.verify(LEADS_CURSOR, params.cursor, runtime.clock.now())
+        except InvalidToken as e:
+            raise ValidationFailed({"cursor": "not a cursor this list gave out, or expired"}) from e
+        if claims.get("f") != filters or not isinstance(claims.get("k"), dict):
+            raise ValidationFailed({"cursor": "belongs to other filters"})
+        start = claims["k"]
+    leads, next_key = runtime.store.find_leads(query, params.limit, start)
     cursor = None
     if next_key is not None:
         expires = runtime.clock.now() + CURSOR_LIFETIME
         cursor = runtime.signer.sign(LEADS_CURSOR, {"f": filters, "k": next_key}, expires)
+    return leads, cursor
+
+
+def admin_list_leads(runtime: Runtime, request: Request) -> Response:
+    """``GET /admin/leads``: filtered, cursor-paginated, from the indexes (never a Scan)."""
+    try:
+        _require_admin(request)
+        leads, cursor = _find_leads(runtime, _query_params(request, LeadListParams))
+    except TrellisError as e:
+        return error_response(e)
     body = {"leads": [_lead_summary(lead) for lead in leads], "next_cursor": cursor}
     return Response(body, status_code=200, headers={"Content-Type": JSON})
 
 
-def _lead_list_params(request: Request) -> LeadListParams:
-    raw = dict(request.query_params or {})
+def admin_export_csv(runtime: Runtime, request: Request) -> Response:
+    """``GET /admin/export/leads.csv``: the list's filters, up to ``limit`` rows per response.
+
+    A Lambda response is held in memory (6 MB at most), so a big export comes in pages: the
+    ``Link: <...>; rel="next"`` header names the next one, as GitHub's API does.
+    """
     try:
-        return LeadListParams.model_validate(raw)
+        _require_admin(request)
+        params = _query_params(request, LeadExportParams)
+        leads, cursor = _find_leads(runtime, params)
+    except TrellisError as e:
+        return error_response(e)
+    headers: Headers = {
+        **_NO_STORE,
+        "Content-Type": "text/csv; charset=utf-8",
+        "Content-Disposition": 'attachment; filename="leads.csv"',
+    }
+    if cursor is not None:
+        query = {k: v for k, v in (request.query_params or {}).items() if k != "cursor"}
+        next_url = f"{runtime.settings.public_url}/admin/export/leads.csv?{urlencode({**query, 'cursor': cursor})}"
+        headers["Link"] = f'<{next_url}>; rel="next"'
+    return Response(leads_csv(runtime.campaign, leads), status_code=200, headers=headers)
+
+
+def _query_params(request: Request, model: type[_Params]) -> _Params:
+    try:
+        return model.model_validate(dict(request.query_params or {}))
     except ValidationError as e:
         raise ValidationFailed(field_errors(e, whole="query")) from e
 
@@ -476,3 +506,56 @@ def admin_get_lead(runtime: Runtime, lead_id: str, request: Request) -> Response
         "timeline": sorted(timeline, key=lambda entry: str(entry["at"]), reverse=True),
     }
     return Response(json.dumps(body, default=str), status_code=200, headers={"Content-Type": JSON})
+
+
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(json.dumps(body, default=str), status_code=status, headers={**_NO_STORE, "Content-Type": JSON})
+
+
+def admin_export_lead(runtime: Runtime, lead_id: str, request: Request) -> Response:
+    """``GET /admin/leads/{lead_id}/export``: everything stored about the person (GDPR art. 15)."""
+    try:
+        _require_admin(request)
+        return _json(runtime.privacy.export(lead_id))
+    except TrellisError as e:
+        return error_response(e)
+
+
+def admin_erase_lead(runtime: Runtime, lead_id: str, request: Request) -> Response:
+    """``DELETE /admin/leads/{lead_id}``: erase the person, suppress the address (GDPR art. 17)."""
+    try:
+        _require_admin(request)
+        return _json(runtime.privacy.erase(lead_id))
+    except TrellisError as e:
+        return error_response(e)
+
+
+def admin_funnel_report(runtime: Runtime, request: Request) -> Response:
+    try:
+        _require_admin(request)
+        return _json(runtime.reports.funnel())
+    except TrellisError as e:
+        return error_response(e)
+
+
+def admin_sequence_report(runtime: Runtime, request: Request) -> Response:
+    try:
+        _require_admin(request)
+        return _json(runtime.reports.sequences())
+    except TrellisError as e:
+        return error_response(e)
+
+
+def admin_set_spend(runtime: Runtime, request: Request) -> Response:
+    """``PUT /admin/reports/spend``: the spend to date on one channel (replaces the campaign file's)."""
+    try:
+        _require_admin(request)
+        if _media_type(request) != JSON:
+            raise UnsupportedMediaType(_media_type(request) or "(none)", (JSON,))
+        try:
+            update = SpendUpdate.model_validate(_read_fields(request))
+        except ValidationError as e:
+            raise ValidationFailed(field_errors(e, whole="body")) from e
+        return _json(runtime.reports.set_spend(update))
+    except TrellisError as e:
+        return error_response(e)

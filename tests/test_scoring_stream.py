@@ -167,14 +167,17 @@ def redeliver(world: World, records: list[dict[str, Any]]) -> list[dict[str, Any
     """Deliver ``records`` again; what it wrote, or tried to write about scores and handoffs.
 
     Must be nothing: the stored score already counts every event. (Claims of nurture steps the
-    records name are conditional writes that fail; they are the dispatcher's, not scoring's.)
+    records name are conditional writes that fail; they are the dispatcher's, not scoring's.
+    Report counters are left out: records not delivered before are counted now, once; that
+    counting is idempotent is tested in test_reports.)
     """
     mark = world.calls.mark()
     world.handle(records)
     return [
         w
         for w in DynamoCalls.writes(world.calls.since(mark))
-        if w["ok"] or any(sk == "PROFILE" or sk.startswith(("EVENT#", "HANDOFF#")) for _, sk in w["keys"])
+        if not all(pk == "STATS" or sk.startswith("COUNTED#") for pk, sk in w["keys"])
+        and (w["ok"] or any(sk == "PROFILE" or sk.startswith(("EVENT#", "HANDOFF#")) for _, sk in w["keys"]))
     ]
 
 

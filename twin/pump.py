@@ -19,7 +19,10 @@ class StreamReader:
         self._streams = streams
         self._region = region
         self.stream_arn: str = dynamodb.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
-        self._iterators: dict[str, str] = {}
+        # The last sequence number read per shard. Each read starts from a fresh iterator after it,
+        # as a long-lived consumer must (real iterators expire after 15 minutes; moto's point at a
+        # shard object that a failed transaction replaces with a copy when it rolls back).
+        self._positions: dict[str, str] = {}
 
     def read(self) -> list[dict[str, Any]]:
         """Every record written since the last read, oldest first, Lambda-shaped."""
@@ -27,21 +30,22 @@ class StreamReader:
         records: list[dict[str, Any]] = []
         for shard in description["Shards"]:
             shard_id = shard["ShardId"]
-            iterator = (
-                self._iterators.get(shard_id)
-                or self._streams.get_shard_iterator(
-                    StreamArn=self.stream_arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
-                )["ShardIterator"]
+            position = self._positions.get(shard_id)
+            start: dict[str, str] = (
+                {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": position}
+                if position
+                else {"ShardIteratorType": "TRIM_HORIZON"}
             )
+            iterator = self._streams.get_shard_iterator(StreamArn=self.stream_arn, ShardId=shard_id, **start)[
+                "ShardIterator"
+            ]
             while iterator:
                 page = self._streams.get_records(ShardIterator=iterator)
-                records.extend(self.lambda_shape(r) for r in page["Records"])
-                next_iterator = page.get("NextShardIterator")
-                if not page["Records"] or not next_iterator:
+                if not page["Records"]:
                     break
-                iterator = next_iterator
-            if next_iterator:
-                self._iterators[shard_id] = next_iterator
+                records.extend(self.lambda_shape(r) for r in page["Records"])
+                self._positions[shard_id] = page["Records"][-1]["dynamodb"]["SequenceNumber"]
+                iterator = page.get("NextShardIterator")
         return records
 
     def lambda_shape(self, record: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""SES feedback through SNS: permanent bounces and complaints suppress the address for good."""
+"""SES feedback through SNS: permanent bounces and complaints suppress the address for good;
+deliveries are counted for the per-step report."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from chalicelib.clock import Clock
 from chalicelib.entities import Event, Suppression, iso, lead_id_for
 from chalicelib.errors import ValidationFailed
 from chalicelib.models import normalise_email
+from chalicelib.reports import Tally
 from chalicelib.store import Store
 
 logger = logging.getLogger(__name__)
@@ -25,11 +27,13 @@ class FeedbackResult:
     kind: str
     suppressed: int
     ignored: int
+    counted: int = 0  # deliveries counted for the report (each email once)
 
 
 class Feedback:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, tally: Tally, clock: Clock) -> None:
         self._store = store
+        self._tally = tally
         self._clock = clock
 
     def handle(self, raw_message: str) -> FeedbackResult:
@@ -42,6 +46,8 @@ class Feedback:
             raise ValidationFailed({"message": "not a JSON object"})
         kind = str(notification.get("notificationType") or notification.get("eventType") or "")
         reference = _reference(notification.get("mail") or {})
+        if kind == "Delivery":
+            return FeedbackResult(kind, 0, 0, self._tally.delivered(reference, iso(self._clock.now())))
         if kind == "Bounce":
             bounce = notification.get("bounce") or {}
             if bounce.get("bounceType") != "Permanent":

@@ -1,0 +1,88 @@
+"""The lead list as CSV, for spreadsheets and CRM imports."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from typing import Any
+
+from chalicelib.entities import PROFILE_FIELDS, Lead
+from chalicelib.models import Campaign
+
+BASE_COLUMNS = (
+    "lead_id",
+    "email",
+    *PROFILE_FIELDS,
+    "stage",
+    "score",
+    "created_at",
+    "updated_at",
+    "form",
+    "magnet",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "referrer",
+    "consent_status",
+    "consent_version",
+    "consent_at",
+    "owner",
+    "unsubscribed_at",
+)
+# A cell starting with one of these is a formula to Excel and LibreOffice ("CSV injection"):
+# a lead typing "=HYPERLINK(...)" as their company must reach the sheet as text.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def custom_columns(campaign: Campaign) -> list[str]:
+    names: dict[str, None] = {}
+    for form in campaign.forms.values():
+        names.update(dict.fromkeys(form.custom_fields))
+    return [f"custom_{name}" for name in names]
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return "" if value is None else value
+
+
+def lead_row(lead: Lead) -> dict[str, Any]:
+    touch, consent = lead.first_touch, lead.consent
+    row: dict[str, Any] = {
+        "lead_id": lead.lead_id,
+        "email": lead.email,
+        **{name: lead.profile.get(name) for name in PROFILE_FIELDS},
+        "stage": lead.stage,
+        "score": lead.score,
+        "created_at": lead.created_at,
+        "updated_at": lead.updated_at,
+        "form": touch.form_id,
+        "magnet": touch.magnet,
+        "utm_source": touch.utm_source,
+        "utm_medium": touch.utm_medium,
+        "utm_campaign": touch.utm_campaign,
+        "utm_term": touch.utm_term,
+        "utm_content": touch.utm_content,
+        "referrer": touch.referrer,
+        "consent_status": consent.status if consent else None,
+        "consent_version": consent.version if consent else None,
+        "consent_at": consent.at if consent else None,
+        "owner": (lead.owner or {}).get("email"),
+        "unsubscribed_at": lead.unsubscribed_at,
+        **{f"custom_{name}": value for name, value in lead.custom.items()},
+    }
+    return row
+
+
+def leads_csv(campaign: Campaign, leads: Iterable[Lead]) -> str:
+    """A header row, then one row per lead (first-touch attribution); every page has the header."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=[*BASE_COLUMNS, *custom_columns(campaign)], extrasaction="ignore")
+    writer.writeheader()
+    for lead in leads:
+        writer.writerow({name: _cell(value) for name, value in lead_row(lead).items()})
+    return out.getvalue()

@@ -1,0 +1,318 @@
+"""Funnel and email statistics: counted as things happen, read in one Query.
+
+The stream handler (and the SES feedback handler, for deliveries) counts through ``Tally``;
+each count is idempotent (``Store.count_once``), so redelivered records change nothing. The
+reports are pure functions of the counters (``funnel_report``, ``sequence_report``): a request
+reads the stats partition and never scans leads.
+
+What is counted:
+- funnel: each lead once per stage it reaches, per campaign total, per channel
+  (first-touch ``utm_source``/``utm_medium``) and per ``utm_campaign``; reaching a stage implies
+  the funnel stages below it (a demo request may jump a lead straight to SQL);
+- lead velocity: time from capture to MQL and to SQL, as a histogram (``VELOCITY_BUCKETS``),
+  from which the median is interpolated;
+- per sequence step: sent; delivered (SES delivery notifications); and once per lead and email:
+  opened, clicked, unsubscribed, bounced, complained.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from chalicelib.clock import Clock
+from chalicelib.entities import Event, Lead, Message, iso, parse_iso
+from chalicelib.models import Campaign, SpendUpdate
+from chalicelib.nurture.rules import CONFIRM_SEQUENCE, CONFIRM_STEP
+from chalicelib.store import Counter, Store
+
+FUNNEL_STAGES = ("captured", "lead", "mql", "sql", "opportunity", "customer")
+OFF_FUNNEL_STAGES = ("recycled", "disqualified")
+VELOCITY_STAGES = ("mql", "sql")
+EMAIL_METRICS = ("sent", "delivered", "opened", "clicked", "unsubscribed", "bounced", "complained")
+# SES reviews an account whose bounce rate passes 5 % or complaint rate passes 0.1 %.
+SES_BOUNCE_LIMIT = 0.05
+SES_COMPLAINT_LIMIT = 0.001
+
+_MINUTE, _HOUR, _DAY = 60, 3600, 86400
+# Upper bounds (seconds) of the velocity histogram's buckets; the last bucket is open-ended.
+VELOCITY_BUCKETS = (
+    *(m * _MINUTE for m in (1, 5, 15, 30)),
+    *(h * _HOUR for h in (1, 2, 4, 8, 12)),
+    *(d * _DAY for d in (1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 90)),
+)
+
+_EVENT_METRICS = {
+    "email_opened": "opened",
+    "email_clicked": "clicked",
+    "unsubscribed": "unsubscribed",
+    "email_bounced": "bounced",
+    "email_complained": "complained",
+}
+_SUBMITTED = "form_submitted"
+_STAGE_CHANGED = "stage_changed"
+NO_SOURCE, NO_MEDIUM, NO_CAMPAIGN = "(direct)", "(none)", "(none)"
+
+
+# -- pure rules -------------------------------------------------------------------------------
+
+
+def stages_reached(stage: str) -> tuple[str, ...]:
+    """The report stages a lead has reached when it is in ``stage``: the funnel up to it."""
+    if stage in OFF_FUNNEL_STAGES:
+        return (stage,)
+    if stage in FUNNEL_STAGES:
+        return FUNNEL_STAGES[: FUNNEL_STAGES.index(stage) + 1]
+    return ("captured",)  # subscriber: captured, not yet a lead
+
+
+def velocity_bucket(seconds: float) -> int:
+    for index, upper in enumerate(VELOCITY_BUCKETS):
+        if seconds < upper:
+            return index
+    return len(VELOCITY_BUCKETS)
+
+
+def median_seconds(histogram: Mapping[int, int]) -> Optional[float]:
+    """The median of a velocity histogram, interpolated linearly inside its bucket."""
+    total = sum(histogram.values())
+    if total == 0:
+        return None
+    half, seen = total / 2, 0
+    for index in range(len(VELOCITY_BUCKETS) + 1):
+        count = histogram.get(index, 0)
+        if count and seen + count >= half:
+            low = VELOCITY_BUCKETS[index - 1] if index > 0 else 0
+            if index == len(VELOCITY_BUCKETS):
+                return float(low)  # open-ended: "at least"
+            return low + (half - seen) / count * (VELOCITY_BUCKETS[index] - low)
+        seen += count
+    return None  # unreachable: the counts sum to total
+
+
+def _rate(part: int, whole: int) -> Optional[float]:
+    return round(part / whole, 4) if whole else None
+
+
+def _money(amount: Optional[float], count: int) -> Optional[float]:
+    return round(amount / count, 2) if amount is not None and count else None
+
+
+def channel_of(lead: Lead) -> tuple[str, str]:
+    return lead.first_touch.utm_source or NO_SOURCE, lead.first_touch.utm_medium or NO_MEDIUM
+
+
+def funnel_counters(lead: Lead) -> list[Counter]:
+    source, medium = channel_of(lead)
+    return [
+        Counter("funnel", ("all",)),
+        Counter("funnel", ("channel", source, medium)),
+        Counter("funnel", ("utm_campaign", lead.first_touch.utm_campaign or NO_CAMPAIGN)),
+    ]
+
+
+def funnel_row(counts: Mapping[str, Any], spend: Optional[float]) -> dict[str, Any]:
+    reached = {stage: int(counts.get(f"reached_{stage}", 0)) for stage in FUNNEL_STAGES}
+    velocity = {}
+    for stage in VELOCITY_STAGES:
+        histogram = {i: int(counts.get(f"to_{stage}_{i}", 0)) for i in range(len(VELOCITY_BUCKETS) + 1)}
+        median = median_seconds(histogram)
+        velocity[stage] = {
+            "leads": sum(histogram.values()),
+            "median_seconds": round(median) if median is not None else None,
+        }
+    return {
+        "reached": reached,
+        "off_funnel": {stage: int(counts.get(f"reached_{stage}", 0)) for stage in OFF_FUNNEL_STAGES},
+        "conversion": [
+            {"from": low, "to": high, "rate": _rate(reached[high], reached[low])}
+            for low, high in itertools.pairwise(FUNNEL_STAGES)
+        ],
+        "velocity": velocity,
+        "spend": spend,
+        "cost_per_lead": _money(spend, reached["captured"]),
+        "cost_per_sql": _money(spend, reached["sql"]),
+    }
+
+
+def funnel_report(
+    campaign: Campaign, counters: Mapping[Counter, Mapping[str, Any]], bots: Mapping[str, int]
+) -> dict[str, Any]:
+    spend: dict[tuple[str, str], float] = {(s.utm_source, s.utm_medium): s.amount for s in campaign.ad_spend}
+    for counter, fields in counters.items():
+        if counter.kind == "spend" and len(counter.parts) == 2:
+            spend[(counter.parts[0], counter.parts[1])] = float(fields["amount"])  # the API's value wins
+    channels: dict[tuple[str, str], Mapping[str, Any]] = {channel: {} for channel in spend}
+    utm_campaigns: dict[str, Mapping[str, Any]] = {}
+    for counter, fields in counters.items():
+        if counter.kind == "funnel" and counter.parts[0] == "channel" and len(counter.parts) == 3:
+            channels[(counter.parts[1], counter.parts[2])] = fields
+        elif counter.kind == "funnel" and counter.parts[0] == "utm_campaign" and len(counter.parts) == 2:
+            utm_campaigns[counter.parts[1]] = fields
+    by_form: dict[str, dict[str, int]] = {}
+    for name, count in bots.items():
+        form_id, _, reason = name.partition(":")
+        if reason:
+            by_form.setdefault(form_id, {})[reason] = int(count)
+    return {
+        "campaign": campaign.name,
+        "currency": campaign.currency,
+        "stages": list(FUNNEL_STAGES),
+        "total": funnel_row(
+            counters.get(Counter("funnel", ("all",)), {}), round(sum(spend.values()), 2) if spend else None
+        ),
+        "channels": [
+            {"utm_source": source, "utm_medium": medium, **funnel_row(fields, spend.get((source, medium)))}
+            for (source, medium), fields in sorted(channels.items())
+        ],
+        "utm_campaigns": [
+            {"utm_campaign": name, **funnel_row(fields, None)} for name, fields in sorted(utm_campaigns.items())
+        ],
+        "bots_blocked": {"total": int(bots.get("blocked", 0)), "by_form": by_form},
+    }
+
+
+def _email_row(counts: Mapping[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {metric: int(counts.get(metric, 0)) for metric in EMAIL_METRICS}
+    row["rates"] = {metric: _rate(row[metric], row["sent"]) for metric in EMAIL_METRICS[1:]}
+    return row
+
+
+def sequence_report(
+    campaign: Campaign, counters: Mapping[Counter, Mapping[str, Any]], bots: Mapping[str, int]
+) -> dict[str, Any]:
+    """Per step, in campaign order, then any step counted that the campaign no longer has.
+
+    Rates are relative to emails sent, as SES computes bounce and complaint rates.
+    """
+    step_counts: dict[tuple[str, ...], Mapping[str, Any]] = {
+        c.parts: fields for c, fields in counters.items() if c.kind == "step" and len(c.parts) == 2
+    }
+    subjects: dict[tuple[str, ...], str] = {}
+    for sequence_id, sequence in campaign.sequences.items():
+        for step in sequence.steps:
+            subjects[(sequence_id, step.id)] = step.subject
+    if campaign.confirmation is not None:
+        subjects[(CONFIRM_SEQUENCE, CONFIRM_STEP)] = campaign.confirmation.subject
+    steps = []
+    for key in [*subjects, *sorted(step_counts.keys() - subjects.keys())]:
+        if key[0] == CONFIRM_SEQUENCE and key not in step_counts:
+            continue  # no double opt-in form in use: no confirmation row
+        row = _email_row(step_counts.get(key, {}))
+        steps.append({"sequence_id": key[0], "step_id": key[1], "subject": subjects.get(key, ""), **row})
+    totals = _email_row({metric: sum(int(s[metric]) for s in steps) for metric in EMAIL_METRICS})
+    bounce_rate, complaint_rate = totals["rates"]["bounced"], totals["rates"]["complained"]
+    warnings = []
+    if bounce_rate is not None and bounce_rate > SES_BOUNCE_LIMIT:
+        warnings.append(
+            f"Bounce rate {bounce_rate:.1%} is above SES's {SES_BOUNCE_LIMIT:.0%}: SES may put the account "
+            "under review and pause sending. Clean the list and check how addresses are collected."
+        )
+    if complaint_rate is not None and complaint_rate > SES_COMPLAINT_LIMIT:
+        warnings.append(
+            f"Complaint rate {complaint_rate:.2%} is above SES's {SES_COMPLAINT_LIMIT:.1%}: SES may pause "
+            "sending. Check consent wording, frequency and the unsubscribe link."
+        )
+    return {
+        "steps": steps,
+        "totals": totals,
+        "deliverability": {
+            "bounce_rate": bounce_rate,
+            "complaint_rate": complaint_rate,
+            "bounce_limit": SES_BOUNCE_LIMIT,
+            "complaint_limit": SES_COMPLAINT_LIMIT,
+            "warnings": warnings,
+        },
+        "bots_blocked": int(bots.get("blocked", 0)),
+    }
+
+
+def _step_of(message_id: object) -> Optional[tuple[str, str]]:
+    """``<sequence>.<step>`` (sequence ids have no dots) to its parts; None when not one."""
+    if not isinstance(message_id, str):
+        return None
+    sequence_id, dot, step_id = message_id.partition(".")
+    return (sequence_id, step_id) if dot and sequence_id and step_id else None
+
+
+# -- counting -----------------------------------------------------------------------------------
+
+
+class Tally:
+    """Counts what the stream (and SES feedback) reports, each thing once."""
+
+    def __init__(self, campaign: Campaign, store: Store) -> None:
+        self._campaign = campaign
+        self._store = store
+
+    def observe(self, image: Event | Message) -> int:
+        """Count one newly written event or message; returns how many counters moved."""
+        if isinstance(image, Message):
+            marker = f"sent#{image.message_id}#{image.enrolled_at}"
+            return self._count_step(image.lead_id, marker, (image.sequence_id, image.step_id), "sent", image.sent_at)
+        if image.type in _EVENT_METRICS:
+            metric = _EVENT_METRICS[image.type]
+            step = _step_of(image.data.get("message_id"))
+            if step is None:
+                return 0
+            marker = f"{metric}#{step[0]}.{step[1]}"
+            return self._count_step(image.lead_id, marker, step, metric, image.at, probe=True)
+        if image.type == _SUBMITTED:
+            form = self._campaign.forms.get(str(image.data.get("form_id")))
+            return self._count_stages(image, ("captured", *stages_reached(form.stage if form else "subscriber")))
+        if image.type == _STAGE_CHANGED:
+            return self._count_stages(image, stages_reached(str(image.data.get("to"))))
+        return 0
+
+    def delivered(self, reference: str, at: str) -> int:
+        """An SES delivery notification for the email ``<lead_id>/<sequence>.<step>``."""
+        lead_id, _, message_id = reference.partition("/")
+        step = _step_of(message_id)
+        if not lead_id or step is None:
+            return 0
+        return self._count_step(lead_id, f"delivered#{message_id}", step, "delivered", at)
+
+    def _count_step(
+        self, lead_id: str, marker: str, step: tuple[str, str], metric: str, at: str, probe: bool = False
+    ) -> int:
+        adds = {Counter("step", step): {metric: 1}}
+        return int(self._store.count_once(lead_id, marker, adds, at, probe=probe))
+
+    def _count_stages(self, event: Event, stages: Iterable[str]) -> int:
+        lead = self._store.get_lead(event.lead_id)
+        if lead is None:
+            return 0  # erased (or expired unconfirmed) since: nothing to attribute
+        counted = 0
+        for stage in dict.fromkeys(stages):
+            increments = {f"reached_{stage}": 1}
+            if stage in VELOCITY_STAGES:
+                elapsed = (parse_iso(event.at) - parse_iso(lead.created_at)).total_seconds()
+                increments[f"to_{stage}_{velocity_bucket(max(elapsed, 0.0))}"] = 1
+            adds = {counter: increments for counter in funnel_counters(lead)}
+            counted += self._store.count_once(lead.lead_id, f"reached#{stage}", adds, event.at, probe=True)
+        return counted
+
+
+@dataclass(frozen=True)
+class Reports:
+    campaign: Campaign
+    store: Store
+    clock: Clock
+
+    def funnel(self) -> dict[str, Any]:
+        return funnel_report(self.campaign, self.store.report_counters(), self.store.bot_counts())
+
+    def sequences(self) -> dict[str, Any]:
+        return sequence_report(self.campaign, self.store.report_counters(), self.store.bot_counts())
+
+    def set_spend(self, update: SpendUpdate) -> dict[str, Any]:
+        counter = Counter("spend", (update.utm_source, update.utm_medium))
+        self.store.set_counter_fields(counter, {"amount": update.amount, "updated_at": iso(self.clock.now())})
+        return {
+            "utm_source": update.utm_source,
+            "utm_medium": update.utm_medium,
+            "amount": update.amount,
+            "currency": self.campaign.currency,
+        }
