@@ -14,7 +14,7 @@ from chalice.app import (
     SNSEvent,
 )
 
-from chalicelib import runtime, web
+from chalicelib import dashboard, runtime, web
 from chalicelib.config import EventSources
 
 app = Chalice(app_name="trellis")
@@ -129,6 +129,23 @@ def admin_sequence_report() -> Response:
 @app.route("/admin/reports/spend", methods=["PUT"], content_types=["*/*"], authorizer=admin_auth)
 def admin_set_spend() -> Response:
     return web.admin_set_spend(runtime.current(), _request())
+
+
+# The dashboard's pages check the session cookie themselves: an API Gateway authorizer would
+# answer a browser without the Authorization header with 401 before the login form could show.
+@app.route("/admin/dashboard", methods=["GET"])
+def admin_dashboard() -> Response:
+    return dashboard.page(runtime.current(), _request())
+
+
+@app.route("/admin/login", methods=["POST"], content_types=["application/x-www-form-urlencoded"])
+def admin_login() -> Response:
+    return dashboard.login(runtime.current(), _request())
+
+
+@app.route("/admin/logout", methods=["POST"], content_types=["*/*"])
+def admin_logout() -> Response:
+    return dashboard.logout(runtime.current(), _request())
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))

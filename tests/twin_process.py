@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Optional
 
 import pytest
 
@@ -100,7 +100,9 @@ class TwinProcess:
 
 
 @contextmanager
-def running_twin(tmp_path: Path, tick_seconds: float = 1.0) -> Iterator[TwinProcess]:
+def running_twin(
+    tmp_path: Path, tick_seconds: float = 1.0, extra_env: Optional[dict[str, str]] = None
+) -> Iterator[TwinProcess]:
     moto_port, api_port, console_port = free_ports(3)
     # conftest's autouse fixture cleared AWS_*/TRELLIS_*; the child gets exactly what it needs.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TRELLIS_"))}
@@ -112,6 +114,7 @@ def running_twin(tmp_path: Path, tick_seconds: float = 1.0) -> Iterator[TwinProc
             "TRELLIS_TOKEN_KEY": TEST_TOKEN_KEY,
             "TRELLIS_TICK_SECONDS": str(tick_seconds),
             "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
         }
     )
     # Output to a file, not a pipe: nobody reads a pipe while the twin runs, and a full one blocks it.

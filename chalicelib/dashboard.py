@@ -1,0 +1,445 @@
+"""The team's dashboard: ``GET /admin/dashboard``, with its own login (``/admin/login``, ``/admin/logout``).
+
+These routes have no Chalice authorizer: API Gateway's token authorizer answers 401 before the
+route runs when the Authorization header is missing, so a browser could never reach a login form.
+They check credentials here instead: ``Authorization: Bearer <admin token>`` (as the authorizer
+does) or a session cookie the login form sets.
+
+The session cookie is a ``TokenSigner`` token (purpose ``admin-session``) whose claims hold a
+keyed hash of the admin token: rotating the admin token ends every session at its next request.
+
+The page is server-rendered HTML with an inline SVG chart and no JavaScript. Rendering is pure
+(``render_dashboard``, ``render_login``): report dicts in, HTML out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Optional, Protocol
+from urllib.parse import parse_qs
+
+from chalice.app import Request, Response
+
+from chalicelib.clock import Clock
+from chalicelib.config import MAX_BODY_BYTES, Settings
+from chalicelib.credentials import AdminToken, CredentialsUnavailable
+from chalicelib.errors import InvalidToken, TrellisError
+from chalicelib.rendering import environment, render_page
+from chalicelib.runtime import Runtime
+from chalicelib.tracking import TokenSigner
+from chalicelib.web import error_response
+
+logger = logging.getLogger(__name__)
+
+SESSION_COOKIE = "trellis_admin"
+SESSION_PURPOSE = "admin-session"
+SESSION_LIFETIME = timedelta(hours=8)
+_BINDING_CONTEXT = b"trellis/admin-session"
+LOGIN_ERROR = "That token is not right."
+
+# Relative on purpose: deployed, the API sits under a stage prefix (/api/...), which only the
+# browser's resolution against the current URL gets right.
+DASHBOARD_LOCATION = "dashboard"
+
+_HTML = "text/html; charset=utf-8"
+# The page has no script at all; the policy makes sure an injection could not add one either.
+_SECURITY_HEADERS = {
+    "Cache-Control": "no-store, max-age=0",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+_MAX_LOGIN_FIELDS = 10
+
+
+class SessionContext(Protocol):
+    """What the session helpers need of a ``Runtime`` (tests pass a small stand-in)."""
+
+    @property
+    def signer(self) -> TokenSigner: ...
+
+    @property
+    def admin_token(self) -> AdminToken: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+
+# -- session ----------------------------------------------------------------------------------
+
+
+def token_binding(admin_token: bytes) -> str:
+    """Names the admin token a session was opened with, without revealing it."""
+    return hmac.new(admin_token, _BINDING_CONTEXT, hashlib.sha256).hexdigest()[:32]
+
+
+def _cookie_attributes(context: SessionContext, max_age: int) -> str:
+    attributes = f"HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}"
+    # Not over plain http: the local twin serves http://127.0.0.1, where a Secure cookie is dropped.
+    if context.settings.public_url.startswith("https://"):
+        attributes += "; Secure"
+    return attributes
+
+
+def session_cookie(context: SessionContext) -> str:
+    """The ``Set-Cookie`` value that opens a session. Raises ``CredentialsUnavailable``."""
+    claims = {"t": token_binding(context.admin_token.value())}
+    token = context.signer.sign(SESSION_PURPOSE, claims, context.clock.now() + SESSION_LIFETIME)
+    return f"{SESSION_COOKIE}={token}; {_cookie_attributes(context, int(SESSION_LIFETIME.total_seconds()))}"
+
+
+def cleared_cookie(context: SessionContext) -> str:
+    return f"{SESSION_COOKIE}=; {_cookie_attributes(context, 0)}"
+
+
+def session_valid(context: SessionContext, token: str) -> bool:
+    """A session token this stage signed, not expired, opened with the current admin token.
+
+    Raises ``CredentialsUnavailable`` when the admin token cannot be read.
+    """
+    expected = token_binding(context.admin_token.value())
+    try:
+        claims = context.signer.verify(SESSION_PURPOSE, token, context.clock.now())
+    except InvalidToken:
+        return False
+    binding = claims.get("t")
+    return isinstance(binding, str) and hmac.compare_digest(binding.encode(), expected.encode())
+
+
+def cookies_from_headers(headers: Mapping[str, Any], name: str = SESSION_COOKIE) -> list[str]:
+    """Every value of cookie ``name`` in the ``Cookie`` header, in order.
+
+    All of them, not the first: a browser may hold two of one name (set under different paths or
+    by a sibling stage on the same host) and sends both; any valid one should do.
+    """
+    header = headers.get("cookie") or headers.get("Cookie") or ""
+    values = []
+    for pair in str(header).split(";"):
+        key, sep, value = pair.strip().partition("=")
+        if sep and key.strip() == name and value.strip():
+            values.append(value.strip().strip('"'))
+    return values
+
+
+def bearer_valid(context: SessionContext, headers: Mapping[str, Any]) -> bool:
+    """``Authorization: Bearer <admin token>``, compared in constant time as the authorizer does."""
+    header = headers.get("authorization") or headers.get("Authorization") or ""
+    scheme, _, token = str(header).partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return _token_matches(context, token.strip())
+
+
+def _token_matches(context: SessionContext, candidate: str) -> bool:
+    expected = context.admin_token.value()
+    # An empty expected token must never match an empty candidate.
+    return bool(expected) and hmac.compare_digest(candidate.encode(), expected)
+
+
+def authenticated(context: SessionContext, headers: Mapping[str, Any]) -> bool:
+    """Bearer header or a valid session cookie. Raises ``CredentialsUnavailable``."""
+    if bearer_valid(context, headers):
+        return True
+    return any(session_valid(context, token) for token in cookies_from_headers(headers))
+
+
+# -- HTTP -------------------------------------------------------------------------------------
+
+
+def _html(body: str, status: int, **headers: str) -> Response:
+    return Response(body, status_code=status, headers={**_SECURITY_HEADERS, "Content-Type": _HTML, **headers})
+
+
+def _login_page(error: Optional[str] = None) -> Response:
+    return _html(render_login(error), 401, **{"WWW-Authenticate": "Bearer"})
+
+
+def _unavailable(error: CredentialsUnavailable) -> Response:
+    # Fail closed: without the admin token nobody can be checked, so nobody is let in.
+    logger.error("admin token unavailable: %s", type(error).__name__, exc_info=error)
+    page = render_page(
+        "error.html",
+        heading="Please try again in a moment",
+        message="The dashboard cannot check credentials just now.",
+        fields={},
+        back_url=None,
+    )
+    return _html(page, 503, **{"Retry-After": "30"})
+
+
+def page(runtime: Runtime, request: Request) -> Response:
+    """``GET /admin/dashboard``: the dashboard (200), or the login form (401)."""
+    try:
+        if not authenticated(runtime, request.headers):
+            return _login_page()
+        title = runtime.campaign.title or runtime.campaign.name
+        body = render_dashboard(
+            runtime.reports.funnel(), runtime.reports.sequences(), campaign_title=title, now=runtime.clock.now()
+        )
+    except CredentialsUnavailable as e:
+        return _unavailable(e)
+    except TrellisError as e:
+        return error_response(e, html=True, headers=dict(_SECURITY_HEADERS))
+    return _html(body, 200)
+
+
+def _submitted_token(raw: object) -> Optional[str]:
+    """The form's ``token`` field; None for a missing, oversized or unreadable body."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8")
+    if not isinstance(raw, bytes) or len(raw) > MAX_BODY_BYTES:
+        return None
+    try:
+        fields = parse_qs(raw.decode("utf-8"), max_num_fields=_MAX_LOGIN_FIELDS)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    values = fields.get("token") or []
+    return values[0] if values else None
+
+
+def login(runtime: Runtime, request: Request) -> Response:
+    """``POST /admin/login`` (form field ``token``): 303 to the dashboard with a session cookie."""
+    token = _submitted_token(request.raw_body)
+    try:
+        if token is None or not _token_matches(runtime, token.strip()):
+            logger.warning("admin login rejected")
+            return _login_page(LOGIN_ERROR)
+        cookie = session_cookie(runtime)
+    except CredentialsUnavailable as e:
+        return _unavailable(e)
+    return _html("", 303, Location=DASHBOARD_LOCATION, **{"Set-Cookie": cookie})
+
+
+def logout(runtime: Runtime, request: Request) -> Response:
+    """``POST /admin/logout``: clear the cookie, back to the (login) page."""
+    return _html("", 303, Location=DASHBOARD_LOCATION, **{"Set-Cookie": cleared_cookie(runtime)})
+
+
+# -- formatting -------------------------------------------------------------------------------
+
+DASH = "\u2014"
+_UNITS = (("d", 86400), ("h", 3600), ("min", 60))
+_STAGE_LABELS = {"mql": "MQL", "sql": "SQL"}
+
+
+def stage_label(stage: str) -> str:
+    return _STAGE_LABELS.get(stage, stage.replace("_", " ").capitalize())
+
+
+def format_count(value: Optional[int]) -> str:
+    return DASH if value is None else f"{value:,}"
+
+
+def format_percent(rate: Optional[float], digits: int = 1) -> str:
+    return DASH if rate is None else f"{rate * 100:.{digits}f}%"
+
+
+def format_money(amount: Optional[float], currency: Optional[str]) -> str:
+    if amount is None:
+        return DASH
+    text = f"{amount:,.2f}"
+    return f"{text} {currency}" if currency else text
+
+
+def format_duration(seconds: Optional[float]) -> str:
+    """A human span: "45 s", "12 min", "5 h", "3.2 d"; a dash when unknown."""
+    if seconds is None:
+        return DASH
+    unit, size = next(((unit, size) for unit, size in _UNITS if seconds >= size), ("s", 1))
+    value = seconds / size
+    # One decimal while it matters (3.2 d vs 3 d); none once the number is large.
+    text = f"{value:.1f}" if value < 10 else f"{value:.0f}"
+    return f"{text.removesuffix('.0')} {unit}"
+
+
+# -- view model -------------------------------------------------------------------------------
+
+CHART_WIDTH = 720
+_LABEL_WIDTH = 120
+_BAR_MAX = 430
+_ROW_HEIGHT = 34
+_BAR_HEIGHT = 22
+_CHART_TOP = 26
+
+
+@dataclass(frozen=True)
+class Bar:
+    stage: str
+    label: str
+    reached: int
+    count_text: str
+    conversion_text: str  # from the previous stage; "" on the first bar
+    y: int
+    width: float
+    text_y: int
+
+
+def funnel_bars(funnel: Mapping[str, Any]) -> list[Bar]:
+    """One bar per funnel stage, widths proportional to the largest count (all zero: no width)."""
+    reached: Mapping[str, int] = funnel["total"]["reached"]
+    rates = {(c["from"], c["to"]): c["rate"] for c in funnel["total"]["conversion"]}
+    stages: list[str] = list(funnel["stages"])
+    largest = max((int(reached.get(stage, 0)) for stage in stages), default=0)
+    bars = []
+    for index, stage in enumerate(stages):
+        value = int(reached.get(stage, 0))
+        conversion = ""
+        if index > 0:
+            conversion = format_percent(rates.get((stages[index - 1], stage)))
+        y = _CHART_TOP + index * _ROW_HEIGHT
+        bars.append(
+            Bar(
+                stage=stage,
+                label=stage_label(stage),
+                reached=value,
+                count_text=format_count(value),
+                conversion_text=conversion,
+                y=y,
+                width=round(_BAR_MAX * value / largest, 1) if largest else 0.0,
+                text_y=y + _BAR_HEIGHT // 2 + 5,
+            )
+        )
+    return bars
+
+
+@dataclass(frozen=True)
+class FunnelRow:
+    label: str
+    captured: str
+    sqls: str
+    spend: str
+    cost_per_lead: str
+    cost_per_sql: str
+    to_mql: str
+    to_sql: str
+    to_mql_leads: int
+    to_sql_leads: int
+
+
+def funnel_row(label: str, row: Mapping[str, Any], currency: Optional[str]) -> FunnelRow:
+    velocity = row["velocity"]
+    return FunnelRow(
+        label=label,
+        captured=format_count(row["reached"].get("captured", 0)),
+        sqls=format_count(row["reached"].get("sql", 0)),
+        spend=format_money(row.get("spend"), currency),
+        cost_per_lead=format_money(row.get("cost_per_lead"), currency),
+        cost_per_sql=format_money(row.get("cost_per_sql"), currency),
+        to_mql=format_duration(velocity["mql"]["median_seconds"]),
+        to_sql=format_duration(velocity["sql"]["median_seconds"]),
+        to_mql_leads=int(velocity["mql"]["leads"]),
+        to_sql_leads=int(velocity["sql"]["leads"]),
+    )
+
+
+@dataclass(frozen=True)
+class StepRow:
+    sequence_id: str
+    step_id: str
+    subject: str
+    sent: str
+    delivered: str
+    opened: str
+    clicked: str
+    unsubscribed: str
+    bounced: str
+    complained: str
+
+
+def step_row(step: Mapping[str, Any], *, sequence_id: str = "", step_id: str = "", subject: str = "") -> StepRow:
+    rates = step.get("rates") or {}
+    return StepRow(
+        sequence_id=str(step.get("sequence_id", sequence_id)),
+        step_id=str(step.get("step_id", step_id)),
+        subject=str(step.get("subject", subject)),
+        sent=format_count(step["sent"]),
+        delivered=format_count(step["delivered"]),
+        opened=format_percent(rates.get("opened")),
+        clicked=format_percent(rates.get("clicked")),
+        unsubscribed=format_count(step["unsubscribed"]),
+        bounced=format_count(step["bounced"]),
+        complained=format_count(step["complained"]),
+    )
+
+
+@dataclass(frozen=True)
+class Gauge:
+    label: str
+    rate: str
+    limit: str
+    over: bool
+
+
+def _gauge(label: str, rate: Optional[float], limit: float, digits: int) -> Gauge:
+    return Gauge(label, format_percent(rate, digits), format_percent(limit, digits), rate is not None and rate > limit)
+
+
+def _bots(funnel: Mapping[str, Any], sequences: Mapping[str, Any]) -> tuple[int, list[tuple[str, str]]]:
+    blocked = funnel.get("bots_blocked") or {}
+    total = int(blocked.get("total", sequences.get("bots_blocked", 0)))
+    by_form = [
+        (form_id, ", ".join(f"{reason} {format_count(n)}" for reason, n in sorted(reasons.items())))
+        for form_id, reasons in sorted((blocked.get("by_form") or {}).items())
+    ]
+    return total, by_form
+
+
+def render_dashboard(
+    funnel: Mapping[str, Any], sequences: Mapping[str, Any], *, campaign_title: str, now: datetime
+) -> str:
+    """The dashboard page from the two reports (``Reports.funnel()``, ``Reports.sequences()``)."""
+    currency: Optional[str] = funnel.get("currency")
+    total = funnel["total"]
+    bars = funnel_bars(funnel)
+    deliverability = sequences["deliverability"]
+    bots_total, bots_by_form = _bots(funnel, sequences)
+    context = {
+        "campaign_title": campaign_title,
+        "generated_at": now.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "tiles": [
+            ("Captured", format_count(total["reached"].get("captured", 0))),
+            ("SQLs", format_count(total["reached"].get("sql", 0))),
+            ("Customers", format_count(total["reached"].get("customer", 0))),
+            ("Spend", format_money(total.get("spend"), currency)),
+            ("Cost per lead", format_money(total.get("cost_per_lead"), currency)),
+            ("Cost per SQL", format_money(total.get("cost_per_sql"), currency)),
+        ],
+        "bars": bars,
+        "chart": {
+            "width": CHART_WIDTH,
+            "height": _CHART_TOP + len(bars) * _ROW_HEIGHT,
+            "bar_x": _LABEL_WIDTH,
+            "bar_max": _BAR_MAX,
+            "bar_height": _BAR_HEIGHT,
+        },
+        "off_funnel": [(stage_label(stage), format_count(n)) for stage, n in total.get("off_funnel", {}).items()],
+        "channels": [
+            funnel_row(f"{c['utm_source']} / {c['utm_medium']}", c, currency) for c in funnel.get("channels", [])
+        ],
+        "utm_campaigns": [funnel_row(c["utm_campaign"], c, currency) for c in funnel.get("utm_campaigns", [])],
+        "total_row": funnel_row("All channels", total, currency),
+        "steps": [step_row(step) for step in sequences.get("steps", [])],
+        "step_totals": step_row(sequences["totals"], subject="All emails"),
+        "gauges": [
+            _gauge("Bounce rate", deliverability["bounce_rate"], deliverability["bounce_limit"], 1),
+            _gauge("Complaint rate", deliverability["complaint_rate"], deliverability["complaint_limit"], 2),
+        ],
+        "warnings": list(deliverability.get("warnings") or []),
+        "bots_total": format_count(bots_total),
+        "bots_by_form": bots_by_form,
+    }
+    return environment().get_template("admin/dashboard.html").render(**context)
+
+
+def render_login(error: Optional[str]) -> str:
+    return environment().get_template("admin/login.html").render(error=error)

@@ -1,0 +1,123 @@
+"""The team's dashboard in a real browser, after a scripted run of the demo campaign on the twin.
+
+Leads arrive from three channels (paid search, LinkedIn ads, direct), some read the pricing
+page, two ask for a demo, bots try the honeypot, ad spend is entered through the API, and the
+clock is fast-forwarded so more of the sequence goes out. Then Chromium signs in through the
+login form (a signed, HttpOnly, SameSite=Strict cookie), sees the funnel and the step table,
+signs out, and is shown the login form again. The page is left in
+``test-artifacts/dashboard.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from tests.test_browser_e2e import ARTIFACTS, DAY, chromium, console_post, wait_for
+from tests.twin_process import OPENER, TwinProcess, running_twin
+
+ADMIN_TOKEN = "dashboard-test-admin-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+# (email, form, first name, job title, utm_source, utm_medium, what they do next)
+VISITORS = [
+    ("maria@acme.example", "ebook", "Maria", "CTO", "google", "cpc", "demo_request"),
+    ("tom@acme.example", "ebook", "Tom", "Engineer", "google", "cpc", "pricing_view"),
+    ("lin@globex.example", "ebook", "Lin", "Head of Growth", "linkedin", "paid-social", "demo_request"),
+    ("sam@globex.example", "ebook", "Sam", "Marketer", "linkedin", "paid-social", "pricing_view"),
+    ("ola@initech.example", "newsletter", "Ola", "", "google", "cpc", ""),
+    ("ken@initech.example", "newsletter", "Ken", "", "", "", ""),
+    ("ivy@hooli.example", "newsletter", "Ivy", "", "", "", ""),
+    ("raj@hooli.example", "ebook", "Raj", "Analyst", "linkedin", "paid-social", ""),
+]
+
+
+def api(twin: TwinProcess, method: str, path: str, data: Any = None, headers: dict[str, str] | None = None) -> Any:
+    request = urllib.request.Request(
+        f"{twin.api_url}{path}",
+        data=None if data is None else json.dumps(data).encode(),
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    with OPENER.open(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def twin(tmp_path: Path) -> Iterator[TwinProcess]:
+    with running_twin(tmp_path, tick_seconds=1.0, extra_env={"TRELLIS_ADMIN_TOKEN": ADMIN_TOKEN}) as running:
+        running.wait_for_health()
+        yield running
+
+
+def scripted_run(twin: TwinProcess) -> None:
+    for email, form, name, title, source, medium, action in VISITORS:
+        fields: dict[str, Any] = {"email": email, "first_name": name, "consent": True}
+        fields.update({k: v for k, v in (("job_title", title), ("utm_source", source), ("utm_medium", medium)) if v})
+        token = api(twin, "POST", f"/forms/{form}", fields)["lead_token"]
+        if action:
+            api(twin, "POST", "/events", {"token": token, "type": action, "url": "https://trellis.example/pricing"})
+    for _ in range(2):  # bots fill the hidden field
+        api(twin, "POST", "/forms/newsletter", {"email": "bot@spam.example", "consent": True, "website": "x"})
+    api(twin, "PUT", "/admin/reports/spend", {"utm_source": "google", "utm_medium": "cpc", "amount": 1450}, AUTH)
+
+    def sqls() -> bool:
+        funnel = api(twin, "GET", "/admin/reports/funnel", headers=AUTH)
+        return bool(funnel["total"]["reached"]["sql"] == 2)
+
+    wait_for("two SQLs in the funnel", sqls)
+    for _ in range(3):  # three days on: the next steps go out in the send window
+        console_post(twin, f"/clock/advance?seconds={DAY}")
+        for _ in range(9):
+            console_post(twin, "/clock/advance?seconds=3600")
+            console_post(twin, "/tick")
+    time.sleep(2)  # the pump's last round
+
+
+def test_dashboard_behind_the_login_form_shows_the_campaign(twin, tmp_path):
+    scripted_run(twin)
+    funnel = api(twin, "GET", "/admin/reports/funnel", headers=AUTH)
+    steps = api(twin, "GET", "/admin/reports/sequences", headers=AUTH)["steps"]
+    assert funnel["total"]["reached"]["captured"] == len(VISITORS)
+    assert sum(step["sent"] for step in steps) > len(VISITORS)  # the first emails and later steps
+
+    browser: WebDriver = chromium(tmp_path / "profile", javascript=True)
+    try:
+        browser.get(f"{twin.api_url}/admin/dashboard")
+        assert browser.find_elements(By.NAME, "token"), "no login form for a browser without the cookie"
+        browser.find_element(By.NAME, "token").send_keys("not-the-token")
+        browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        wait_for("the refusal", lambda: "not right" in browser.page_source)
+        assert not browser.get_cookies()
+
+        browser.find_element(By.NAME, "token").send_keys(ADMIN_TOKEN)
+        browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        wait_for("the dashboard", lambda: browser.find_elements(By.CSS_SELECTOR, "svg"))
+        [cookie] = browser.get_cookies()
+        assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == ("trellis_admin", True, "Strict")
+        assert ADMIN_TOKEN not in cookie["value"]
+
+        page = browser.find_element(By.TAG_NAME, "body").text
+        for expected in ("google", "linkedin", "(direct)", "Your copy of", "Welcome to the Trellis newsletter"):
+            assert expected in page, expected
+        bars = browser.find_elements(By.CSS_SELECTOR, "svg rect")
+        assert len(bars) >= len(funnel["stages"])
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.set_window_size(1280, int(browser.execute_script("return document.body.scrollHeight")) + 40)
+        assert browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+
+        browser.find_element(By.CSS_SELECTOR, "form[action=logout] button").click()
+        wait_for("the login form again", lambda: browser.find_elements(By.NAME, "token"))
+        browser.get(f"{twin.api_url}/admin/dashboard")
+        assert browser.find_elements(By.NAME, "token") and "linkedin" not in browser.page_source
+    finally:
+        browser.quit()
