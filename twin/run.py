@@ -441,7 +441,7 @@ def banner(
             "",
             f"Trellis twin is up: stage {STAGE}, campaign {campaign_name}, all on {HOST} only.",
             f"  landing page  {console}/   (dev console: /outbox, /leads, POST /tick, POST /clock/advance?seconds=N)",
-            f"  API           {api.url}",
+            f"  API           {api.url}   (team dashboard: {api.url}/admin/dashboard, sign in with the admin token)",
             f"  moto (AWS)    {moto.url}   table {table}, bucket {outputs['AssetsBucketName']}",
             "State lives in memory: Ctrl-C stops everything and forgets it.",
             "",
