@@ -138,7 +138,8 @@ def admin_dashboard() -> Response:
     return dashboard.page(runtime.current(), _request())
 
 
-@app.route("/admin/login", methods=["POST"], content_types=["application/x-www-form-urlencoded"])
+# Any content type: what is not a form is a wrong token, answered with the login page.
+@app.route("/admin/login", methods=["POST"], content_types=["*/*"])
 def admin_login() -> Response:
     return dashboard.login(runtime.current(), _request())
 
@@ -146,6 +147,11 @@ def admin_login() -> Response:
 @app.route("/admin/logout", methods=["POST"], content_types=["*/*"])
 def admin_logout() -> Response:
     return dashboard.logout(runtime.current(), _request())
+
+
+@app.route("/openapi.json", methods=["GET"])
+def openapi_document() -> Response:
+    return web.openapi(runtime.current())
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))

@@ -209,7 +209,8 @@ def _submitted_token(raw: object) -> Optional[str]:
 
 def login(runtime: Runtime, request: Request) -> Response:
     """``POST /admin/login`` (form field ``token``): 303 to the dashboard with a session cookie."""
-    token = _submitted_token(request.raw_body)
+    media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    token = _submitted_token(request.raw_body) if media_type == "application/x-www-form-urlencoded" else None
     try:
         if token is None or not _token_matches(runtime, token.strip()):
             logger.warning("admin login rejected")

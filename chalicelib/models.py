@@ -384,7 +384,10 @@ class Sales(_Strict):
 
 _Channel = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-Money = Annotated[float, Field(strict=True, ge=0, le=1_000_000_000, allow_inf_nan=False)]
+# Money to the cent: also keeps magnitudes DynamoDB cannot store (below 1e-130) out.
+Money = Annotated[
+    float, Field(strict=True, ge=0, le=1_000_000_000, allow_inf_nan=False), AfterValidator(lambda v: round(v, 2))
+]
 
 
 class AdSpend(_Strict):
@@ -500,9 +503,18 @@ class Tracking(BaseModel):
         return self.model_dump(exclude={"timezone"}, exclude_none=True)
 
 
+def _storable(value: float) -> float:
+    if abs(value) >= 1e15:
+        raise ValueError("must be below 1e15 in magnitude")
+    return round(value, 6)  # DynamoDB stores 38 digits and nothing below 1e-130
+
+
+StorableNumber = Annotated[float, Field(allow_inf_nan=False), AfterValidator(_storable)]
+
+
 def _custom_type(spec: CustomField) -> Any:
     if spec.type == "number":
-        return float
+        return StorableNumber
     if spec.type == "checkbox":
         return bool
     if spec.type == "choice":
@@ -542,14 +554,18 @@ class BehaviourEventIn(BaseModel):
     url: Optional[HttpUrl] = None
 
 
+# Scores are kept to two decimals; finer bounds (1e-200) would not even fit a DynamoDB number.
+Score = Annotated[float, Field(ge=-1000, le=1000, allow_inf_nan=False), AfterValidator(lambda v: round(v, 2))]
+
+
 class LeadListParams(BaseModel):
     """``GET /admin/leads`` query parameters."""
 
     model_config = ConfigDict(extra="forbid")
 
     stage: Optional[Stage] = None
-    min_score: Optional[float] = Field(default=None, ge=-1000, le=1000)
-    max_score: Optional[float] = Field(default=None, ge=-1000, le=1000)
+    min_score: Optional[Score] = None
+    max_score: Optional[Score] = None
     form: Optional[Annotated[str, Field(min_length=1, max_length=64)]] = None
     utm_source: Optional[Annotated[str, Field(min_length=1, max_length=200)]] = None
     created_from: Optional[datetime] = None

@@ -147,6 +147,8 @@ def _read_fields(request: Request) -> dict[str, Any]:
         return dict(pairs)  # a repeated name keeps its last value, as most form handlers do
     try:
         data = json.loads(text) if text.strip() else None
+    except RecursionError as e:  # nesting deeper than the parser goes, well inside the size limit
+        raise ValidationFailed({"body": "JSON nested too deeply"}) from e
     except ValueError as e:
         raise ValidationFailed({"body": f"not valid JSON: {e}"}) from e
     if not isinstance(data, dict):
@@ -559,3 +561,10 @@ def admin_set_spend(runtime: Runtime, request: Request) -> Response:
         return _json(runtime.reports.set_spend(update))
     except TrellisError as e:
         return error_response(e)
+
+
+def openapi(runtime: Runtime) -> Response:
+    # Imported here: building the document is for integrators, not for every cold start.
+    from chalicelib.openapi import document
+
+    return Response(document(runtime.settings.public_url), status_code=200, headers={"Content-Type": JSON})

@@ -173,3 +173,8 @@ def test_one_lead_needs_the_token_and_unknown_is_404(client, captured):
     assert wrong.status_code == 401 and "email" not in json.dumps(body(wrong))
     unknown = client.http.get(f"/admin/leads/{'0' * 32}", headers=AUTH)
     assert (unknown.status_code, body(unknown)["error"]) == (404, "not_found")
+
+
+def test_score_bounds_finer_than_storable_are_rounded_not_a_500(client, captured):
+    response = leads(client, min_score=1e-200, max_score=2.4e-267)
+    assert response.status_code == 200 and len(body(response)["leads"]) == 6  # every score is 0

@@ -147,3 +147,11 @@ def test_html_error_page_never_links_to_a_script_referer(client):
 
     assert response.status_code == 400
     assert "javascript:" not in response.body.decode()
+
+
+def test_json_nested_deeper_than_the_parser_goes_is_400_not_500(client, table_items):
+    before = table_items()
+    raw = "[" * 3000 + "]" * 3000  # 6 KB: inside the size limit, past Python's recursion limit
+    response = client.http.post("/forms/newsletter", headers={"Content-Type": "application/json"}, body=raw)
+    assert response.status_code == 400 and body(response)["fields"] == {"body": "JSON nested too deeply"}
+    assert table_items() == before

@@ -433,7 +433,10 @@ def test_unreadable_admin_token_lets_nobody_in():
 
 
 def request(headers=None, body: bytes = b"") -> Any:
-    return SimpleNamespace(headers=headers or {}, raw_body=body)
+    """A login form post by default (Chalice lower-cases header names)."""
+    return SimpleNamespace(
+        headers={"content-type": "application/x-www-form-urlencoded", **(headers or {})}, raw_body=body
+    )
 
 
 def test_page_without_credentials_is_the_login_form():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import urlencode
 
@@ -66,3 +67,14 @@ def test_logout_clears_the_cookie(client):
     assert response.status_code == 303 and headers_of(response)["location"] == "dashboard"
     cleared = headers_of(response)["set-cookie"]
     assert cleared.startswith("trellis_admin=;") and "Max-Age=0" in cleared
+
+
+def test_login_with_anything_but_a_form_is_the_login_page_again(client):
+    for content_type, raw in (
+        ("application/json", json.dumps({"token": ADMIN_TOKEN})),
+        ("text/plain", f"token={ADMIN_TOKEN}"),
+        ("application/json", f"token={ADMIN_TOKEN}"),  # a form body under another name is no form
+    ):
+        response = client.http.post("/admin/login", headers={"Content-Type": content_type}, body=raw)
+        assert response.status_code == 401, content_type
+        assert "set-cookie" not in headers_of(response) and 'name="token"' in response.body.decode()

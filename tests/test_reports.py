@@ -327,3 +327,9 @@ def test_reports_need_the_token(client, campaign_run, path):
     assert client.http.get(path).status_code == 401
     wrong = client.http.get(path, headers={"Authorization": "Bearer " + "x" * 40})
     assert (wrong.status_code, body(wrong)) == (401, {"error": "unauthorized"})
+
+
+def test_spend_is_kept_to_the_cent_so_tiny_amounts_cannot_break_the_store(client):
+    response = put_spend(client, {"utm_source": "g", "utm_medium": "c", "amount": 3.2272963109542513e-224})
+    assert (response.status_code, body(response)["amount"]) == (200, 0.0)
+    assert body(put_spend(client, {"utm_source": "g", "utm_medium": "c", "amount": 10.456}))["amount"] == 10.46

@@ -40,7 +40,7 @@ class Feedback:
         """One SNS message body: an SES notification (identity) or event (configuration set)."""
         try:
             notification = json.loads(raw_message)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise ValidationFailed({"message": "not JSON"}) from e
         if not isinstance(notification, dict):
             raise ValidationFailed({"message": "not a JSON object"})
