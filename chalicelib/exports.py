@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from chalicelib.entities import PROFILE_FIELDS, Lead
-from chalicelib.models import Campaign
+from chalicelib.models import TRACKING_FIELDS, Campaign
 
 BASE_COLUMNS = (
     "lead_id",
@@ -20,11 +20,7 @@ BASE_COLUMNS = (
     "updated_at",
     "form",
     "magnet",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_term",
-    "utm_content",
+    *(name for name in TRACKING_FIELDS if name.startswith("utm_")),
     "referrer",
     "consent_status",
     "consent_version",

@@ -514,53 +514,46 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
     return Response(json.dumps(body, default=str), status_code=status, headers={**_NO_STORE, "Content-Type": JSON})
 
 
-def admin_export_lead(runtime: Runtime, lead_id: str, request: Request) -> Response:
-    """``GET /admin/leads/{lead_id}/export``: everything stored about the person (GDPR art. 15)."""
+def _admin_json(request: Request, produce: Callable[[], dict[str, Any]]) -> Response:
+    """An admin route's answer: the verdict checked first, domain errors mapped, JSON out."""
     try:
         _require_admin(request)
-        return _json(runtime.privacy.export(lead_id))
+        return _json(produce())
     except TrellisError as e:
         return error_response(e)
+
+
+def admin_export_lead(runtime: Runtime, lead_id: str, request: Request) -> Response:
+    """``GET /admin/leads/{lead_id}/export``: everything stored about the person (GDPR art. 15)."""
+    return _admin_json(request, lambda: runtime.privacy.export(lead_id))
 
 
 def admin_erase_lead(runtime: Runtime, lead_id: str, request: Request) -> Response:
     """``DELETE /admin/leads/{lead_id}``: erase the person, suppress the address (GDPR art. 17)."""
-    try:
-        _require_admin(request)
-        return _json(runtime.privacy.erase(lead_id))
-    except TrellisError as e:
-        return error_response(e)
+    return _admin_json(request, lambda: runtime.privacy.erase(lead_id))
 
 
 def admin_funnel_report(runtime: Runtime, request: Request) -> Response:
-    try:
-        _require_admin(request)
-        return _json(runtime.reports.funnel())
-    except TrellisError as e:
-        return error_response(e)
+    return _admin_json(request, runtime.reports.funnel)
 
 
 def admin_sequence_report(runtime: Runtime, request: Request) -> Response:
-    try:
-        _require_admin(request)
-        return _json(runtime.reports.sequences())
-    except TrellisError as e:
-        return error_response(e)
+    return _admin_json(request, runtime.reports.sequences)
 
 
 def admin_set_spend(runtime: Runtime, request: Request) -> Response:
     """``PUT /admin/reports/spend``: the spend to date on one channel (replaces the campaign file's)."""
-    try:
-        _require_admin(request)
+
+    def set_spend() -> dict[str, Any]:
         if _media_type(request) != JSON:
             raise UnsupportedMediaType(_media_type(request) or "(none)", (JSON,))
         try:
             update = SpendUpdate.model_validate(_read_fields(request))
         except ValidationError as e:
             raise ValidationFailed(field_errors(e, whole="body")) from e
-        return _json(runtime.reports.set_spend(update))
-    except TrellisError as e:
-        return error_response(e)
+        return runtime.reports.set_spend(update)
+
+    return _admin_json(request, set_spend)
 
 
 def openapi(runtime: Runtime) -> Response:
