@@ -47,6 +47,10 @@ class StoreError(TrellisError):
     """DynamoDB refused or failed a request after retries."""
 
 
+class InvalidRequest(StoreError):
+    """DynamoDB refused the request as malformed (ValidationException): retrying cannot help."""
+
+
 class WriteConflict(StoreError):
     """A conditional write lost a race; the caller re-reads and tries again."""
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from chalicelib.entities import PROFILE_FIELDS, Lead
@@ -31,6 +32,8 @@ BASE_COLUMNS = (
 # A cell starting with one of these is a formula to Excel and LibreOffice ("CSV injection"):
 # a lead typing "=HYPERLINK(...)" as their company must reach the sheet as text.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Digits and phone punctuation only ("+49 30 1234-56") call no function: left as they are.
+_PHONE_LIKE = re.compile(r"^[+-]?[0-9][0-9 ()./-]*$")
 
 
 def custom_columns(campaign: Campaign) -> list[str]:
@@ -41,7 +44,7 @@ def custom_columns(campaign: Campaign) -> list[str]:
 
 
 def _cell(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS) and not _PHONE_LIKE.match(value):
         return "'" + value
     return "" if value is None else value
 
@@ -74,11 +77,19 @@ def lead_row(lead: Lead) -> dict[str, Any]:
     return row
 
 
-def leads_csv(campaign: Campaign, leads: Iterable[Lead]) -> str:
-    """A header row, then one row per lead (first-touch attribution); every page has the header."""
+def leads_csv(campaign: Campaign, leads: Sequence[Lead], max_bytes: int) -> tuple[str, int]:
+    """A header row, then a row per lead (first-touch attribution), while the text stays within
+    ``max_bytes`` (at least one row always); returns the text and how many leads it holds."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=[*BASE_COLUMNS, *custom_columns(campaign)], extrasaction="ignore")
     writer.writeheader()
+    size, written = len(out.getvalue().encode()), 0
     for lead in leads:
+        start = out.tell()
         writer.writerow({name: _cell(value) for name, value in lead_row(lead).items()})
-    return out.getvalue()
+        size += len(out.getvalue()[start:].encode())
+        if written and size > max_bytes:
+            out.truncate(start)
+            break
+        written += 1
+    return out.getvalue(), written

@@ -25,7 +25,9 @@ _LEAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
 def resolve_lead_id(lead_id_or_email: str) -> str:
     """A lead id, or the email address it is derived from (a request names the person by either)."""
-    value = unquote(lead_id_or_email).strip()
+    value = lead_id_or_email.strip()
+    if "@" not in value:  # an address whose "@" arrived still percent-encoded: decode once
+        value = unquote(value).strip()
     if "@" in value:
         try:
             return lead_id_for(normalise_email(value).identity)

@@ -20,13 +20,24 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Optional
 
+from chalicelib.capture import SUBMISSION_EVENT
 from chalicelib.clock import Clock
 from chalicelib.entities import Event, Lead, Message, iso, parse_iso
 from chalicelib.models import Campaign, SpendUpdate
 from chalicelib.nurture.rules import CONFIRM_SEQUENCE, CONFIRM_STEP
 from chalicelib.store import Counter, Store
+from chalicelib.tracking import (
+    CONFIRMED,
+    EMAIL_BOUNCED,
+    EMAIL_CLICKED,
+    EMAIL_COMPLAINED,
+    EMAIL_OPENED,
+    STAGE_CHANGED,
+    UNSUBSCRIBED,
+)
 
 FUNNEL_STAGES = ("captured", "lead", "mql", "sql", "opportunity", "customer")
 OFF_FUNNEL_STAGES = ("recycled", "disqualified")
@@ -45,14 +56,15 @@ VELOCITY_BUCKETS = (
 )
 
 _EVENT_METRICS = {
-    "email_opened": "opened",
-    "email_clicked": "clicked",
-    "unsubscribed": "unsubscribed",
-    "email_bounced": "bounced",
-    "email_complained": "complained",
+    EMAIL_OPENED: "opened",
+    EMAIL_CLICKED: "clicked",
+    UNSUBSCRIBED: "unsubscribed",
+    EMAIL_BOUNCED: "bounced",
+    EMAIL_COMPLAINED: "complained",
 }
-_SUBMITTED = "form_submitted"
-_STAGE_CHANGED = "stage_changed"
+# Markers of things that happen once anyway (a send, a delivery) only guard against records
+# delivered again, which happens within hours: they expire, the counts stay.
+REDELIVERY_GUARD = timedelta(days=7)
 NO_SOURCE, NO_MEDIUM, NO_CAMPAIGN = "(direct)", "(none)", "(none)"
 
 
@@ -251,20 +263,27 @@ class Tally:
         """Count one newly written event or message; returns how many counters moved."""
         if isinstance(image, Message):
             marker = f"sent#{image.message_id}#{image.enrolled_at}"
-            return self._count_step(image.lead_id, marker, (image.sequence_id, image.step_id), "sent", image.sent_at)
+            step = (image.sequence_id, image.step_id)
+            return self._count_step(image.lead_id, marker, step, "sent", image.sent_at, once_anyway=True)
         if image.type in _EVENT_METRICS:
-            metric = _EVENT_METRICS[image.type]
-            step = _step_of(image.data.get("message_id"))
-            if step is None:
-                return 0
-            marker = f"{metric}#{step[0]}.{step[1]}"
-            return self._count_step(image.lead_id, marker, step, metric, image.at, probe=True)
-        if image.type == _SUBMITTED:
+            return self.feedback(f"{image.lead_id}/{image.data.get('message_id')}", image.type, image.at)
+        if image.type == SUBMISSION_EVENT:
             form = self._campaign.forms.get(str(image.data.get("form_id")))
             return self._count_stages(image, ("captured", *stages_reached(form.stage if form else "subscriber")))
-        if image.type == _STAGE_CHANGED:
+        if image.type == CONFIRMED:  # a double opt-in sign-up counts from its confirmation
+            return self._count_stages(image, None)
+        if image.type == STAGE_CHANGED:
             return self._count_stages(image, stages_reached(str(image.data.get("to"))))
         return 0
+
+    def feedback(self, reference: str, event_type: str, at: str) -> int:
+        """An open, click, unsubscribe, bounce or complaint of the email ``<lead_id>/<seq>.<step>``:
+        counted once per lead and step."""
+        lead_id, _, message_id = reference.partition("/")
+        step, metric = _step_of(message_id), _EVENT_METRICS.get(event_type)
+        if not lead_id or step is None or metric is None:
+            return 0
+        return self._count_step(lead_id, f"{metric}#{message_id}", step, metric, at)
 
     def delivered(self, reference: str, at: str) -> int:
         """An SES delivery notification for the email ``<lead_id>/<sequence>.<step>``."""
@@ -272,18 +291,27 @@ class Tally:
         step = _step_of(message_id)
         if not lead_id or step is None:
             return 0
-        return self._count_step(lead_id, f"delivered#{message_id}", step, "delivered", at)
+        return self._count_step(lead_id, f"delivered#{message_id}", step, "delivered", at, once_anyway=True)
 
     def _count_step(
-        self, lead_id: str, marker: str, step: tuple[str, str], metric: str, at: str, probe: bool = False
+        self, lead_id: str, marker: str, step: tuple[str, str], metric: str, at: str, once_anyway: bool = False
     ) -> int:
         adds = {Counter("step", step): {metric: 1}}
-        return int(self._store.count_once(lead_id, marker, adds, at, probe=probe))
+        if once_anyway:
+            expires_at = int((parse_iso(at) + REDELIVERY_GUARD).timestamp())
+            return int(self._store.count_once(lead_id, marker, adds, at, expires_at=expires_at))
+        return int(self._store.count_once(lead_id, marker, adds, at, probe=True))
 
-    def _count_stages(self, event: Event, stages: Iterable[str]) -> int:
+    def _count_stages(self, event: Event, stages: Optional[Iterable[str]]) -> int:
+        """Count the stages reached; None: those of the form that captured the lead."""
         lead = self._store.get_lead(event.lead_id)
         if lead is None:
             return 0  # erased (or expired unconfirmed) since: nothing to attribute
+        if lead.consent is not None and lead.consent.status == "pending_confirmation":
+            return 0  # not a lead until confirmed (and gone by TTL if never)
+        if stages is None:
+            form = self._campaign.forms.get(lead.first_touch.form_id)
+            stages = ("captured", *stages_reached(form.stage if form else "subscriber"))
         counted = 0
         for stage in dict.fromkeys(stages):
             increments = {f"reached_{stage}": 1}

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
@@ -41,7 +41,7 @@ from chalicelib.entities import (
     from_dynamo_value,
     to_dynamo_value,
 )
-from chalicelib.errors import ConditionFailed, StoreError, WriteConflict
+from chalicelib.errors import ConditionFailed, InvalidRequest, StoreError, WriteConflict
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -143,13 +143,15 @@ class Counter:
 
     @property
     def sort_key(self) -> str:
-        # Parts are free text (utm values): quoted, so "#" inside one cannot split it.
-        return "#".join((self.kind.upper(), *(quote(part, safe="") for part in self.parts)))
+        # Parts are free text (utm values, up to 200 characters of any script): quoted, so "#"
+        # cannot split one, and hashed when long, so the key stays far below DynamoDB's 1 KB.
+        # The parts themselves are stored on the item (``parts``) and read back from there.
+        return "#".join((self.kind.upper(), *(_key_part(part) for part in self.parts)))
 
-    @classmethod
-    def from_sort_key(cls, sort_key: str) -> Counter:
-        kind, *parts = sort_key.split("#")
-        return cls(kind.lower(), tuple(unquote(part) for part in parts))
+
+def _key_part(part: str) -> str:
+    quoted = quote(part, safe="")
+    return quoted if len(quoted) <= 64 else "~" + hashlib.sha256(part.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -431,6 +433,16 @@ class Store:
             if key is None:
                 break
         return found, key
+
+    def resume_key(self, query: LeadQuery, lead_id: str) -> dict[str, Any]:
+        """Where ``find_leads(query)`` goes on right after this lead: its key in the index used."""
+        profile = self._get({"pk": _lead_pk(lead_id), "sk": "PROFILE"}) or {}
+        key: dict[str, Any] = {"pk": _lead_pk(lead_id), "sk": "PROFILE"}
+        if query.stage is not None:
+            key.update({"stage": profile.get("stage"), "score": profile.get("score")})
+        else:
+            key.update({"lead_list": LEAD_LIST, "created_at": profile.get("created_at")})
+        return _serialize(key)
 
     def list_events(self, lead_id: str) -> list[Event]:
         return [Event.from_item(i) for i in self._query_lead(lead_id, "EVENT#")]
@@ -886,28 +898,52 @@ class Store:
         return {k: int(v) for k, v in item.items() if k not in ("pk", "sk")}
 
     def count_once(
-        self, lead_id: str, marker: str, adds: Mapping[Counter, Mapping[str, int]], at: str, *, probe: bool = False
+        self,
+        lead_id: str,
+        marker: str,
+        adds: Mapping[Counter, Mapping[str, int]],
+        at: str,
+        *,
+        probe: bool = False,
+        expires_at: Optional[int] = None,
     ) -> bool:
         """Add to report counters unless this lead's ``marker`` was counted before. One transaction.
 
         Returns False (and changes nothing) when the marker exists: a redelivered record, a
         second open of the same email, a lead reaching a stage again. With ``probe``, for things
         that often repeat, a read first skips the transaction: a read costs a quarter of what a
-        cancelled transaction does.
+        cancelled transaction does. A marker that only guards against redelivery can be given a
+        TTL (``expires_at``, epoch seconds). False too when the lead does not exist (any more).
         """
         marker_key = {"pk": _lead_pk(lead_id), "sk": f"{MARKER_PREFIX}{marker}"}
         if probe and self._get(marker_key) is not None:
             return False
-        operations: list[dict[str, Any]] = [{"Put": self._new_item({**marker_key, "at": at})}]
+        marker_item: dict[str, Any] = {**marker_key, "at": at}
+        if expires_at is not None:
+            marker_item[TTL_ATTRIBUTE] = expires_at
+        operations: list[dict[str, Any]] = [
+            {"Put": self._new_item(marker_item)},
+            # Only a lead that exists is counted: a late record of an erased lead must not
+            # leave a marker behind in its partition.
+            {
+                "ConditionCheck": {
+                    "TableName": self.table_name,
+                    "Key": _serialize({"pk": _lead_pk(lead_id), "sk": "PROFILE"}),
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
+            },
+        ]
         for counter, increments in adds.items():
             names = {f"#c{i}": name for i, name in enumerate(increments)}
-            values = {f":c{i}": amount for i, amount in enumerate(increments.values())}
+            values: dict[str, Any] = {f":c{i}": amount for i, amount in enumerate(increments.values())}
+            names["#parts"], values[":parts"] = "parts", list(counter.parts)
+            adds_expression = ", ".join(f"#c{i} :c{i}" for i in range(len(increments)))
             operations.append(
                 {
                     "Update": {
                         "TableName": self.table_name,
                         "Key": _serialize({"pk": STATS_PK, "sk": counter.sort_key}),
-                        "UpdateExpression": "ADD " + ", ".join(f"#c{i} :c{i}" for i in range(len(names))),
+                        "UpdateExpression": f"SET #parts = if_not_exists(#parts, :parts) ADD {adds_expression}",
                         "ExpressionAttributeNames": names,
                         "ExpressionAttributeValues": _serialize(values),
                     }
@@ -937,9 +973,10 @@ class Store:
             page = self._call("query", **kwargs)
             for raw in page.get("Items", []):
                 item = _deserialize(raw)
-                if "#" in str(item["sk"]):
-                    attributes = {k: from_dynamo_value(v) for k, v in item.items() if k not in ("pk", "sk")}
-                    counters[Counter.from_sort_key(str(item["sk"]))] = attributes
+                kind, hashed, _ = str(item["sk"]).partition("#")
+                if hashed and "parts" in item:
+                    attributes = {k: from_dynamo_value(v) for k, v in item.items() if k not in ("pk", "sk", "parts")}
+                    counters[Counter(kind.lower(), tuple(str(p) for p in item["parts"]))] = attributes
             if "LastEvaluatedKey" not in page:
                 return counters
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -949,7 +986,7 @@ class Store:
         self._call(
             "put_item",
             TableName=self.table_name,
-            Item=_serialize({"pk": STATS_PK, "sk": counter.sort_key, **fields}),
+            Item=_serialize({"pk": STATS_PK, "sk": counter.sort_key, "parts": list(counter.parts), **fields}),
         )
 
     # -- GDPR -----------------------------------------------------------------------------------
@@ -993,10 +1030,17 @@ class Store:
             return None
         self.suppress(suppression)
         keys = [{"pk": item["pk"], "sk": item["sk"]} for item in items if item["sk"] != "PROFILE"]
+        self._delete_keys(keys)
+        self._call("delete_item", TableName=self.table_name, Key=_serialize({"pk": _lead_pk(lead_id), "sk": "PROFILE"}))
+        # Writes that raced the deletes (a send being recorded, a count) were conditional on the
+        # profile, which is gone now: one more sweep removes what landed meanwhile, for good.
+        stragglers = [{"pk": item["pk"], "sk": item["sk"]} for item in self._query_lead(lead_id)]
+        self._delete_keys(stragglers)
+        return len(keys) + 1 + len(stragglers)
+
+    def _delete_keys(self, keys: list[dict[str, Any]]) -> None:
         for start in range(0, len(keys), 25):
             self._delete_batch(keys[start : start + 25])
-        self._call("delete_item", TableName=self.table_name, Key=_serialize({"pk": _lead_pk(lead_id), "sk": "PROFILE"}))
-        return len(keys) + 1
 
     def _delete_batch(self, keys: list[dict[str, Any]]) -> None:
         requests: list[Any] = [{"DeleteRequest": {"Key": _serialize(key)}} for key in keys]
@@ -1050,6 +1094,10 @@ class Store:
                     raise ConditionFailed("an item was not as the write expected") from e
                 if "TransactionConflict" in reasons:
                     raise WriteConflict("a concurrent transaction touched the same items; retry") from e
+                if "ValidationError" in reasons:
+                    raise InvalidRequest(f"transaction refused: {e}") from e
+            if e.response.get("Error", {}).get("Code") == "ValidationException":
+                raise InvalidRequest(f"transaction refused: {e}") from e
             raise StoreError(f"transaction failed: {e}") from e
         except BotoCoreError as e:
             raise StoreError(f"transaction failed: {e}") from e
@@ -1057,5 +1105,9 @@ class Store:
     def _call(self, operation: str, **kwargs: Any) -> Any:
         try:
             return getattr(self._client, operation)(**kwargs)
-        except (ClientError, BotoCoreError) as e:
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "ValidationException":
+                raise InvalidRequest(f"{operation} refused: {e}") from e
+            raise StoreError(f"{operation} failed: {e}") from e
+        except BotoCoreError as e:
             raise StoreError(f"{operation} failed: {e}") from e

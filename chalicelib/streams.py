@@ -9,17 +9,21 @@ puts, counted markers), so Lambda's redelivery of a batch is harmless.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.clock import Clock
 from chalicelib.entities import Enrolment, Event, Handoff, Message, iso
+from chalicelib.errors import InvalidRequest
 from chalicelib.handoff import STAGE_CHANGED, Notifier, Qualifier
 from chalicelib.models import Campaign
 from chalicelib.nurture.dispatcher import Dispatcher, TickReport
 from chalicelib.reports import Tally
 from chalicelib.store import Store, parse_stream_image
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,19 +79,28 @@ class StreamProcessor:
                 if was_due and self._dispatcher.dispatch(image, tick):
                     report.dispatched += 1
             elif isinstance(image, Event) and record["eventName"] == "INSERT":
-                report.counted += self._tally.observe(image)
+                report.counted += self._count(image)
                 report.enrolled += self._enrol_on(image)
                 if image.type != STAGE_CHANGED:  # our own writes never feed back
                     to_rescore.setdefault(image.lead_id)
             elif isinstance(image, Handoff) and record["eventName"] == "INSERT":
                 report.handoffs += int(self._notifier.notify(image))
             elif isinstance(image, Message) and record["eventName"] == "INSERT":
-                report.counted += self._tally.observe(image)
+                report.counted += self._count(image)
         for lead_id in to_rescore:
             report.rescored += 1
             if self._qualifier.rescore(lead_id) is not None:
                 report.stage_changes += 1
         return report
+
+    def _count(self, image: Event | Message) -> int:
+        """Count for the reports; a record DynamoDB refuses to count is skipped, never retried:
+        the reports must not hold up scoring, handoffs and sends for the rest of the shard."""
+        try:
+            return self._tally.observe(image)
+        except InvalidRequest:
+            logger.exception("report count refused for a %s record; skipped", type(image).__name__)
+            return 0
 
     def _became_due(self, record: dict[str, Any], enrolment: Enrolment) -> bool:
         """A fresh enrolment (or one just confirmed) with its step due now, not a dispatcher's own write."""

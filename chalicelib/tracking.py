@@ -239,6 +239,8 @@ EMAIL_OPENED = "email_opened"
 UNSUBSCRIBED = "unsubscribed"
 CONFIRMED = "subscription_confirmed"
 STAGE_CHANGED = "stage_changed"
+EMAIL_BOUNCED = "email_bounced"
+EMAIL_COMPLAINED = "email_complained"
 INTERNAL_EVENT_TYPES = frozenset(
     {
         "form_submitted",
@@ -247,8 +249,8 @@ INTERNAL_EVENT_TYPES = frozenset(
         UNSUBSCRIBED,
         CONFIRMED,
         STAGE_CHANGED,
-        "email_bounced",
-        "email_complained",
+        EMAIL_BOUNCED,
+        EMAIL_COMPLAINED,
     }
 )
 

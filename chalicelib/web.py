@@ -374,10 +374,20 @@ def admin_set_stage(runtime: Runtime, lead_id: str, request: Request) -> Respons
 
 LEADS_CURSOR = "leads-cursor"
 CURSOR_LIFETIME = timedelta(days=1)
+# Well under Lambda's 6 MB response limit, JSON envelope and escaping included.
+CSV_PAGE_BYTES = 4 * 1024 * 1024
 
 
-def _find_leads(runtime: Runtime, params: LeadListParams) -> tuple[list[Lead], Optional[str]]:
-    """One page of the filtered lead list and the signed cursor of the next (None at the end)."""
+@dataclass(frozen=True)
+class _LeadPage:
+    query: LeadQuery
+    filters: str  # a digest of the query: a cursor is only good for the filters it came from
+    leads: list[Lead]
+    next_key: Optional[dict[str, Any]]
+
+
+def _find_leads(runtime: Runtime, params: LeadListParams) -> _LeadPage:
+    """One page of the filtered lead list and the key of the next (None at the end)."""
     query = LeadQuery(
         stage=params.stage,
         min_score=params.min_score,
@@ -399,21 +409,23 @@ def _find_leads(runtime: Runtime, params: LeadListParams) -> tuple[list[Lead], O
             raise ValidationFailed({"cursor": "belongs to other filters"})
         start = claims["k"]
     leads, next_key = runtime.store.find_leads(query, params.limit, start)
-    cursor = None
-    if next_key is not None:
-        expires = runtime.clock.now() + CURSOR_LIFETIME
-        cursor = runtime.signer.sign(LEADS_CURSOR, {"f": filters, "k": next_key}, expires)
-    return leads, cursor
+    return _LeadPage(query, filters, leads, next_key)
+
+
+def _cursor(runtime: Runtime, page: _LeadPage, key: Optional[dict[str, Any]]) -> Optional[str]:
+    if key is None:
+        return None
+    return runtime.signer.sign(LEADS_CURSOR, {"f": page.filters, "k": key}, runtime.clock.now() + CURSOR_LIFETIME)
 
 
 def admin_list_leads(runtime: Runtime, request: Request) -> Response:
     """``GET /admin/leads``: filtered, cursor-paginated, from the indexes (never a Scan)."""
     try:
         _require_admin(request)
-        leads, cursor = _find_leads(runtime, _query_params(request, LeadListParams))
+        page = _find_leads(runtime, _query_params(request, LeadListParams))
     except TrellisError as e:
         return error_response(e)
-    body = {"leads": [_lead_summary(lead) for lead in leads], "next_cursor": cursor}
+    body = {"leads": [_lead_summary(lead) for lead in page.leads], "next_cursor": _cursor(runtime, page, page.next_key)}
     return Response(body, status_code=200, headers={"Content-Type": JSON})
 
 
@@ -421,12 +433,16 @@ def admin_export_csv(runtime: Runtime, request: Request) -> Response:
     """``GET /admin/export/leads.csv``: the list's filters, up to ``limit`` rows per response.
 
     A Lambda response is held in memory (6 MB at most), so a big export comes in pages: the
-    ``Link: <...>; rel="next"`` header names the next one, as GitHub's API does.
+    ``Link: <...>; rel="next"`` header names the next one, as GitHub's API does. A page also
+    ends early when its CSV reaches ``CSV_PAGE_BYTES`` (rows hold free text).
     """
     try:
         _require_admin(request)
-        params = _query_params(request, LeadExportParams)
-        leads, cursor = _find_leads(runtime, params)
+        page = _find_leads(runtime, _query_params(request, LeadExportParams))
+        text, written = leads_csv(runtime.campaign, page.leads, CSV_PAGE_BYTES)
+        next_key = page.next_key
+        if written < len(page.leads):
+            next_key = runtime.store.resume_key(page.query, page.leads[written - 1].lead_id)
     except TrellisError as e:
         return error_response(e)
     headers: Headers = {
@@ -434,11 +450,12 @@ def admin_export_csv(runtime: Runtime, request: Request) -> Response:
         "Content-Type": "text/csv; charset=utf-8",
         "Content-Disposition": 'attachment; filename="leads.csv"',
     }
+    cursor = _cursor(runtime, page, next_key)
     if cursor is not None:
         query = {k: v for k, v in (request.query_params or {}).items() if k != "cursor"}
         next_url = f"{runtime.settings.public_url}/admin/export/leads.csv?{urlencode({**query, 'cursor': cursor})}"
         headers["Link"] = f'<{next_url}>; rel="next"'
-    return Response(leads_csv(runtime.campaign, leads), status_code=200, headers=headers)
+    return Response(text, status_code=200, headers=headers)
 
 
 def _query_params(request: Request, model: type[_Params]) -> _Params:

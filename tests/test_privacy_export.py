@@ -99,13 +99,15 @@ def test_erase_deletes_the_partition_keeps_anonymous_counters_and_suppresses_the
 
     # She signs up again later: stored as a new lead, but never mailed.
     mails_before = len(outbox())
-    assert post_json(client, "/forms/newsletter", {"email": "ada.lovelace@example.com", "consent": True}).status_code
+    again = post_json(client, "/forms/newsletter", {"email": "ada.lovelace@example.com", "consent": True})
+    assert again.status_code == 201 and body(again)["lead_id"] == ADA_ID
     settle(deliver)
     for _ in range(10):
         clock.advance(86400)
         tick()
         settle(deliver)
     assert [m for m in outbox()[mails_before:] if "ada" in str(m["To"]).lower()] == []
+    assert len(outbox()) > mails_before  # others were mailed meanwhile: the dispatcher did run
 
 
 def test_erasing_twice_or_an_unknown_lead_is_a_404(client, ada):
@@ -185,3 +187,34 @@ def test_csv_bad_parameters_are_a_400(client, query, field):
 def test_csv_needs_the_token(client, ada):
     response = client.http.get("/admin/export/leads.csv")
     assert response.status_code == 401 and b"Ada" not in response.body
+
+
+def test_csv_pages_end_early_at_the_byte_cap_and_resume_after_the_last_row(client, clock, monkeypatch):
+    from chalicelib import web
+
+    for n in range(5):
+        fields = {"email": f"big{n}@example.com", "first_name": "B" * 90, "consent": True}
+        assert post_json(client, "/forms/newsletter", fields).status_code == 201
+        clock.advance(60)
+    monkeypatch.setattr(web, "CSV_PAGE_BYTES", 900)  # the header and two rows of ~300 bytes
+
+    seen: list[str] = []
+    path: str | None = "/admin/export/leads.csv?limit=5000"
+    while path:
+        response = client.http.get(path, headers=AUTH)
+        assert response.status_code == 200 and len(response.body) <= 900
+        seen += [row["email"] for row in csv_rows(response)]
+        link = {k.lower(): v for k, v in response.headers.items()}.get("link")
+        path = None
+        if link:
+            parts = urlsplit(link.removeprefix("<").split(">")[0])
+            path = parts.path.removeprefix("/api") + "?" + parts.query
+    assert seen == [f"big{n}@example.com" for n in reversed(range(5))]
+
+
+def test_an_address_with_a_percent_sign_is_not_decoded_twice(client, deliver):
+    fields = {"email": "a%41b@example.com", "consent": True}
+    assert post_json(client, "/forms/newsletter", fields).status_code == 201
+    # Fully encoded ("@" too), the path means the same whether or not the gateway decoded it.
+    response = client.http.get(f"/admin/leads/{quote('a%41b@example.com', safe='')}/export", headers=AUTH)
+    assert response.status_code == 200 and body(response)["lead_id"] == lead_id_for("a%41b@example.com")

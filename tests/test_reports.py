@@ -333,3 +333,67 @@ def test_spend_is_kept_to_the_cent_so_tiny_amounts_cannot_break_the_store(client
     response = put_spend(client, {"utm_source": "g", "utm_medium": "c", "amount": 3.2272963109542513e-224})
     assert (response.status_code, body(response)["amount"]) == (200, 0.0)
     assert body(put_spend(client, {"utm_source": "g", "utm_medium": "c", "amount": 10.456}))["amount"] == 10.46
+
+
+# -- what review found: long channels, erased leads, double opt-in, repeated feedback ----------------
+
+
+def test_long_non_ascii_channels_are_counted_and_shown_in_full(client, deliver):
+    source, medium = "€ Sommer-Aktion " * 12, "ŝocial ☃" * 12  # 192 and 96 characters
+    fields = {"email": "eu@example.com", "consent": True, "utm_source": source[:200], "utm_medium": medium}
+    assert post_json(client, "/forms/newsletter", fields).status_code == 201
+    settle(deliver)
+    spend = put_spend(client, {"utm_source": "€" * 100, "utm_medium": "☃" * 100, "amount": 5})
+    assert spend.status_code == 200, spend.body
+
+    channels = {(c["utm_source"], c["utm_medium"]): c for c in admin_get(client, "/admin/reports/funnel")["channels"]}
+    assert channels[source[:200].strip(), medium.strip()]["reached"]["captured"] == 1
+    assert channels["€" * 100, "☃" * 100]["spend"] == 5
+
+
+def test_records_of_an_erased_lead_leave_nothing_behind(client, rt, clock, deliver, table_items):
+    from app import on_ses_feedback
+
+    assert post_json(client, "/forms/newsletter", {"email": "gone@example.com", "consent": True}).status_code == 201
+    lead_id = lead_id_for("gone@example.com")
+    assert client.http.delete(f"/admin/leads/{lead_id}", headers=AUTH).status_code == 200
+    settle(deliver)  # the capture's records arrive after the erase
+    delivery = {"notificationType": "Delivery", "mail": bounce("gone@example.com", reference="x", key="k")["mail"]}
+    delivery["mail"]["headers"][-1]["value"] = f"{lead_id}/welcome.welcome"
+    on_ses_feedback(client.events.generate_sns_event(message=json.dumps(delivery)), LambdaContext())
+
+    assert [i["sk"] for i in table_items() if lead_id in i["pk"]] == ["SUPPRESS"]
+
+
+def test_a_double_opt_in_sign_up_counts_from_its_confirmation(client, rt, deliver, tick, outbox, monkeypatch):
+    form = rt.campaign.forms["newsletter"].model_copy(update={"double_opt_in": True})
+    monkeypatch.setitem(rt.campaign.forms, "newsletter", form)
+    assert post_json(client, "/forms/newsletter", {"email": "dot@example.com", "consent": True}).status_code == 201
+    settle(deliver)
+    tick()
+    settle(deliver)
+    funnel = admin_get(client, "/admin/reports/funnel")
+    assert funnel["total"]["reached"]["captured"] == 0  # not a lead before confirming
+    confirm = rt.links.confirm(lead_id_for("dot@example.com"), rt.clock.now(), rt.campaign.confirmation.expires_after)
+    assert client.http.get(urlsplit(confirm).path.removeprefix("/api")).status_code == 200
+    settle(deliver)
+
+    assert admin_get(client, "/admin/reports/funnel")["total"]["reached"]["captured"] == 1
+    confirmation = admin_get(client, "/admin/reports/sequences")["steps"]
+    assert [(s["step_id"], s["sent"]) for s in confirmation if s["sequence_id"] == "_confirm"] == [("confirm", 1)]
+
+
+def test_a_complaint_after_unsubscribing_still_counts(client, rt, clock, campaign_run, deliver):
+    from app import on_ses_feedback
+    from tests.test_feedback import complaint
+
+    dee = lead_id_for("dee@example.com")
+    path = urlsplit(rt.links.unsubscribe(dee, "welcome.welcome", clock.now())).path.removeprefix("/api")
+    assert client.http.post(path).status_code == 200
+    notification = complaint("dee@example.com", reference=f"{dee}/welcome.welcome", key="eventType")
+    for _ in range(2):  # and SES delivers it twice
+        on_ses_feedback(client.events.generate_sns_event(message=json.dumps(notification)), LambdaContext())
+    settle(deliver)
+
+    welcome = {(s["sequence_id"], s["step_id"]): s for s in admin_get(client, "/admin/reports/sequences")["steps"]}
+    assert (welcome["welcome", "welcome"]["unsubscribed"], welcome["welcome", "welcome"]["complained"]) == (1, 1)

@@ -15,11 +15,9 @@ from chalicelib.errors import ValidationFailed
 from chalicelib.models import normalise_email
 from chalicelib.reports import Tally
 from chalicelib.store import Store
+from chalicelib.tracking import EMAIL_BOUNCED, EMAIL_COMPLAINED
 
 logger = logging.getLogger(__name__)
-
-EMAIL_BOUNCED = "email_bounced"
-EMAIL_COMPLAINED = "email_complained"
 
 
 @dataclass(frozen=True)
@@ -81,6 +79,9 @@ class Feedback:
             # A redelivered notification finds the address suppressed already and records nothing.
             if self._store.suppress(Suppression(lead_id, reason, iso(now), detail)):
                 self._store.record_event(event)  # on the timeline, when the lead still exists
+            # Counted whether or not the address was suppressed before: SES counts a complaint
+            # from someone who had unsubscribed too, and so must the rate we warn about.
+            self._tally.feedback(reference, event_type, iso(now))
             suppressed += 1
         logger.info("ses %s: %d suppressed, %d ignored", kind, suppressed, ignored)
         return FeedbackResult(kind, suppressed, ignored)
