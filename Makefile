@@ -21,11 +21,11 @@ demo: $(STAMP)
 test: lint typecheck validate pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check chalicelib app.py twin tests
-	$(BIN)/ruff format --check chalicelib app.py twin tests
+	$(BIN)/ruff check chalicelib app.py twin infra tests
+	$(BIN)/ruff format --check chalicelib app.py twin infra tests
 
 typecheck: $(STAMP)
-	$(BIN)/mypy chalicelib app.py twin
+	$(BIN)/mypy chalicelib app.py twin infra
 
 validate: $(STAMP)
 	$(BIN)/python -m chalicelib.validate campaigns/*.yaml
