@@ -37,7 +37,8 @@ class Settings:
     table_name: str
     assets_bucket: str
     # HMAC key for every signed token and for the IP hash; from the environment (locally) or the
-    # stage's secret (deployed). Never logged, never in the repo.
+    # stage's SSM SecureString named by token_key_parameter (deployed, read once at cold start).
+    # Never logged, never in the repo. Empty while the parameter has not been read.
     token_key: bytes = field(repr=False)
     # Base URL of this stage's API (tracked links, unsubscribe and confirm links point here).
     public_url: str
@@ -48,6 +49,7 @@ class Settings:
     # stages name an SSM SecureString parameter holding it instead (admin_token_parameter).
     admin_token: bytes = field(default=b"", repr=False)
     admin_token_parameter: Optional[str] = None
+    token_key_parameter: Optional[str] = None
     # Emails per second; when unset, the SES account's own max send rate (GetSendQuota).
     max_send_rate: Optional[float] = None
     # Signs the sales webhook; required when the campaign configures one.
@@ -65,12 +67,17 @@ class Settings:
             "TRELLIS_CAMPAIGN": "the campaign file to serve (campaigns/<name>.yaml)",
             "TRELLIS_TABLE": "the DynamoDB table name",
             "TRELLIS_ASSETS_BUCKET": "the S3 bucket holding lead-magnet assets",
-            "TRELLIS_TOKEN_KEY": f"secret key for signed tokens, at least {MIN_TOKEN_KEY_LENGTH} characters",
             "TRELLIS_PUBLIC_URL": "the API's public base URL, e.g. https://abc.execute-api.eu-west-1.amazonaws.com/api",
             "TRELLIS_SES_CONFIGURATION_SET": "the SES configuration set every email is sent with",
             "TRELLIS_SALES_TOPIC_ARN": "the SNS topic new sales-qualified leads are published to",
         }
         missing = [f"{name} ({why})" for name, why in required.items() if not env.get(name)]
+        key_sources = [name for name in ("TRELLIS_TOKEN_KEY", "TRELLIS_TOKEN_KEY_PARAMETER") if env.get(name)]
+        if not key_sources:
+            missing.append(
+                f"TRELLIS_TOKEN_KEY (secret key for signed tokens, at least {MIN_TOKEN_KEY_LENGTH} characters)"
+                " or TRELLIS_TOKEN_KEY_PARAMETER (the SSM SecureString parameter holding it)"
+            )
         admin_sources = [name for name in ("TRELLIS_ADMIN_TOKEN", "TRELLIS_ADMIN_TOKEN_PARAMETER") if env.get(name)]
         if not admin_sources:
             missing.append(
@@ -79,8 +86,10 @@ class Settings:
             )
         if missing:
             raise ConfigError("missing environment variables: " + "; ".join(missing))
-        token_key = env["TRELLIS_TOKEN_KEY"]
-        if len(token_key) < MIN_TOKEN_KEY_LENGTH:
+        if len(key_sources) > 1:
+            raise ConfigError("set TRELLIS_TOKEN_KEY or TRELLIS_TOKEN_KEY_PARAMETER, not both")
+        token_key = env.get("TRELLIS_TOKEN_KEY", "")
+        if token_key and len(token_key) < MIN_TOKEN_KEY_LENGTH:
             raise ConfigError(f"TRELLIS_TOKEN_KEY must be at least {MIN_TOKEN_KEY_LENGTH} characters")
         if len(admin_sources) > 1:
             raise ConfigError("set TRELLIS_ADMIN_TOKEN or TRELLIS_ADMIN_TOKEN_PARAMETER, not both")
@@ -107,6 +116,7 @@ class Settings:
             sales_topic_arn=env["TRELLIS_SALES_TOPIC_ARN"],
             admin_token=env.get("TRELLIS_ADMIN_TOKEN", "").encode(),
             admin_token_parameter=env.get("TRELLIS_ADMIN_TOKEN_PARAMETER") or None,
+            token_key_parameter=env.get("TRELLIS_TOKEN_KEY_PARAMETER") or None,
             max_send_rate=max_send_rate,
             webhook_secret=env["TRELLIS_WEBHOOK_SECRET"].encode() if env.get("TRELLIS_WEBHOOK_SECRET") else None,
             clock_file=env.get("TRELLIS_CLOCK_FILE") or None,

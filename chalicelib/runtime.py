@@ -10,11 +10,13 @@ from __future__ import annotations
 import functools
 from typing import Optional
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from chalicelib import aws
 from chalicelib.assets import S3AssetLinks
 from chalicelib.capture import Capture
 from chalicelib.clock import Clock, OffsetFileClock, SystemClock
-from chalicelib.config import Settings, load_campaign
+from chalicelib.config import MIN_TOKEN_KEY_LENGTH, Settings, load_campaign
 from chalicelib.credentials import AdminToken, SsmAdminToken, StaticAdminToken
 from chalicelib.errors import ConfigError
 from chalicelib.handoff import Notifier, Qualifier, SalesFeedback, Webhook
@@ -65,7 +67,7 @@ class Runtime:
             campaign=campaign or load_campaign(settings.campaign_name, settings.campaigns_dir),
             clock=clock or (OffsetFileClock(settings.clock_file) if settings.clock_file else SystemClock()),
             store=Store(aws.dynamodb(), settings.table_name),
-            signer=TokenSigner(settings.token_key),
+            signer=TokenSigner(_token_key(settings)),
             assets=S3AssetLinks(aws.s3(), settings.assets_bucket),
             mailer=mailer,
             pacer=pacer,
@@ -151,6 +153,22 @@ class Runtime:
         return StreamProcessor(
             self.campaign, self.store, self.dispatcher, self.qualifier, self.notifier, self.tally, self.clock
         )
+
+
+def _token_key(settings: Settings) -> bytes:
+    """The signing key: from the environment (local), or once per cold start from SSM (deployed)."""
+    if not settings.token_key_parameter:
+        return settings.token_key
+    try:
+        answer = aws.ssm().get_parameter(Name=settings.token_key_parameter, WithDecryption=True)
+    except (ClientError, BotoCoreError) as e:
+        raise ConfigError(f"cannot read SSM parameter {settings.token_key_parameter}") from e
+    key = str(answer["Parameter"]["Value"]).encode()
+    if len(key) < MIN_TOKEN_KEY_LENGTH:
+        raise ConfigError(
+            f"SSM parameter {settings.token_key_parameter} must hold at least {MIN_TOKEN_KEY_LENGTH} characters"
+        )
+    return key
 
 
 _current: Optional[Runtime] = None

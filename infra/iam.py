@@ -8,7 +8,7 @@ fails when one is missing here, or when this grants an action nothing calls.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 # What the code does to each resource (IAM actions). A transaction needs the actions of its parts.
@@ -34,17 +34,18 @@ LOG_ACTIONS = ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents
 
 
 def lambda_policy(
-    *, region: str, account: str, outputs: Mapping[str, str], sender: str, admin_token_parameter: str
+    *, region: str, account: str, outputs: Mapping[str, str], sender: str, secret_parameters: Sequence[str]
 ) -> dict[str, Any]:
     """The role policy for one stage, from its infra stack's outputs.
 
     ``sender`` is the campaign's from address: SES checks the send against its identity (the
     address or its domain, whichever is verified) and the configuration set.
+    ``secret_parameters``: the SSM SecureStrings of the token key and the admin token.
     """
     table = f"arn:aws:dynamodb:{region}:{account}:table/{outputs['LeadsTableName']}"
     ses = f"arn:aws:ses:{region}:{account}"
     domain = sender.rpartition("@")[2]
-    parameter = admin_token_parameter.lstrip("/")
+    parameters = [f"arn:aws:ssm:{region}:{account}:parameter/{name.lstrip('/')}" for name in secret_parameters]
 
     def allow(sid: str, actions: tuple[str, ...], resources: list[str], **extra: Any) -> dict[str, Any]:
         return {"Sid": sid, "Effect": "Allow", "Action": list(actions), "Resource": resources, **extra}
@@ -67,10 +68,10 @@ def lambda_policy(
             ),
             allow("ReadSendRate", QUOTA_ACTIONS, ["*"]),
             allow("NotifySales", PUBLISH_ACTIONS, [outputs["SalesTopicArn"]]),
-            allow("ReadAdminToken", PARAMETER_ACTIONS, [f"arn:aws:ssm:{region}:{account}:parameter/{parameter}"]),
-            # The SecureString is encrypted with the account's aws/ssm key: decrypt only via SSM.
+            allow("ReadSecrets", PARAMETER_ACTIONS, parameters),
+            # The SecureStrings are encrypted with the account's aws/ssm key: decrypt only via SSM.
             allow(
-                "DecryptAdminToken",
+                "DecryptSecrets",
                 ("kms:Decrypt",),
                 [f"arn:aws:kms:{region}:{account}:key/*"],
                 Condition={"StringEquals": {"kms:ViaService": f"ssm.{region}.amazonaws.com"}},

@@ -168,3 +168,43 @@ def test_campaigns_dir_defaults_to_the_packaged_campaigns_and_can_be_pointed_els
 
     assert settings.campaigns_dir == tmp_path
     assert load_campaign(settings.campaign_name, settings.campaigns_dir).title == "Elsewhere"
+
+
+def test_deployed_token_key_comes_from_ssm_once_per_cold_start(settings, clock):
+    import dataclasses
+
+    import boto3
+
+    from chalicelib import runtime
+    from chalicelib.errors import ConfigError as Refused
+    from chalicelib.tracking import TokenSigner
+
+    ssm = boto3.client("ssm")
+    ssm.put_parameter(Name="/trellis/dev/token-key", Value="s" * 48, Type="SecureString")
+    deployed = dataclasses.replace(settings, token_key=b"", token_key_parameter="/trellis/dev/token-key")
+
+    built = runtime.Runtime.build(deployed, clock=clock)
+
+    token = TokenSigner(b"s" * 48).lead_token("lead-1", clock.now())
+    assert built.signer.lead_from_token(token, clock.now()) == "lead-1"
+    ssm.put_parameter(Name="/trellis/dev/short", Value="short", Type="SecureString")
+    with pytest.raises(Refused, match="at least 32"):
+        runtime.Runtime.build(dataclasses.replace(deployed, token_key_parameter="/trellis/dev/short"), clock=clock)
+    with pytest.raises(Refused, match="cannot read"):
+        runtime.Runtime.build(dataclasses.replace(deployed, token_key_parameter="/trellis/dev/none"), clock=clock)
+
+
+def test_token_key_from_both_places_is_refused():
+    env = {
+        "TRELLIS_CAMPAIGN": "demo",
+        "TRELLIS_TABLE": "t",
+        "TRELLIS_ASSETS_BUCKET": "b",
+        "TRELLIS_PUBLIC_URL": "https://x.example/api",
+        "TRELLIS_SES_CONFIGURATION_SET": "trellis-x",
+        "TRELLIS_SALES_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:trellis-x-sales",
+        "TRELLIS_ADMIN_TOKEN": "a" * 40,
+        "TRELLIS_TOKEN_KEY": "k" * 40,
+    }
+    with pytest.raises(ConfigError, match="not both"):
+        Settings.from_env({**env, "TRELLIS_TOKEN_KEY_PARAMETER": "/trellis/x/token-key"})
+    assert Settings.from_env({**env, "TRELLIS_TOKEN_KEY": ""} | {"TRELLIS_TOKEN_KEY_PARAMETER": "/p"}).token_key == b""

@@ -52,7 +52,7 @@ POLICY = lambda_policy(
     account="123456789012",
     outputs=OUTPUTS,
     sender="hello@spring.example",
-    admin_token_parameter="/trellis/spring/admin-token",
+    secret_parameters=["/trellis/spring/token-key", "/trellis/spring/admin-token"],
 )
 
 
@@ -129,7 +129,10 @@ def test_every_grant_names_its_resource():
     assert wildcards == {"ses:GetSendQuota"}  # account-level: IAM has no resource for it
     assert allowed["dynamodb:PutItem"] == [f"arn:aws:dynamodb:eu-west-1:123456789012:table/{OUTPUTS['LeadsTableName']}"]
     assert allowed["dynamodb:Query"][1].endswith("/index/*")
-    assert allowed["ssm:GetParameter"] == ["arn:aws:ssm:eu-west-1:123456789012:parameter/trellis/spring/admin-token"]
+    assert allowed["ssm:GetParameter"] == [
+        "arn:aws:ssm:eu-west-1:123456789012:parameter/trellis/spring/token-key",
+        "arn:aws:ssm:eu-west-1:123456789012:parameter/trellis/spring/admin-token",
+    ]
 
 
 @pytest.fixture
