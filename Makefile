@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest validate clean preview browser
+.PHONY: demo test lint typecheck pytest validate clean preview browser bootstrap
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ browser:
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive $(APT_INSTALL); \
 	elif command -v sudo >/dev/null; then sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive $(APT_INSTALL); \
 	else echo "make: the browser test needs Debian's chromium and chromium-driver: run '$(APT_INSTALL)' as root" >&2; exit 1; fi
+
+## make bootstrap STAGE=<campaign> [CAMPAIGN=<file>] [PUBLIC_URL=<url>]: the stage's stack, secrets,
+## policy and .chalice/config.json entry (AWS credentials from the usual places); then chalice deploy.
+bootstrap: $(STAMP)
+	@test -n "$(STAGE)" || { echo "make bootstrap: set STAGE=<campaign stage>" >&2; exit 2; }
+	$(BIN)/python -m infra.bootstrap --stage "$(STAGE)" $(if $(CAMPAIGN),--campaign "$(CAMPAIGN)") $(if $(PUBLIC_URL),--public-url "$(PUBLIC_URL)")
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache dist

@@ -1,0 +1,215 @@
+"""Bootstrap a campaign stage: its infra stack, its secrets, its policy and its Chalice config.
+
+    make bootstrap STAGE=spring [CAMPAIGN=spring] [PUBLIC_URL=https://...]
+    python -m infra.bootstrap --stage spring [--campaign spring] [--public-url https://...]
+
+1. creates or updates the CloudFormation stack ``trellis-<stage>`` from infra/trellis.yaml;
+2. creates the stage's two SSM SecureStrings (token key, admin token) with random values when
+   they do not exist yet; an existing one is never overwritten (rotate with put-parameter);
+3. writes ``.chalice/policy-<stage>.json``, the least-privilege role policy (infra/iam.py);
+4. writes the stage into ``.chalice/config.json`` (other stages and keys kept): the resources'
+   names and ARNs as ``environment_variables``, ``autogen_policy: false`` and the policy file.
+
+Then ``chalice deploy --stage <stage>``. The API's URL exists only after the first deploy: run
+the bootstrap again with ``--public-url "$(chalice url --stage <stage>)"`` (or your domain) and
+deploy again. Secret values are never printed or written to the repo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import boto3
+from botocore.exceptions import ClientError
+
+from chalicelib.config import load_campaign
+from chalicelib.errors import ConfigError
+from infra.iam import lambda_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "infra" / "trellis.yaml"
+CHALICE_DIR = ROOT / ".chalice"
+REQUIRED_OUTPUTS = (
+    "LeadsTableName",
+    "LeadsTableStreamArn",
+    "AssetsBucketName",
+    "SesEventsTopicArn",
+    "SalesTopicArn",
+)
+
+
+class BootstrapError(Exception):
+    """Something a person must fix; the message says what."""
+
+
+@dataclass(frozen=True)
+class Bootstrapped:
+    stage: str
+    outputs: dict[str, str]
+    environment: dict[str, str]
+    policy_file: Path
+    created_secrets: list[str]
+
+
+def stack_name(stage: str) -> str:
+    return f"trellis-{stage}"
+
+
+def secret_names(stage: str) -> dict[str, str]:
+    return {
+        "TRELLIS_TOKEN_KEY_PARAMETER": f"/trellis/{stage}/token-key",
+        "TRELLIS_ADMIN_TOKEN_PARAMETER": f"/trellis/{stage}/admin-token",
+    }
+
+
+def deploy_stack(cloudformation: Any, stage: str) -> dict[str, str]:
+    """Create the stage's stack, or update it to the current template; its outputs by key."""
+    name = stack_name(stage)
+    arguments = {
+        "StackName": name,
+        "TemplateBody": TEMPLATE.read_text(),
+        "Parameters": [{"ParameterKey": "Stage", "ParameterValue": stage}],
+    }
+    try:
+        cloudformation.describe_stacks(StackName=name)
+        exists = True
+    except ClientError:
+        exists = False
+    try:
+        if exists:
+            cloudformation.update_stack(**arguments)
+            cloudformation.get_waiter("stack_update_complete").wait(StackName=name, WaiterConfig={"Delay": 5})
+        else:
+            cloudformation.create_stack(**arguments)
+            cloudformation.get_waiter("stack_create_complete").wait(StackName=name, WaiterConfig={"Delay": 5})
+    except ClientError as e:
+        if "No updates are to be performed" not in str(e):
+            raise BootstrapError(f"stack {name}: {e}") from e
+    stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    missing = [key for key in REQUIRED_OUTPUTS if key not in outputs]
+    if missing:
+        raise BootstrapError(f"stack {name} has no output {', '.join(missing)}: is infra/trellis.yaml deployed?")
+    return outputs
+
+
+def configuration_set(sesv2: Any, stage: str) -> str:
+    """The SES configuration set the template names ``trellis-<stage>``, when the stack's outputs
+    lack it (moto's CloudFormation skips AWS::SES resources); it must exist."""
+    name = f"trellis-{stage}"
+    try:
+        sesv2.get_configuration_set(ConfigurationSetName=name)
+    except ClientError as e:
+        raise BootstrapError(f"SES configuration set {name} not found: {e}") from e
+    return name
+
+
+def ensure_secret(ssm: Any, name: str) -> bool:
+    """Create the SecureString with a random value unless it exists. True when created."""
+    try:
+        ssm.put_parameter(Name=name, Value=secrets.token_urlsafe(48), Type="SecureString", Overwrite=False)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") == "ParameterAlreadyExists":
+            return False
+        raise BootstrapError(f"cannot create SSM parameter {name}: {e}") from e
+    return True
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Whole or not at all: a temporary file renamed over the old one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w") as out:
+        json.dump(data, out, indent=2)
+        out.write("\n")
+    os.replace(temporary, path)
+
+
+def bootstrap(
+    stage: str,
+    campaign_name: str,
+    session: Any,
+    public_url: Optional[str] = None,
+    chalice_dir: Path = CHALICE_DIR,
+) -> Bootstrapped:
+    campaign = load_campaign(campaign_name)  # a broken campaign file stops here, before AWS is touched
+    outputs = deploy_stack(session.client("cloudformation"), stage)
+    outputs.setdefault("ConfigurationSetName", configuration_set(session.client("sesv2"), stage))
+    ssm = session.client("ssm")
+    names = secret_names(stage)
+    created = [name for name in names.values() if ensure_secret(ssm, name)]
+    account = session.client("sts").get_caller_identity()["Account"]
+    policy = lambda_policy(
+        region=session.region_name,
+        account=account,
+        outputs=outputs,
+        sender=campaign.sender.from_address,
+        secret_parameters=list(names.values()),
+    )
+    policy_file = chalice_dir / f"policy-{stage}.json"
+    _write_json(policy_file, policy)
+
+    environment = {
+        "TRELLIS_CAMPAIGN": campaign_name,
+        "TRELLIS_TABLE": outputs["LeadsTableName"],
+        "TRELLIS_STREAM_ARN": outputs["LeadsTableStreamArn"],
+        "TRELLIS_ASSETS_BUCKET": outputs["AssetsBucketName"],
+        "TRELLIS_SES_EVENTS_TOPIC": outputs["SesEventsTopicArn"],
+        "TRELLIS_SALES_TOPIC_ARN": outputs["SalesTopicArn"],
+        "TRELLIS_SES_CONFIGURATION_SET": outputs["ConfigurationSetName"],
+        **names,
+    }
+    config_path = chalice_dir / "config.json"
+    config: dict[str, Any] = (
+        json.loads(config_path.read_text()) if config_path.exists() else {"version": "2.0", "app_name": "trellis"}
+    )
+    entry = dict(config.setdefault("stages", {}).get(stage, {}))
+    known_url = entry.get("environment_variables", {}).get("TRELLIS_PUBLIC_URL")
+    if public_url or known_url:
+        environment["TRELLIS_PUBLIC_URL"] = (public_url or known_url).rstrip("/")
+    entry.update(
+        {
+            "api_gateway_stage": entry.get("api_gateway_stage", "api"),
+            "autogen_policy": False,
+            "iam_policy_file": policy_file.name,
+            "environment_variables": environment,
+        }
+    )
+    config["stages"][stage] = entry
+    _write_json(config_path, config)
+    return Bootstrapped(stage, outputs, environment, policy_file, created)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.bootstrap", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stage", required=True, help="the campaign stage (lower-case letters, digits, -)")
+    parser.add_argument("--campaign", help="campaign file name in campaigns/ (default: the stage name)")
+    parser.add_argument("--public-url", help="the API's base URL, once known (chalice url --stage STAGE)")
+    args = parser.parse_args(argv)
+    try:
+        result = bootstrap(args.stage, args.campaign or args.stage, boto3.session.Session(), args.public_url)
+    except (BootstrapError, ClientError, ConfigError) as e:
+        print(f"bootstrap failed: {e}", file=sys.stderr)
+        return 1
+    print(f"stage {result.stage}: stack {stack_name(result.stage)}, table {result.outputs['LeadsTableName']}")
+    for name in result.created_secrets:
+        print(f"  created SSM SecureString {name} (random; read it with aws ssm get-parameter --with-decryption)")
+    print(f"  wrote .chalice/{result.policy_file.name} and the stage in .chalice/config.json")
+    if "TRELLIS_PUBLIC_URL" not in result.environment:
+        print(f"next: chalice deploy --stage {result.stage}, then run this again with")
+        print(f'      --public-url "$(chalice url --stage {result.stage})" and deploy again')
+    else:
+        print(f"next: chalice deploy --stage {result.stage}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""`make bootstrap STAGE=...` against moto's CloudFormation, SSM and STS, up to the config it writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from chalicelib.config import EventSources, Settings
+from infra import bootstrap as bootstrapping
+from infra.bootstrap import BootstrapError, bootstrap
+
+DEV_STAGE = {"api_gateway_stage": "api", "environment_variables": {"TRELLIS_CAMPAIGN": "demo"}}
+
+
+@pytest.fixture
+def aws():
+    with mock_aws():
+        session = boto3.session.Session(region_name="eu-west-1")
+        # moto's CloudFormation skips AWS::SES::* (AWS creates it from the template): made by hand.
+        session.client("sesv2").create_configuration_set(ConfigurationSetName="trellis-spring")
+        yield session
+
+
+@pytest.fixture
+def chalice_dir(tmp_path: Path) -> Path:
+    (tmp_path / "config.json").write_text(
+        json.dumps({"version": "2.0", "app_name": "trellis", "stages": {"dev": DEV_STAGE}})
+    )
+    return tmp_path
+
+
+def test_bootstrap_deploys_the_stack_creates_secrets_and_writes_the_stage(aws, chalice_dir):
+    result = bootstrap("spring", "demo", aws, chalice_dir=chalice_dir)
+
+    config = json.loads((chalice_dir / "config.json").read_text())
+    assert config["stages"]["dev"] == DEV_STAGE  # other stages kept as they were
+    stage = config["stages"]["spring"]
+    assert (stage["autogen_policy"], stage["iam_policy_file"], stage["api_gateway_stage"]) == (
+        False,
+        "policy-spring.json",
+        "api",
+    )
+    env = stage["environment_variables"]
+    table = aws.client("dynamodb").describe_table(TableName=env["TRELLIS_TABLE"])["Table"]
+    assert env["TRELLIS_STREAM_ARN"] == table["LatestStreamArn"]
+    assert env["TRELLIS_TABLE"] == "trellis-spring-leads"
+    assert aws.client("s3").head_bucket(Bucket=env["TRELLIS_ASSETS_BUCKET"])
+    topics = {t["TopicArn"] for t in aws.client("sns").list_topics()["Topics"]}
+    assert {env["TRELLIS_SALES_TOPIC_ARN"], env["TRELLIS_SES_EVENTS_TOPIC"]} <= topics
+    assert env["TRELLIS_SES_CONFIGURATION_SET"] == "trellis-spring"
+    assert "TRELLIS_PUBLIC_URL" not in env  # unknown before the first deploy
+
+    # Secrets: created in SSM as SecureStrings, named in the config, their values nowhere in it.
+    ssm = aws.client("ssm")
+    assert sorted(result.created_secrets) == ["/trellis/spring/admin-token", "/trellis/spring/token-key"]
+    for name in result.created_secrets:
+        parameter = ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]
+        assert parameter["Type"] == "SecureString" and len(parameter["Value"]) >= 32
+        assert parameter["Value"] not in (chalice_dir / "config.json").read_text()
+    policy = json.loads((chalice_dir / "policy-spring.json").read_text())
+    table_grant = next(s for s in policy["Statement"] if s["Sid"] == "LeadsTable")
+    assert table_grant["Resource"] == [table["TableArn"]]
+
+    # What Chalice and the app read from this stage's environment works.
+    sources = EventSources.from_env(env)
+    assert sources.stream_arn == table["LatestStreamArn"]
+    settings = Settings.from_env({**env, "TRELLIS_PUBLIC_URL": "https://x.example/api"})
+    assert settings.token_key_parameter == "/trellis/spring/token-key"
+
+
+def test_bootstrap_again_keeps_secrets_and_adds_the_public_url(aws, chalice_dir):
+    bootstrap("spring", "demo", aws, chalice_dir=chalice_dir)
+    ssm = aws.client("ssm")
+    before = ssm.get_parameter(Name="/trellis/spring/admin-token", WithDecryption=True)["Parameter"]["Value"]
+
+    again = bootstrap(
+        "spring",
+        "demo",
+        aws,
+        public_url="https://abc.execute-api.eu-west-1.amazonaws.com/api/",
+        chalice_dir=chalice_dir,
+    )
+
+    assert again.created_secrets == []
+    assert ssm.get_parameter(Name="/trellis/spring/admin-token", WithDecryption=True)["Parameter"]["Value"] == before
+    env = json.loads((chalice_dir / "config.json").read_text())["stages"]["spring"]["environment_variables"]
+    assert env["TRELLIS_PUBLIC_URL"] == "https://abc.execute-api.eu-west-1.amazonaws.com/api"
+    # A third run without the URL keeps the one it knows.
+    bootstrap("spring", "demo", aws, chalice_dir=chalice_dir)
+    env = json.loads((chalice_dir / "config.json").read_text())["stages"]["spring"]["environment_variables"]
+    assert env["TRELLIS_PUBLIC_URL"] == "https://abc.execute-api.eu-west-1.amazonaws.com/api"
+
+
+def test_a_broken_campaign_stops_before_anything_is_created(aws, capsys):
+    config = bootstrapping.CHALICE_DIR / "config.json"
+    before = config.read_text()
+    assert bootstrapping.main(["--stage", "nosuch"]) == 1
+    assert "bootstrap failed" in capsys.readouterr().err
+    assert aws.client("cloudformation").describe_stacks()["Stacks"] == []
+    assert aws.client("ssm").describe_parameters()["Parameters"] == []
+    assert config.read_text() == before
+
+
+def test_a_missing_ses_configuration_set_is_named(aws, chalice_dir):
+    aws.client("sesv2").delete_configuration_set(ConfigurationSetName="trellis-spring")
+    with pytest.raises(BootstrapError, match="SES configuration set trellis-spring not found"):
+        bootstrap("spring", "demo", aws, chalice_dir=chalice_dir)
+    assert "spring" not in json.loads((chalice_dir / "config.json").read_text())["stages"]
