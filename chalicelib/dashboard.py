@@ -183,9 +183,7 @@ def page(runtime: Runtime, request: Request) -> Response:
         if not authenticated(runtime, request.headers):
             return _login_page()
         title = runtime.campaign.title or runtime.campaign.name
-        body = render_dashboard(
-            runtime.reports.funnel(), runtime.reports.sequences(), campaign_title=title, now=runtime.clock.now()
-        )
+        body = render_dashboard(*runtime.reports.both(), campaign_title=title, now=runtime.clock.now())
     except CredentialsUnavailable as e:
         return _unavailable(e)
     except TrellisError as e:

@@ -6,7 +6,7 @@ import csv
 import io
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Optional
 
 from chalicelib.entities import PROFILE_FIELDS, Lead
 from chalicelib.models import TRACKING_FIELDS, Campaign
@@ -80,16 +80,25 @@ def lead_row(lead: Lead) -> dict[str, Any]:
 def leads_csv(campaign: Campaign, leads: Sequence[Lead], max_bytes: int) -> tuple[str, int]:
     """A header row, then a row per lead (first-touch attribution), while the text stays within
     ``max_bytes`` (at least one row always); returns the text and how many leads it holds."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=[*BASE_COLUMNS, *custom_columns(campaign)], extrasaction="ignore")
-    writer.writeheader()
-    size, written = len(out.getvalue().encode()), 0
+    line = io.StringIO()  # one row at a time: its size is known without re-reading the page
+    writer = csv.DictWriter(line, fieldnames=[*BASE_COLUMNS, *custom_columns(campaign)], extrasaction="ignore")
+
+    def render(row: Optional[dict[str, Any]]) -> str:
+        """The CSV text of one row (None: the header row)."""
+        line.seek(0)
+        line.truncate()
+        if row is None:
+            writer.writeheader()
+        else:
+            writer.writerow({name: _cell(value) for name, value in row.items()})
+        return line.getvalue()
+
+    parts = [render(None)]
+    size = len(parts[0].encode())
     for lead in leads:
-        start = out.tell()
-        writer.writerow({name: _cell(value) for name, value in lead_row(lead).items()})
-        size += len(out.getvalue()[start:].encode())
-        if written and size > max_bytes:
-            out.truncate(start)
+        row = render(lead_row(lead))
+        size += len(row.encode())
+        if len(parts) > 1 and size > max_bytes:
             break
-        written += 1
-    return out.getvalue(), written
+        parts.append(row)
+    return "".join(parts), len(parts) - 1

@@ -266,7 +266,7 @@ class Tally:
             step = (image.sequence_id, image.step_id)
             return self._count_step(image.lead_id, marker, step, "sent", image.sent_at, once_anyway=True)
         if image.type in _EVENT_METRICS:
-            return self.feedback(f"{image.lead_id}/{image.data.get('message_id')}", image.type, image.at)
+            return self._count_reaction(image.lead_id, image.data.get("message_id"), image.type, image.at)
         if image.type == SUBMISSION_EVENT:
             form = self._campaign.forms.get(str(image.data.get("form_id")))
             return self._count_stages(image, ("captured", *stages_reached(form.stage if form else "subscriber")))
@@ -280,10 +280,13 @@ class Tally:
         """An open, click, unsubscribe, bounce or complaint of the email ``<lead_id>/<seq>.<step>``:
         counted once per lead and step."""
         lead_id, _, message_id = reference.partition("/")
+        return self._count_reaction(lead_id, message_id, event_type, at)
+
+    def _count_reaction(self, lead_id: str, message_id: object, event_type: str, at: str) -> int:
         step, metric = _step_of(message_id), _EVENT_METRICS.get(event_type)
         if not lead_id or step is None or metric is None:
             return 0
-        return self._count_step(lead_id, f"{metric}#{message_id}", step, metric, at)
+        return self._count_step(lead_id, f"{metric}#{step[0]}.{step[1]}", step, metric, at)
 
     def delivered(self, reference: str, at: str) -> int:
         """An SES delivery notification for the email ``<lead_id>/<sequence>.<step>``."""
@@ -334,6 +337,11 @@ class Reports:
 
     def sequences(self) -> dict[str, Any]:
         return sequence_report(self.campaign, self.store.report_counters(), self.store.bot_counts())
+
+    def both(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The funnel and the sequence report from one read of the counters (the dashboard)."""
+        counters, bots = self.store.report_counters(), self.store.bot_counts()
+        return funnel_report(self.campaign, counters, bots), sequence_report(self.campaign, counters, bots)
 
     def set_spend(self, update: SpendUpdate) -> dict[str, Any]:
         counter = Counter("spend", (update.utm_source, update.utm_medium))

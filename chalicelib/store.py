@@ -973,8 +973,8 @@ class Store:
             page = self._call("query", **kwargs)
             for raw in page.get("Items", []):
                 item = _deserialize(raw)
-                kind, hashed, _ = str(item["sk"]).partition("#")
-                if hashed and "parts" in item:
+                kind, named, _ = str(item["sk"]).partition("#")
+                if named and "parts" in item:  # BOTS and ROUND_ROBIN have no parts
                     attributes = {k: from_dynamo_value(v) for k, v in item.items() if k not in ("pk", "sk", "parts")}
                     counters[Counter(kind.lower(), tuple(str(p) for p in item["parts"]))] = attributes
             if "LastEvaluatedKey" not in page:

@@ -122,16 +122,19 @@ def test_settings_name_every_missing_variable():
     assert "TRELLIS_CAMPAIGN" not in message
 
 
+STAGE_ENV_BUT_THE_KEY = {
+    "TRELLIS_CAMPAIGN": "demo",
+    "TRELLIS_TABLE": "t",
+    "TRELLIS_ASSETS_BUCKET": "b",
+    "TRELLIS_PUBLIC_URL": "https://x.example/api",
+    "TRELLIS_SES_CONFIGURATION_SET": "trellis-x",
+    "TRELLIS_SALES_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:trellis-x-sales",
+    "TRELLIS_ADMIN_TOKEN": "a" * 40,
+}
+
+
 def test_settings_reject_short_key_and_never_show_the_key():
-    env = {
-        "TRELLIS_CAMPAIGN": "demo",
-        "TRELLIS_TABLE": "t",
-        "TRELLIS_ASSETS_BUCKET": "b",
-        "TRELLIS_PUBLIC_URL": "https://x.example/api",
-        "TRELLIS_SES_CONFIGURATION_SET": "trellis-x",
-        "TRELLIS_SALES_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:trellis-x-sales",
-        "TRELLIS_ADMIN_TOKEN": "a" * 40,
-    }
+    env = STAGE_ENV_BUT_THE_KEY
     with pytest.raises(ConfigError, match="at least 32"):
         Settings.from_env({**env, "TRELLIS_TOKEN_KEY": "short"})
 
@@ -195,16 +198,7 @@ def test_deployed_token_key_comes_from_ssm_once_per_cold_start(settings, clock):
 
 
 def test_token_key_from_both_places_is_refused():
-    env = {
-        "TRELLIS_CAMPAIGN": "demo",
-        "TRELLIS_TABLE": "t",
-        "TRELLIS_ASSETS_BUCKET": "b",
-        "TRELLIS_PUBLIC_URL": "https://x.example/api",
-        "TRELLIS_SES_CONFIGURATION_SET": "trellis-x",
-        "TRELLIS_SALES_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:trellis-x-sales",
-        "TRELLIS_ADMIN_TOKEN": "a" * 40,
-        "TRELLIS_TOKEN_KEY": "k" * 40,
-    }
+    env = {**STAGE_ENV_BUT_THE_KEY, "TRELLIS_TOKEN_KEY": "k" * 40}
     with pytest.raises(ConfigError, match="not both"):
         Settings.from_env({**env, "TRELLIS_TOKEN_KEY_PARAMETER": "/trellis/x/token-key"})
     assert Settings.from_env({**env, "TRELLIS_TOKEN_KEY": ""} | {"TRELLIS_TOKEN_KEY_PARAMETER": "/p"}).token_key == b""

@@ -333,7 +333,7 @@ def context(public_url: str = "https://trellis.test/api", token: str = ADMIN_TOK
         clock=FixedClock(START),
         settings=SimpleNamespace(public_url=public_url),
         campaign=SimpleNamespace(title="Demo campaign", name="demo"),
-        reports=SimpleNamespace(funnel=funnel, sequences=sequences),
+        reports=SimpleNamespace(both=lambda: (funnel(), sequences())),
     )
 
 
