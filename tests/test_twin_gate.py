@@ -62,3 +62,33 @@ def test_handlers_run_side_by_side():
     for thread in threads:
         thread.join(WAIT)
     assert not both_inside.broken
+
+
+def test_the_twins_moto_server_applies_one_request_at_a_time():
+    import threading
+    import time
+
+    from twin.run import OneRequestAtATime
+
+    running, most = 0, 0
+    guard = threading.Lock()
+
+    def slow_app(environ, start_response):
+        nonlocal running, most
+        with guard:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.02)
+        with guard:
+            running -= 1
+        start_response("200 OK", [])
+        return iter([b"ok"])
+
+    app = OneRequestAtATime(slow_app)
+    answers: list[list[bytes]] = []
+    threads = [threading.Thread(target=lambda: answers.append(app({}, lambda *a: None))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert (most, answers) == (1, [[b"ok"]] * 8)

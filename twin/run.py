@@ -223,6 +223,23 @@ class Service(Protocol):
         """Stop; safe to call on a service that failed to start or already stopped."""
 
 
+class OneRequestAtATime:
+    """moto's backends are not safe for concurrent requests: a DynamoDB transaction snapshots the
+    table (a deep copy) and, when a condition fails, puts the snapshot back, undoing what other
+    requests wrote meanwhile (and their stream records). The API, the pump and the dispatcher of
+    the twin call concurrently, so each AWS request runs alone here, applied whole as AWS applies
+    it. No moto request calls back into this server (no HTTP subscriptions), so it cannot wait
+    on itself."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: Any, start_response: Any) -> list[bytes]:
+        with self._lock:
+            return list(self._app(environ, start_response))
+
+
 class MotoServer:
     """moto's server in a thread of this process, so its in-memory state dies with the twin."""
 
@@ -249,7 +266,7 @@ class MotoServer:
         except OSError as e:
             raise _port_error("moto", self.port, e) from e
         try:
-            app = DomainDispatcherApplication(create_backend_app)
+            app = OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
             self._server = make_server(
                 HOST, self.port, app, threaded=True, request_handler=MotoRequestHandler, fd=sock.fileno()
             )
