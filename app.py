@@ -14,7 +14,7 @@ from chalice.app import (
     SNSEvent,
 )
 
-from chalicelib import dashboard, runtime, web
+from chalicelib import dashboard, runtime, streams, web
 from chalicelib.config import EventSources
 
 app = Chalice(app_name="trellis")
@@ -163,7 +163,9 @@ def dispatch(event: CloudWatchEvent) -> dict[str, Any]:
 
 @app.on_dynamodb_record(stream_arn=sources.stream_arn, batch_size=100)
 def on_lead_change(event: DynamoDBEvent) -> dict[str, Any]:
-    return vars(runtime.current().streams.handle(event.to_dict()["Records"]))
+    current = runtime.current()
+    report = current.streams.handle(event.to_dict()["Records"])
+    return streams.lambda_response(report, current.settings.stream_report_failures)
 
 
 @app.on_sns_message(topic=sources.ses_events_topic)

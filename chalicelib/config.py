@@ -59,6 +59,10 @@ class Settings:
     # Where campaign files are read from: the packaged campaigns/ unless set. The twin points it at
     # a copy of the demo campaign whose landing-page URLs follow the dev console's port.
     campaigns_dir: Path = CAMPAIGNS_DIR
+    # True only where the stream's event source mapping has ReportBatchItemFailures (the
+    # single-stack template and the twin set both together): the handler then answers a failed
+    # record with batchItemFailures. Otherwise it raises, and Lambda retries the whole batch.
+    stream_report_failures: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -121,7 +125,15 @@ class Settings:
             webhook_secret=env["TRELLIS_WEBHOOK_SECRET"].encode() if env.get("TRELLIS_WEBHOOK_SECRET") else None,
             clock_file=env.get("TRELLIS_CLOCK_FILE") or None,
             campaigns_dir=Path(env["TRELLIS_CAMPAIGNS_DIR"]) if env.get("TRELLIS_CAMPAIGNS_DIR") else CAMPAIGNS_DIR,
+            stream_report_failures=_flag(env, "TRELLIS_STREAM_REPORT_FAILURES"),
         )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "false").strip().lower()
+    if value not in ("true", "false"):
+        raise ConfigError(f"{name} must be true or false, not {value!r}")
+    return value == "true"
 
 
 def campaign_path(name: str, directory: Path = CAMPAIGNS_DIR) -> Path:

@@ -10,9 +10,9 @@ puts, counted markers), so Lambda's redelivery of a batch is harmless.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from chalicelib.clock import Clock
 from chalicelib.entities import Enrolment, Event, Handoff, Message, iso
@@ -35,6 +35,30 @@ class StreamReport:
     stage_changes: int = 0
     handoffs: int = 0
     counted: int = 0
+    # Where Lambda must resume the batch (the first record not fully done); None when all were.
+    failed_sequence_number: Optional[str] = None
+
+
+class StreamBatchFailed(Exception):
+    """Raised, when partial batch responses are off, so that Lambda retries the whole batch."""
+
+
+def lambda_response(report: StreamReport, report_batch_failures: bool) -> dict[str, Any]:
+    """The handler's answer to Lambda's event source mapping.
+
+    With ``ReportBatchItemFailures`` on the mapping, ``batchItemFailures`` names the record to
+    resume from. Without it Lambda ignores the answer and would drop a failed record, so the
+    handler raises instead and the whole batch comes again (harmless: everything is idempotent).
+    """
+    if report.failed_sequence_number is None:
+        return {**vars(report), "batchItemFailures": []}
+    if not report_batch_failures:
+        raise StreamBatchFailed(f"stream record {report.failed_sequence_number} failed; retry the batch")
+    return {**vars(report), "batchItemFailures": [{"itemIdentifier": report.failed_sequence_number}]}
+
+
+def _sequence_number(record: dict[str, Any]) -> str:
+    return str(record.get("dynamodb", {}).get("SequenceNumber", ""))
 
 
 class StreamProcessor:
@@ -60,38 +84,67 @@ class StreamProcessor:
             for event_type in sequence.entry.events:
                 self._entry.setdefault(event_type, []).append(sequence_id)
 
-    def handle(self, records: Iterable[dict[str, Any]]) -> StreamReport:
+    def handle(self, records: Sequence[dict[str, Any]]) -> StreamReport:
         """Everything here is idempotent, so a redelivered batch (whole or in part) is harmless.
 
         Leads with new events are rescored once per batch, after the batch's other work, in
         the order they first appear: one Query and at most one write each.
+
+        A record that fails stops the batch there: the report names its sequence number, and
+        every record before it is fully done (its lead rescored too), so Lambda can resume from
+        it (``ReportBatchItemFailures``). A lead whose rescoring fails moves that point back to
+        the lead's first record in the batch; rescoring re-reads all of a lead's events, so the
+        redelivery from there redoes exactly what is missing.
         """
         report = StreamReport()
         tick = TickReport()
-        to_rescore: dict[str, None] = {}
-        for record in records:
+        first_record_of: dict[str, int] = {}  # lead to rescore -> index of its first event record
+        failed_at: Optional[int] = None
+        for index, record in enumerate(records):
             report.records += 1
-            if record.get("eventName") not in ("INSERT", "MODIFY"):
-                continue
-            image = parse_stream_image(record.get("dynamodb", {}).get("NewImage") or {})
-            if isinstance(image, Enrolment):
-                was_due = self._became_due(record, image)
-                if was_due and self._dispatcher.dispatch(image, tick):
-                    report.dispatched += 1
-            elif isinstance(image, Event) and record["eventName"] == "INSERT":
-                report.counted += self._count(image)
-                report.enrolled += self._enrol_on(image)
-                if image.type != STAGE_CHANGED:  # our own writes never feed back
-                    to_rescore.setdefault(image.lead_id)
-            elif isinstance(image, Handoff) and record["eventName"] == "INSERT":
-                report.handoffs += int(self._notifier.notify(image))
-            elif isinstance(image, Message) and record["eventName"] == "INSERT":
-                report.counted += self._count(image)
-        for lead_id in to_rescore:
+            try:
+                lead_to_rescore = self._handle_record(record, report, tick)
+            except Exception:
+                logger.exception("stream record %s failed; the batch resumes from it", _sequence_number(record))
+                failed_at = index
+                break
+            if lead_to_rescore is not None:
+                first_record_of.setdefault(lead_to_rescore, index)
+        for lead_id, first_index in first_record_of.items():
+            if failed_at is not None and first_index >= failed_at:
+                break  # its events come again with the redelivery (first appearances are in order)
+            try:
+                changed = self._qualifier.rescore(lead_id)
+            except Exception:
+                logger.exception("rescoring failed; the batch resumes from record %s", first_index)
+                failed_at = first_index
+                break
             report.rescored += 1
-            if self._qualifier.rescore(lead_id) is not None:
+            if changed is not None:
                 report.stage_changes += 1
+        if failed_at is not None:
+            report.failed_sequence_number = _sequence_number(records[failed_at])
         return report
+
+    def _handle_record(self, record: dict[str, Any], report: StreamReport, tick: TickReport) -> Optional[str]:
+        """Do a record's own work; the lead it asks to rescore, if any."""
+        if record.get("eventName") not in ("INSERT", "MODIFY"):
+            return None
+        image = parse_stream_image(record.get("dynamodb", {}).get("NewImage") or {})
+        if isinstance(image, Enrolment):
+            was_due = self._became_due(record, image)
+            if was_due and self._dispatcher.dispatch(image, tick):
+                report.dispatched += 1
+        elif isinstance(image, Event) and record["eventName"] == "INSERT":
+            report.counted += self._count(image)
+            report.enrolled += self._enrol_on(image)
+            if image.type != STAGE_CHANGED:  # our own writes never feed back
+                return image.lead_id
+        elif isinstance(image, Handoff) and record["eventName"] == "INSERT":
+            report.handoffs += int(self._notifier.notify(image))
+        elif isinstance(image, Message) and record["eventName"] == "INSERT":
+            report.counted += self._count(image)
+        return None
 
     def _count(self, image: Event | Message) -> int:
         """Count for the reports; a record DynamoDB refuses to count is skipped, never retried:

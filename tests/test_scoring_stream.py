@@ -9,6 +9,7 @@ handoff, one email to the owner, one message on the sales topic, and a handler w
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import pytest
 
 from chalicelib import aws
 from chalicelib.entities import Event, iso, lead_id_for
+from chalicelib.streams import StreamBatchFailed
 from tests.conftest import LambdaContext
 from tests.helpers import SalesInbox, body, post_json
 
@@ -256,7 +258,8 @@ def test_a_crash_mid_batch_then_lambda_retries_the_whole_batch(world, monkeypatc
         return real_rescore(lead_id)
 
     monkeypatch.setattr(world.rt.qualifier, "rescore", crash_on_the_second_lead_once)
-    with pytest.raises(RuntimeError):
+    # The default (a mapping without ReportBatchItemFailures): raise, so Lambda retries it all.
+    with pytest.raises(StreamBatchFailed):
         world.handle(records)
     scored, unscored = rescored
     assert {scored, unscored} == {HOT_ID, RAISER_ID}
@@ -270,6 +273,88 @@ def test_a_crash_mid_batch_then_lambda_retries_the_whole_batch(world, monkeypatc
     touched = {pk for w in retry for pk, _ in w["keys"]}
     assert touched <= {f"LEAD#{unscored}", "STATS"}, "the retry rewrote a lead already scored"
     assert redeliver(world, records) == []
+
+
+def _report_failures(world: World) -> None:
+    """As deployed from the single-stack template: the mapping has ReportBatchItemFailures."""
+    world.rt.settings = dataclasses.replace(world.rt.settings, stream_report_failures=True)
+
+
+def _sequence(record: dict[str, Any]) -> str:
+    return str(record["dynamodb"]["SequenceNumber"])
+
+
+def _is_event_of(record: dict[str, Any], lead_id: str) -> bool:
+    keys = record["dynamodb"]["Keys"]
+    return keys["pk"]["S"] == f"LEAD#{lead_id}" and keys["sk"]["S"].startswith("EVENT#")
+
+
+def test_a_failed_rescore_reports_the_leads_first_record_and_lambda_resumes_there(world, monkeypatch):
+    _report_failures(world)
+    records = world.stream.read()
+    real_rescore = world.rt.qualifier.rescore
+    rescored: list[str] = []
+
+    def crash_on_the_second_lead_once(lead_id: str) -> Any:
+        rescored.append(lead_id)
+        if len(rescored) == 2:
+            raise RuntimeError("DynamoDB timed out")
+        return real_rescore(lead_id)
+
+    monkeypatch.setattr(world.rt.qualifier, "rescore", crash_on_the_second_lead_once)
+    answer = world.handle(records)
+
+    scored, unscored = rescored
+    assert "score_events" in lead(world, scored)
+    [failure] = answer["batchItemFailures"]
+    resume_at = next(i for i, r in enumerate(records) if _sequence(r) == failure["itemIdentifier"])
+    # Resumed from the unscored lead's first event: everything it needs comes again.
+    assert resume_at == min(i for i, r in enumerate(records) if _is_event_of(r, unscored))
+    assert "score_events" not in lead(world, unscored)
+
+    monkeypatch.setattr(world.rt.qualifier, "rescore", real_rescore)
+    assert world.handle(records[resume_at:])["batchItemFailures"] == []  # Lambda resumes from it
+    world.settle()
+
+    assert_final_state(world)
+    assert redeliver(world, records) == []
+
+
+def test_a_record_that_fails_stops_the_batch_there_and_the_leads_before_it_are_done(world, monkeypatch):
+    _report_failures(world)
+    records = world.stream.read()
+    raiser_events = [i for i, r in enumerate(records) if _is_event_of(r, RAISER_ID)]
+    poison = records[raiser_events[0]]
+    real_count = world.rt.tally.observe
+    seen: list[Any] = []
+
+    def fail_on_the_poison_record(image: Any) -> int:
+        seen.append(image)
+        if getattr(image, "lead_id", None) == RAISER_ID:
+            raise RuntimeError("this record cannot be processed yet")
+        return real_count(image)
+
+    monkeypatch.setattr(world.rt.tally, "observe", fail_on_the_poison_record)
+    answer = world.handle(records)
+
+    assert answer["batchItemFailures"] == [{"itemIdentifier": _sequence(poison)}]
+    assert answer["records"] == raiser_events[0] + 1  # nothing after the failed record was touched
+    assert raiser_events[0] > 0  # the hot lead's events came first: it is fully scored already
+    assert lead(world, HOT_ID)["stage"] == "mql"
+    assert "score_events" not in lead(world, RAISER_ID)
+
+    monkeypatch.setattr(world.rt.tally, "observe", real_count)
+    assert world.handle(records[raiser_events[0] :])["batchItemFailures"] == []
+    world.settle()
+
+    assert_final_state(world)
+
+
+def test_a_clean_batch_answers_no_failures(world):
+    _report_failures(world)
+    answer = world.handle(world.stream.read())
+    assert answer["batchItemFailures"] == []
+    assert answer["rescored"] == 2
 
 
 # -- cost -------------------------------------------------------------------------------------

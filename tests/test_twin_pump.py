@@ -1,4 +1,5 @@
-"""The twin's stream pump delivers records exactly as Lambda does, and retries a failed batch."""
+"""The twin's stream pump delivers records exactly as Lambda does, and retries a failed batch
+(whole, or from the record a partial batch response names)."""
 
 from __future__ import annotations
 
@@ -64,6 +65,45 @@ def test_a_batch_failing_every_time_is_reported_not_retried_forever(client, sett
     pump.pump_once()
 
     assert pump.failures == ["RuntimeError: always"]
+
+
+def test_a_partial_batch_answer_resumes_from_the_named_record(client, settings):
+    reader = StreamReader(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), settings.table_name)
+    deliveries: list[list[str]] = []
+
+    def fails_the_second_record_once(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        numbers = [r["dynamodb"]["SequenceNumber"] for r in event["Records"]]
+        deliveries.append(numbers)
+        if len(deliveries) == 1:
+            return {"batchItemFailures": [{"itemIdentifier": numbers[1]}]}
+        return {"batchItemFailures": []}
+
+    pump = StreamPump(reader, fails_the_second_record_once, sleep=lambda _: None)
+    post_json(client, "/forms/newsletter", {"email": "s@example.com", "consent": True})
+
+    pump.pump_once()
+
+    first, second = deliveries
+    assert len(first) >= 3
+    assert second == first[1:]  # resumed at the failed record, not from the start
+    assert pump.failures == []
+
+
+def test_an_unknown_item_identifier_fails_the_whole_batch_as_lambda_does(client, settings):
+    reader = StreamReader(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), settings.table_name)
+    deliveries: list[int] = []
+
+    def names_a_record_not_in_the_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        deliveries.append(len(event["Records"]))
+        return {"batchItemFailures": [{"itemIdentifier": "0"}]}
+
+    pump = StreamPump(reader, names_a_record_not_in_the_batch, max_attempts=3, sleep=lambda _: None)
+    post_json(client, "/forms/newsletter", {"email": "t@example.com", "consent": True})
+
+    pump.pump_once()
+
+    assert len(deliveries) == 3 and len(set(deliveries)) == 1  # the whole batch, each time
+    assert pump.failures == ["batchItemFailures"]
 
 
 def test_campaign_copy_follows_the_console_port(tmp_path):

@@ -94,9 +94,11 @@ def scheduled_event(rule: str = "trellis-dev-dispatch") -> dict[str, Any]:
 
 
 class StreamPump:
-    """Feeds the stream to the handler like Lambda's event source mapping: batches in order, and a
-    failed batch is retried whole (with backoff) before the pump moves on; after ``max_attempts``
-    it is dropped and reported, as a mapping with a retry limit would."""
+    """Feeds the stream to the handler like Lambda's event source mapping with
+    ``ReportBatchItemFailures``: batches in order; a batch that raises is retried whole, one that
+    answers ``batchItemFailures`` is retried from the record it names (with backoff) before the
+    pump moves on; after ``max_attempts`` the rest is dropped and reported, as a mapping with a
+    retry limit and an on-failure destination would."""
 
     def __init__(self, reader: StreamReader, handler: Any, max_attempts: int = 5, sleep: Any = None) -> None:
         self._reader = reader
@@ -109,14 +111,35 @@ class StreamPump:
     def pump_once(self) -> int:
         records = self._reader.read()
         for batch in batches(records):
+            pending = batch
             for attempt in range(1, self._max_attempts + 1):
                 try:
-                    self._handler({"Records": batch}, LambdaContext("on_lead_change"))
-                    break
+                    answer = self._handler({"Records": pending}, LambdaContext("on_lead_change"))
+                    resume_at, why = resume_point(answer, pending), "batchItemFailures"
                 except Exception as e:
-                    if attempt == self._max_attempts:
-                        self.failures.append(f"{type(e).__name__}: {e}")
-                    else:
-                        self._sleep(min(0.2 * 2**attempt, 5.0))
+                    resume_at, why = 0, f"{type(e).__name__}: {e}"
+                if resume_at is None:
+                    break
+                pending = pending[resume_at:]
+                if attempt == self._max_attempts:
+                    self.failures.append(why)
+                else:
+                    self._sleep(min(0.2 * 2**attempt, 5.0))
             self.delivered += len(batch)
         return len(records)
+
+
+def resume_point(answer: Any, batch: list[dict[str, Any]]) -> int | None:
+    """Where Lambda resumes a batch after this answer: None when all of it succeeded.
+
+    As Lambda reads a partial batch response: the lowest sequence number named; one it cannot
+    find in the batch (or a malformed answer) fails the whole batch.
+    """
+    failures = answer.get("batchItemFailures") if isinstance(answer, dict) else None
+    if not failures:
+        return None
+    positions = {r.get("dynamodb", {}).get("SequenceNumber"): i for i, r in enumerate(batch)}
+    named = [f.get("itemIdentifier") if isinstance(f, dict) else None for f in failures]
+    if any(n not in positions for n in named):
+        return 0
+    return min(positions[n] for n in named)

@@ -517,6 +517,8 @@ def run(config: TwinConfig, twin: Twin) -> None:
             # The shared, fast-forwardable clock of every process of the twin.
             "TRELLIS_CLOCK_FILE": str(run_dir / "clock-offset"),
             "TRELLIS_CAMPAIGNS_DIR": str(campaigns_dir),
+            # The stream pump resumes a batch from the record a handler names, as Lambda does.
+            "TRELLIS_STREAM_REPORT_FAILURES": "true",
         }
     )
     api = ChaliceLocal(config.ports["api"], STAGE, os.environ)
