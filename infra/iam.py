@@ -25,6 +25,9 @@ TABLE_ACTIONS = (
 INDEX_ACTIONS = ("dynamodb:Query",)
 # Lambda's event source mapping reads the stream with the function's role.
 STREAM_ACTIONS = ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams")
+# ...and, when a batch fails every retry, describes it on the stream-failures queue (its
+# on-failure destination, infra/after_deploy.py), again with the function's role.
+DESTINATION_ACTIONS = ("sqs:SendMessage",)
 ASSET_ACTIONS = ("s3:GetObject",)  # the presigned download links are signed with the role's credentials
 SEND_ACTIONS = ("ses:SendEmail",)  # SES v2 SendEmail (raw MIME content)
 QUOTA_ACTIONS = ("ses:GetSendQuota",)  # account-level: only "*" exists as its resource
@@ -56,6 +59,7 @@ def lambda_policy(
             allow("LeadsTable", TABLE_ACTIONS, [table]),
             allow("LeadsTableIndexes", INDEX_ACTIONS, [f"{table}/index/*"]),
             allow("LeadsTableStream", STREAM_ACTIONS, [outputs["LeadsTableStreamArn"]]),
+            allow("StreamFailures", DESTINATION_ACTIONS, [outputs["StreamFailuresQueueArn"]]),
             allow("MagnetAssets", ASSET_ACTIONS, [f"arn:aws:s3:::{outputs['AssetsBucketName']}/*"]),
             allow(
                 "SendNurtureEmail",

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from chalicelib import aws
-from infra.iam import LOG_ACTIONS, STREAM_ACTIONS, lambda_policy
+from infra.iam import DESTINATION_ACTIONS, LOG_ACTIONS, STREAM_ACTIONS, lambda_policy
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import post_json
 
@@ -38,13 +38,14 @@ TRANSACTION_PARTS = {
     "ConditionCheck": "ConditionCheckItem",
 }
 # Granted for AWS to use on the function's behalf, not called by the code.
-GRANTED_FOR_AWS = {*STREAM_ACTIONS, *LOG_ACTIONS, "kms:Decrypt"}
+GRANTED_FOR_AWS = {*STREAM_ACTIONS, *DESTINATION_ACTIONS, *LOG_ACTIONS, "kms:Decrypt"}
 
 OUTPUTS = {
     "LeadsTableName": "trellis-spring-leads",
     "LeadsTableStreamArn": "arn:aws:dynamodb:eu-west-1:123456789012:table/trellis-spring-leads/stream/2026-11-23T00:00:00.000",
     "AssetsBucketName": "trellis-spring-assetsbucket-abc",
     "SalesTopicArn": "arn:aws:sns:eu-west-1:123456789012:trellis-spring-sales",
+    "StreamFailuresQueueArn": "arn:aws:sqs:eu-west-1:123456789012:trellis-spring-stream-failures",
     "ConfigurationSetName": "trellis-spring",
 }
 POLICY = lambda_policy(
@@ -129,6 +130,7 @@ def test_every_grant_names_its_resource():
     assert wildcards == {"ses:GetSendQuota"}  # account-level: IAM has no resource for it
     assert allowed["dynamodb:PutItem"] == [f"arn:aws:dynamodb:eu-west-1:123456789012:table/{OUTPUTS['LeadsTableName']}"]
     assert allowed["dynamodb:Query"][1].endswith("/index/*")
+    assert allowed["sqs:SendMessage"] == [OUTPUTS["StreamFailuresQueueArn"]]  # the mapping's on-failure queue only
     assert allowed["ssm:GetParameter"] == [
         "arn:aws:ssm:eu-west-1:123456789012:parameter/trellis/spring/token-key",
         "arn:aws:ssm:eu-west-1:123456789012:parameter/trellis/spring/admin-token",

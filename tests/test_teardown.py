@@ -1,0 +1,157 @@
+"""`make teardown STAGE=...` on moto, end to end after `make bootstrap STAGE=...`."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from infra import teardown as tearing_down
+from infra.bootstrap import bootstrap
+from infra.teardown import TeardownError, retained_commands, teardown
+
+# moto's CloudFormation warns of each resource type it skips (the SES ones, the alarms, ...).
+pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse")
+
+DEV_STAGE = {"api_gateway_stage": "api", "environment_variables": {"TRELLIS_CAMPAIGN": "demo"}}
+TODAY = date(2026, 12, 1)
+
+
+@pytest.fixture
+def aws():
+    with mock_aws():
+        session = boto3.session.Session(region_name="eu-west-1")
+        # moto's CloudFormation skips AWS::SES::* (AWS creates it from the template): made by hand.
+        for stage in ("spring", "summer"):
+            session.client("sesv2").create_configuration_set(ConfigurationSetName=f"trellis-{stage}")
+        yield session
+
+
+@pytest.fixture
+def stages(aws, tmp_path: Path):
+    """Two bootstrapped stages, spring (deployed, with data) and summer, and the local dev stage."""
+    chalice_dir = tmp_path / ".chalice"  # in a project directory, as chalice delete expects
+    chalice_dir.mkdir()
+    (chalice_dir / "config.json").write_text(
+        json.dumps({"version": "2.0", "app_name": "trellis", "stages": {"dev": DEV_STAGE}})
+    )
+    spring = bootstrap("spring", "demo", aws, chalice_dir=chalice_dir)
+    bootstrap("summer", "demo", aws, chalice_dir=chalice_dir)
+    table, bucket = spring.outputs["LeadsTableName"], spring.outputs["AssetsBucketName"]
+    aws.client("dynamodb").put_item(TableName=table, Item={"pk": {"S": "LEAD#ann"}, "sk": {"S": "PROFILE"}})
+    aws.client("s3").put_object(Bucket=bucket, Key="magnets/ebook.pdf", Body=b"%PDF")
+    (chalice_dir / "deployed").mkdir()
+    (chalice_dir / "deployed" / "spring.json").write_text(json.dumps({"resources": [], "schema_version": "2.0"}))
+    return {"dir": chalice_dir, "table": table, "bucket": bucket}
+
+
+def _chalice(calls: list):
+    """Stands in for `chalice delete`, which deletes the deployment record when it is done."""
+
+    def run(command: list[str], project_dir: Path) -> int:
+        calls.append(command)
+        (project_dir / ".chalice" / "deployed" / f"{command[-1]}.json").unlink(missing_ok=True)
+        return 0
+
+    return run
+
+
+def _stack_names(aws) -> set[str]:
+    return {
+        s["StackName"]
+        for s in aws.client("cloudformation").list_stacks()["StackSummaries"]
+        if s["StackStatus"] != "DELETE_COMPLETE"
+    }
+
+
+def _parameters(aws) -> set[str]:
+    return {p["Name"] for p in aws.client("ssm").describe_parameters()["Parameters"]}
+
+
+def test_teardown_deletes_the_stage_and_keeps_its_data(aws, stages):
+    chalice_dir = stages["dir"]
+    calls: list = []
+
+    report = teardown("spring", aws, chalice_dir=chalice_dir, run=_chalice(calls))
+
+    assert calls == [["delete", "--stage", "spring"]]
+    assert report.chalice_deleted and not (chalice_dir / "deployed" / "spring.json").exists()
+    assert _stack_names(aws) == {"trellis-summer"}
+    # The table (with its items) and the bucket (with its objects) outlive the stack.
+    items = aws.client("dynamodb").scan(TableName=stages["table"])["Items"]
+    assert items == [{"pk": {"S": "LEAD#ann"}, "sk": {"S": "PROFILE"}}]
+    assert aws.client("s3").list_objects_v2(Bucket=stages["bucket"])["KeyCount"] == 1
+    assert (report.table, report.bucket, report.data_deleted) == (stages["table"], stages["bucket"], False)
+    assert _parameters(aws) == {"/trellis/summer/token-key", "/trellis/summer/admin-token"}
+    config = json.loads((chalice_dir / "config.json").read_text())
+    assert set(config["stages"]) == {"dev", "summer"}
+    assert config["stages"]["dev"] == DEV_STAGE
+    assert not (chalice_dir / "policy-spring.json").exists()
+    assert (chalice_dir / "policy-summer.json").exists()
+    assert retained_commands(report)[1:] == [
+        f"aws dynamodb delete-table --region eu-west-1 --table-name {stages['table']}",
+        f"aws s3 rb --region eu-west-1 s3://{stages['bucket']} --force",
+    ]
+
+
+def test_with_delete_data_the_table_is_backed_up_then_table_and_bucket_deleted(aws, stages):
+    report = teardown("spring", aws, delete_data=True, chalice_dir=stages["dir"], run=lambda c, d: 0, today=TODAY)
+
+    backups = aws.client("dynamodb").list_backups(TableName=stages["table"])["BackupSummaries"]
+    assert [(b["BackupName"], b["BackupStatus"]) for b in backups] == [("trellis-spring-final-2026-12-01", "AVAILABLE")]
+    assert report.backup_arn == backups[0]["BackupArn"]
+    with pytest.raises(ClientError, match="ResourceNotFoundException"):
+        aws.client("dynamodb").describe_table(TableName=stages["table"])
+    with pytest.raises(ClientError, match="404"):
+        aws.client("s3").head_bucket(Bucket=stages["bucket"])
+    assert _stack_names(aws) == {"trellis-summer"}
+    summer = json.loads((stages["dir"] / "config.json").read_text())["stages"]["summer"]
+    aws.client("dynamodb").describe_table(TableName=summer["environment_variables"]["TRELLIS_TABLE"])  # untouched
+
+
+def test_a_second_run_finishes_what_a_first_left(aws, stages):
+    aws.client("cloudformation").delete_stack(StackName="trellis-spring")  # as if the first run stopped there
+    report = teardown("spring", aws, delete_data=True, chalice_dir=stages["dir"], run=lambda c, d: 0, today=TODAY)
+
+    assert report.stack_deleted is False
+    assert report.table == stages["table"]  # the names come from the stage's config then
+    with pytest.raises(ClientError, match="ResourceNotFoundException"):
+        aws.client("dynamodb").describe_table(TableName=stages["table"])
+    assert "spring" not in json.loads((stages["dir"] / "config.json").read_text())["stages"]
+
+
+def test_a_failed_chalice_delete_stops_before_anything_else(aws, stages):
+    with pytest.raises(TeardownError, match="chalice delete --stage spring failed"):
+        teardown("spring", aws, chalice_dir=stages["dir"], run=lambda c, d: 2)
+    assert "trellis-spring" in _stack_names(aws)
+    assert "/trellis/spring/admin-token" in _parameters(aws)
+    assert "spring" in json.loads((stages["dir"] / "config.json").read_text())["stages"]
+
+
+def test_a_stage_only_run_locally_is_refused(aws, stages):
+    before = (stages["dir"] / "config.json").read_text()
+    with pytest.raises(TeardownError, match="nothing of stage dev to tear down"):
+        teardown("dev", aws, chalice_dir=stages["dir"], run=lambda c, d: 0)
+    assert (stages["dir"] / "config.json").read_text() == before
+
+
+def test_the_command_requires_a_stage_and_asks_nothing_when_not_in_a_terminal(aws, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        tearing_down.main([])
+    assert exit_info.value.code == 2
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    monkeypatch.setattr("builtins.input", lambda prompt: pytest.fail("asked in non-interactive mode"))
+    assert tearing_down.main(["--stage", "nosuchstage"]) == 1  # the repo's .chalice has no such stage
+    assert "nothing of stage nosuchstage to tear down" in capsys.readouterr().err
+
+
+def test_in_a_terminal_it_asks_for_the_stage_name(aws, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: "not-it")
+    assert tearing_down.main(["--stage", "spring"]) == 1
+    assert "teardown cancelled" in capsys.readouterr().err
