@@ -469,9 +469,10 @@ def _shared_responses() -> dict[str, Any]:
         "UnsupportedMediaType": _error("UnsupportedMediaType", "`unsupported_media_type`: `accepted` lists the types"),
         "Unavailable": _error("Unavailable", "`unavailable`: storage or credentials could not be reached; retry"),
         "Unauthorized": {
-            "description": 'Wrong bearer token: `{"error": "unauthorized"}`; no `Authorization` header: '
-            'API Gateway\'s `{"message": "Unauthorized"}`.',
-            "headers": {"WWW-Authenticate": _header("`Bearer` (wrong token)")},
+            "description": 'Missing or wrong bearer token: `{"error": "unauthorized"}` (deployed stages '
+            "answer a missing header so too, through their gateway responses; `chalice local` answers it "
+            'with API Gateway\'s default `{"message": "Unauthorized"}`).',
+            "headers": {"WWW-Authenticate": _header("`Bearer`")},
             "content": _content({"anyOf": [ref("Error"), ref("GatewayError")]}),
         },
     }
