@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest validate clean preview browser bootstrap
+.PHONY: demo test lint typecheck pytest validate clean preview browser bootstrap package package-stage deploy teardown
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,11 +44,34 @@ browser:
 	elif command -v sudo >/dev/null; then sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive $(APT_INSTALL); \
 	else echo "make: the browser test needs Debian's chromium and chromium-driver: run '$(APT_INSTALL)' as root" >&2; exit 1; fi
 
-## make bootstrap STAGE=<campaign> [CAMPAIGN=<file>] [PUBLIC_URL=<url>]: the stage's stack, secrets,
+## make bootstrap STAGE=<campaign> [CAMPAIGN=<file>] [PUBLIC_URL=<url>] [ALARM_EMAIL=<address>]: the stage's stack, secrets,
 ## policy and .chalice/config.json entry (AWS credentials from the usual places); then chalice deploy.
 bootstrap: $(STAMP)
 	@test -n "$(STAGE)" || { echo "make bootstrap: set STAGE=<campaign stage>" >&2; exit 2; }
-	$(BIN)/python -m infra.bootstrap --stage "$(STAGE)" $(if $(CAMPAIGN),--campaign "$(CAMPAIGN)") $(if $(PUBLIC_URL),--public-url "$(PUBLIC_URL)")
+	$(BIN)/python -m infra.bootstrap --stage "$(STAGE)" $(if $(CAMPAIGN),--campaign "$(CAMPAIGN)") $(if $(PUBLIC_URL),--public-url "$(PUBLIC_URL)") $(if $(ALARM_EMAIL),--alarm-email "$(ALARM_EMAIL)")
+
+## make deploy STAGE=<campaign>: chalice deploy, then what it cannot set (infra/after_deploy.py: the
+## stream mapping's retries and failure queue, the API's 401 gateway responses). After a bootstrap.
+deploy: $(STAMP)
+	@test -n "$(STAGE)" || { echo "make deploy: set STAGE=<campaign stage>" >&2; exit 2; }
+	$(BIN)/chalice deploy --stage "$(STAGE)"
+	$(BIN)/python -m infra.after_deploy --stage "$(STAGE)"
+
+## make teardown STAGE=<campaign> [DELETE_DATA=yes]: chalice delete, the stack, the secrets and the
+## stage's config; the table and bucket are kept (and named) unless DELETE_DATA=yes (backup first).
+teardown: $(STAMP)
+	@test -n "$(STAGE)" || { echo "make teardown: set STAGE=<campaign stage>" >&2; exit 2; }
+	$(BIN)/python -m infra.teardown --stage "$(STAGE)" $(if $(filter yes,$(DELETE_DATA)),--delete-data)
+
+## make package STAGE=<campaign> [CAMPAIGN=<file>] [PUBLIC_URL=<url>] [OUT=dist]: the single-stack
+## path, one SAM template (app + resources) in $(OUT)/sam.json with $(OUT)/deployment.zip, cfn-linted.
+## No AWS credentials needed. The stage check comes first, before the virtualenv is touched.
+OUT ?= dist
+package: package-stage $(STAMP)
+	$(BIN)/python -m infra.package --stage "$(STAGE)" $(if $(CAMPAIGN),--campaign "$(CAMPAIGN)") $(if $(PUBLIC_URL),--public-url "$(PUBLIC_URL)") --out "$(OUT)"
+
+package-stage:
+	@test -n "$(STAGE)" || { echo "make package: set STAGE=<campaign stage>" >&2; exit 2; }
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache dist

@@ -1,5 +1,6 @@
 """Trellis: Chalice routes and event sources. Bodies stay thin: the work is in chalicelib."""
 
+from collections.abc import Callable
 from typing import Any
 
 from chalice.app import (
@@ -14,11 +15,23 @@ from chalice.app import (
     SNSEvent,
 )
 
-from chalicelib import dashboard, runtime, streams, web
+from chalicelib import dashboard, observability, runtime, streams, web
 from chalicelib.config import EventSources
 
-app = Chalice(app_name="trellis")
+# configure_logs=False: app.log propagates to the root logger, whose lines are JSON (observability).
+app = Chalice(app_name="trellis", configure_logs=False)
+# The open pixel (image/gif) for mail clients whose Accept names only image/*: Chalice sends a binary
+# body only to an Accept part in this list (or */*). The deployed API also lists */*, since API
+# Gateway matches only the FIRST Accept type (infra/settings.py); not here: Chalice would then
+# base64 every response, fail on text bodies and 400 requests without Accept (aws/chalice#1523).
+app.api.binary_types.append("image/*")
 sources = EventSources.from_env()
+
+
+# Every invocation, HTTP or event: its correlation id on each log line, its metrics flushed once.
+@app.middleware("all")
+def observe(event: Any, get_response: Callable[[Any], Any]) -> Any:
+    return observability.observe(event, get_response, runtime.pending_metrics)
 
 
 def _request() -> Request:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,8 +24,11 @@ from chalicelib.models import (
     submission_model,
 )
 from chalicelib.nurture.rules import CONFIRM_SEQUENCE
+from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.store import CaptureWrite, Store
 from chalicelib.tracking import TokenSigner
+
+logger = logging.getLogger(__name__)
 
 SUBMISSION_EVENT = "form_submitted"
 _CONFLICT_RETRIES = 3
@@ -52,8 +56,17 @@ class CaptureResult:
 
 
 class Capture:
-    def __init__(self, campaign: Campaign, store: Store, signer: TokenSigner, assets: AssetLinks, clock: Clock) -> None:
+    def __init__(
+        self,
+        campaign: Campaign,
+        store: Store,
+        signer: TokenSigner,
+        assets: AssetLinks,
+        clock: Clock,
+        metrics: MetricsSink = NO_METRICS,
+    ) -> None:
         self._campaign = campaign
+        self._metrics = metrics
         self._store = store
         self._signer = signer
         self._assets = assets
@@ -78,6 +91,8 @@ class Capture:
         bot_reason = self._bot_reason(fields, now)
         if bot_reason is not None:
             self._store.count_bot(form_id, bot_reason)
+            self._metrics.add("BotsBlocked")
+            logger.info("bot blocked", extra={"form_id": form_id, "reason": bot_reason})
             # Same answer a person gets, so the bot learns nothing; nothing is stored.
             return self._result(form, lead_id, now, created=True, bot=True)
 
@@ -88,6 +103,10 @@ class Capture:
                 self._store.save_capture(write)
             except WriteConflict:
                 continue  # someone changed the lead between our read and write: read again
+            if known is None:
+                self._metrics.add("LeadsCaptured")
+            # The lead id (a hash), never the address or any field's value.
+            logger.info("lead captured", extra={"lead_id": lead_id, "form_id": form_id, "new_lead": known is None})
             return self._result(form, lead_id, now, created=known is None)
         raise WriteConflict(f"lead kept changing during {_CONFLICT_RETRIES} attempts")
 

@@ -6,6 +6,7 @@ Domain code never reads ``os.environ``: it is handed a ``Settings`` and a ``Camp
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ TEMPLATES_DIR = APP_ROOT / "templates"
 # limit (10 MB) is far above this.
 MAX_BODY_BYTES = 16 * 1024
 MIN_TOKEN_KEY_LENGTH = 32
+STAGE_NAME = re.compile(r"[a-z0-9-]{1,40}")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class Settings:
     """Secrets are excluded from repr, so tracebacks and logs never show them."""
 
     campaign_name: str
+    # The deployed stage (chalice deploy --stage <stage>): the Stage dimension of every metric.
+    stage: str
     table_name: str
     assets_bucket: str
     # HMAC key for every signed token and for the IP hash; from the environment (locally) or the
@@ -63,12 +68,15 @@ class Settings:
     # single-stack template and the twin set both together): the handler then answers a failed
     # record with batchItemFailures. Otherwise it raises, and Lambda retries the whole batch.
     stream_report_failures: bool = False
+    # Level of Trellis's own loggers (chalicelib.*, the app's); libraries log WARNING and above.
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         required = {
             "TRELLIS_CAMPAIGN": "the campaign file to serve (campaigns/<name>.yaml)",
+            "TRELLIS_STAGE": "the stage's name, the Stage dimension of its metrics ([a-z0-9-]{1,40})",
             "TRELLIS_TABLE": "the DynamoDB table name",
             "TRELLIS_ASSETS_BUCKET": "the S3 bucket holding lead-magnet assets",
             "TRELLIS_PUBLIC_URL": "the API's public base URL, e.g. https://abc.execute-api.eu-west-1.amazonaws.com/api",
@@ -110,8 +118,14 @@ class Settings:
                 raise ConfigError("TRELLIS_MAX_SEND_RATE must be a number (emails per second)") from e
             if max_send_rate <= 0:
                 raise ConfigError("TRELLIS_MAX_SEND_RATE must be above 0")
+        if not STAGE_NAME.fullmatch(env["TRELLIS_STAGE"]):
+            raise ConfigError("TRELLIS_STAGE must be 1 to 40 of a-z, 0-9 and -")
+        log_level = (env.get("TRELLIS_LOG_LEVEL") or "INFO").strip().upper()
+        if log_level not in LOG_LEVELS:
+            raise ConfigError(f"TRELLIS_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         return cls(
             campaign_name=env["TRELLIS_CAMPAIGN"],
+            stage=env["TRELLIS_STAGE"],
             table_name=env["TRELLIS_TABLE"],
             assets_bucket=env["TRELLIS_ASSETS_BUCKET"],
             token_key=token_key.encode(),
@@ -126,6 +140,7 @@ class Settings:
             clock_file=env.get("TRELLIS_CLOCK_FILE") or None,
             campaigns_dir=Path(env["TRELLIS_CAMPAIGNS_DIR"]) if env.get("TRELLIS_CAMPAIGNS_DIR") else CAMPAIGNS_DIR,
             stream_report_failures=_flag(env, "TRELLIS_STREAM_REPORT_FAILURES"),
+            log_level=log_level,
         )
 
 

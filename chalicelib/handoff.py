@@ -35,6 +35,7 @@ from chalicelib.errors import NotFound, SendFailed, SendRejected, SendThrottled,
 from chalicelib.models import Campaign
 from chalicelib.nurture.mailer import Mailer
 from chalicelib.nurture.rules import lead_zone
+from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.rendering import environment
 from chalicelib.scoring import ScoredEvent, next_stage, score_lead
 from chalicelib.store import Store
@@ -51,7 +52,8 @@ TIMESTAMP_HEADER = "X-Trellis-Timestamp"
 
 
 class Qualifier:
-    def __init__(self, campaign: Campaign, store: Store, clock: Clock) -> None:
+    def __init__(self, campaign: Campaign, store: Store, clock: Clock, metrics: MetricsSink = NO_METRICS) -> None:
+        self._metrics = metrics
         self._campaign = campaign
         self._store = store
         self._clock = clock
@@ -112,6 +114,10 @@ class Qualifier:
         written = self._store.save_score(
             lead_id, fields, len(events), from_stage=lead.stage, stage_event=stage_event, handoff=handoff
         )
+        if written and handoff is not None:
+            # Counted here, where the one write that creates the handoff succeeded: a redelivered
+            # record finds the score (or the stage) moved on and writes nothing.
+            self._metrics.add("SqlHandoffs")
         if written and change.stage == "sql":
             # Sales has the lead now: end its nurture at once (every send re-checks the stage too).
             ending = {sid for sid, seq in self._campaign.sequences.items() if "sql" in seq.exit.stages}
@@ -169,7 +175,9 @@ class Notifier:
         topic_arn: str,
         webhook: Optional[Webhook],
         clock: Clock,
+        metrics: MetricsSink = NO_METRICS,
     ) -> None:
+        self._metrics = metrics
         self._campaign = campaign
         self._store = store
         self._mailer = mailer
@@ -195,8 +203,10 @@ class Notifier:
                     self._campaign.sender.from_address, handoff.owner_email, self._email(handoff, lead, events)
                 )
             except (SendThrottled, SendFailed, SendRejected):
+                self._metrics.add("SendFailures")
                 logger.warning("handoff email for %s failed; the lease will retry it", handoff.lead_id)
                 raise
+            self._metrics.add("EmailsSent")
             self._store.mark_handoff(handoff, claim_id, {"email_sent_at": iso(now)})
         if handoff.sns_sent_at is None:
             self._sns.publish(

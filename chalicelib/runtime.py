@@ -12,7 +12,7 @@ from typing import Optional
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import aws
+from chalicelib import aws, observability
 from chalicelib.assets import S3AssetLinks
 from chalicelib.capture import Capture
 from chalicelib.clock import Clock, OffsetFileClock, SystemClock
@@ -25,6 +25,7 @@ from chalicelib.nurture.dispatcher import Dispatcher, Pacer
 from chalicelib.nurture.feedback import Feedback
 from chalicelib.nurture.mailer import Mailer, SesMailer
 from chalicelib.nurture.render import Renderer
+from chalicelib.observability import Metrics
 from chalicelib.privacy import Privacy
 from chalicelib.reports import Reports, Tally
 from chalicelib.store import Store
@@ -43,8 +44,11 @@ class Runtime:
         assets: S3AssetLinks,
         mailer: Optional[Mailer] = None,
         pacer: Optional[Pacer] = None,
+        metrics: Optional[Metrics] = None,
     ) -> None:
         self.settings = settings
+        # Counted by the services during an invocation, flushed once at its end (app middleware).
+        self.metrics = metrics if metrics is not None else Metrics(settings.stage)
         self.campaign = campaign
         self.clock = clock
         self.store = store
@@ -61,7 +65,9 @@ class Runtime:
         campaign: Optional[Campaign] = None,
         mailer: Optional[Mailer] = None,
         pacer: Optional[Pacer] = None,
+        metrics: Optional[Metrics] = None,
     ) -> Runtime:
+        observability.configure_logging(settings.log_level)
         return cls(
             settings=settings,
             campaign=campaign or load_campaign(settings.campaign_name, settings.campaigns_dir),
@@ -71,6 +77,7 @@ class Runtime:
             assets=S3AssetLinks(aws.s3(), settings.assets_bucket),
             mailer=mailer,
             pacer=pacer,
+            metrics=metrics,
         )
 
     @functools.cached_property
@@ -81,7 +88,7 @@ class Runtime:
 
     @functools.cached_property
     def capture(self) -> Capture:
-        return Capture(self.campaign, self.store, self.signer, self.assets, self.clock)
+        return Capture(self.campaign, self.store, self.signer, self.assets, self.clock, self.metrics)
 
     @functools.cached_property
     def links(self) -> LinkBuilder:
@@ -111,11 +118,12 @@ class Runtime:
             self.clock,
             self._pacer,
             on_due_handoff=self.notifier.notify,
+            metrics=self.metrics,
         )
 
     @functools.cached_property
     def qualifier(self) -> Qualifier:
-        return Qualifier(self.campaign, self.store, self.clock)
+        return Qualifier(self.campaign, self.store, self.clock, self.metrics)
 
     @functools.cached_property
     def sales_feedback(self) -> SalesFeedback:
@@ -129,7 +137,14 @@ class Runtime:
                 raise ConfigError("the campaign has sales.webhook_url: set TRELLIS_WEBHOOK_SECRET to sign it")
             webhook = Webhook(self.campaign.sales.webhook_url, self.settings.webhook_secret)
         return Notifier(
-            self.campaign, self.store, self.mailer, aws.sns(), self.settings.sales_topic_arn, webhook, self.clock
+            self.campaign,
+            self.store,
+            self.mailer,
+            aws.sns(),
+            self.settings.sales_topic_arn,
+            webhook,
+            self.clock,
+            self.metrics,
         )
 
     @functools.cached_property
@@ -146,7 +161,7 @@ class Runtime:
 
     @functools.cached_property
     def feedback(self) -> Feedback:
-        return Feedback(self.store, self.tally, self.clock)
+        return Feedback(self.store, self.tally, self.clock, self.metrics)
 
     @functools.cached_property
     def streams(self) -> StreamProcessor:
@@ -179,6 +194,11 @@ def current() -> Runtime:
     if _current is None:
         _current = Runtime.build(Settings.from_env())
     return _current
+
+
+def pending_metrics() -> Optional[Metrics]:
+    """The process runtime's metrics buffer; None before one was built (nothing was counted)."""
+    return None if _current is None else _current.metrics
 
 
 def install(runtime: Optional[Runtime]) -> None:

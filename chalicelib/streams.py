@@ -20,6 +20,7 @@ from chalicelib.errors import InvalidRequest
 from chalicelib.handoff import STAGE_CHANGED, Notifier, Qualifier
 from chalicelib.models import Campaign
 from chalicelib.nurture.dispatcher import Dispatcher, TickReport
+from chalicelib.observability import correlated
 from chalicelib.reports import Tally
 from chalicelib.store import Store, parse_stream_image
 
@@ -55,6 +56,10 @@ def lambda_response(report: StreamReport, report_batch_failures: bool) -> dict[s
     if not report_batch_failures:
         raise StreamBatchFailed(f"stream record {report.failed_sequence_number} failed; retry the batch")
     return {**vars(report), "batchItemFailures": [{"itemIdentifier": report.failed_sequence_number}]}
+
+
+def _event_id(record: dict[str, Any]) -> str:
+    return str(record.get("eventID", ""))
 
 
 def _sequence_number(record: dict[str, Any]) -> str:
@@ -103,7 +108,8 @@ class StreamProcessor:
         for index, record in enumerate(records):
             report.records += 1
             try:
-                lead_to_rescore = self._handle_record(record, report, tick)
+                with correlated(_event_id(record)):
+                    lead_to_rescore = self._handle_record(record, report, tick)
             except Exception:
                 logger.exception("stream record %s failed; the batch resumes from it", _sequence_number(record))
                 failed_at = index
@@ -114,7 +120,8 @@ class StreamProcessor:
             if failed_at is not None and first_index >= failed_at:
                 break  # its events come again with the redelivery (first appearances are in order)
             try:
-                changed = self._qualifier.rescore(lead_id)
+                with correlated(_event_id(records[first_index])):  # the record that asked for it
+                    changed = self._qualifier.rescore(lead_id)
             except Exception:
                 logger.exception("rescoring failed; the batch resumes from record %s", first_index)
                 failed_at = first_index

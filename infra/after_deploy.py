@@ -10,7 +10,9 @@
    honours partial responses is the function told to send them (``TRELLIS_STREAM_REPORT_FAILURES``).
 2. API Gateway's own answers to a missing or refused bearer token (``UNAUTHORIZED``,
    ``ACCESS_DENIED``): the app's 401 ``{"error": "unauthorized"}`` with ``WWW-Authenticate:
-   Bearer`` instead of ``{"message": "Unauthorized"}``; then a deployment of the API's stage.
+   Bearer`` instead of ``{"message": "Unauthorized"}``, and ``*/*`` among the binary media types
+   (API Gateway reads only the first Accept type: the open pixel must be bytes for ``*/*``
+   too; infra/settings.py says why not in app.py); then a deployment of the API's stage.
 
 Idempotent. Run it after every ``chalice deploy``: a deploy re-imports the API in overwrite mode
 (which drops gateway responses) and rewrites the function's environment from .chalice/config.json.
@@ -31,6 +33,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from infra.bootstrap import CHALICE_DIR, stack_name
+from infra.settings import DEPLOYED_EXTRA_BINARY_TYPES
 
 STREAM_HANDLER = "on_lead_change"  # app.py's function (Chalice names it trellis-<stage>-on_lead_change)
 # Every action of the handler is idempotent, so retrying is safe, and a transient error (throttling,
@@ -74,6 +77,7 @@ class AfterDeployed:
     api_stage: str
     gateway_responses_changed: list[str] = field(default_factory=list)
     deployment_id: str = ""
+    binary_types_added: list[str] = field(default_factory=list)
 
 
 def deployed_resources(stage: str, chalice_dir: Path = CHALICE_DIR) -> dict[str, dict[str, Any]]:
@@ -213,6 +217,18 @@ def enable_failure_reports(lambda_client: Any, function_arn: str, sleep: Any = t
     return True
 
 
+def configure_binary_types(apigateway: Any, rest_api_id: str) -> list[str]:
+    """Add ``DEPLOYED_EXTRA_BINARY_TYPES`` to the API's binary media types (deployed with the
+    gateway responses): the types added. chalice deploy imports only the app's own list."""
+    present = set(apigateway.get_rest_api(restApiId=rest_api_id).get("binaryMediaTypes", []))
+    missing = [media_type for media_type in DEPLOYED_EXTRA_BINARY_TYPES if media_type not in present]
+    if missing:
+        # JSON Pointer escapes "/" in a path segment as "~1": "*/*" is /binaryMediaTypes/*~1*.
+        operations = [{"op": "add", "path": "/binaryMediaTypes/" + t.replace("/", "~1")} for t in missing]
+        apigateway.update_rest_api(restApiId=rest_api_id, patchOperations=operations)
+    return missing
+
+
 def configure_gateway_responses(apigateway: Any, rest_api_id: str, api_stage: str) -> tuple[list[str], str]:
     """Put the 401 gateway responses that differ, then deploy the API's stage: (changed types, deployment id).
 
@@ -253,8 +269,12 @@ def after_deploy(stage: str, session: Any, chalice_dir: Path = CHALICE_DIR, slee
     )
     reports_enabled = enable_failure_reports(lambda_client, function_arn, sleep)
     api_stage = api_gateway_stage(stage, chalice_dir)
-    changed, deployment_id = configure_gateway_responses(session.client("apigateway"), rest_api_id, api_stage)
-    return AfterDeployed(stage, uuid, mapping_changed, reports_enabled, rest_api_id, api_stage, changed, deployment_id)
+    apigateway = session.client("apigateway")
+    binary_types = configure_binary_types(apigateway, rest_api_id)
+    changed, deployment_id = configure_gateway_responses(apigateway, rest_api_id, api_stage)
+    return AfterDeployed(
+        stage, uuid, mapping_changed, reports_enabled, rest_api_id, api_stage, changed, deployment_id, binary_types
+    )
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -273,6 +293,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     if result.failure_reports_enabled:
         print(f"  set {REPORT_FAILURES_VARIABLE}=true on trellis-{result.stage}-{STREAM_HANDLER}")
+    if result.binary_types_added:
+        print(f"  binary media types added: {', '.join(result.binary_types_added)} (the open pixel's Accept)")
     responses = ", ".join(result.gateway_responses_changed) or "already set"
     print(
         f"  gateway responses {responses}; API {result.rest_api_id} stage {result.api_stage} "

@@ -8,7 +8,11 @@
    they do not exist yet; an existing one is never overwritten (rotate with put-parameter);
 3. writes ``.chalice/policy-<stage>.json``, the least-privilege role policy (infra/iam.py);
 4. writes the stage into ``.chalice/config.json`` (other stages and keys kept): the resources'
-   names and ARNs as ``environment_variables``, ``autogen_policy: false`` and the policy file.
+   names and ARNs (and the stage's name) as ``environment_variables``, ``autogen_policy: false``,
+   the policy file and the per-function memory, timeout and concurrency (infra/settings.py).
+
+``--secrets-only`` does step 2 alone: the single-stack path (``make package``, one SAM template
+with the app and its resources) needs the secrets to exist before its stack is deployed.
 
 Then ``chalice deploy --stage <stage>``. The API's URL exists only after the first deploy: run
 the bootstrap again with ``--public-url "$(chalice url --stage <stage>)"`` (or your domain) and
@@ -33,16 +37,28 @@ from botocore.exceptions import ClientError
 from chalicelib.config import load_campaign
 from chalicelib.errors import ConfigError
 from infra.iam import lambda_policy
+from infra.settings import lambda_functions
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "infra" / "trellis.yaml"
 CHALICE_DIR = ROOT / ".chalice"
+# The functions' environment variables that name the stack's resources, and the stack output
+# each one is (the single-stack path, infra/package.py, uses the outputs' values in place).
+OUTPUT_VARIABLES = {
+    "TRELLIS_TABLE": "LeadsTableName",
+    "TRELLIS_STREAM_ARN": "LeadsTableStreamArn",
+    "TRELLIS_ASSETS_BUCKET": "AssetsBucketName",
+    "TRELLIS_SES_EVENTS_TOPIC": "SesEventsTopicArn",
+    "TRELLIS_SALES_TOPIC_ARN": "SalesTopicArn",
+    "TRELLIS_SES_CONFIGURATION_SET": "ConfigurationSetName",
+}
 REQUIRED_OUTPUTS = (
     "LeadsTableName",
     "LeadsTableStreamArn",
     "AssetsBucketName",
     "SesEventsTopicArn",
     "SalesTopicArn",
+    "StreamFailuresQueueArn",
 )
 
 
@@ -70,19 +86,30 @@ def secret_names(stage: str) -> dict[str, str]:
     }
 
 
-def deploy_stack(cloudformation: Any, stage: str) -> dict[str, str]:
-    """Create the stage's stack, or update it to the current template; its outputs by key."""
+def deploy_stack(cloudformation: Any, stage: str, alarm_email: Optional[str] = None) -> dict[str, str]:
+    """Create the stage's stack, or update it to the current template; its outputs by key.
+
+    ``alarm_email`` subscribes an address to the alarms; without it an update keeps the
+    stack's current one (a new stack has none).
+    """
     name = stack_name(stage)
-    arguments = {
-        "StackName": name,
-        "TemplateBody": TEMPLATE.read_text(),
-        "Parameters": [{"ParameterKey": "Stage", "ParameterValue": stage}],
-    }
     try:
         cloudformation.describe_stacks(StackName=name)
         exists = True
     except ClientError:
         exists = False
+    alarm: dict[str, Any] = {"ParameterKey": "AlarmEmail"}
+    if alarm_email is not None:
+        alarm["ParameterValue"] = alarm_email
+    elif exists:
+        alarm["UsePreviousValue"] = True
+    else:
+        alarm["ParameterValue"] = ""
+    arguments = {
+        "StackName": name,
+        "TemplateBody": TEMPLATE.read_text(),
+        "Parameters": [{"ParameterKey": "Stage", "ParameterValue": stage}, alarm],
+    }
     try:
         if exists:
             cloudformation.update_stack(**arguments)
@@ -123,6 +150,11 @@ def ensure_secret(ssm: Any, name: str) -> bool:
     return True
 
 
+def ensure_secrets(ssm: Any, stage: str) -> list[str]:
+    """The stage's secrets (``secret_names``), each created unless it exists: the created ones."""
+    return [name for name in secret_names(stage).values() if ensure_secret(ssm, name)]
+
+
 def _write_json(path: Path, data: Any) -> None:
     """Whole or not at all: a temporary file renamed over the old one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,13 +171,14 @@ def bootstrap(
     session: Any,
     public_url: Optional[str] = None,
     chalice_dir: Path = CHALICE_DIR,
+    alarm_email: Optional[str] = None,
 ) -> Bootstrapped:
     campaign = load_campaign(campaign_name)  # a broken campaign file stops here, before AWS is touched
-    outputs = deploy_stack(session.client("cloudformation"), stage)
+    outputs = deploy_stack(session.client("cloudformation"), stage, alarm_email)
     outputs.setdefault("ConfigurationSetName", configuration_set(session.client("sesv2"), stage))
     ssm = session.client("ssm")
     names = secret_names(stage)
-    created = [name for name in names.values() if ensure_secret(ssm, name)]
+    created = ensure_secrets(ssm, stage)
     account = session.client("sts").get_caller_identity()["Account"]
     policy = lambda_policy(
         region=session.region_name,
@@ -159,12 +192,8 @@ def bootstrap(
 
     environment = {
         "TRELLIS_CAMPAIGN": campaign_name,
-        "TRELLIS_TABLE": outputs["LeadsTableName"],
-        "TRELLIS_STREAM_ARN": outputs["LeadsTableStreamArn"],
-        "TRELLIS_ASSETS_BUCKET": outputs["AssetsBucketName"],
-        "TRELLIS_SES_EVENTS_TOPIC": outputs["SesEventsTopicArn"],
-        "TRELLIS_SALES_TOPIC_ARN": outputs["SalesTopicArn"],
-        "TRELLIS_SES_CONFIGURATION_SET": outputs["ConfigurationSetName"],
+        "TRELLIS_STAGE": stage,
+        **{variable: outputs[output] for variable, output in OUTPUT_VARIABLES.items()},
         **names,
     }
     config_path = chalice_dir / "config.json"
@@ -181,6 +210,7 @@ def bootstrap(
             "autogen_policy": False,
             "iam_policy_file": policy_file.name,
             "environment_variables": environment,
+            "lambda_functions": lambda_functions(),
         }
     )
     config["stages"][stage] = entry
@@ -193,9 +223,34 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--stage", required=True, help="the campaign stage (lower-case letters, digits, -)")
     parser.add_argument("--campaign", help="campaign file name in campaigns/ (default: the stage name)")
     parser.add_argument("--public-url", help="the API's base URL, once known (chalice url --stage STAGE)")
+    parser.add_argument(
+        "--alarm-email",
+        help="subscribe this address to the stage's alarms ('' for none; default: keep the stack's)",
+    )
+    parser.add_argument(
+        "--secrets-only",
+        action="store_true",
+        help="only create the stage's SSM secrets (for the single-stack path, make package)",
+    )
     args = parser.parse_args(argv)
+    if args.secrets_only:
+        try:
+            created = ensure_secrets(boto3.session.Session().client("ssm"), args.stage)
+        except (BootstrapError, ClientError) as e:
+            print(f"bootstrap failed: {e}", file=sys.stderr)
+            return 1
+        for name in secret_names(args.stage).values():
+            state = "created (random)" if name in created else "exists, kept"
+            print(f"  SSM SecureString {name}: {state}")
+        return 0
     try:
-        result = bootstrap(args.stage, args.campaign or args.stage, boto3.session.Session(), args.public_url)
+        result = bootstrap(
+            args.stage,
+            args.campaign or args.stage,
+            boto3.session.Session(),
+            args.public_url,
+            alarm_email=args.alarm_email,
+        )
     except (BootstrapError, ClientError, ConfigError) as e:
         print(f"bootstrap failed: {e}", file=sys.stderr)
         return 1

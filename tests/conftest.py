@@ -52,6 +52,7 @@ def stack_outputs() -> Iterator[dict[str, str]]:
 def settings(stack_outputs: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
     env = {
         "TRELLIS_CAMPAIGN": "demo",
+        "TRELLIS_STAGE": "test",
         "TRELLIS_TABLE": stack_outputs["LeadsTableName"],
         "TRELLIS_ASSETS_BUCKET": stack_outputs["AssetsBucketName"],
         "TRELLIS_TOKEN_KEY": TEST_TOKEN_KEY,

@@ -86,6 +86,7 @@ def test_unreadable_parameter_is_503_and_lets_nobody_in(ssm_client, table_items)
 
 BASE = {
     "TRELLIS_CAMPAIGN": "demo",
+    "TRELLIS_STAGE": "x",
     "TRELLIS_TABLE": "t",
     "TRELLIS_ASSETS_BUCKET": "b",
     "TRELLIS_TOKEN_KEY": "k" * 40,

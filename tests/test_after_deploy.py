@@ -7,6 +7,7 @@ import io
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -156,6 +157,36 @@ def test_after_deploy_sets_the_stream_mapping_the_handler_flag_and_the_401s(aws,
     assert apigateway.get_stage(restApiId=deployed["rest_api_id"], stageName="api")["deploymentId"] == (
         result.deployment_id
     )
+
+
+def test_the_deployed_api_treats_every_accept_type_as_binary(aws, deployed):
+    apigateway = aws.client("apigateway")
+    patches: list[dict[str, Any]] = []
+    aws.events.register("before-parameter-build.api-gateway.UpdateRestApi", lambda params, **_: patches.append(params))
+
+    result = _run(aws, deployed)
+
+    assert result.binary_types_added == ["*/*"]
+    # moto stores the patched value as "" (it ignores the path's value): the request is what counts.
+    assert patches == [
+        {"restApiId": deployed["rest_api_id"], "patchOperations": [{"op": "add", "path": "/binaryMediaTypes/*~1*"}]}
+    ]
+    assert apigateway.get_stage(restApiId=deployed["rest_api_id"], stageName="api")["deploymentId"] == (
+        result.deployment_id
+    )
+
+
+def test_binary_types_already_there_are_not_added_again():
+    from infra.after_deploy import configure_binary_types
+
+    class KnowsStar:
+        def get_rest_api(self, restApiId: str) -> dict[str, Any]:
+            return {"binaryMediaTypes": ["image/gif", "*/*"]}
+
+        def update_rest_api(self, **_: Any) -> None:
+            raise AssertionError("nothing to add")
+
+    assert configure_binary_types(KnowsStar(), "api-id") == []
 
 
 def test_running_it_again_changes_nothing(aws, deployed):

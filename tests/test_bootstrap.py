@@ -12,6 +12,7 @@ from moto import mock_aws
 from chalicelib.config import EventSources, Settings
 from infra import bootstrap as bootstrapping
 from infra.bootstrap import BootstrapError, bootstrap
+from infra.settings import LAMBDA_FUNCTIONS
 
 # moto's CloudFormation warns of each resource type it skips (the SES ones, the topic policy).
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse")  # no "::" here: the filter splits at ":"
@@ -55,7 +56,11 @@ def test_bootstrap_deploys_the_stack_creates_secrets_and_writes_the_stage(aws, c
     topics = {t["TopicArn"] for t in aws.client("sns").list_topics()["Topics"]}
     assert {env["TRELLIS_SALES_TOPIC_ARN"], env["TRELLIS_SES_EVENTS_TOPIC"]} <= topics
     assert env["TRELLIS_SES_CONFIGURATION_SET"] == "trellis-spring"
+    assert env["TRELLIS_STAGE"] == "spring"
     assert "TRELLIS_PUBLIC_URL" not in env  # unknown before the first deploy
+    # Per-function memory, timeout and concurrency: the same settings as the single-stack path.
+    assert stage["lambda_functions"] == LAMBDA_FUNCTIONS
+    assert stage["lambda_functions"]["dispatch"]["reserved_concurrency"] == 1
 
     # Secrets: created in SSM as SecureStrings, named in the config, their values nowhere in it.
     ssm = aws.client("ssm")
@@ -113,3 +118,36 @@ def test_a_missing_ses_configuration_set_is_named(aws, chalice_dir):
     with pytest.raises(BootstrapError, match="SES configuration set trellis-spring not found"):
         bootstrap("spring", "demo", aws, chalice_dir=chalice_dir)
     assert "spring" not in json.loads((chalice_dir / "config.json").read_text())["stages"]
+
+
+def test_secrets_only_creates_the_secrets_and_nothing_else(aws, monkeypatch, capsys):
+    config = bootstrapping.CHALICE_DIR / "config.json"
+    before = config.read_text()
+    monkeypatch.setattr(bootstrapping.boto3.session, "Session", lambda: aws)
+    assert bootstrapping.main(["--stage", "spring", "--secrets-only"]) == 0
+    ssm = aws.client("ssm")
+    names = sorted(p["Name"] for p in ssm.describe_parameters()["Parameters"])
+    assert names == ["/trellis/spring/admin-token", "/trellis/spring/token-key"]
+    value = ssm.get_parameter(Name="/trellis/spring/token-key", WithDecryption=True)["Parameter"]["Value"]
+    assert value not in capsys.readouterr().out
+    assert aws.client("cloudformation").describe_stacks()["Stacks"] == []
+    assert config.read_text() == before
+    # Again: both kept, never overwritten.
+    assert bootstrapping.main(["--stage", "spring", "--secrets-only"]) == 0
+    assert ssm.get_parameter(Name="/trellis/spring/token-key", WithDecryption=True)["Parameter"]["Value"] == value
+    assert capsys.readouterr().out.count("exists, kept") == 2
+
+
+def test_the_alarm_email_is_set_then_kept_by_a_later_bootstrap(aws, chalice_dir):
+    def alarm_email() -> str:
+        stack = aws.client("cloudformation").describe_stacks(StackName="trellis-spring")["Stacks"][0]
+        return next(p["ParameterValue"] for p in stack["Parameters"] if p["ParameterKey"] == "AlarmEmail")
+
+    bootstrap("spring", "demo", aws, chalice_dir=chalice_dir)
+    assert alarm_email() == ""  # none by default
+    bootstrap("spring", "demo", aws, chalice_dir=chalice_dir, alarm_email="ops@example.com")
+    assert alarm_email() == "ops@example.com"
+    bootstrap("spring", "demo", aws, chalice_dir=chalice_dir)  # e.g. to add the public URL
+    assert alarm_email() == "ops@example.com"
+    bootstrap("spring", "demo", aws, chalice_dir=chalice_dir, alarm_email="")
+    assert alarm_email() == ""

@@ -117,6 +117,7 @@ def test_settings_name_every_missing_variable():
         "TRELLIS_TOKEN_KEY",
         "TRELLIS_PUBLIC_URL",
         "TRELLIS_SES_CONFIGURATION_SET",
+        "TRELLIS_STAGE",
     ):
         assert name in message
     assert "TRELLIS_CAMPAIGN" not in message
@@ -124,6 +125,7 @@ def test_settings_name_every_missing_variable():
 
 STAGE_ENV_BUT_THE_KEY = {
     "TRELLIS_CAMPAIGN": "demo",
+    "TRELLIS_STAGE": "x",
     "TRELLIS_TABLE": "t",
     "TRELLIS_ASSETS_BUCKET": "b",
     "TRELLIS_PUBLIC_URL": "https://x.example/api",
@@ -156,6 +158,7 @@ def test_campaign_naming_a_missing_template_fails_at_load(tmp_path):
 def test_campaigns_dir_defaults_to_the_packaged_campaigns_and_can_be_pointed_elsewhere(tmp_path):
     env = {
         "TRELLIS_CAMPAIGN": "demo",
+        "TRELLIS_STAGE": "x",
         "TRELLIS_TABLE": "t",
         "TRELLIS_ASSETS_BUCKET": "b",
         "TRELLIS_TOKEN_KEY": "k" * 40,
@@ -202,3 +205,26 @@ def test_token_key_from_both_places_is_refused():
     with pytest.raises(ConfigError, match="not both"):
         Settings.from_env({**env, "TRELLIS_TOKEN_KEY_PARAMETER": "/trellis/x/token-key"})
     assert Settings.from_env({**env, "TRELLIS_TOKEN_KEY": ""} | {"TRELLIS_TOKEN_KEY_PARAMETER": "/p"}).token_key == b""
+
+
+def test_stage_is_required_and_fit_for_a_metric_dimension():
+    env = {**STAGE_ENV_BUT_THE_KEY, "TRELLIS_TOKEN_KEY": "k" * 40}
+    assert Settings.from_env(env).stage == "x"
+    assert Settings.from_env({**env, "TRELLIS_STAGE": "spring-2026"}).stage == "spring-2026"
+    assert Settings.from_env({**env, "TRELLIS_STAGE": "a" * 40}).stage == "a" * 40
+
+    with pytest.raises(ConfigError, match="TRELLIS_STAGE"):
+        Settings.from_env({k: v for k, v in env.items() if k != "TRELLIS_STAGE"})
+    for bad in ("Prod", "a_b", "a b", "a" * 41, "ü", "dev\n"):
+        with pytest.raises(ConfigError, match="TRELLIS_STAGE must be"):
+            Settings.from_env({**env, "TRELLIS_STAGE": bad})
+
+
+def test_log_level_defaults_to_info_and_is_validated():
+    env = {**STAGE_ENV_BUT_THE_KEY, "TRELLIS_TOKEN_KEY": "k" * 40}
+    assert Settings.from_env(env).log_level == "INFO"
+    assert Settings.from_env({**env, "TRELLIS_LOG_LEVEL": " debug "}).log_level == "DEBUG"
+    assert Settings.from_env({**env, "TRELLIS_LOG_LEVEL": "ERROR"}).log_level == "ERROR"
+
+    with pytest.raises(ConfigError, match="TRELLIS_LOG_LEVEL must be one of"):
+        Settings.from_env({**env, "TRELLIS_LOG_LEVEL": "verbose"})

@@ -8,6 +8,7 @@ the stream handler through this, so the handler only ever sees Lambda-shaped rec
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -71,7 +72,7 @@ class LambdaContext:
 
     def __init__(self, function_name: str, timeout_seconds: float = 60.0) -> None:
         self.function_name = function_name
-        self.aws_request_id = "twin"
+        self.aws_request_id = str(uuid.uuid4())  # each invocation its own, as Lambda's
         self._deadline = time.monotonic() + timeout_seconds
 
     def get_remaining_time_in_millis(self) -> int:

@@ -507,6 +507,7 @@ def run(config: TwinConfig, twin: Twin) -> None:
         {
             **{k: v for k, v in os.environ.items() if not k.startswith("TRELLIS_")},
             **stage_env,
+            "TRELLIS_STAGE": STAGE,
             "TRELLIS_TABLE": outputs["LeadsTableName"],
             "TRELLIS_ASSETS_BUCKET": outputs["AssetsBucketName"],
             "TRELLIS_TOKEN_KEY": config.token_key,

@@ -16,7 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Optional
 
@@ -29,6 +29,7 @@ from chalicelib.nurture import rules
 from chalicelib.nurture.mailer import Mailer
 from chalicelib.nurture.mime import build_message
 from chalicelib.nurture.render import Renderer
+from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.store import Store
 from chalicelib.tracking import LinkBuilder
 
@@ -101,7 +102,9 @@ class Dispatcher:
         clock: Clock,
         pacer: Optional[Pacer] = None,
         on_due_handoff: Optional[Callable[[Handoff], object]] = None,
+        metrics: MetricsSink = NO_METRICS,
     ) -> None:
+        self._metrics = metrics
         self._fresh_pacer_per_tick = pacer is None
         self._on_due_handoff = on_due_handoff
         self._campaign = campaign
@@ -138,7 +141,9 @@ class Dispatcher:
             if not self.dispatch(enrolment, report):
                 report.stopped_early = True
                 break
-        logger.info("dispatch tick %s", report)
+        # Quiet when the tick found nothing to do (once a minute, every minute).
+        idle = report == TickReport()
+        logger.log(logging.DEBUG if idle else logging.INFO, "dispatch tick", extra={"tick": asdict(report)})
         return report
 
     def dispatch(self, enrolment: Enrolment, report: TickReport) -> bool:
@@ -215,20 +220,24 @@ class Dispatcher:
         try:
             ses_message_id = self._mailer.send(self._campaign.sender.from_address, lead.email, raw)
         except SendThrottled:
+            self._metrics.add("SendFailures")
             self._store.release(enrolment, claim_id, iso(now + backoff(attempts)), reset_attempts=False)
             self.pacer.slow_down()
             report.throttled += 1
             return False
         except SendRejected as e:
+            self._metrics.add("SendFailures")
             self._store.suppress(Suppression(lead.lead_id, "rejected", iso(now), e.code))
             self._store.finish(enrolment, claim_id, "exited", "rejected")
             report.rejected += 1
             return True
         except SendFailed:
+            self._metrics.add("SendFailures")
             logger.warning("send failed for %s/%s; retrying later", lead.lead_id, message_id, exc_info=True)
             self._store.release(enrolment, claim_id, iso(now + backoff(attempts)), reset_attempts=False)
             report.failed += 1
             return True
+        self._metrics.add("EmailsSent")
 
         message = Message(
             lead_id=lead.lead_id,

@@ -13,11 +13,14 @@ from chalicelib.clock import Clock
 from chalicelib.entities import Event, Suppression, iso, lead_id_for
 from chalicelib.errors import ValidationFailed
 from chalicelib.models import normalise_email
+from chalicelib.observability import NO_METRICS, MetricName, MetricsSink
 from chalicelib.reports import Tally
 from chalicelib.store import Store
 from chalicelib.tracking import EMAIL_BOUNCED, EMAIL_COMPLAINED
 
 logger = logging.getLogger(__name__)
+# Per recipient, counted like the tally (and SES's reputation metrics): permanent bounces only.
+_METRIC_OF: dict[str, MetricName] = {"Bounce": "Bounces", "Complaint": "Complaints"}
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,8 @@ class FeedbackResult:
 
 
 class Feedback:
-    def __init__(self, store: Store, tally: Tally, clock: Clock) -> None:
+    def __init__(self, store: Store, tally: Tally, clock: Clock, metrics: MetricsSink = NO_METRICS) -> None:
+        self._metrics = metrics
         self._store = store
         self._tally = tally
         self._clock = clock
@@ -83,6 +87,8 @@ class Feedback:
             # from someone who had unsubscribed too, and so must the rate we warn about.
             self._tally.feedback(reference, event_type, iso(now))
             suppressed += 1
+        if suppressed:
+            self._metrics.add(_METRIC_OF[kind], suppressed)
         logger.info("ses %s: %d suppressed, %d ignored", kind, suppressed, ignored)
         return FeedbackResult(kind, suppressed, ignored)
 

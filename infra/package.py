@@ -1,0 +1,457 @@
+"""The single-stack path: one SAM template with the app and every resource it uses.
+
+    make package STAGE=spring [CAMPAIGN=spring] [PUBLIC_URL=https://...] [OUT=dist]
+    python -m infra.package --stage spring [--campaign spring] [--public-url URL] [--out dist]
+
+No AWS credentials, no AWS call. In order:
+
+1. validates the campaign file (a broken one stops here);
+2. writes ``<out>/merge.json``: infra/trellis.yaml (read now, so whatever it gains is included)
+   as JSON, plus what Chalice's generated resources need to point at this stack: every
+   function's environment (``!Ref LeadsTable``, ``!GetAtt LeadsTable.StreamArn``, ...), the
+   stream trigger (partial batch responses, bisection, retry and age limits, the failures queue:
+   infra/after_deploy.py's settings), the SNS subscription, the alarms' function dimensions,
+   API Gateway's 401 answers and binary media types;
+3. runs ``chalice package --stage S --merge-template <out>/merge.json <out>`` on a temporary
+   copy of the project whose ``.chalice/config.json`` has a package-only entry for the stage
+   (per-function settings from infra/settings.py; the role policy from infra/iam.py with
+   ``Fn::Sub`` ARNs). The checkout's own ``.chalice/`` is never written: a stage that
+   ``make bootstrap`` wrote for ``chalice deploy`` stays as it was;
+4. checks the result (no placeholder ARN left, no ``__pycache__`` in the zip) and runs cfn-lint
+   on ``<out>/sam.json``: any finding fails;
+5. prints the template's resources and the size of ``<out>/deployment.zip``.
+
+Deploy with ``aws cloudformation package`` + ``deploy`` (README "The single-stack path").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from chalice.utils import to_cfn_resource_name
+
+from chalicelib.config import load_campaign
+from chalicelib.errors import ConfigError
+from infra.after_deploy import (
+    GATEWAY_RESPONSE,
+    GATEWAY_RESPONSES,
+    MAX_RECORD_AGE_SECONDS,
+    MAX_RETRY_ATTEMPTS,
+    PARTIAL_BATCH_RESPONSES,
+    REPORT_FAILURES_VARIABLE,
+)
+from infra.bootstrap import OUTPUT_VARIABLES, secret_names
+from infra.iam import lambda_policy
+from infra.settings import DEPLOYED_EXTRA_BINARY_TYPES, lambda_functions
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+STAGE_NAME = re.compile(r"[a-z0-9-]{1,40}")  # infra/trellis.yaml's Stage AllowedPattern
+API_HANDLER = "APIHandler"  # Chalice's logical id of the function behind every route
+# What Chalice would write where a stage's resources are unknown (chalicelib.config.EventSources).
+PLACEHOLDER = "-not-set"
+_TOPIC_PLACEHOLDER = "arn:aws:sns:us-east-1:000000000000:TRELLIS_SES_EVENTS_TOPIC-not-set"
+
+# Kept out of the copy that gets packaged: local state and caches. .chalice is written anew
+# (its deployments/ is Chalice's package cache, which it would reuse).
+_NOT_COPIED = shutil.ignore_patterns(
+    ".git", ".venv", ".chalice", ".twin", "dist", "preview", "__pycache__", "*.pyc", ".*_cache"
+)
+
+
+class PackageError(Exception):
+    """Something a person must fix; the message says what."""
+
+
+@dataclass(frozen=True)
+class Packaged:
+    template: Path
+    deployment_zip: Path
+    merge_template: Path
+    resources: dict[str, str]  # logical id -> type
+
+
+# -- infra/trellis.yaml as JSON ------------------------------------------------------------------
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short-form intrinsics (!Ref, !Sub, !GetAtt, !If, ...)."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    if suffix == "Ref" or suffix == "Condition":
+        return {suffix: value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)  # !GetAtt Resource.Attribute
+    return {f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _intrinsic)
+
+
+def load_template(path: Path) -> dict[str, Any]:
+    loaded = yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
+    if not isinstance(loaded, dict) or "Resources" not in loaded:
+        raise PackageError(f"{path} is not a CloudFormation template")
+    return loaded
+
+
+# -- the merge template --------------------------------------------------------------------------
+
+
+def function_ids(app_functions: Mapping[str, Any]) -> dict[str, str]:
+    """Chalice's logical id of each function (``api_handler`` is Chalice's name for the routes')."""
+    return {name: API_HANDLER if name == "api_handler" else to_cfn_resource_name(name) for name in app_functions}
+
+
+def _sub_placeholders(outputs: Mapping[str, Any]) -> dict[str, str]:
+    """Each stack output as a ``Fn::Sub`` placeholder: {"Ref": "X"} -> "${X}", GetAtt -> "${X.Y}"."""
+    placeholders = {}
+    for key, output in outputs.items():
+        value = output.get("Value")
+        if isinstance(value, dict) and set(value) == {"Ref"}:
+            placeholders[key] = "${" + value["Ref"] + "}"
+        elif isinstance(value, dict) and set(value) == {"Fn::GetAtt"}:
+            placeholders[key] = "${" + ".".join(value["Fn::GetAtt"]) + "}"
+    return placeholders
+
+
+def _subbed(value: Any) -> Any:
+    """Every string with a ``${...}`` in it as ``{"Fn::Sub": ...}``, recursively."""
+    if isinstance(value, dict):
+        return {key: _subbed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_subbed(item) for item in value]
+    if isinstance(value, str) and "${" in value:
+        return {"Fn::Sub": value}
+    return value
+
+
+def role_policy(template: Mapping[str, Any], stage: str, sender: str) -> dict[str, Any]:
+    """infra/iam.py's policy, its ARNs as ``Fn::Sub`` of this stack's region, account and resources."""
+    outputs = _sub_placeholders(template.get("Outputs", {}))
+    policy = lambda_policy(
+        region="${AWS::Region}",
+        account="${AWS::AccountId}",
+        outputs=outputs,
+        sender=sender.replace("${", "${!"),  # a literal "${" in Fn::Sub is written "${!"
+        secret_parameters=list(secret_names(stage).values()),
+    )
+    subbed: dict[str, Any] = _subbed(policy)
+    return subbed
+
+
+def _output_value(template: Mapping[str, Any], key: str) -> Any:
+    try:
+        return template["Outputs"][key]["Value"]
+    except KeyError:
+        raise PackageError(f"infra/trellis.yaml has no output {key}") from None
+
+
+def merge_template(
+    template: dict[str, Any],
+    *,
+    stage: str,
+    campaign: str,
+    public_url: str,
+    api_gateway_stage: str,
+    binary_types: list[str],
+    functions: Mapping[str, str],
+) -> dict[str, Any]:
+    """infra/trellis.yaml plus the overrides of Chalice's resources (``functions``: name -> id)."""
+    merged: dict[str, Any] = json.loads(json.dumps(template))  # a deep copy, and proof it is plain JSON
+    merged["Parameters"]["Stage"]["Default"] = stage
+    merged["Parameters"]["PublicUrl"] = {
+        "Type": "String",
+        "Default": public_url,
+        "AllowedPattern": "(|https?://.+)",
+        "Description": (
+            "The API's public base URL (a custom domain, or the EndpointURL output without its "
+            "trailing slash). Empty: the scheduled and event functions use the API's execute-api "
+            "URL; the API's own functions cannot (a circular reference) and report it missing "
+            "until the stack is updated with it."
+        ),
+    }
+    merged.setdefault("Conditions", {})["HasPublicUrl"] = {"Fn::Not": [{"Fn::Equals": [{"Ref": "PublicUrl"}, ""]}]}
+    resources = merged["Resources"]
+
+    execute_api_url = {
+        "Fn::Sub": "https://${RestAPI}.execute-api.${AWS::Region}.${AWS::URLSuffix}/" + api_gateway_stage
+    }
+    environment: dict[str, Any] = {
+        "TRELLIS_CAMPAIGN": campaign,
+        "TRELLIS_STAGE": stage,
+        **{variable: _output_value(template, output) for variable, output in OUTPUT_VARIABLES.items()},
+        **secret_names(stage),
+        # The mapping below has ReportBatchItemFailures from its creation on.
+        REPORT_FAILURES_VARIABLE: "true",
+    }
+    behind_the_api = {functions["api_handler"], functions.get("admin_auth")}
+    for logical_id in functions.values():
+        fallback = {"Ref": "AWS::NoValue"} if logical_id in behind_the_api else execute_api_url
+        variables = {**environment, "TRELLIS_PUBLIC_URL": {"Fn::If": ["HasPublicUrl", {"Ref": "PublicUrl"}, fallback]}}
+        resources[logical_id] = {"Properties": {"Environment": {"Variables": variables}}}
+
+    stream_event: dict[str, Any] = {
+        "Type": "DynamoDB",
+        "Properties": {
+            "Stream": _output_value(template, "LeadsTableStreamArn"),
+            # The table is created with the trigger: read it from its first record on.
+            "StartingPosition": "TRIM_HORIZON",
+            "FunctionResponseTypes": list(PARTIAL_BATCH_RESPONSES),
+            "BisectBatchOnFunctionError": True,
+            "MaximumRetryAttempts": MAX_RETRY_ATTEMPTS,
+            "MaximumRecordAgeInSeconds": MAX_RECORD_AGE_SECONDS,
+        },
+    }
+    if "StreamFailuresQueue" in resources:
+        stream_event["Properties"]["DestinationConfig"] = {
+            "OnFailure": {"Destination": {"Fn::GetAtt": ["StreamFailuresQueue", "Arn"]}}
+        }
+    on_lead_change = functions["on_lead_change"]
+    resources[on_lead_change]["Properties"]["Events"] = {
+        to_cfn_resource_name("on_lead_change-dynamodb-event-source"): stream_event
+    }
+    on_ses_feedback = functions["on_ses_feedback"]
+    resources[on_ses_feedback]["Properties"]["Events"] = {
+        to_cfn_resource_name("on_ses_feedback-sns-subscription"): {
+            "Type": "SNS",
+            "Properties": {"Topic": {"Ref": "SesEventsTopic"}},
+        }
+    }
+
+    # The alarms name functions as chalice deploy names them (trellis-<stage>-<name>); here
+    # CloudFormation names them, so the alarm refers to the function itself.
+    by_deployed_name = {"trellis-${Stage}-" + name: logical_id for name, logical_id in functions.items()}
+    for resource in resources.values():
+        if resource.get("Type") != "AWS::CloudWatch::Alarm":
+            continue
+        for dimension in resource.get("Properties", {}).get("Dimensions", []):
+            value = dimension.get("Value")
+            if dimension.get("Name") == "FunctionName" and isinstance(value, dict) and "Fn::Sub" in value:
+                if value["Fn::Sub"] not in by_deployed_name:
+                    raise PackageError(f"an alarm names an unknown function: {value['Fn::Sub']}")
+                dimension["Value"] = {"Ref": by_deployed_name[value["Fn::Sub"]]}
+
+    resources["RestAPI"] = {
+        "Properties": {
+            "DefinitionBody": {
+                "x-amazon-apigateway-binary-media-types": binary_types,
+                "x-amazon-apigateway-gateway-responses": {name: dict(GATEWAY_RESPONSE) for name in GATEWAY_RESPONSES},
+            }
+        }
+    }
+    return merged
+
+
+# -- chalice package on a copy -------------------------------------------------------------------
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _copy_project(project: Path, dest: Path, stage_entry: dict[str, Any], stage: str) -> None:
+    shutil.copytree(project, dest, symlinks=True, ignore=_NOT_COPIED)
+    config_path = project / ".chalice" / "config.json"
+    config: dict[str, Any] = (
+        json.loads(config_path.read_text()) if config_path.exists() else {"version": "2.0", "app_name": "trellis"}
+    )
+    config.setdefault("stages", {})[stage] = stage_entry
+    _write_json(dest / ".chalice" / "config.json", config)
+
+
+def _clean_environment(home: Path) -> dict[str, str]:
+    """No credentials, no config file to find them in: ``chalice package`` needs neither."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        # Only the region of the placeholder ARNs Chalice writes (all replaced, and checked).
+        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        "AWS_CONFIG_FILE": str(home / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        # Chalice imports app.py: no chalicelib/__pycache__ written into what it zips.
+        "PYTHONDONTWRITEBYTECODE": "1",
+        # pip (for requirements.txt) uses the configured index, as a plain pip run would.
+        **{name: value for name, value in os.environ.items() if name.startswith("PIP_")},
+    }
+
+
+def _app_binary_types(project: Path) -> list[str]:
+    """app.api.binary_types as Chalice sees it when it imports app.py (no AWS call on import)."""
+    script = "import json, app; print(json.dumps(app.app.api.binary_types))"
+    result = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", script],
+        cwd=project,
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1", "AWS_DEFAULT_REGION": "us-east-1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise PackageError(f"cannot import app.py:\n{result.stderr}")
+    types: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
+    return types
+
+
+def _check(template: dict[str, Any], zip_path: Path, functions: Mapping[str, str]) -> None:
+    resources = template["Resources"]
+    missing = [logical_id for logical_id in functions.values() if resources.get(logical_id, {}).get("Type") is None]
+    if missing:
+        raise PackageError(f"Chalice's template has no {', '.join(missing)}: did its logical ids change?")
+    for logical_id in functions.values():
+        events = resources[logical_id]["Properties"].get("Events", {})
+        if len(events) > 1:  # an override under a name Chalice no longer uses
+            raise PackageError(f"{logical_id} has events {sorted(events)}: did Chalice's names change?")
+    text = json.dumps(template)
+    if PLACEHOLDER in text or "000000000000" in text:
+        raise PackageError("the template still names a placeholder resource (TRELLIS_*-not-set)")
+    with zipfile.ZipFile(zip_path) as zf:
+        cached = [n for n in zf.namelist() if "__pycache__" in n or n.endswith(".pyc")]
+    if cached:
+        raise PackageError(f"bytecode in the zip: {cached[:5]}")
+
+
+def cfn_lint(template: Path) -> tuple[int, str]:
+    """cfn-lint's exit code (0: nothing found) and its findings."""
+    result = subprocess.run(  # noqa: S603 - the venv's cfn-lint on our own file
+        [str(BIN / "cfn-lint"), "--", str(template)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.returncode, (result.stdout + result.stderr).strip()
+
+
+def package(
+    stage: str,
+    campaign_name: str,
+    out: Path,
+    public_url: str = "",
+    project: Path = ROOT,
+) -> Packaged:
+    if not STAGE_NAME.fullmatch(stage):
+        raise PackageError(f"stage {stage!r}: 1 to 40 of a-z, 0-9 and -")
+    campaign = load_campaign(campaign_name)  # a broken campaign file stops here
+    template = load_template(project / "infra" / "trellis.yaml")
+    config_path = project / ".chalice" / "config.json"
+    known = json.loads(config_path.read_text()).get("stages", {}).get(stage, {}) if config_path.exists() else {}
+    api_gateway_stage = known.get("api_gateway_stage", "api")
+    settings = lambda_functions()
+    functions = function_ids(settings)
+    binary_types = [*_app_binary_types(project), *DEPLOYED_EXTRA_BINARY_TYPES]
+
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("sam.json", "deployment.zip"):
+        (out / stale).unlink(missing_ok=True)
+    merge_path = out / "merge.json"
+    _write_json(
+        merge_path,
+        merge_template(
+            template,
+            stage=stage,
+            campaign=campaign_name,
+            public_url=public_url.rstrip("/"),
+            api_gateway_stage=api_gateway_stage,
+            binary_types=binary_types,
+            functions=functions,
+        ),
+    )
+
+    with tempfile.TemporaryDirectory(prefix="trellis-package-") as scratch:
+        copy, home = Path(scratch) / "project", Path(scratch) / "home"
+        home.mkdir()
+        policy_file = f"policy-{stage}.json"
+        _copy_project(
+            project,
+            copy,
+            {
+                "api_gateway_stage": api_gateway_stage,
+                "autogen_policy": False,
+                "iam_policy_file": policy_file,
+                # The real values are in merge.json (they name this stack's resources). This one
+                # only makes Chalice write the SNS event's Topic as a string, which the merge
+                # replaces: a dict there (Chalice's Fn::Sub) would be merged key by key with ours.
+                "environment_variables": {"TRELLIS_SES_EVENTS_TOPIC": _TOPIC_PLACEHOLDER},
+                "lambda_functions": settings,
+            },
+            stage,
+        )
+        _write_json(copy / ".chalice" / policy_file, role_policy(template, stage, campaign.sender.from_address))
+        result = subprocess.run(  # noqa: S603 - the venv's chalice, our arguments
+            [
+                str(BIN / "chalice"),
+                "--project-dir",
+                str(copy),
+                "package",
+                "--stage",
+                stage,
+                "--merge-template",
+                str(merge_path),
+                str(out),
+            ],
+            env=_clean_environment(home),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise PackageError(f"chalice package failed:\n{result.stdout}\n{result.stderr}")
+
+    sam, zip_path = out / "sam.json", out / "deployment.zip"
+    packaged = json.loads(sam.read_text())
+    _check(packaged, zip_path, functions)
+    resources = {logical_id: resource["Type"] for logical_id, resource in packaged["Resources"].items()}
+    return Packaged(sam, zip_path, merge_path, resources)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.package", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stage", required=True, help="the campaign stage (lower-case letters, digits, -)")
+    parser.add_argument("--campaign", help="campaign file name in campaigns/ (default: the stage name)")
+    parser.add_argument("--public-url", default="", help="the API's base URL, when known (the PublicUrl default)")
+    parser.add_argument("--out", default="dist", type=Path, help="output directory (default: dist)")
+    args = parser.parse_args(argv)
+    try:
+        result = package(args.stage, args.campaign or args.stage, args.out, args.public_url)
+    except (PackageError, ConfigError) as e:
+        print(f"package failed: {e}", file=sys.stderr)
+        return 1
+    code, findings = cfn_lint(result.template)
+    if code != 0:
+        print(f"package failed: cfn-lint found problems in {result.template}:\n{findings}", file=sys.stderr)
+        return 1
+    print(f"{result.template}: {len(result.resources)} resources, cfn-lint clean")
+    width = max(len(logical_id) for logical_id in result.resources)
+    for logical_id, kind in sorted(result.resources.items()):
+        print(f"  {logical_id:<{width}}  {kind}")
+    print(f"{result.deployment_zip}: {result.deployment_zip.stat().st_size / 1024:.0f} KB")
+    print(f"merge template: {result.merge_template}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

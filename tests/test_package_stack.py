@@ -1,0 +1,315 @@
+"""The single-stack path: `python -m infra.package` builds one SAM template with the app and its
+resources, cfn-lint passes on it, and it is wired to itself (no placeholder left).
+
+It runs once per module, on a copy of the project with an EMPTY requirements.txt (as
+tests/test_package.py does: third-party wheels are Chalice's job, and would need the network),
+in an environment without AWS credentials: packaging calls no AWS API.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+
+from chalicelib.entities import lead_id_for
+from infra import after_deploy
+from infra.bootstrap import OUTPUT_VARIABLES, secret_names
+from infra.package import cfn_lint, load_template
+from infra.settings import LAMBDA_FUNCTIONS
+from tests.conftest import PUBLIC_URL
+
+REPO = Path(__file__).resolve().parent.parent
+STAGE = "spring"
+FUNCTIONS = {
+    "api_handler": "APIHandler",
+    "dispatch": "Dispatch",
+    "on_lead_change": "OnLeadChange",
+    "on_ses_feedback": "OnSesFeedback",
+    "admin_auth": "AdminAuth",
+}
+_NOT_COPIED = shutil.ignore_patterns(".git", ".venv", ".twin", "dist", "__pycache__", "*.pyc", ".*_cache")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    base = tmp_path_factory.mktemp("stack")
+    project, out, home = base / "project", base / "dist", base / "home"
+    shutil.copytree(REPO, project, symlinks=True, ignore=_NOT_COPIED)  # .chalice/config.json included
+    (project / "requirements.txt").write_text("")
+    home.mkdir()
+    config_before = (project / ".chalice" / "config.json").read_text()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "AWS_CONFIG_FILE": str(home / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.package", "--stage", STAGE, "--campaign", "demo", "--out", str(out)],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"infra.package failed:\n{result.stdout}\n{result.stderr}"
+    return {
+        "stdout": result.stdout,
+        "sam_path": out / "sam.json",
+        "sam": json.loads((out / "sam.json").read_text()),
+        "zip": out / "deployment.zip",
+        "config_before": config_before,
+        "config_after": (project / ".chalice" / "config.json").read_text(),
+        "source": load_template(project / "infra" / "trellis.yaml"),
+    }
+
+
+@pytest.fixture(scope="module")
+def resources(built: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = built["sam"]["Resources"]
+    return found
+
+
+def _props(resources: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    properties: dict[str, Any] = resources[logical_id]["Properties"]
+    return properties
+
+
+def test_one_template_holds_the_app_and_its_resources(built, resources):
+    kinds = {logical_id: r["Type"] for logical_id, r in resources.items()}
+    for logical_id in FUNCTIONS.values():
+        assert kinds[logical_id] == "AWS::Serverless::Function", logical_id
+    assert kinds["RestAPI"] == "AWS::Serverless::Api"
+    expected = {
+        "LeadsTable": "AWS::DynamoDB::Table",
+        "AssetsBucket": "AWS::S3::Bucket",
+        "SalesTopic": "AWS::SNS::Topic",
+        "SesEventsTopic": "AWS::SNS::Topic",
+        "ConfigurationSet": "AWS::SES::ConfigurationSet",
+        "ConfigurationSetEvents": "AWS::SES::ConfigurationSetEventDestination",
+        "DispatcherErrorsAlarm": "AWS::CloudWatch::Alarm",
+    }
+    assert {k: kinds.get(k) for k in expected} == expected
+    # Whatever infra/trellis.yaml holds (read at package time) is in the template as it is.
+    assert set(built["source"]["Resources"]) <= set(kinds)
+    assert _props(resources, "LeadsTable")["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    assert built["sam"]["Parameters"]["Stage"]["Default"] == STAGE
+    # The schedule.
+    [schedule] = _props(resources, "Dispatch")["Events"].values()
+    assert schedule == {"Type": "Schedule", "Properties": {"Schedule": "rate(1 minute)"}}
+    # What it printed: every resource, and the zip's size.
+    for logical_id, kind in kinds.items():
+        assert f"{logical_id} " in built["stdout"] and kind in built["stdout"]
+    assert f"deployment.zip: {built['zip'].stat().st_size / 1024:.0f} KB" in built["stdout"]
+    assert "cfn-lint clean" in built["stdout"]
+
+
+def test_the_stream_trigger_reports_item_failures_bisects_and_gives_up_to_the_queue(resources):
+    [event] = _props(resources, "OnLeadChange")["Events"].values()
+    assert event["Type"] == "DynamoDB"
+    properties = event["Properties"]
+    assert properties["Stream"] == {"Fn::GetAtt": ["LeadsTable", "StreamArn"]}
+    assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert properties["BisectBatchOnFunctionError"] is True
+    assert properties["MaximumRetryAttempts"] == after_deploy.MAX_RETRY_ATTEMPTS
+    assert properties["MaximumRecordAgeInSeconds"] == after_deploy.MAX_RECORD_AGE_SECONDS
+    assert properties["BatchSize"] == 100
+    if "StreamFailuresQueue" in resources:
+        assert properties["DestinationConfig"] == {
+            "OnFailure": {"Destination": {"Fn::GetAtt": ["StreamFailuresQueue", "Arn"]}}
+        }
+    # The handler answers with batchItemFailures only where the mapping asks for them: here.
+    variables = _props(resources, "OnLeadChange")["Environment"]["Variables"]
+    assert variables[after_deploy.REPORT_FAILURES_VARIABLE] == "true"
+    [subscription] = _props(resources, "OnSesFeedback")["Events"].values()
+    assert subscription == {"Type": "SNS", "Properties": {"Topic": {"Ref": "SesEventsTopic"}}}
+
+
+def test_every_function_points_at_this_stacks_resources(built, resources):
+    outputs = built["source"]["Outputs"]
+    for logical_id in FUNCTIONS.values():
+        variables = _props(resources, logical_id)["Environment"]["Variables"]
+        for variable, output in OUTPUT_VARIABLES.items():
+            assert variables[variable] == outputs[output]["Value"], (logical_id, variable)
+        assert variables["TRELLIS_TABLE"] == {"Ref": "LeadsTable"}
+        assert variables["TRELLIS_STAGE"] == STAGE
+        assert variables["TRELLIS_CAMPAIGN"] == "demo"
+        for variable, name in secret_names(STAGE).items():
+            assert variables[variable] == name
+        condition, given, fallback = variables["TRELLIS_PUBLIC_URL"]["Fn::If"]
+        assert (condition, given) == ("HasPublicUrl", {"Ref": "PublicUrl"})
+        # The API's own functions cannot name the API (a circular reference); the others can.
+        if logical_id in ("APIHandler", "AdminAuth"):
+            assert fallback == {"Ref": "AWS::NoValue"}
+        else:
+            assert "${RestAPI}.execute-api" in fallback["Fn::Sub"]
+    text = json.dumps(built["sam"])
+    assert "not-set" not in text and "000000000000" not in text  # no placeholder ARN left
+
+
+def test_per_function_memory_timeout_and_concurrency(resources):
+    for name, logical_id in FUNCTIONS.items():
+        properties = _props(resources, logical_id)
+        wanted = LAMBDA_FUNCTIONS[name]
+        assert properties["MemorySize"] == wanted["lambda_memory_size"], name
+        assert properties["Timeout"] == wanted["lambda_timeout"], name
+        assert properties.get("ReservedConcurrentExecutions") == wanted.get("reserved_concurrency"), name
+    assert _props(resources, "APIHandler")["Timeout"] <= 29  # API Gateway's integration limit
+    assert _props(resources, "Dispatch")["Timeout"] < 60  # one tick ends before the next
+    assert _props(resources, "Dispatch")["ReservedConcurrentExecutions"] == 1
+
+
+def test_the_role_policy_is_least_privilege_on_this_stacks_resources(resources):
+    policies = [
+        policy["PolicyDocument"]
+        for resource in resources.values()
+        if resource["Type"] == "AWS::IAM::Role"
+        for policy in resource["Properties"]["Policies"]
+    ]
+    assert len(policies) == len(FUNCTIONS)  # one role per function (autogen_policy: false), one policy
+    for document in policies:
+        statements = {s["Sid"]: s for s in document["Statement"]}
+        assert statements["LeadsTable"]["Resource"] == [
+            {"Fn::Sub": "arn:aws:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${LeadsTable}"}
+        ]
+        assert statements["LeadsTableStream"]["Resource"] == [{"Fn::Sub": "${LeadsTable.StreamArn}"}]
+        assert statements["NotifySales"]["Resource"] == [{"Fn::Sub": "${SalesTopic}"}]
+        parameters = statements["ReadSecrets"]["Resource"]
+        assert parameters == [
+            {"Fn::Sub": f"arn:aws:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter{name}"}
+            for name in secret_names(STAGE).values()
+        ]
+        condition = statements["DecryptSecrets"]["Condition"]["StringEquals"]["kms:ViaService"]
+        assert condition == {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"}
+        wildcards = [sid for sid, s in statements.items() if "*" in s["Resource"]]
+        assert wildcards == ["ReadSendRate"]  # ses:GetSendQuota has no resource ARN
+
+
+def test_alarms_watch_the_functions_of_this_stack(built, resources):
+    watched = []
+    for logical_id, resource in resources.items():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        for dimension in resource["Properties"].get("Dimensions", []):
+            if dimension["Name"] == "FunctionName":
+                assert dimension["Value"] in [{"Ref": f} for f in FUNCTIONS.values()], logical_id
+                watched.append(dimension["Value"]["Ref"])
+    assert "Dispatch" in watched
+
+
+def test_api_gateway_answers_missing_credentials_like_the_app_and_sends_binary_pixels(resources):
+    body = _props(resources, "RestAPI")["DefinitionBody"]
+    responses = body["x-amazon-apigateway-gateway-responses"]
+    assert set(responses) == {"UNAUTHORIZED", "ACCESS_DENIED"}
+    for response in responses.values():
+        assert response["statusCode"] == "401"
+        assert response["responseParameters"] == {"gatewayresponse.header.WWW-Authenticate": "'Bearer'"}
+        assert json.loads(response["responseTemplates"]["application/json"]) == {"error": "unauthorized"}
+    binary = body["x-amazon-apigateway-binary-media-types"]
+    # */*: API Gateway matches only the first Accept type ("image/webp,*/*", "*/*" from mail clients).
+    assert {"*/*", "image/gif", "image/*"} <= set(binary)
+
+
+def test_cfn_lint_finds_nothing(built):
+    assert cfn_lint(built["sam_path"]) == (0, "")
+
+
+def test_the_zip_holds_the_app_without_bytecode_and_the_checkout_is_untouched(built):
+    with zipfile.ZipFile(built["zip"]) as zf:
+        names = zf.namelist()
+    assert "app.py" in names and "chalicelib/config.py" in names and "campaigns/demo.yaml" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    # The project's own .chalice/config.json is not where the package-only stage goes.
+    assert built["config_after"] == built["config_before"]
+    assert STAGE not in json.loads(built["config_after"])["stages"]
+
+
+def test_make_package_without_a_stage_says_so():
+    env = {k: v for k, v in os.environ.items() if k not in ("STAGE", "MAKEFLAGS", "MFLAGS")}
+    # -o: never (re)build the virtualenv stamp from here, whatever its age.
+    result = subprocess.run(
+        ["make", "-s", "-C", str(REPO), "-o", ".venv/.installed", "package"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "set STAGE=" in result.stderr
+
+
+# -- what the deployed API's binary media types change for the app ----------------------------------
+
+
+def _gateway_call(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> dict[str, Any]:
+    """A request as API Gateway hands it to Lambda once */* is a binary media type: every body
+    base64-encoded, ``isBase64Encoded`` true. (chalice local and chalice.test.Client encode only
+    an exact binary Content-Type, so they never send a form or JSON body this way.)"""
+    from chalice.local import LambdaContext, LambdaEventConverter, RouteMatcher
+
+    from app import app
+
+    event = LambdaEventConverter(RouteMatcher(list(app.routes))).create_lambda_event(method, path, headers, body)
+    if body:
+        event["body"], event["isBase64Encoded"] = base64.b64encode(body).decode("ascii"), True
+    response: dict[str, Any] = app(event, LambdaContext("trellis-spring-APIHandler", 512))
+    return response
+
+
+def _decoded(response: dict[str, Any]) -> bytes:
+    if response.get("isBase64Encoded"):
+        return base64.b64decode(response["body"])
+    return str(response["body"]).encode()
+
+
+def test_base64_encoded_bodies_and_any_accept_work_as_deployed(client, rt, clock, table_items):
+    form = {"email": "ann@example.com", "first_name": "Ann", "consent": "true"}
+    posted = _gateway_call(
+        "POST",
+        "/forms/newsletter",
+        {"Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html,*/*;q=0.8"},
+        urlencode(form).encode(),
+    )
+    assert posted["statusCode"] == 303, posted
+    joined = _gateway_call(
+        "POST",
+        "/forms/ebook",
+        {"Content-Type": "application/json", "Accept": "*/*"},
+        json.dumps({"email": "bo@example.com", "first_name": "Bo", "consent": True}).encode(),
+    )
+    assert joined["statusCode"] == 201, joined
+    assert not joined.get("isBase64Encoded")  # text stays text: API Gateway passes it as is
+    token = json.loads(joined["body"])["lead_token"]
+    event = _gateway_call(
+        "POST",
+        "/events",
+        {"Content-Type": "application/json"},
+        json.dumps({"token": token, "type": "page_view"}).encode(),
+    )
+    assert event["statusCode"] == 202, event
+    assert {i["type"] for i in table_items() if i["sk"].startswith("EVENT#")} >= {"form_submitted", "page_view"}
+
+    lead_id = lead_id_for("ann@example.com")
+    pixel = rt.links.open_pixel(lead_id, "welcome.welcome", clock.now())
+    path = urlsplit(pixel).path.removeprefix(urlsplit(PUBLIC_URL).path)
+    for accept in ("image/webp,*/*", "*/*", "image/*", "image/gif"):
+        opened = _gateway_call("GET", path, {"Accept": accept})
+        assert opened["statusCode"] in (200, 404), (accept, opened)
+        assert opened["isBase64Encoded"] is True, accept  # decoded to bytes by API Gateway (*/* listed)
+        assert opened["headers"]["Content-Type"] == "image/gif"
+        if opened["statusCode"] == 200:
+            assert _decoded(opened).startswith(b"GIF89a")
