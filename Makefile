@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest validate clean preview browser bootstrap package package-stage deploy teardown
+.PHONY: demo test lint typecheck pytest validate clean preview browser bootstrap package package-stage deploy teardown bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -79,3 +79,8 @@ clean:
 ## make preview: render every nurture email for a sample lead into preview/ (open the .html files in a browser).
 preview: $(STAMP)
 	$(BIN)/python -m chalicelib.nurture.preview --campaign demo --all --out-dir preview
+
+## make bench: what each operation costs in AWS requests, how it scales, how close it runs to its limits
+## (in-process moto, a few minutes; BENCH_QUICK=1 for small sizes). Prints and writes bench/RESULTS.md. Not part of test.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run

@@ -1,0 +1,319 @@
+"""One Trellis stage on in-process moto, built the way the tests build it (tests/conftest.py).
+
+``world()`` deploys the stack from ``infra/trellis.yaml`` into moto, builds the runtime with a
+``FixedClock`` (fast-forwarded by the benchmarks) and serves the Chalice app through
+``chalice.test.Client``. Every Lambda invocation goes through ``World`` so that its duration
+and its log output are recorded, and every AWS request the app makes is metered (``bench.meter``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import email
+import io
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import policy
+from typing import Any, Optional
+from unittest import mock
+
+import boto3
+from chalice.test import Client
+from moto import mock_aws
+
+from bench.meter import AwsMeter
+from chalicelib import aws, runtime
+from chalicelib.clock import FixedClock
+from chalicelib.config import Settings
+from chalicelib.nurture.dispatcher import Pacer
+from chalicelib.nurture.mailer import Mailer
+from tests import conftest
+from tests.conftest import START, FakeSleep, LambdaContext
+from tests.helpers import JSON_HEADERS
+from twin import stack
+
+STAGE = "bench"
+SENDER = "hello@demo.trellis.example"
+
+
+class _RecordingMonkeypatch:
+    """Stands in for pytest's monkeypatch when the tests' ``settings`` fixture is called directly."""
+
+    def __init__(self) -> None:
+        self.env: dict[str, str] = {}
+
+    def setenv(self, name: str, value: str) -> None:
+        self.env[name] = value
+
+
+def bench_env(outputs: dict[str, str]) -> dict[str, str]:
+    """The environment the tests' ``settings`` fixture sets (read from it at run time), stage "bench".
+
+    Falls back to a copy of that fixture's variables if it cannot be called.
+    """
+    recorder = _RecordingMonkeypatch()
+    fixture: Any = conftest.settings
+    function = getattr(fixture, "_get_wrapped_function", None)
+    try:
+        wrapped = function() if function is not None else fixture.__wrapped__
+        with contextlib.suppress(Exception):  # Settings.from_env may refuse an env that lacks a new variable
+            wrapped(stack_outputs=outputs, monkeypatch=recorder)
+    except AttributeError:
+        pass
+    env = recorder.env or {
+        "TRELLIS_CAMPAIGN": "demo",
+        "TRELLIS_TABLE": outputs["LeadsTableName"],
+        "TRELLIS_ASSETS_BUCKET": outputs["AssetsBucketName"],
+        "TRELLIS_TOKEN_KEY": conftest.TEST_TOKEN_KEY,
+        "TRELLIS_PUBLIC_URL": conftest.PUBLIC_URL,
+        "TRELLIS_SES_CONFIGURATION_SET": outputs["ConfigurationSetName"],
+        "TRELLIS_SALES_TOPIC_ARN": outputs["SalesTopicArn"],
+        "TRELLIS_ADMIN_TOKEN": conftest.ADMIN_TOKEN,
+    }
+    env = {**env, "TRELLIS_STAGE": STAGE}
+    if os.environ.get("BENCH_LOG_LEVEL"):  # development only: the default is the tests' (INFO)
+        env["TRELLIS_LOG_LEVEL"] = os.environ["BENCH_LOG_LEVEL"]
+    return env
+
+
+@contextlib.contextmanager
+def isolated_environment() -> Iterator[None]:
+    """What the tests' autouse fixture does: fake credentials, no endpoint, no TRELLIS_* leaking in."""
+    saved = dict(os.environ)
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "TRELLIS_")):
+            del os.environ[name]
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+        }
+    )
+    aws.reset()
+    runtime.install(None)
+    try:
+        yield
+    finally:
+        runtime.install(None)
+        aws.reset()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+class LogSink(io.TextIOBase):
+    """Where the handlers' stdout (JSON log lines, EMF metrics) goes: counted, not kept."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def write(self, text: str) -> int:
+        self.bytes += len(text.encode())
+        return len(text)
+
+
+@dataclass
+class Invocation:
+    function: str
+    seconds: float
+    log_bytes: int
+
+
+@dataclass
+class World:
+    client: Client
+    rt: runtime.Runtime
+    clock: FixedClock
+    settings: Settings
+    outputs: dict[str, str]
+    meter: AwsMeter
+    stream: Any
+    invocations: list[Invocation] = field(default_factory=list)
+    sink: LogSink = field(default_factory=LogSink)
+
+    @contextlib.contextmanager
+    def _invocation(self, function: str) -> Iterator[None]:
+        before = self.sink.bytes
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(self.sink):
+            try:
+                yield
+            finally:
+                self.invocations.append(Invocation(function, time.perf_counter() - start, self.sink.bytes - before))
+
+    # -- the API (one api_handler invocation per request) --------------------------------------
+
+    def post_json(self, path: str, data: Any, headers: Optional[dict[str, str]] = None) -> Any:
+        with self._invocation("api_handler"):
+            return self.client.http.post(path, headers={**JSON_HEADERS, **(headers or {})}, body=json.dumps(data))
+
+    def get(self, path: str) -> Any:
+        with self._invocation("api_handler"):
+            return self.client.http.get(path)
+
+    # -- event sources ----------------------------------------------------------------------------
+
+    def handle(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        from app import on_lead_change
+
+        with self._invocation("on_lead_change"):
+            result: dict[str, Any] = on_lead_change({"Records": records}, LambdaContext())
+        return result
+
+    def pump(self, rounds: int = 10) -> int:
+        """Feed the stream to the handler in Lambda's batches of 100 until it is quiet (its own
+        writes come back too); returns the number of records delivered."""
+        from twin.pump import batches
+
+        delivered = 0
+        for _ in range(rounds):
+            records = self.stream.read()
+            if not records:
+                break
+            for batch in batches(records):
+                self.handle(batch)
+                delivered += len(batch)
+        return delivered
+
+    def tick(self, context: Any = None) -> dict[str, Any]:
+        from app import dispatch
+        from twin.pump import scheduled_event
+
+        with self._invocation("dispatch"):
+            result: dict[str, Any] = dispatch(scheduled_event(), context or LambdaContext())
+        return result
+
+    def outbox(self) -> list[Any]:
+        from moto.core import DEFAULT_ACCOUNT_ID  # type: ignore[attr-defined]
+        from moto.ses.models import ses_backends
+
+        backend = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+        return [email.message_from_string(m.raw_data, policy=policy.default) for m in backend.sent_messages]
+
+    def sent_count(self) -> int:
+        from moto.core import DEFAULT_ACCOUNT_ID  # type: ignore[attr-defined]
+        from moto.ses.models import ses_backends
+
+        return len(ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages)
+
+
+@contextlib.contextmanager
+def world(pacer: Optional[Pacer] = None, mailer: Optional[Mailer] = None) -> Iterator[World]:
+    """A fresh stage on moto. Without a pacer, one that never really sleeps (as the tests')."""
+    with isolated_environment(), fast_moto(), mock_aws():
+        outputs = stack.deploy(STAGE)
+        stack.verify_sender(boto3.session.Session(), SENDER)
+        env = bench_env(outputs)
+        os.environ.update(env)
+        settings = Settings.from_env(env)
+        clock = FixedClock(START)
+        if pacer is None:
+            fake = FakeSleep()
+            pacer = Pacer(1000.0, monotonic=fake.monotonic, sleep=fake.sleep)
+        rt = runtime.Runtime.build(settings, clock=clock, pacer=pacer, mailer=mailer)
+        runtime.install(rt)
+        meter = AwsMeter(
+            {
+                "dynamodb": aws.dynamodb(),
+                "sesv2": aws.sesv2(),
+                "ses": aws.ses_v1(),
+                "sns": aws.sns(),
+                "s3": aws.s3(),
+            }
+        )
+        from app import app
+        from twin.pump import StreamReader
+
+        reader = StreamReader(boto3.client("dynamodb"), boto3.client("dynamodbstreams"), settings.table_name)
+        with Client(app, stage_name="dev") as client:
+            yield World(client, rt, clock, settings, outputs, meter, reader)
+        meter.close()
+
+
+class _KeyedSnapshot:
+    """Stands in for the ``copy`` module in moto's ``transact_write_items``, which deep-copies each
+    whole table (items and stream records) before every transaction so as to roll a failed one
+    back: O(table) per write. This snapshot copies only what a transaction can change: the items
+    it names (deep), the table's key maps and stream record list (shallow). A rollback restores
+    exactly what moto's would."""
+
+    def __init__(self) -> None:
+        from moto.dynamodb.models.table import Table
+
+        self._table = Table
+        self.keys: dict[str, list[dict[str, Any]]] = {}
+
+    def deepcopy(self, value: Any, memo: Any = None) -> Any:
+        if not isinstance(value, self._table):
+            return copy.deepcopy(value, memo)
+        from moto.dynamodb.models.dynamo_type import DynamoType
+
+        table: Any = value
+        snapshot = copy.copy(table)
+        snapshot.items = copy.copy(table.items)
+        for key in self.keys.get(table.name, []):
+            hash_value = DynamoType(key[table.hash_key_attr])
+            if hash_value not in table.items:
+                continue
+            by_range = dict(table.items[hash_value])
+            snapshot.items[hash_value] = by_range
+            if table.range_key_attr and table.range_key_attr in key:
+                range_value = DynamoType(key[table.range_key_attr])
+                if range_value in by_range:
+                    by_range[range_value] = copy.deepcopy(by_range[range_value])
+        if table.stream_shard is not None:
+            shard = copy.copy(table.stream_shard)
+            shard.table, shard.items = snapshot, list(table.stream_shard.items)
+            snapshot.stream_shard = shard
+        return snapshot
+
+
+@contextlib.contextmanager
+def fast_moto() -> Iterator[None]:
+    """moto with its bookkeeping made cheaper; every request's answer is unchanged.
+
+    Transactions snapshot only what they touch (``_KeyedSnapshot``), and queries sort on the keys'
+    plain values (``tests/test_dispatch_scaling.py``'s ``_all_items_sorted_by_plain_keys``).
+    """
+    import moto.dynamodb.models
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import Table
+
+    from tests.test_dispatch_scaling import _all_items_sorted_by_plain_keys
+
+    snapshot = _KeyedSnapshot()
+    original = DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> Any:
+        snapshot.keys = {}
+        for entry in transact_items:
+            operation = next(iter(entry.values()))
+            snapshot.keys.setdefault(operation.get("TableName", ""), []).append(
+                operation.get("Key") or operation.get("Item") or {}
+            )
+        return original(self, transact_items)
+
+    with (
+        mock.patch.object(moto.dynamodb.models, "copy", snapshot),
+        mock.patch.object(DynamoDBBackend, "transact_write_items", transact_write_items),
+        mock.patch.object(Table, "all_items", _all_items_sorted_by_plain_keys),
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def bulk_load(table_name: str) -> Iterator[None]:
+    """For seeding only: no stream record per item (nothing reads them: tests/test_dispatch_scaling's
+    ``_stream_paused``) and no 400 KB item-size check on every attribute set (moto recomputes the
+    whole item's size per attribute, quadratic; our items are about 1 KB)."""
+    from moto.dynamodb.models.dynamo_type import LimitedSizeDict
+
+    from tests.test_dispatch_scaling import _stream_paused
+
+    with _stream_paused(table_name), mock.patch.object(LimitedSizeDict, "__setitem__", dict.__setitem__):
+        yield
