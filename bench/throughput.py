@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 
@@ -34,10 +35,12 @@ class SlowSes:
         self.latency = latency
         self.rate = rate
         self.sent = 0
+        self._lock = threading.Lock()
 
     def send(self, source: str, to: str, raw: bytes) -> str:
         time.sleep(self.latency)
-        self.sent += 1
+        with self._lock:  # the dispatcher's send workers call at once
+            self.sent += 1
         return secrets.token_hex(16)
 
     def max_send_rate(self) -> float:

@@ -14,6 +14,7 @@ import email
 import io
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -298,7 +299,19 @@ def fast_moto() -> Iterator[None]:
             )
         return original(self, transact_items)
 
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    # One request at a time, as DynamoDB applies each atomically (and as the tests and the twin's
+    # moto server do): the dispatcher's send workers call concurrently, moto's backend is unguarded.
+    lock = threading.RLock()
+    process = BotocoreStubber.process_request
+
+    def atomically(self: Any, request: Any) -> Any:
+        with lock:
+            return process(self, request)
+
     with (
+        mock.patch.object(BotocoreStubber, "process_request", atomically),
         mock.patch.object(moto.dynamodb.models, "copy", snapshot),
         mock.patch.object(DynamoDBBackend, "transact_write_items", transact_write_items),
         mock.patch.object(Table, "all_items", _all_items_sorted_by_plain_keys),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,25 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     runtime.install(None)
     aws.reset()
+
+
+@pytest.fixture(autouse=True)
+def _atomic_moto(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DynamoDB applies each request atomically, whoever else is calling; moto's in-memory
+    backend checks and sets in Python, unguarded (and copies a table while another thread writes
+    it). Serialise moto's handling of each request, as the twin's moto server does, so a request
+    is atomic as on AWS while concurrent callers (the dispatcher's send workers, two dispatchers
+    at once) still interleave freely between requests."""
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    lock = threading.RLock()
+    process = BotocoreStubber.process_request
+
+    def atomically(self: Any, request: Any) -> Any:
+        with lock:
+            return process(self, request)
+
+    monkeypatch.setattr(BotocoreStubber, "process_request", atomically)
 
 
 @pytest.fixture

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any, Optional
 
 import pytest
@@ -19,7 +22,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 from chalicelib import aws
 from chalicelib.entities import Event, Suppression, iso, lead_id_for
 from chalicelib.errors import StoreError
-from chalicelib.nurture.dispatcher import BACKOFF_MAX, LEASE, Dispatcher, Pacer, TickReport, backoff
+from chalicelib.nurture.dispatcher import BACKOFF_MAX, LEASE, Dispatcher, Pacer, TickReport, backoff, send_workers
 from chalicelib.nurture.render import Renderer
 from chalicelib.store import DUE_SHARDS, due_shard
 from tests.conftest import START, FakeSleep, LambdaContext
@@ -149,23 +152,6 @@ def new_dispatcher(rt: Any, rate: float = 14.0, sleep: Optional[FakeSleep] = Non
 # -- two (or three) dispatchers at the same moment --------------------------------------------
 
 
-@pytest.fixture
-def atomic_moto(monkeypatch):
-    """DynamoDB applies each conditional write atomically; moto's in-memory backend checks and
-    sets in Python, unguarded. Serialise moto's handling of each request, so one request is
-    atomic as on AWS, while the dispatchers still interleave freely between requests."""
-    from moto.core.botocore_stubber import BotocoreStubber
-
-    lock = threading.Lock()
-    process = BotocoreStubber.process_request
-
-    def atomically(self: Any, request: Any) -> Any:
-        with lock:
-            return process(self, request)
-
-    monkeypatch.setattr(BotocoreStubber, "process_request", atomically)
-
-
 class _RendezvousStore:
     """The shared store, except that each dispatcher waits, holding the first page of due work it
     read, until every dispatcher holds it: all of them then race for the same enrolments."""
@@ -186,7 +172,7 @@ class _RendezvousStore:
 
 @pytest.mark.parametrize("dispatchers", [2, 3])
 def test_dispatchers_ticking_at_once_send_each_step_exactly_once(
-    enrolment, client, rt, outbox, table_items, atomic_moto, dispatchers
+    enrolment, client, rt, outbox, table_items, dispatchers
 ):
     emails = sign_up(client, 40)
     start, holding = threading.Barrier(dispatchers), threading.Barrier(dispatchers)
@@ -377,24 +363,29 @@ def test_ses_throttling_stops_the_tick_backs_off_that_step_and_slows_the_pacer(
 
     report = tick()
 
-    assert report["sent"] == 3 and report["throttled"] == 1 and report["claimed"] == 4
-    assert report["stopped_early"] is True
-    sent, throttled = ses.calls[:3], ses.calls[3]
-    assert recipients(outbox) == Counter(sent)
+    # The throttle stops new work; what was in flight with it (the other send workers') finishes.
+    workers = send_workers(rate)
+    assert workers > 1  # so this also shows concurrent sends stopping
+    assert report["throttled"] == 1 and report["stopped_early"] is True
+    assert report["claimed"] == report["sent"] + 1
+    assert 4 <= report["claimed"] <= 3 + workers  # nothing taken after the throttle came back
+    throttled = ses.calls[3]
+    sent = [e for e in ses.calls if e != throttled]
+    assert len(sent) == report["sent"] and recipients(outbox) == Counter(sent)
     backed_off = enrolment(throttled)
     assert backed_off["due_at"] == iso(START + timedelta(seconds=30))  # backoff(1)
     assert backed_off["attempts"] == 1
     assert "claim_id" not in backed_off
     untouched = [e for e in emails if e not in ses.calls]
-    assert len(untouched) == 6
+    assert len(untouched) == 10 - report["claimed"]
     for email in untouched:  # never claimed: as the form left them
         item = enrolment(email)
         assert item["due_at"] == iso(START) and "claim_id" not in item and item.get("attempts", 0) == 0
     assert rt.dispatcher.pacer.rate == rate / 2
 
     ses.fail = lambda number, to: None
-    report = tick()  # same moment: the six untouched go, the throttled one waits
-    assert report["sent"] == 6
+    report = tick()  # same moment: the untouched go, the throttled one waits
+    assert report["sent"] == len(untouched)
     assert recipients(outbox) == Counter(sent + untouched)
     assert fake_sleep.sleeps[-1] == pytest.approx(2 / rate)  # spaced at the halved rate
 
@@ -601,3 +592,94 @@ def test_a_lead_that_expired_unconfirmed_and_signs_up_again_gets_one_confirmatio
         tick()
 
     assert recipients(outbox) == Counter({email: 2})  # one confirmation per signup
+
+
+# -- concurrent sends within one tick -----------------------------------------------------------
+
+
+def test_send_workers_follow_the_send_rate():
+    assert [send_workers(rate) for rate in (0.5, 1, 14, 50, 1_000)] == [1, 1, 3, 8, 8]
+
+
+def test_a_tick_keeps_several_sends_in_flight_and_never_more_than_its_workers(client, rt, outbox, monkeypatch):
+    emails = sign_up(client, 24)
+    ses = Ses(monkeypatch)
+    in_flight, most = 0, 0
+    lock = threading.Lock()
+    real_send = ses.real_send
+
+    def slow_send(**kwargs: Any) -> Any:
+        nonlocal in_flight, most
+        with lock:
+            in_flight += 1
+            most = max(most, in_flight)
+        try:
+            time.sleep(0.05)  # SES's latency: what the workers are there to overlap
+            return real_send(**kwargs)
+        finally:
+            with lock:
+                in_flight -= 1
+
+    ses.real_send = slow_send
+    dispatcher = new_dispatcher(rt, rate=1_000.0)  # the pacer never holds anyone back
+
+    report = dispatcher.tick(lambda: FOREVER)
+
+    assert report.sent == report.claimed == 24
+    assert recipients(outbox) == Counter(emails)
+    assert 1 < most <= send_workers(1_000.0)
+
+
+def test_one_leads_enrolments_run_one_after_another_in_order():
+    from chalicelib.nurture.dispatcher import _TickRun
+
+    run = _TickRun(workers=4)
+    events: list[tuple[str, str, str]] = []
+    lock = threading.Lock()
+
+    def dispatch(item: Any, report: TickReport) -> bool:
+        with lock:
+            events.append(("start", item.lead_id, item.sequence_id))
+        time.sleep(0.02)
+        with lock:
+            events.append(("end", item.lead_id, item.sequence_id))
+        report.sent += 1
+        return True
+
+    items = [SimpleNamespace(lead_id=lead, sequence_id=str(n)) for n, lead in enumerate("abacabca")]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for item in items:
+            run.free_slot()
+            run.submit(pool, item.lead_id, dispatch, item)  # type: ignore[arg-type]
+    report = run.merged_into(TickReport())
+
+    assert report.sent == 8
+    for lead in "abc":
+        own = [(kind, n) for kind, who, n in events if who == lead]
+        sequence = [n for kind, n in own if kind == "start"]
+        assert sequence == sorted(sequence, key=int)  # in the order they were due
+        # never two of one lead at once: each start follows the previous end
+        assert [kind for kind, _ in own] == ["start", "end"] * len(sequence)
+    assert max(_overlap(events)) > 1  # while different leads did overlap
+
+
+def _overlap(events: list[tuple[str, str, str]]) -> list[int]:
+    level, levels = 0, []
+    for kind, _, _ in events:
+        level += 1 if kind == "start" else -1
+        levels.append(level)
+    return levels
+
+
+def test_the_pacer_hands_out_slots_one_at_a_time_to_many_threads():
+    sleep = FakeSleep()
+    pacer = Pacer(4.0, monotonic=sleep.monotonic, sleep=sleep.sleep)
+    threads = [threading.Thread(target=pacer.wait) for _ in range(9)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    # Nine slots a quarter second apart: the first free, then eight waits of exactly 0.25 s.
+    assert sleep.sleeps == pytest.approx([0.25] * 8)
+    assert sleep.now == pytest.approx(2.0)

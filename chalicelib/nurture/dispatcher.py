@@ -12,11 +12,16 @@ sent again, after the lease (``LEASE``) or the backoff. Everything else is at mo
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import math
 import secrets
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Optional
 
@@ -41,6 +46,11 @@ LEASE = timedelta(minutes=5)
 SAFETY_MARGIN_MS = 10_000
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_MAX = timedelta(hours=6)
+# What one email takes end to end, generously (SES answers in 30-100 ms, DynamoDB in ~10 ms a
+# request, three requests): sizes the tick's pool of send workers (``send_workers``).
+SEND_TIME_ALLOWANCE = 0.15
+# Below botocore's connection pool (10 per client), so no worker waits for a connection.
+MAX_SEND_WORKERS = 8
 
 
 @dataclass
@@ -60,7 +70,11 @@ class TickReport:
 
 
 class Pacer:
-    """Spaces sends to the account's max send rate (a token bucket of one)."""
+    """Spaces sends to the account's max send rate (a token bucket of one).
+
+    Shared by the tick's send workers: a worker holds the lock while it waits for its slot, so
+    slots are handed out one at a time, exactly 1/rate apart, while the sends themselves overlap.
+    """
 
     def __init__(
         self,
@@ -72,16 +86,26 @@ class Pacer:
         self._monotonic = monotonic
         self._sleep = sleep
         self._next_slot = 0.0
+        self._lock = threading.Lock()
 
     def wait(self) -> None:
-        now = self._monotonic()
-        if now < self._next_slot:
-            self._sleep(self._next_slot - now)
-            now = self._next_slot
-        self._next_slot = now + 1.0 / self.rate
+        with self._lock:
+            now = self._monotonic()
+            if now < self._next_slot:
+                self._sleep(self._next_slot - now)
+                now = self._next_slot
+            self._next_slot = now + 1.0 / self.rate
 
     def slow_down(self) -> None:
-        self.rate = max(self.rate / 2, 0.01)
+        with self._lock:
+            self.rate = max(self.rate / 2, 0.01)
+
+
+def send_workers(rate_per_second: float) -> int:
+    """How many sends a tick keeps in flight to reach the send rate: each email takes about
+    ``SEND_TIME_ALLOWANCE`` (claim, read, render, SES, commit), so a rate of r needs about
+    r x that many at once. One at SES's sandbox rate (1/s) and its default (14/s: 3)."""
+    return max(1, min(MAX_SEND_WORKERS, math.ceil(rate_per_second * SEND_TIME_ALLOWANCE)))
 
 
 def backoff(attempts: int) -> timedelta:
@@ -125,22 +149,33 @@ class Dispatcher:
         return self._pacer
 
     def tick(self, remaining_ms: Callable[[], int]) -> TickReport:
-        """Work through everything due now until done, throttled, or out of time."""
+        """Work through everything due now until done, throttled, or out of time.
+
+        Up to ``send_workers(rate)`` enrolments are in flight at once, each in its own claim, so
+        SES's latency does not cap the tick below the send rate. A lead's enrolments go one after
+        another (its frequency cap reads what the one before sent). Throttling, the time budget
+        or an error stops new work; what is in flight finishes (a throttled send backs off).
+        """
         report = TickReport()
         if self._fresh_pacer_per_tick:
             self._pacer = None
-        for enrolment in self._store.due_enrolments(iso(self._clock.now())):
-            if remaining_ms() < SAFETY_MARGIN_MS:
-                report.stopped_early = True
-                break
-            if isinstance(enrolment, Handoff):
-                # A sales webhook waiting for its retry shares the due index with the steps.
-                if self._on_due_handoff is not None:
-                    self._on_due_handoff(enrolment)
-                continue
-            if not self.dispatch(enrolment, report):
-                report.stopped_early = True
-                break
+        workers = send_workers(self.pacer.rate)
+        run = _TickRun(workers)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send") as pool:
+            for enrolment in self._store.due_enrolments(iso(self._clock.now())):
+                run.free_slot()  # at most `workers` in flight: the loop waits for one to finish
+                if run.stopping() or remaining_ms() < SAFETY_MARGIN_MS:
+                    run.slot_unused()
+                    report.stopped_early = True
+                    break
+                if isinstance(enrolment, Handoff):
+                    run.slot_unused()
+                    # A sales webhook waiting for its retry shares the due index with the steps.
+                    if self._on_due_handoff is not None:
+                        self._on_due_handoff(enrolment)
+                    continue
+                run.submit(pool, enrolment.lead_id, self.dispatch, enrolment)
+        report = run.merged_into(report)
         # Quiet when the tick found nothing to do (once a minute, every minute).
         idle = report == TickReport()
         logger.log(logging.DEBUG if idle else logging.INFO, "dispatch tick", extra={"tick": asdict(report)})
@@ -280,3 +315,64 @@ class Dispatcher:
 
 def _iso_or_none(moment: Optional[datetime]) -> Optional[str]:
     return None if moment is None else iso(moment)
+
+
+class _TickRun:
+    """The bookkeeping of one concurrent tick: slots, per-lead order, reports, the stop signal."""
+
+    def __init__(self, workers: int) -> None:
+        self._slots = threading.BoundedSemaphore(workers)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reports: list[TickReport] = []
+        self._errors: list[BaseException] = []
+        self._last_of_lead: dict[str, Future[None]] = {}
+
+    def free_slot(self) -> None:
+        self._slots.acquire()
+
+    def slot_unused(self) -> None:
+        self._slots.release()
+
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def submit(
+        self, pool: ThreadPoolExecutor, lead_id: str, dispatch: Callable[[Enrolment, TickReport], bool], item: Enrolment
+    ) -> None:
+        before = self._last_of_lead.get(lead_id)
+        # Each task runs in a copy of this context: its log lines keep the tick's correlation id.
+        context = contextvars.copy_context()
+        self._last_of_lead[lead_id] = pool.submit(context.run, self._run, before, dispatch, item)
+
+    def _run(
+        self, before: Optional[Future[None]], dispatch: Callable[[Enrolment, TickReport], bool], item: Enrolment
+    ) -> None:
+        report = TickReport()
+        try:
+            if before is not None:
+                # Submitted earlier, so already started by the FIFO pool: waiting cannot deadlock.
+                futures_wait([before])
+            if not self._stop.is_set() and not dispatch(item, report):
+                self._stop.set()  # throttled: take no new work
+        except BaseException as e:
+            self._stop.set()
+            with self._lock:
+                self._errors.append(e)
+        finally:
+            with self._lock:
+                self._reports.append(report)
+            self._slots.release()
+
+    def merged_into(self, total: TickReport) -> TickReport:
+        """The tick's report (after the pool has finished); re-raises a task's error."""
+        if self._errors:
+            raise self._errors[0]
+        counts = [f.name for f in fields(TickReport) if f.type in (int, "int")]
+        for part in self._reports:
+            for name in counts:
+                setattr(total, name, getattr(total, name) + getattr(part, name))
+            for reason, count in part.exits.items():
+                total.exits[reason] = total.exits.get(reason, 0) + count
+        total.stopped_early = total.stopped_early or self._stop.is_set()
+        return total
