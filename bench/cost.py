@@ -199,7 +199,8 @@ def table(j: Journey, scale: float) -> list[str]:
     ]
     keys = list(PRICES)
     for (name, quantity, unit, dollars), key in zip(b.lines, keys, strict=True):
-        lines.append(f"| {name} | {quantity:,.1f} {unit} | {PRICES[key]['usd']:.10g} | {dollars:.4f} |")
+        amount = f"{quantity:,.1f}" if quantity >= 1 or quantity == 0 else f"{quantity:.2g}"  # 0.0006 GB, not 0.0
+        lines.append(f"| {name} | {amount} {unit} | {PRICES[key]['usd']:.10g} | {dollars:.4f} |")
     lines += [
         f"| **total** | | | **{b.total:.4f}** |",
         f"| SES-only floor (emails x $0.0001) | | | {b.floor:.4f} |",
