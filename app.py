@@ -15,7 +15,9 @@ from chalice.app import (
     SNSEvent,
 )
 
-from chalicelib import dashboard, observability, runtime, streams, web
+# Only what every function needs: the five Lambda functions share this file, and modules only some
+# routes or handlers use (dashboard, reports, scoring, the dispatcher...) load on first use.
+from chalicelib import observability, runtime, web
 from chalicelib.config import EventSources
 
 # configure_logs=False: app.log propagates to the root logger, whose lines are JSON (observability).
@@ -148,17 +150,23 @@ def admin_set_spend() -> Response:
 # answer a browser without the Authorization header with 401 before the login form could show.
 @app.route("/admin/dashboard", methods=["GET"])
 def admin_dashboard() -> Response:
+    from chalicelib import dashboard
+
     return dashboard.page(runtime.current(), _request())
 
 
 # Any content type: what is not a form is a wrong token, answered with the login page.
 @app.route("/admin/login", methods=["POST"], content_types=["*/*"])
 def admin_login() -> Response:
+    from chalicelib import dashboard
+
     return dashboard.login(runtime.current(), _request())
 
 
 @app.route("/admin/logout", methods=["POST"], content_types=["*/*"])
 def admin_logout() -> Response:
+    from chalicelib import dashboard
+
     return dashboard.logout(runtime.current(), _request())
 
 
@@ -176,6 +184,8 @@ def dispatch(event: CloudWatchEvent) -> dict[str, Any]:
 
 @app.on_dynamodb_record(stream_arn=sources.stream_arn, batch_size=100)
 def on_lead_change(event: DynamoDBEvent) -> dict[str, Any]:
+    from chalicelib import streams
+
     current = runtime.current()
     report = current.streams.handle(event.to_dict()["Records"])
     return streams.lambda_response(report, current.settings.stream_report_failures)

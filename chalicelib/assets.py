@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -10,9 +11,15 @@ if TYPE_CHECKING:
 
 
 class S3AssetLinks:
-    def __init__(self, client: S3Client, bucket: str) -> None:
-        self._client = client
+    def __init__(self, client: Callable[[], S3Client], bucket: str) -> None:
+        # The client is made on the first link: creating it loads S3's service model (tens of ms),
+        # which cold starts that hand out no lead magnet (most of them) never need.
+        self._make_client = client
         self._bucket = bucket
+
+    @property
+    def _client(self) -> S3Client:
+        return self._make_client()
 
     def download_url(self, asset_key: str, lifetime_seconds: int) -> str:
         # Presigning is local computation: no request to S3, nothing to fail at submit time.

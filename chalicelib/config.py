@@ -28,6 +28,9 @@ TEMPLATES_DIR = APP_ROOT / "templates"
 # limit (10 MB) is far above this.
 MAX_BODY_BYTES = 16 * 1024
 MIN_TOKEN_KEY_LENGTH = 32
+# libyaml's loader (in PyYAML's wheels) parses the campaign file on every cold start about 7x
+# faster than the pure-Python one; the same safe subset of YAML either way.
+_YAML_LOADER = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
 STAGE_NAME = re.compile(r"[a-z0-9-]{1,40}")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -158,7 +161,7 @@ def campaign_path(name: str, directory: Path = CAMPAIGNS_DIR) -> Path:
 def load_campaign_file(path: Path) -> Campaign:
     """Parse and validate one campaign file; errors name the file, the path inside it and the problem."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
     except FileNotFoundError as e:
         raise ConfigError(f"{path}: campaign file not found") from e
     except yaml.YAMLError as e:

@@ -22,6 +22,7 @@ import secrets
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from email.message import EmailMessage
@@ -171,7 +172,7 @@ class Notifier:
         campaign: Campaign,
         store: Store,
         mailer: Mailer,
-        sns: Publisher,
+        sns: Callable[[], Publisher],  # made on the first handoff: most cold starts publish nothing
         topic_arn: str,
         webhook: Optional[Webhook],
         clock: Clock,
@@ -181,10 +182,14 @@ class Notifier:
         self._campaign = campaign
         self._store = store
         self._mailer = mailer
-        self._sns = sns
+        self._make_sns = sns
         self._topic_arn = topic_arn
         self._webhook = webhook
         self._clock = clock
+
+    @property
+    def _sns(self) -> Publisher:
+        return self._make_sns()
 
     def notify(self, handoff: Handoff) -> bool:
         """Send what has not been sent for this handoff. False when another invocation has it."""

@@ -1,4 +1,10 @@
-"""Pydantic models at the boundaries: the campaign file and form submissions."""
+"""Pydantic models at the boundaries: the campaign file and form submissions.
+
+Every model is declared with ``defer_build=True``: pydantic builds a model's validator the first
+time it validates, not at import. A cold start validates the campaign file (one validator for
+``Campaign``, its parts inlined) and whatever its own requests need; the other models (admin
+queries, events, the campaign's parts on their own) cost nothing until used.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,6 @@ from typing import Annotated, Any, Literal, Optional, Self, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -65,6 +70,8 @@ Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62
 class NormalisedEmail(BaseModel):
     """An address as given (for sending) and its identity form (for deduplication)."""
 
+    model_config = ConfigDict(defer_build=True)
+
     address: str
     identity: str
 
@@ -75,6 +82,10 @@ def normalise_email(value: str) -> NormalisedEmail:
     The identity is the whole address trimmed and case-folded, as CRMs match contacts; plus-tags
     are kept, so ``a+x@`` and ``a@`` are different leads.
     """
+    # Imported on first use: only the capture path and SES feedback handle addresses, and
+    # email-validator compiles its grammar's regexes at import.
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         result = validate_email(value.strip(), check_deliverability=False)
     except EmailNotValidError as e:
@@ -91,7 +102,7 @@ def _check_timezone(value: str) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)  # subclasses inherit it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,8 +263,9 @@ class SequenceExit(_Strict):
 
 class Sequence(_Strict):
     steps: list[Step] = Field(min_length=1)
-    entry: SequenceEntry = SequenceEntry()
-    exit: SequenceExit = SequenceExit()
+    # Factories, not instances: an instance here would build its model's validator at import.
+    entry: SequenceEntry = Field(default_factory=SequenceEntry)
+    exit: SequenceExit = Field(default_factory=SequenceExit)
 
     @field_validator("steps")
     @classmethod
@@ -403,11 +415,11 @@ class Campaign(_Strict):
     title: str = ""
     timezone: str = "UTC"
     sender: Sender
-    bot_defence: BotDefence = BotDefence()
+    bot_defence: BotDefence = Field(default_factory=BotDefence)  # a factory: see Sequence.entry
     magnets: dict[Identifier, Magnet] = Field(default_factory=dict)
     forms: dict[Identifier, Form] = Field(min_length=1)
     sequences: dict[Identifier, Sequence] = Field(default_factory=dict)
-    send_window: SendWindow = SendWindow()
+    send_window: SendWindow = Field(default_factory=SendWindow)
     frequency_cap: Optional[FrequencyCap] = None
     confirmation: Optional[Confirmation] = None
     scoring: Scoring
@@ -482,7 +494,7 @@ _STANDARD_TYPES: dict[str, Any] = {
 class Tracking(BaseModel):
     """Attribution fields any form accepts."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     utm_source: Optional[_Text] = None
     utm_medium: Optional[_Text] = None
@@ -547,7 +559,7 @@ def submission_model(form: Form) -> type[BaseModel]:
 class BehaviourEventIn(BaseModel):
     """``POST /events``: something a known lead did on a landing page."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     token: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
     type: Identifier
@@ -561,7 +573,7 @@ Score = Annotated[float, Field(ge=-1000, le=1000, allow_inf_nan=False), AfterVal
 class LeadListParams(BaseModel):
     """``GET /admin/leads`` query parameters."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     stage: Optional[Stage] = None
     min_score: Optional[Score] = None

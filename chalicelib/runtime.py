@@ -2,35 +2,38 @@
 
 Route handlers and event sources ask for ``current()``; tests install their own ``Runtime``
 (another clock, a fresh moto endpoint) with ``install()``. Parts only some functions need (SES,
-the dispatcher) are built on first use, so the capture path's cold start does not pay for them.
+the dispatcher, scoring, reports, privacy) are built on first use, and their modules are imported
+there too: the five Lambda functions share this file, and each cold start compiles and imports
+only what its own work needs (``import app`` stays cheap; see bench/RESULTS.md, cold start).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import aws, observability
 from chalicelib.assets import S3AssetLinks
-from chalicelib.capture import Capture
 from chalicelib.clock import Clock, OffsetFileClock, SystemClock
 from chalicelib.config import MIN_TOKEN_KEY_LENGTH, Settings, load_campaign
-from chalicelib.credentials import AdminToken, SsmAdminToken, StaticAdminToken
 from chalicelib.errors import ConfigError
-from chalicelib.handoff import Notifier, Qualifier, SalesFeedback, Webhook
-from chalicelib.models import Campaign
-from chalicelib.nurture.dispatcher import Dispatcher, Pacer
-from chalicelib.nurture.feedback import Feedback
-from chalicelib.nurture.mailer import Mailer, SesMailer
-from chalicelib.nurture.render import Renderer
 from chalicelib.observability import Metrics
-from chalicelib.privacy import Privacy
-from chalicelib.reports import Reports, Tally
 from chalicelib.store import Store
-from chalicelib.streams import StreamProcessor
 from chalicelib.tracking import LinkBuilder, TokenSigner, Tracker
+
+if TYPE_CHECKING:  # the services below are imported where they are first built
+    from chalicelib.capture import Capture
+    from chalicelib.credentials import AdminToken
+    from chalicelib.handoff import Notifier, Qualifier, SalesFeedback
+    from chalicelib.models import Campaign
+    from chalicelib.nurture.dispatcher import Dispatcher, Pacer
+    from chalicelib.nurture.feedback import Feedback
+    from chalicelib.nurture.mailer import Mailer
+    from chalicelib.privacy import Privacy
+    from chalicelib.reports import Reports, Tally
+    from chalicelib.streams import StreamProcessor
 
 
 class Runtime:
@@ -72,9 +75,9 @@ class Runtime:
             settings=settings,
             campaign=campaign or load_campaign(settings.campaign_name, settings.campaigns_dir),
             clock=clock or (OffsetFileClock(settings.clock_file) if settings.clock_file else SystemClock()),
-            store=Store(aws.dynamodb(), settings.table_name),
+            store=Store(aws.dynamodb, settings.table_name),
             signer=TokenSigner(_token_key(settings)),
-            assets=S3AssetLinks(aws.s3(), settings.assets_bucket),
+            assets=S3AssetLinks(aws.s3, settings.assets_bucket),
             mailer=mailer,
             pacer=pacer,
             metrics=metrics,
@@ -82,12 +85,16 @@ class Runtime:
 
     @functools.cached_property
     def admin_token(self) -> AdminToken:
+        from chalicelib.credentials import SsmAdminToken, StaticAdminToken
+
         if self.settings.admin_token_parameter:
             return SsmAdminToken(aws.ssm(), self.settings.admin_token_parameter, self.clock)
         return StaticAdminToken(self.settings.admin_token)
 
     @functools.cached_property
     def capture(self) -> Capture:
+        from chalicelib.capture import Capture
+
         return Capture(self.campaign, self.store, self.signer, self.assets, self.clock, self.metrics)
 
     @functools.cached_property
@@ -100,14 +107,19 @@ class Runtime:
 
     @functools.cached_property
     def mailer(self) -> Mailer:
+        from chalicelib.nurture.mailer import SesMailer
+
         if self._mailer is None:
             self._mailer = SesMailer(
-                aws.sesv2(), aws.ses_v1(), self.settings.ses_configuration_set, self.settings.max_send_rate
+                aws.sesv2, aws.ses_v1, self.settings.ses_configuration_set, self.settings.max_send_rate
             )
         return self._mailer
 
     @functools.cached_property
     def dispatcher(self) -> Dispatcher:
+        from chalicelib.nurture.dispatcher import Dispatcher
+        from chalicelib.nurture.render import Renderer
+
         return Dispatcher(
             self.campaign,
             self.store,
@@ -123,14 +135,20 @@ class Runtime:
 
     @functools.cached_property
     def qualifier(self) -> Qualifier:
+        from chalicelib.handoff import Qualifier
+
         return Qualifier(self.campaign, self.store, self.clock, self.metrics)
 
     @functools.cached_property
     def sales_feedback(self) -> SalesFeedback:
+        from chalicelib.handoff import SalesFeedback
+
         return SalesFeedback(self.campaign, self.store, self.clock)
 
     @functools.cached_property
     def notifier(self) -> Notifier:
+        from chalicelib.handoff import Notifier, Webhook
+
         webhook = None
         if self.campaign.sales.webhook_url is not None:
             if self.settings.webhook_secret is None:
@@ -140,7 +158,7 @@ class Runtime:
             self.campaign,
             self.store,
             self.mailer,
-            aws.sns(),
+            aws.sns,
             self.settings.sales_topic_arn,
             webhook,
             self.clock,
@@ -149,22 +167,32 @@ class Runtime:
 
     @functools.cached_property
     def privacy(self) -> Privacy:
+        from chalicelib.privacy import Privacy
+
         return Privacy(self.store, self.clock)
 
     @functools.cached_property
     def tally(self) -> Tally:
+        from chalicelib.reports import Tally
+
         return Tally(self.campaign, self.store)
 
     @functools.cached_property
     def reports(self) -> Reports:
+        from chalicelib.reports import Reports
+
         return Reports(self.campaign, self.store, self.clock)
 
     @functools.cached_property
     def feedback(self) -> Feedback:
+        from chalicelib.nurture.feedback import Feedback
+
         return Feedback(self.store, self.tally, self.clock, self.metrics)
 
     @functools.cached_property
     def streams(self) -> StreamProcessor:
+        from chalicelib.streams import StreamProcessor
+
         return StreamProcessor(
             self.campaign, self.store, self.dispatcher, self.qualifier, self.notifier, self.tally, self.clock
         )

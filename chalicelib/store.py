@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import quote
@@ -181,9 +181,16 @@ class LeadQuery:
 
 
 class Store:
-    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
-        self._client = client
+    def __init__(self, client: Callable[[], DynamoDBClient], table_name: str) -> None:
+        """``client`` makes (or returns the cached) client on first request: creating one loads
+        DynamoDB's service model, which a cold start that never reaches the table (the admin
+        authorizer) need not pay for."""
+        self._make_client = client
         self.table_name = table_name
+
+    @property
+    def _client(self) -> DynamoDBClient:
+        return self._make_client()
 
     # -- leads --------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from chalice.app import AuthRequest, AuthResponse, Request, Response
@@ -32,11 +32,12 @@ from chalicelib.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from chalicelib.exports import leads_csv
 from chalicelib.models import LeadExportParams, LeadListParams, SpendUpdate
 from chalicelib.rendering import render_page
-from chalicelib.runtime import Runtime
 from chalicelib.store import LeadQuery
+
+if TYPE_CHECKING:  # annotations only: the runtime's services are imported where first built
+    from chalicelib.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -436,6 +437,8 @@ def admin_export_csv(runtime: Runtime, request: Request) -> Response:
     ``Link: <...>; rel="next"`` header names the next one, as GitHub's API does. A page also
     ends early when its CSV reaches ``CSV_PAGE_BYTES`` (rows hold free text).
     """
+    from chalicelib.exports import leads_csv
+
     try:
         _require_admin(request)
         page = _find_leads(runtime, _query_params(request, LeadExportParams))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -33,13 +34,28 @@ class Mailer(Protocol):
 
 
 class SesMailer:
+    """``sesv2`` and ``ses_v1`` make (or return the cached) clients when first needed: a dispatcher
+    tick with nothing due, or a stream batch that sends nothing, never loads SES's service models."""
+
     def __init__(
-        self, sesv2: SESV2Client, ses_v1: Any, configuration_set: str, max_send_rate: Optional[float] = None
+        self,
+        sesv2: Callable[[], SESV2Client],
+        ses_v1: Callable[[], Any],
+        configuration_set: str,
+        max_send_rate: Optional[float] = None,
     ) -> None:
-        self._sesv2 = sesv2
-        self._ses_v1 = ses_v1
+        self._make_sesv2 = sesv2
+        self._make_ses_v1 = ses_v1
         self._configuration_set = configuration_set
         self._max_send_rate = max_send_rate
+
+    @property
+    def _sesv2(self) -> SESV2Client:
+        return self._make_sesv2()
+
+    @property
+    def _ses_v1(self) -> Any:
+        return self._make_ses_v1()
 
     def send(self, source: str, to: str, raw: bytes) -> str:
         try:

@@ -8,14 +8,15 @@ import re
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from html.parser import HTMLParser
-from typing import Any, Optional
-
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from typing import TYPE_CHECKING, Any, Optional
 
 from chalicelib.config import TEMPLATES_DIR
 from chalicelib.entities import PROFILE_FIELDS, Lead
 from chalicelib.models import Campaign, Step
 from chalicelib.tracking import LinkBuilder
+
+if TYPE_CHECKING:  # Jinja2 is imported by the first render (the stream handler seldom renders)
+    from jinja2 import Environment
 
 _HREF = re.compile(r"""href\s*=\s*(["'])(https?://.*?)\1""", re.IGNORECASE | re.DOTALL)
 
@@ -30,6 +31,8 @@ class RenderedEmail:
 
 @functools.cache
 def _html_environment() -> Environment:
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
     return Environment(
         loader=FileSystemLoader(str(TEMPLATES_DIR)),
         autoescape=select_autoescape(default=True, default_for_string=True),
@@ -42,6 +45,8 @@ def _html_environment() -> Environment:
 
 @functools.cache
 def _subject_environment() -> Environment:
+    from jinja2 import Environment, StrictUndefined
+
     # Subjects are header text, not HTML: escaping "&" to "&amp;" there would be a bug. Header
     # safety (no CR/LF) is enforced after rendering.
     return Environment(autoescape=False, undefined=StrictUndefined, finalize=_blank_none)  # noqa: S701
