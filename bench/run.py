@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import sys
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import coldstart, cost, operations, scaling, throughput
+from chalicelib.nurture.dispatcher import send_workers
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -71,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         out.extend([f"## {title}", "", *lines, ""])
         print(f"\n## {title}\n", *lines, sep="\n", flush=True)
 
+    # The throughput runs first, in a fresh heap: after 2.'s 100k-lead table, the garbage collector
+    # walking moto's leftovers halved the achieved rate (0.32 then, 0.65 alone).
+    t = time.perf_counter()
+    d = throughput.dispatch(sizes.dispatch_seconds)
+    dispatch_seconds = time.perf_counter() - t
+    gc.collect()
+
     # 1 ----------------------------------------------------------------------------------------
     t = time.perf_counter()
     rows = operations.measure()
@@ -122,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # 3 ----------------------------------------------------------------------------------------
-    t = time.perf_counter()
-    d = throughput.dispatch(sizes.dispatch_seconds)
     ratio = d.rate / throughput.MAX_RATE
     goals.append(("dispatch throughput >= 0.9 of the send-rate limit", ratio >= 0.9, f"{ratio:.2f}"))
     section(
@@ -134,11 +141,16 @@ def main(argv: list[str] | None = None) -> int:
             f"Goal achieved/limit >= 0.9: {mark(ratio >= 0.9)}. SES is a stub that sleeps 50 ms per send (this "
             "measures our pacing, not SES); the Pacer runs on the real monotonic clock at 50/s; the tick gets a "
             f"{d.budget_seconds:.0f} s Lambda deadline, so it works {d.work_seconds:.0f} s and stops at the 10 s "
-            "safety margin. The dispatcher sends **serially**: claim, read the lead, render, send, commit, "
-            "one enrolment after another, so each email costs the SES latency plus its DynamoDB round trips "
-            f"and the rate is capped at 1 / (50 ms + the rest) = {d.rate:.1f}/s whatever the limit: 20/s "
-            "even with free DynamoDB. Reaching 50/s needs about 3 sends in flight (rate x latency = 2.5).",
-            f"({time.perf_counter() - t:.0f} s)",
+            "safety margin. The tick keeps `send_workers(50)` = "
+            f"{send_workers(throughput.MAX_RATE)} enrolments in flight (each: claim, read the lead, "
+            "render, send, commit), with the send slots handed out by the pacer 1/rate apart. What keeps it "
+            "under the limit here is in-process moto, not the pacing: moto answers each DynamoDB request in "
+            "Python under one lock (its backend is not thread-safe; DynamoDB applies each request atomically), "
+            "so the three requests of every email (claim, read, commit) are served one at a time, and a "
+            "profile of this tick shows the workers spending most of it waiting for that lock (the DynamoDB "
+            "column sums the workers' time, hence over 100%). Against DynamoDB those are network round trips "
+            "that the workers overlap. A serial dispatcher (before this was fixed) reached 0.23 here.",
+            f"({dispatch_seconds:.0f} s; run first, before the other sections fill the heap)",
         ],
     )
 
@@ -171,9 +183,14 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"Goal <= 1.3x: {mark(cold <= 1.3)} ({cold:.2f}x). Fresh interpreters (`python -c`), timing around the "
             "imports only, no AWS call at import; one warm-up round discarded. `python -X importtime -c 'import app'` "
-            "shows where it goes: boto3 (in both), the pydantic campaign and request models (`chalicelib.models`, "
-            "built at import), email-validator, Jinja2, PyYAML, and `chalicelib.dashboard`, which `app` imports "
-            "for two routes and which pulls in the runtime and the config at import. The zip holds our files; "
+            "shows where it goes: boto3 and Chalice (in both, ~170 ms), then pydantic, PyYAML and our own modules "
+            "(`chalicelib.models` defines its classes; their validators are built on first use). `app` imports only "
+            "what every function needs; services, Jinja2, email-validator and the dashboard load on first use, "
+            "so a function that never renders (the stream handler, the authorizer) never pays for them. Every "
+            "cold start validates the campaign file, which needs pydantic, PyYAML and email-validator: those "
+            "libraries alone cost 1.4-1.9x the bare app on this machine, so 1.3x is out of reach while the "
+            "campaign is validated at cold start (the row with the campaign load is the honest per-function "
+            "figure). The zip holds our files; "
             "a real `chalice package` adds the runtime requirements (boto3 comes with Lambda), estimated by their "
             f"installed size. ({time.perf_counter() - t:.0f} s)",
         ],
