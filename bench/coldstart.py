@@ -81,22 +81,14 @@ def import_times(runs: int) -> dict[str, Timing]:
 def package_zip() -> int:
     """Bytes of the deployment zip from `chalice package`, on a copy with an empty requirements.txt
     (as tests/test_package.py builds it: our own files only)."""
-    from tests.test_package import CHALICE, _copy_project
+    from tests.test_package import CHALICE, _copy_project, offline_environment
 
     with tempfile.TemporaryDirectory() as base_dir:
         base = Path(base_dir)
         project, out, home = base / "project", base / "out", base / "home"
         _copy_project(project)
         home.mkdir()
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(home),
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_CONFIG_FILE": str(home / "no-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
+        env = offline_environment(home, region="us-east-1")
         subprocess.run(  # noqa: S603 - the venv's chalice on a temporary copy
             [str(CHALICE), "--project-dir", str(project), "package", "--stage", "dev", str(out)],
             cwd=base,

@@ -16,6 +16,7 @@ import sys
 import sysconfig
 import zipfile
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -64,6 +65,24 @@ def _copy_project(dest: Path) -> None:
     (dest / "requirements.txt").write_text("")
 
 
+def offline_environment(home: Path, region: Optional[str] = None) -> dict[str, str]:
+    """A clean environment for packaging: no credentials, no endpoint, and no ~/.aws to find them
+    in (``home`` is an empty folder). `chalice package` calls no AWS API; it needs a region only to
+    write ARNs (``region``)."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "AWS_CONFIG_FILE": str(home / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        # Chalice imports app.py; keep it from writing chalicelib/__pycache__ into the package.
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    if region is not None:
+        env["AWS_DEFAULT_REGION"] = region
+    return env
+
+
 def _files_under(root: Path, directory: str) -> set[str]:
     return {
         p.relative_to(root).as_posix()
@@ -81,16 +100,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home.mkdir()
     # A clean environment: no credentials and no endpoint, and no ~/.aws to find them in.
     # `chalice package` calls no AWS API; it only needs a region to write ARNs into sam.json.
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(home / "no-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        # Chalice imports app.py; keep it from writing chalicelib/__pycache__ into the package.
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
+    env = offline_environment(home, region="us-east-1")
     result = subprocess.run(
         [str(CHALICE), "--project-dir", str(project), "package", "--stage", "dev", str(out)],
         cwd=base,

@@ -27,6 +27,7 @@ from infra.bootstrap import OUTPUT_VARIABLES, secret_names
 from infra.package import cfn_lint, load_template
 from infra.settings import LAMBDA_FUNCTIONS
 from tests.conftest import PUBLIC_URL
+from tests.test_package import offline_environment
 
 REPO = Path(__file__).resolve().parent.parent
 STAGE = "spring"
@@ -48,14 +49,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (project / "requirements.txt").write_text("")
     home.mkdir()
     config_before = (project / ".chalice" / "config.json").read_text()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "AWS_CONFIG_FILE": str(home / "no-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
+    env = offline_environment(home)  # not even a region: packaging needs no AWS
     result = subprocess.run(
         [sys.executable, "-m", "infra.package", "--stage", STAGE, "--campaign", "demo", "--out", str(out)],
         cwd=project,

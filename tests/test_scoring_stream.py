@@ -246,18 +246,24 @@ def test_records_shuffled(world):
     assert_final_state(world)
 
 
-def test_a_crash_mid_batch_then_lambda_retries_the_whole_batch(world, monkeypatch):
-    records = world.stream.read()
+def crash_on_the_second_rescore_once(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The second lead rescored in the next delivery fails (a timeout); the leads tried, in order."""
     real_rescore = world.rt.qualifier.rescore
     rescored: list[str] = []
 
-    def crash_on_the_second_lead_once(lead_id: str) -> Any:
+    def crash(lead_id: str) -> Any:
         rescored.append(lead_id)
         if len(rescored) == 2:
-            raise RuntimeError("Lambda timed out")
+            raise RuntimeError("timed out")
         return real_rescore(lead_id)
 
-    monkeypatch.setattr(world.rt.qualifier, "rescore", crash_on_the_second_lead_once)
+    monkeypatch.setattr(world.rt.qualifier, "rescore", crash)
+    return rescored
+
+
+def test_a_crash_mid_batch_then_lambda_retries_the_whole_batch(world, monkeypatch):
+    records = world.stream.read()
+    rescored = crash_on_the_second_rescore_once(world, monkeypatch)
     # The default (a mapping without ReportBatchItemFailures): raise, so Lambda retries it all.
     with pytest.raises(StreamBatchFailed):
         world.handle(records)
@@ -293,15 +299,7 @@ def test_a_failed_rescore_reports_the_leads_first_record_and_lambda_resumes_ther
     _report_failures(world)
     records = world.stream.read()
     real_rescore = world.rt.qualifier.rescore
-    rescored: list[str] = []
-
-    def crash_on_the_second_lead_once(lead_id: str) -> Any:
-        rescored.append(lead_id)
-        if len(rescored) == 2:
-            raise RuntimeError("DynamoDB timed out")
-        return real_rescore(lead_id)
-
-    monkeypatch.setattr(world.rt.qualifier, "rescore", crash_on_the_second_lead_once)
+    rescored = crash_on_the_second_rescore_once(world, monkeypatch)
     answer = world.handle(records)
 
     scored, unscored = rescored
