@@ -282,13 +282,13 @@ def _copy_project(project: Path, dest: Path, stage_entry: dict[str, Any], stage:
     _write_json(dest / ".chalice" / "config.json", config)
 
 
-def _clean_environment(home: Path) -> dict[str, str]:
-    """No credentials, no config file to find them in: ``chalice package`` needs neither."""
-    return {
+def offline_environment(home: Path, region: Optional[str]) -> dict[str, str]:
+    """No credentials, no config file to find them in (``home`` is an empty folder): packaging
+    needs neither. ``region``: only that of the placeholder ARNs Chalice writes (all replaced, and
+    checked); None sets none."""
+    env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
-        # Only the region of the placeholder ARNs Chalice writes (all replaced, and checked).
-        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
         "AWS_CONFIG_FILE": str(home / "no-config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
         "AWS_EC2_METADATA_DISABLED": "true",
@@ -297,6 +297,9 @@ def _clean_environment(home: Path) -> dict[str, str]:
         # pip (for requirements.txt) uses the configured index, as a plain pip run would.
         **{name: value for name, value in os.environ.items() if name.startswith("PIP_")},
     }
+    if region is not None:
+        env["AWS_DEFAULT_REGION"] = region
+    return env
 
 
 def _app_binary_types(project: Path) -> list[str]:
@@ -413,7 +416,7 @@ def package(
                 str(merge_path),
                 str(out),
             ],
-            env=_clean_environment(home),
+            env=offline_environment(home, os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
             capture_output=True,
             text=True,
             check=False,

@@ -606,28 +606,32 @@ def test_a_tick_keeps_several_sends_in_flight_and_never_more_than_its_workers(cl
     ses = Ses(monkeypatch)
     in_flight, most = 0, 0
     lock = threading.Lock()
+    # Every send waits at SES until a second one is there too: sends one at a time would never
+    # meet, and the barrier's timeout would break the tick.
+    pairs = threading.Barrier(2, timeout=10)
     real_send = ses.real_send
 
-    def slow_send(**kwargs: Any) -> Any:
+    def send_in_pairs(**kwargs: Any) -> Any:
         nonlocal in_flight, most
         with lock:
             in_flight += 1
             most = max(most, in_flight)
         try:
-            time.sleep(0.05)  # SES's latency: what the workers are there to overlap
+            pairs.wait()
             return real_send(**kwargs)
         finally:
             with lock:
                 in_flight -= 1
 
-    ses.real_send = slow_send
+    ses.real_send = send_in_pairs
     dispatcher = new_dispatcher(rt, rate=1_000.0)  # the pacer never holds anyone back
 
     report = dispatcher.tick(lambda: FOREVER)
 
     assert report.sent == report.claimed == 24
     assert recipients(outbox) == Counter(emails)
-    assert 1 < most <= send_workers(1_000.0)
+    assert not pairs.broken
+    assert 2 <= most <= send_workers(1_000.0)
 
 
 def test_one_leads_enrolments_run_one_after_another_in_order():

@@ -16,9 +16,10 @@ import sys
 import sysconfig
 import zipfile
 from pathlib import Path
-from typing import Optional
 
 import pytest
+
+from infra.package import offline_environment
 
 REPO = Path(__file__).resolve().parent.parent
 CHALICE = Path(sys.executable).parent / "chalice"
@@ -63,24 +64,6 @@ def _copy_project(dest: Path) -> None:
     (dest / ".chalice").mkdir()
     shutil.copy2(REPO / ".chalice" / "config.json", dest / ".chalice" / "config.json")
     (dest / "requirements.txt").write_text("")
-
-
-def offline_environment(home: Path, region: Optional[str] = None) -> dict[str, str]:
-    """A clean environment for packaging: no credentials, no endpoint, and no ~/.aws to find them
-    in (``home`` is an empty folder). `chalice package` calls no AWS API; it needs a region only to
-    write ARNs (``region``)."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "AWS_CONFIG_FILE": str(home / "no-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        # Chalice imports app.py; keep it from writing chalicelib/__pycache__ into the package.
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    if region is not None:
-        env["AWS_DEFAULT_REGION"] = region
-    return env
 
 
 def _files_under(root: Path, directory: str) -> set[str]:

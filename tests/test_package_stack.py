@@ -24,10 +24,9 @@ import pytest
 from chalicelib.entities import lead_id_for
 from infra import after_deploy
 from infra.bootstrap import OUTPUT_VARIABLES, secret_names
-from infra.package import cfn_lint, load_template
+from infra.package import cfn_lint, load_template, offline_environment
 from infra.settings import LAMBDA_FUNCTIONS
 from tests.conftest import PUBLIC_URL
-from tests.test_package import offline_environment
 
 REPO = Path(__file__).resolve().parent.parent
 STAGE = "spring"
@@ -49,7 +48,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (project / "requirements.txt").write_text("")
     home.mkdir()
     config_before = (project / ".chalice" / "config.json").read_text()
-    env = offline_environment(home)  # not even a region: packaging needs no AWS
+    env = offline_environment(home, region=None)  # not even a region: packaging needs no AWS
     result = subprocess.run(
         [sys.executable, "-m", "infra.package", "--stage", STAGE, "--campaign", "demo", "--out", str(out)],
         cwd=project,
