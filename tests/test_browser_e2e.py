@@ -46,6 +46,12 @@ def wait_for(what: str, probe: Callable[[], Optional[T]], timeout: float = WAIT_
             value = probe()
         except (NoSuchElementException, StaleElementReferenceException):
             value = None  # the page is still being replaced
+        except WebDriverException as e:
+            # Chromium's own words for a stale element when the page is replaced between finding
+            # the node and reading it (seen once on a fresh clone); anything else is a real error.
+            if "does not belong to the document" not in str(e):
+                raise
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:
