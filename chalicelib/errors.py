@@ -73,3 +73,13 @@ class SendRejected(TrellisError):
 
 class SendFailed(TrellisError):
     """SES could not be reached or failed; the email was not sent and may be retried."""
+
+
+class Unsendable(TrellisError):
+    """This item's own data cannot make a valid email (an address SES cannot take, such as one
+    with a non-ASCII local part or a line break). Retrying cannot help: the address is suppressed
+    and the item exits; other items are not affected."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"cannot build an email: {reason}")
+        self.reason = reason
