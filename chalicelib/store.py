@@ -10,6 +10,7 @@ One table per campaign stage (see docs/data-model.md):
     handoff           LEAD#<lead_id>     HANDOFF#<iso time>                  due (only while a webhook retry waits)
     report marker     LEAD#<lead_id>     COUNTED#<what>                      -
     suppression       SUPPRESS#<lead_id> SUPPRESS                            -
+    rate-limit window LIMIT#<scope>#<key> W#<window start epoch>             - (TTL)
     counters          STATS              BOTS, ROUND_ROBIN, FUNNEL#..., STEP#..., SPEND#...
 
 Report counters are kept by the stream handler: each count is a transaction of a marker put
@@ -57,6 +58,8 @@ TTL_ATTRIBUTE = "expires_at"
 LEAD_LIST = "LEADS"
 STATS_PK = "STATS"
 MARKER_PREFIX = "COUNTED#"
+# Rate-limit windows (POST /events, admin login): one small item per key and window, TTL-expired.
+LIMIT_PREFIX = "LIMIT#"
 # Attributes that only serve keys and indexes: not part of what a lead export shows.
 _KEY_ATTRIBUTES = frozenset({"pk", "sk", "lead_list", "due_shard"})
 # A counter transaction that collides with another on the same hot STATS item is retried a few
@@ -886,6 +889,35 @@ class Store:
     ) -> bool:
         key = {"pk": _lead_pk(handoff.lead_id), "sk": f"HANDOFF#{handoff.handoff_id}"}
         return self._update_if(key, update, condition, values, names)
+
+    # -- rate limits --------------------------------------------------------------------------
+
+    def take_allowance(self, scope: str, key: str, window_seconds: int, limit: int, now_epoch: float) -> bool:
+        """Count one use of ``key`` (already pseudonymous: never an address or a raw IP) in the
+        current fixed window of ``scope``; False, and nothing counted, once ``limit`` is reached.
+
+        One conditional update of a small item that expires by TTL after its window: a refused
+        request costs one write and stores nothing else.
+        """
+        window = int(now_epoch // window_seconds) * window_seconds
+        try:
+            self._client.update_item(
+                TableName=self.table_name,
+                Key=_serialize({"pk": f"{LIMIT_PREFIX}{scope}#{key}", "sk": f"W#{window}"}),
+                UpdateExpression="ADD #uses :one SET #ttl = if_not_exists(#ttl, :expires)",
+                ConditionExpression="attribute_not_exists(#uses) OR #uses < :limit",
+                ExpressionAttributeNames={"#uses": "uses", "#ttl": TTL_ATTRIBUTE},
+                ExpressionAttributeValues=_serialize(
+                    {":one": 1, ":limit": limit, ":expires": window + 2 * window_seconds}
+                ),
+            )
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise StoreError(f"update_item failed: {e}") from e
+        except BotoCoreError as e:
+            raise StoreError(f"update_item failed: {e}") from e
+        return True
 
     # -- counters -----------------------------------------------------------------------------
 
