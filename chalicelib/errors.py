@@ -83,3 +83,12 @@ class Unsendable(TrellisError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"cannot build an email: {reason}")
         self.reason = reason
+
+
+class RateLimited(TrellisError):
+    """Too many requests from one source or for one lead in the current window."""
+
+    def __init__(self, what: str, retry_after_seconds: int) -> None:
+        super().__init__(f"too many {what}; try again in {retry_after_seconds} s")
+        self.what = what
+        self.retry_after = retry_after_seconds

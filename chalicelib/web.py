@@ -27,6 +27,7 @@ from chalicelib.errors import (
     InvalidToken,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     StoreError,
     TrellisError,
     UnsupportedMediaType,
@@ -64,6 +65,7 @@ _STATUS: list[tuple[type[TrellisError], _Status]] = [
     (NotFound, _Status(404, "not_found", "Not found")),
     (PayloadTooLarge, _Status(413, "payload_too_large", "Too much data")),
     (UnsupportedMediaType, _Status(415, "unsupported_media_type", "Unsupported form encoding")),
+    (RateLimited, _Status(429, "rate_limited", "Too many requests")),
     (StoreError, _Status(503, "unavailable", "Please try again in a moment")),
     (CredentialsUnavailable, _Status(503, "unavailable", "Please try again in a moment")),
     (ConfigError, _Status(500, "misconfigured", "Something is wrong on our side")),
@@ -93,6 +95,10 @@ def error_response(
         body["limit_bytes"] = error.limit
     elif isinstance(error, NotFound):
         body["message"] = str(error)
+    elif isinstance(error, RateLimited):
+        body["message"] = str(error)
+        body["retry_after"] = error.retry_after
+        headers["Retry-After"] = str(error.retry_after)
     if status.code >= 500:
         logger.error("request failed: %s", type(error).__name__, exc_info=error)
         headers.setdefault("Retry-After", "30")
