@@ -21,11 +21,11 @@ demo: $(STAMP)
 test: lint typecheck validate pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check chalicelib app.py twin infra tests
-	$(BIN)/ruff format --check chalicelib app.py twin infra tests
+	$(BIN)/ruff check chalicelib app.py twin infra testkit tests
+	$(BIN)/ruff format --check chalicelib app.py twin infra testkit tests
 
 typecheck: $(STAMP)
-	$(BIN)/mypy chalicelib app.py twin infra
+	$(BIN)/mypy chalicelib app.py twin infra testkit
 
 validate: $(STAMP)
 	$(BIN)/python -m chalicelib.validate campaigns/*.yaml

@@ -15,6 +15,7 @@ from chalicelib import aws, runtime
 from chalicelib.clock import FixedClock
 from chalicelib.config import Settings
 from chalicelib.nurture.dispatcher import Pacer
+from testkit import moto_patches
 from twin import stack
 
 TEST_TOKEN_KEY = "test-token-key-0123456789abcdef0123456789"
@@ -58,6 +59,13 @@ def _atomic_moto(monkeypatch: pytest.MonkeyPatch) -> None:
             return process(self, request)
 
     monkeypatch.setattr(BotocoreStubber, "process_request", atomically)
+
+
+@pytest.fixture(autouse=True)
+def _moto_as_the_twin_runs_it() -> Iterator[None]:
+    """moto copying and keeping only what a request touches (testkit.moto_patches), as in the twin."""
+    with moto_patches.patched():
+        yield
 
 
 @pytest.fixture

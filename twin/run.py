@@ -256,6 +256,11 @@ class MotoServer:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
+        from testkit import moto_patches
+
+        # Without it, every DynamoDB transaction copies the whole table (testkit.moto_patches).
+        moto_patches.install()
+
         # One line per AWS call would drown the API's own request log.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         # We bind the socket and hand werkzeug its descriptor: a bind failure then surfaces here
@@ -625,6 +630,8 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
         consent_texts=consent_texts,
         leads=leads,
         gate=gate,
+        # Path-style, as chalicelib.aws presigns the lead-magnet links against moto.
+        assets_url=f"{os.environ['AWS_ENDPOINT_URL'].rstrip('/')}/{os.environ['TRELLIS_ASSETS_BUCKET']}/",
     )
     twin.start(console)
 

@@ -1,0 +1,264 @@
+"""moto as the suite, the bench and the twin run it (testkit.moto_patches): a transaction copies what
+it names, not the table; a failed one changes nothing, however other requests interleave; a stream's
+read records and its shard iterators do not pile up. moto 5.2 as shipped fails each of these: it
+deep-copies every table a transaction names (the twin went from 490 MB to 3 GB in 300 events), puts
+the copy back on failure (undoing other requests' writes) and keeps every record and iterator."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from testkit import moto_patches
+from twin.pump import StreamReader
+
+TABLE = "copying"
+SEEDED = 3_000
+
+
+def _create_table(dynamodb: Any) -> None:
+    dynamodb.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+
+
+def _backend() -> Any:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+
+    return dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+
+
+def _item(pk: str, sk: str = "PROFILE", **attributes: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": sk}, **{k: {"S": v} for k, v in attributes.items()}}
+
+
+def _seed(count: int) -> None:
+    """Straight into moto's table (no request per item), so the test stays fast."""
+    table = _backend().get_table(TABLE)
+    for i in range(count):
+        table.put_item(_item(f"LEAD#{i}", name=f"lead {i}"))
+
+
+@pytest.fixture
+def dynamodb() -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("dynamodb")
+        _create_table(client)
+        yield client
+
+
+@contextlib.contextmanager
+def _counting_item_copies() -> Iterator[list[int]]:
+    from moto.dynamodb.models.dynamo_type import Item
+
+    copies = [0]
+    original = Item.__deepcopy__
+
+    def counted(self: Any, memo: dict[int, Any]) -> Any:
+        copies[0] += 1
+        return original(self, memo)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Item, "__deepcopy__", counted)
+        yield copies
+
+
+def _transaction(n: int) -> list[dict[str, Any]]:
+    """Three items named: an update of a seeded lead, a new event, a condition on another lead."""
+    return [
+        {
+            "Update": {
+                "TableName": TABLE,
+                "Key": {"pk": {"S": f"LEAD#{n}"}, "sk": {"S": "PROFILE"}},
+                "UpdateExpression": "SET score = :s",
+                "ExpressionAttributeValues": {":s": {"N": str(n)}},
+            }
+        },
+        {"Put": {"TableName": TABLE, "Item": _item(f"LEAD#{n}", f"EVENT#{n}", type="page_view")}},
+        {
+            "ConditionCheck": {
+                "TableName": TABLE,
+                "Key": {"pk": {"S": f"LEAD#{n + 1}"}, "sk": {"S": "PROFILE"}},
+                "ConditionExpression": "attribute_exists(pk)",
+            }
+        },
+    ]
+
+
+def test_a_transaction_copies_the_items_it_names_not_the_table(dynamodb):
+    _seed(SEEDED)
+    transactions = 5
+    with _counting_item_copies() as copies:
+        for n in range(transactions):
+            dynamodb.transact_write_items(TransactItems=_transaction(n))
+    # moto as shipped copies all 3,000 items (and their stream records) per transaction; moto's
+    # update_item copies the item it updates once more.
+    assert copies[0] <= transactions * (len(_transaction(0)) + 1)
+    assert dynamodb.get_item(TableName=TABLE, Key=_item("LEAD#4"))["Item"]["score"] == {"N": "4"}
+
+
+def _scan() -> dict[tuple[str, str], dict[str, Any]]:
+    items = boto3.client("dynamodb").scan(TableName=TABLE, ConsistentRead=True)["Items"]
+    return {(i["pk"]["S"], i["sk"]["S"]): i for i in items}
+
+
+def test_a_failed_transaction_changes_nothing_and_keeps_what_others_wrote_meanwhile(dynamodb, monkeypatch):
+    """The second operation's condition fails after the first (a new item) was applied; while the
+    transaction runs, another thread writes two items it does not name, straight into moto's backend
+    (which is unguarded). moto as shipped put its whole-table copy back, losing those writes (the
+    twin's fresh-clone browser run lost a subscriber's enrolment so)."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    _seed(20)
+    before = _scan()
+    stream = StreamReader(dynamodb, boto3.client("dynamodbstreams"), TABLE)
+    stream.read()
+    backend = _backend()
+    get_item = DynamoDBBackend.get_item
+    interleaved = threading.Event()
+
+    def other_request() -> None:
+        backend.put_item(TABLE, _item("LEAD#other", name="written meanwhile"))
+        backend.update_item(
+            TABLE,
+            {"pk": {"S": "LEAD#7"}, "sk": {"S": "PROFILE"}},
+            update_expression="SET city = :c",
+            expression_attribute_names={},
+            expression_attribute_values={":c": {"S": "Lyon"}},
+        )
+
+    def get_item_then_interleave(self: Any, table_name: str, keys: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        if keys.get("pk") == {"S": "LEAD#3"} and not interleaved.is_set():
+            interleaved.set()
+            writer = threading.Thread(target=other_request)
+            writer.start()
+            writer.join()
+        return get_item(self, table_name, keys, *args, **kwargs)
+
+    monkeypatch.setattr(DynamoDBBackend, "get_item", get_item_then_interleave)
+    failing = [
+        {"Put": {"TableName": TABLE, "Item": _item("LEAD#new", name="never")}},
+        {
+            "Update": {
+                "TableName": TABLE,
+                "Key": {"pk": {"S": "LEAD#3"}, "sk": {"S": "PROFILE"}},
+                "UpdateExpression": "SET score = :s",
+                "ConditionExpression": "attribute_not_exists(pk)",
+                "ExpressionAttributeValues": {":s": {"N": "99"}},
+            }
+        },
+    ]
+    with pytest.raises(ClientError) as refused:
+        dynamodb.transact_write_items(TransactItems=failing)
+    assert refused.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert interleaved.is_set()
+
+    after = _scan()
+    assert ("LEAD#new", "PROFILE") not in after
+    assert after[("LEAD#3", "PROFILE")] == before[("LEAD#3", "PROFILE")]
+    assert after[("LEAD#other", "PROFILE")]["name"] == {"S": "written meanwhile"}
+    assert after[("LEAD#7", "PROFILE")]["city"] == {"S": "Lyon"}
+    assert set(after) == set(before) | {("LEAD#other", "PROFILE")}
+    # The stream holds the other request's two records and nothing of the transaction's.
+    records = stream.read()
+    assert [(r["eventName"], r["dynamodb"]["Keys"]["pk"]["S"]) for r in records] == [
+        ("INSERT", "LEAD#other"),
+        ("MODIFY", "LEAD#7"),
+    ]
+    numbers = [int(r["dynamodb"]["SequenceNumber"]) for r in records]
+    assert numbers == sorted(set(numbers))
+    # And the next write continues the sequence where the stream stands.
+    dynamodb.put_item(TableName=TABLE, Item=_item("LEAD#next"))
+    assert [int(r["dynamodb"]["SequenceNumber"]) for r in stream.read()] == [numbers[-1] + 1]
+
+
+def test_read_stream_records_are_trimmed_unread_ones_kept(dynamodb, monkeypatch):
+    monkeypatch.setattr(moto_patches, "READ_RECORDS_KEPT", 10)
+    shard = _backend().get_table(TABLE).stream_shard
+    reader = StreamReader(dynamodb, boto3.client("dynamodbstreams"), TABLE)
+    _seed(50)
+    assert len(shard.items) == 50  # nobody has read them: all kept
+    assert len(reader.read()) == 50
+    assert len(shard.items) == 10  # read: the last 10 kept (a reader may go back that far)
+    _seed(5)
+    assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in reader.read()] == [f"LEAD#{i}" for i in range(5)]
+    late = StreamReader(dynamodb, boto3.client("dynamodbstreams"), TABLE)
+    assert len(late.read()) == 15  # from the trim horizon on
+    streams = boto3.client("dynamodbstreams")
+    shard_id = streams.describe_stream(StreamArn=reader.stream_arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    behind = streams.get_shard_iterator(
+        StreamArn=reader.stream_arn,
+        ShardId=shard_id,
+        ShardIteratorType="AT_SEQUENCE_NUMBER",
+        SequenceNumber=str(shard.starting_sequence_number - 1),
+    )["ShardIterator"]
+    with pytest.raises(ClientError) as trimmed:
+        streams.get_records(ShardIterator=behind)
+    assert trimmed.value.response["Error"]["Code"] == "TrimmedDataAccessException"
+
+
+def test_shard_iterators_expire_after_15_minutes(dynamodb, monkeypatch):
+    now = [1_000.0]
+    monkeypatch.setattr(moto_patches, "_monotonic", lambda: now[0])
+    streams = boto3.client("dynamodbstreams")
+    reader = StreamReader(dynamodb, streams, TABLE)
+    shard_id = streams.describe_stream(StreamArn=reader.stream_arn)["StreamDescription"]["Shards"][0]["ShardId"]
+
+    def iterator() -> str:
+        arn = streams.get_shard_iterator(StreamArn=reader.stream_arn, ShardId=shard_id, ShardIteratorType="LATEST")
+        return str(arn["ShardIterator"])
+
+    first = iterator()
+    for _ in range(200):  # a pump reading every half second issues a few per read
+        streams.get_records(ShardIterator=iterator())
+        now[0] += 10
+    with pytest.raises(ClientError) as expired:
+        streams.get_records(ShardIterator=first)
+    assert expired.value.response["Error"]["Code"] == "ExpiredIteratorException"
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodbstreams.models import dynamodbstreams_backends
+
+    kept = dynamodbstreams_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].shard_iterators
+    assert len(kept) <= 2 * (moto_patches.ITERATOR_LIFETIME_SECONDS / 10 + 1)  # 400 issued
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_twins_moto_server_copies_what_a_transaction_names(monkeypatch):
+    """The twin's own moto server (twin.run.MotoServer, in this process as in the twin's)."""
+    from twin.run import MotoServer
+
+    server = MotoServer(_free_port())
+    server.start()
+    try:
+        client = boto3.client("dynamodb", endpoint_url=server.url)
+        _create_table(client)
+        for first in range(0, 300, 25):
+            requests = [{"PutRequest": {"Item": _item(f"LEAD#{i}")}} for i in range(first, first + 25)]
+            client.batch_write_item(RequestItems={TABLE: requests})
+        with _counting_item_copies() as copies:
+            for n in range(3):
+                client.transact_write_items(TransactItems=_transaction(n))
+        assert copies[0] <= 3 * (len(_transaction(0)) + 1)  # moto as shipped: 300 per transaction
+    finally:
+        server.stop()
