@@ -23,11 +23,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, formataddr, make_msgid
 from typing import Any, Optional, Protocol
 
 from chalicelib.clock import Clock
@@ -35,6 +32,7 @@ from chalicelib.entities import Enrolment, Event, Handoff, Lead, iso, parse_iso
 from chalicelib.errors import NotFound, SendFailed, SendRejected, SendThrottled, ValidationFailed
 from chalicelib.models import Campaign
 from chalicelib.nurture.mailer import Mailer
+from chalicelib.nurture.mime import compose, header_text
 from chalicelib.nurture.rules import lead_zone
 from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.rendering import environment
@@ -258,24 +256,40 @@ class Notifier:
         }
 
     def _email(self, handoff: Handoff, lead: Lead, events: list[Event]) -> bytes:
-        context = {
-            "handoff": handoff,
-            "lead": lead,
-            "events": sorted(events, key=lambda e: e.at, reverse=True)[:50],
-            "campaign_title": self._campaign.title or self._campaign.name,
-        }
-        env = environment()
-        sender = self._campaign.sender
-        message = EmailMessage(policy=SMTP.clone(max_line_length=998))
-        message["From"] = formataddr((sender.from_name, sender.from_address))
-        message["To"] = handoff.owner_email
-        message["Subject"] = f"New sales-qualified lead: {lead.profile.get('company') or lead.email}"
-        message["Date"] = format_datetime(self._clock.now())
-        message["Message-ID"] = make_msgid(domain=sender.from_address.rpartition("@")[2])
-        message["X-Trellis-Reference"] = f"{lead.lead_id}/handoff"
-        message.set_content(env.get_template("email/handoff.txt").render(**context))
-        message.add_alternative(env.get_template("email/handoff.html").render(**context), subtype="html")
-        return message.as_bytes()
+        return handoff_email(self._campaign, handoff, lead, events, self._clock.now())
+
+
+TIMELINE_LIMIT = 50
+
+
+def handoff_email(campaign: Campaign, handoff: Handoff, lead: Lead, events: list[Event], now: datetime) -> bytes:
+    """The owner's email: who the lead is, why it is an SQL, its timeline (latest first).
+
+    Company and names are the lead's own input: the Subject gets them through ``compose``'s
+    cleaning, the text part through ``one_line``, so a line break cannot forge a header or a line.
+    """
+    context = {
+        "handoff": handoff,
+        "lead": lead,
+        "events": sorted(events, key=lambda e: e.at, reverse=True)[:TIMELINE_LIMIT],
+        "campaign_title": campaign.title or campaign.name,
+        "one_line": _one_line,
+    }
+    env = environment()
+    return compose(
+        sender=campaign.sender,
+        to=handoff.owner_email,
+        subject=f"New sales-qualified lead: {lead.profile.get('company') or lead.email}",
+        text=env.get_template("email/handoff.txt").render(**context),
+        html=env.get_template("email/handoff.html").render(**context),
+        reference=f"{lead.lead_id}/handoff",
+        now=now,
+    )
+
+
+def _one_line(value: Any) -> str:
+    """A value for the text part: nothing it holds can start a new line there."""
+    return "" if value is None else header_text(str(value))
 
 
 FEEDBACK_STAGES = ("opportunity", "customer", "disqualified", "recycled")
