@@ -6,7 +6,14 @@ They check credentials here instead: ``Authorization: Bearer <admin token>`` (as
 does) or a session cookie the login form sets.
 
 The session cookie is a ``TokenSigner`` token (purpose ``admin-session``) whose claims hold a
-keyed hash of the admin token: rotating the admin token ends every session at its next request.
+random session id and a keyed hash of the admin token. The id names an item in the table (opened
+at login, deleted at logout), so a logged-out cookie opens nothing even before it expires;
+rotating the admin token ends every session at its next request.
+
+Login and logout are refused (403) unless the browser says the post came from the dashboard's own
+origin (``Sec-Fetch-Site``, ``Origin``, else ``Referer``): no other site can sign a browser in or
+out. Failed logins are counted per source address and in total, in fixed windows; once either
+count is used up the form answers 429, without looking at the token, until the window ends.
 
 The page is server-rendered HTML with an inline SVG chart and no JavaScript. Rendering is pure
 (``render_dashboard``, ``render_login``): report dicts in, HTML out.
@@ -17,20 +24,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Optional, Protocol
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from chalice.app import Request, Response
 
 from chalicelib.clock import Clock
 from chalicelib.config import MAX_BODY_BYTES, Settings
 from chalicelib.credentials import AdminToken, CredentialsUnavailable
+from chalicelib.entities import iso
 from chalicelib.errors import InvalidToken, TrellisError
 from chalicelib.rendering import environment, render_page
 from chalicelib.runtime import Runtime
+from chalicelib.store import Store
 from chalicelib.tracking import TokenSigner
 from chalicelib.web import error_response
 
@@ -41,6 +52,20 @@ SESSION_PURPOSE = "admin-session"
 SESSION_LIFETIME = timedelta(hours=8)
 _BINDING_CONTEXT = b"trellis/admin-session"
 LOGIN_ERROR = "That token is not right."
+
+# Failed sign-ins (wrong token at the form, a wrong bearer on the page) allowed per window: per
+# source address, and in total so that spreading guesses over many addresses does not help.
+# Successful sign-ins are not counted.
+LOGIN_WINDOW = timedelta(minutes=15)
+LOGIN_FAILURES_PER_ADDRESS = 10
+LOGIN_FAILURES_TOTAL = 100
+LOGIN_SCOPE_ADDRESS = "login-ip"
+LOGIN_SCOPE_TOTAL = "login-all"
+_ALL_ADDRESSES = "all"
+# chalice.test.Client and some proxies give no source address: those requests share one key.
+_UNKNOWN_ADDRESS = "unknown"
+THROTTLED_ERROR = "Too many failed sign-ins. Please try again in {minutes} min."
+CROSS_SITE_MESSAGE = "This request did not come from the dashboard's own page, so it was not carried out."
 
 # Relative on purpose: deployed, the API sits under a stage prefix (/api/...), which only the
 # browser's resolution against the current URL gets right.
@@ -53,7 +78,9 @@ _SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under that policy a browser sends "Origin: null" even with our own form's
+    # posts, and the origin check below needs the real one. Other sites still get no referrer.
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
 }
 _MAX_LOGIN_FIELDS = 10
@@ -74,6 +101,9 @@ class SessionContext(Protocol):
     @property
     def settings(self) -> Settings: ...
 
+    @property
+    def store(self) -> Store: ...
+
 
 # -- session ----------------------------------------------------------------------------------
 
@@ -91,29 +121,55 @@ def _cookie_attributes(context: SessionContext, max_age: int) -> str:
     return attributes
 
 
-def session_cookie(context: SessionContext) -> str:
-    """The ``Set-Cookie`` value that opens a session. Raises ``CredentialsUnavailable``."""
-    claims = {"t": token_binding(context.admin_token.value())}
+def session_cookie(context: SessionContext, session_id: str) -> str:
+    """The ``Set-Cookie`` value naming session ``session_id``. Raises ``CredentialsUnavailable``."""
+    claims = {"t": token_binding(context.admin_token.value()), "s": session_id}
     token = context.signer.sign(SESSION_PURPOSE, claims, context.clock.now() + SESSION_LIFETIME)
     return f"{SESSION_COOKIE}={token}; {_cookie_attributes(context, int(SESSION_LIFETIME.total_seconds()))}"
+
+
+def open_session(context: SessionContext) -> str:
+    """Record a new session in the table; its ``Set-Cookie`` value. Raises ``CredentialsUnavailable``."""
+    session_id = secrets.token_urlsafe(16)
+    cookie = session_cookie(context, session_id)
+    now = context.clock.now()
+    context.store.open_admin_session(session_id, iso(now), int((now + SESSION_LIFETIME).timestamp()))
+    return cookie
 
 
 def cleared_cookie(context: SessionContext) -> str:
     return f"{SESSION_COOKIE}=; {_cookie_attributes(context, 0)}"
 
 
-def session_valid(context: SessionContext, token: str) -> bool:
-    """A session token this stage signed, not expired, opened with the current admin token.
+def _session_claims(context: SessionContext, token: str) -> Optional[tuple[str, object]]:
+    """(session id, admin-token binding) of a cookie this stage signed and that has not expired."""
+    try:
+        claims = context.signer.verify(SESSION_PURPOSE, token, context.clock.now())
+    except InvalidToken:
+        return None
+    session_id = claims.get("s")
+    return (session_id, claims.get("t")) if isinstance(session_id, str) and session_id else None
+
+
+def session_id_of(context: SessionContext, token: str) -> Optional[str]:
+    """The session a cookie names, if this stage signed it, it has not expired and it was opened
+    with the current admin token (the cookie alone: ``authenticated`` also asks the table).
 
     Raises ``CredentialsUnavailable`` when the admin token cannot be read.
     """
     expected = token_binding(context.admin_token.value())
-    try:
-        claims = context.signer.verify(SESSION_PURPOSE, token, context.clock.now())
-    except InvalidToken:
-        return False
-    binding = claims.get("t")
-    return isinstance(binding, str) and hmac.compare_digest(binding.encode(), expected.encode())
+    claims = _session_claims(context, token)
+    if claims is None:
+        return None
+    session_id, binding = claims
+    if not isinstance(binding, str) or not hmac.compare_digest(binding.encode(), expected.encode()):
+        return None
+    return session_id
+
+
+def session_valid(context: SessionContext, token: str) -> bool:
+    """``session_id_of`` as a yes or no: the cookie is sound (whether still open is the table's)."""
+    return session_id_of(context, token) is not None
 
 
 def cookies_from_headers(headers: Mapping[str, Any], name: str = SESSION_COOKIE) -> list[str]:
@@ -146,11 +202,111 @@ def _token_matches(context: SessionContext, candidate: str) -> bool:
     return bool(expected) and hmac.compare_digest(candidate.encode(), expected)
 
 
+def session_open(context: SessionContext, headers: Mapping[str, Any]) -> bool:
+    """Any session cookie that is sound and whose session logout has not closed.
+
+    Raises ``CredentialsUnavailable``; ``StoreError`` when the table cannot be read.
+    """
+    now = context.clock.now().timestamp()
+    for token in cookies_from_headers(headers):
+        session_id = session_id_of(context, token)
+        if session_id is not None and context.store.admin_session_open(session_id, now):
+            return True
+    return False
+
+
 def authenticated(context: SessionContext, headers: Mapping[str, Any]) -> bool:
-    """Bearer header or a valid session cookie. Raises ``CredentialsUnavailable``."""
-    if bearer_valid(context, headers):
-        return True
-    return any(session_valid(context, token) for token in cookies_from_headers(headers))
+    """Bearer header or an open session. Raises ``CredentialsUnavailable`` (and ``StoreError``)."""
+    return bearer_valid(context, headers) or session_open(context, headers)
+
+
+# -- origin check and sign-in throttle ---------------------------------------------------------
+
+
+def _header(headers: Mapping[str, Any], name: str) -> Optional[str]:
+    value = headers.get(name)
+    if value is None:
+        value = headers.get(name.title())
+    return None if value is None else str(value).strip()
+
+
+def _origin_of(url: str) -> Optional[str]:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _our_origins(context: SessionContext, headers: Mapping[str, Any]) -> set[str]:
+    """The configured public URL's origin, and the host the browser addressed (the same site
+    under another name, e.g. a custom domain); a cross-site page cannot choose the ``Host``."""
+    origins = {origin for origin in (_origin_of(context.settings.public_url),) if origin}
+    host = _header(headers, "host")
+    if host:
+        origins |= {f"http://{host}".lower(), f"https://{host}".lower()}
+    return origins
+
+
+def same_origin(context: SessionContext, headers: Mapping[str, Any]) -> bool:
+    """Whether a state-changing post came from the dashboard's own pages.
+
+    Browsers set ``Sec-Fetch-Site`` and ``Origin`` and no page can change them. Without both
+    (older browsers), a ``Referer`` from another site refuses; a request with none of the three
+    is no browser's cross-site post (a page cannot strip all of them) and passes.
+    """
+    site = _header(headers, "sec-fetch-site")
+    if site is not None and site.lower() != "same-origin":
+        return False
+    origin = _header(headers, "origin")
+    if origin is not None:
+        if origin == "null":  # privacy settings can hide our own origin; the browser vouches
+            return site is not None
+        return origin.lower() in _our_origins(context, headers)
+    referer = _header(headers, "referer")
+    if referer:
+        return _origin_of(referer) in _our_origins(context, headers)
+    return True
+
+
+def _source_key(context: SessionContext, request: Request) -> str:
+    identity = (request.context or {}).get("identity") or {}
+    address = identity.get("sourceIp")
+    # A keyed hash: the table never holds an address.
+    return context.signer.pseudonym(str(address) if address else _UNKNOWN_ADDRESS)
+
+
+def _login_windows(context: SessionContext, request: Request) -> tuple[tuple[str, str, int], ...]:
+    return (
+        (LOGIN_SCOPE_ADDRESS, _source_key(context, request), LOGIN_FAILURES_PER_ADDRESS),
+        (LOGIN_SCOPE_TOTAL, _ALL_ADDRESSES, LOGIN_FAILURES_TOTAL),
+    )
+
+
+def _window_seconds() -> int:
+    return int(LOGIN_WINDOW.total_seconds())
+
+
+def _throttled(context: SessionContext, request: Request) -> bool:
+    """Failures used up, per address or in total: checked before the token is compared."""
+    now = context.clock.now().timestamp()
+    return not all(
+        context.store.allowance_left(scope, key, _window_seconds(), limit, now)
+        for scope, key, limit in _login_windows(context, request)
+    )
+
+
+def _count_failure(context: SessionContext, request: Request) -> bool:
+    """Count one failed sign-in; False when it was over a limit (concurrent failures race here)."""
+    now = context.clock.now().timestamp()
+    return all(
+        [
+            context.store.take_allowance(scope, key, _window_seconds(), limit, now)
+            for scope, key, limit in _login_windows(context, request)
+        ]
+    )
 
 
 # -- HTTP -------------------------------------------------------------------------------------
@@ -162,6 +318,20 @@ def _html(body: str, status: int, **headers: str) -> Response:
 
 def _login_page(error: Optional[str] = None) -> Response:
     return _html(render_login(error), 401, **{"WWW-Authenticate": "Bearer"})
+
+
+def _throttled_page(context: SessionContext) -> Response:
+    """429 until the current window ends; the same page whatever token was sent."""
+    window = _window_seconds()
+    retry_after = max(1, window - int(context.clock.now().timestamp()) % window)
+    message = THROTTLED_ERROR.format(minutes=math.ceil(retry_after / 60))
+    return _html(render_login(message), 429, **{"Retry-After": str(retry_after)})
+
+
+def _cross_site() -> Response:
+    logger.warning("admin session post refused: not from the dashboard's origin")
+    page = render_page("error.html", heading="Request refused", message=CROSS_SITE_MESSAGE, fields={}, back_url=None)
+    return _html(page, 403)
 
 
 def _unavailable(error: CredentialsUnavailable) -> Response:
@@ -180,6 +350,12 @@ def _unavailable(error: CredentialsUnavailable) -> Response:
 def page(runtime: Runtime, request: Request) -> Response:
     """``GET /admin/dashboard``: the dashboard (200), or the login form (401)."""
     try:
+        if _header(request.headers, "authorization") is not None:
+            # A bearer on the page is a sign-in attempt too: throttled like the form.
+            if _throttled(runtime, request):
+                return _throttled_page(runtime)
+            if not bearer_valid(runtime, request.headers) and not _count_failure(runtime, request):
+                return _throttled_page(runtime)
         if not authenticated(runtime, request.headers):
             return _login_page()
         title = runtime.campaign.title or runtime.campaign.name
@@ -206,21 +382,44 @@ def _submitted_token(raw: object) -> Optional[str]:
 
 
 def login(runtime: Runtime, request: Request) -> Response:
-    """``POST /admin/login`` (form field ``token``): 303 to the dashboard with a session cookie."""
+    """``POST /admin/login`` (form field ``token``): 303 to the dashboard with a session cookie.
+
+    403 from another site; 429 once failures are used up (the token is then not even compared).
+    """
+    if not same_origin(runtime, request.headers):
+        return _cross_site()
     media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     token = _submitted_token(request.raw_body) if media_type == "application/x-www-form-urlencoded" else None
     try:
+        if _throttled(runtime, request):
+            logger.warning("admin login throttled")
+            return _throttled_page(runtime)
         if token is None or not _token_matches(runtime, token.strip()):
             logger.warning("admin login rejected")
+            if not _count_failure(runtime, request):
+                return _throttled_page(runtime)
             return _login_page(LOGIN_ERROR)
-        cookie = session_cookie(runtime)
+        cookie = open_session(runtime)
     except CredentialsUnavailable as e:
         return _unavailable(e)
+    except TrellisError as e:
+        return error_response(e, html=True, headers=dict(_SECURITY_HEADERS))
     return _html("", 303, Location=DASHBOARD_LOCATION, **{"Set-Cookie": cookie})
 
 
 def logout(runtime: Runtime, request: Request) -> Response:
-    """``POST /admin/logout``: clear the cookie, back to the (login) page."""
+    """``POST /admin/logout``: close the sessions the cookies name, clear the cookie, back to the
+    (login) page. 403 from another site, and then nothing is closed."""
+    if not same_origin(runtime, request.headers):
+        return _cross_site()
+    try:
+        # Every sound cookie, whichever admin token opened it: closing needs no credentials.
+        for token in cookies_from_headers(request.headers):
+            claims = _session_claims(runtime, token)
+            if claims is not None:
+                runtime.store.close_admin_session(claims[0])
+    except TrellisError as e:
+        return error_response(e, html=True, headers=dict(_SECURITY_HEADERS))
     return _html("", 303, Location=DASHBOARD_LOCATION, **{"Set-Cookie": cleared_cookie(runtime)})
 
 

@@ -585,14 +585,26 @@ class LeadListParams(BaseModel):
     limit: int = Field(default=50, ge=1, le=200)
     cursor: Optional[Annotated[str, Field(max_length=2000)]] = None
 
+    @field_validator("created_from", "created_to")
+    @classmethod
+    def _a_utc_moment(cls, moment: Optional[datetime]) -> Optional[datetime]:
+        # Keys hold UTC; a moment that has none (year 1 at +14:00 is before 0001-01-01 UTC)
+        # would overflow in the conversion, and in any comparison with another moment.
+        if moment is None:
+            return None
+        offset = moment.utcoffset()
+        if offset is None:
+            raise ValueError("needs a time zone, e.g. 2026-11-23T00:00:00Z")
+        try:
+            moment.replace(tzinfo=None) - offset
+        except OverflowError:
+            raise ValueError("is outside the dates UTC can hold (0001-01-01 to 9999-12-31 UTC)") from None
+        return moment
+
     @model_validator(mode="after")
     def _ranges_in_order(self) -> Self:
         if self.min_score is not None and self.max_score is not None and self.min_score > self.max_score:
             raise ValueError("min_score must not be above max_score")
-        for name in ("created_from", "created_to"):
-            moment = getattr(self, name)
-            if moment is not None and moment.tzinfo is None:
-                raise ValueError(f"{name} needs a time zone, e.g. 2026-11-23T00:00:00Z")
         if self.created_from and self.created_to and self.created_from > self.created_to:
             raise ValueError("created_from must not be after created_to")
         return self

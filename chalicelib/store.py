@@ -11,6 +11,7 @@ One table per campaign stage (see docs/data-model.md):
     report marker     LEAD#<lead_id>     COUNTED#<what>                      -
     suppression       SUPPRESS#<lead_id> SUPPRESS                            -
     rate-limit window LIMIT#<scope>#<key> W#<window start epoch>             - (TTL)
+    admin session     ADMIN_SESSION#<id> SESSION                             - (TTL)
     counters          STATS              BOTS, ROUND_ROBIN, FUNNEL#..., STEP#..., SPEND#...
 
 Report counters are kept by the stream handler: each count is a transaction of a marker put
@@ -60,6 +61,9 @@ STATS_PK = "STATS"
 MARKER_PREFIX = "COUNTED#"
 # Rate-limit windows (POST /events, admin login): one small item per key and window, TTL-expired.
 LIMIT_PREFIX = "LIMIT#"
+# One item per signed-in dashboard browser; logout deletes it, so its cookie opens nothing.
+ADMIN_SESSION_PREFIX = "ADMIN_SESSION#"
+ADMIN_SESSION_SK = "SESSION"
 # Attributes that only serve keys and indexes: not part of what a lead export shows.
 _KEY_ATTRIBUTES = frozenset({"pk", "sk", "lead_list", "due_shard"})
 # A counter transaction that collides with another on the same hot STATS item is retried a few
@@ -150,6 +154,14 @@ class Counter:
         # cannot split one, and hashed when long, so the key stays far below DynamoDB's 1 KB.
         # The parts themselves are stored on the item (``parts``) and read back from there.
         return "#".join((self.kind.upper(), *(_key_part(part) for part in self.parts)))
+
+
+def _window_start(window_seconds: int, now_epoch: float) -> int:
+    return int(now_epoch // window_seconds) * window_seconds
+
+
+def _allowance_key(scope: str, key: str, window: int) -> dict[str, str]:
+    return {"pk": f"{LIMIT_PREFIX}{scope}#{key}", "sk": f"W#{window}"}
 
 
 def _key_part(part: str) -> str:
@@ -899,11 +911,11 @@ class Store:
         One conditional update of a small item that expires by TTL after its window: a refused
         request costs one write and stores nothing else.
         """
-        window = int(now_epoch // window_seconds) * window_seconds
+        window = _window_start(window_seconds, now_epoch)
         try:
             self._client.update_item(
                 TableName=self.table_name,
-                Key=_serialize({"pk": f"{LIMIT_PREFIX}{scope}#{key}", "sk": f"W#{window}"}),
+                Key=_serialize(_allowance_key(scope, key, window)),
                 UpdateExpression="ADD #uses :one SET #ttl = if_not_exists(#ttl, :expires)",
                 ConditionExpression="attribute_not_exists(#uses) OR #uses < :limit",
                 ExpressionAttributeNames={"#uses": "uses", "#ttl": TTL_ATTRIBUTE},
@@ -918,6 +930,35 @@ class Store:
         except BotoCoreError as e:
             raise StoreError(f"update_item failed: {e}") from e
         return True
+
+    # -- admin sessions -----------------------------------------------------------------------
+
+    def open_admin_session(self, session_id: str, opened_at: str, expires_at: int) -> None:
+        """Record a dashboard session (the cookie names ``session_id``) until ``expires_at``."""
+        item = {"pk": f"{ADMIN_SESSION_PREFIX}{session_id}", "sk": ADMIN_SESSION_SK, "opened_at": opened_at}
+        self._call("put_item", **self._new_item({**item, TTL_ATTRIBUTE: expires_at}))
+
+    def admin_session_open(self, session_id: str, now_epoch: float) -> bool:
+        """The session was opened and not closed, and has not expired (TTL deletes lag by hours)."""
+        item = self._get({"pk": f"{ADMIN_SESSION_PREFIX}{session_id}", "sk": ADMIN_SESSION_SK})
+        return item is not None and int(item.get(TTL_ATTRIBUTE, 0)) > now_epoch
+
+    def close_admin_session(self, session_id: str) -> None:
+        """Logout: the session's cookie opens nothing from now on (closing twice is fine)."""
+        self._call(
+            "delete_item",
+            TableName=self.table_name,
+            Key=_serialize({"pk": f"{ADMIN_SESSION_PREFIX}{session_id}", "sk": ADMIN_SESSION_SK}),
+        )
+
+    def allowance_left(self, scope: str, key: str, window_seconds: int, limit: int, now_epoch: float) -> bool:
+        """Whether ``take_allowance`` would still count a use now; a read, nothing counted.
+
+        The login form asks this before it looks at the submitted token: once the failures are
+        used up, a right token and a wrong one get the same answer in the same time.
+        """
+        item = self._get(_allowance_key(scope, key, _window_start(window_seconds, now_epoch)))
+        return item is None or int(item.get("uses", 0)) < limit
 
     # -- counters -----------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The dashboard page: pure rendering from report dicts, and the session cookie that guards it.
 
-No AWS: the renderers take plain dicts; the HTTP functions get small stand-ins for the runtime
-and the request (only what they read).
+The renderers take plain dicts; the HTTP functions get small stand-ins for the runtime and the
+request (only what they read), with the table (sessions, sign-in throttle) in moto.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from typing import Any, Optional
 
 import pytest
 
-from chalicelib import dashboard
+from chalicelib import aws, dashboard
 from chalicelib.clock import FixedClock
 from chalicelib.config import load_campaign
 from chalicelib.credentials import CredentialsUnavailable, StaticAdminToken
 from chalicelib.reports import funnel_report, sequence_report
+from chalicelib.store import Store
 from chalicelib.tracking import TokenSigner
 from tests.conftest import ADMIN_TOKEN, START, TEST_TOKEN_KEY
 
@@ -325,13 +326,20 @@ class BrokenToken:
         raise CredentialsUnavailable("SSM is down")
 
 
-def context(public_url: str = "https://trellis.test/api", token: str = ADMIN_TOKEN) -> Any:
+@pytest.fixture
+def store(settings: Any) -> Store:
+    """The sessions and the sign-in throttle live in the table (moto)."""
+    return Store(aws.dynamodb, settings.table_name)
+
+
+def context(public_url: str = "https://trellis.test/api", token: str = ADMIN_TOKEN, store: Any = None) -> Any:
     """What the session helpers (and page/login/logout) read of a Runtime."""
     return SimpleNamespace(
         signer=TokenSigner(TEST_TOKEN_KEY.encode()),
         admin_token=StaticAdminToken(token.encode()),
         clock=FixedClock(START),
         settings=SimpleNamespace(public_url=public_url),
+        store=store,
         campaign=SimpleNamespace(title="Demo campaign", name="demo"),
         reports=SimpleNamespace(both=lambda: (funnel(), sequences())),
     )
@@ -344,16 +352,16 @@ def cookie_value(set_cookie: str) -> str:
 
 
 def test_session_cookie_attributes():
-    cookie = dashboard.session_cookie(context())
+    cookie = dashboard.session_cookie(context(), "s1")
 
     attributes = [part.strip() for part in cookie.split(";")[1:]]
     assert attributes == ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=28800", "Secure"]
-    assert "Secure" not in dashboard.session_cookie(context(public_url="http://127.0.0.1:8000"))
+    assert "Secure" not in dashboard.session_cookie(context(public_url="http://127.0.0.1:8000"), "s1")
 
 
 def test_fresh_session_is_valid_until_it_expires():
     ctx = context()
-    token = cookie_value(dashboard.session_cookie(ctx))
+    token = cookie_value(dashboard.session_cookie(ctx, "s1"))
 
     assert dashboard.session_valid(ctx, token)
     ctx.clock.advance(8 * 3600 - 1)
@@ -364,7 +372,7 @@ def test_fresh_session_is_valid_until_it_expires():
 
 def test_tampered_session_is_rejected():
     ctx = context()
-    token = cookie_value(dashboard.session_cookie(ctx))
+    token = cookie_value(dashboard.session_cookie(ctx, "s1"))
     body, mac = token.split(".")
     flipped = mac[:-1] + ("A" if mac[-1] != "A" else "B")
 
@@ -375,7 +383,7 @@ def test_tampered_session_is_rejected():
 
 def test_session_signed_with_another_key_or_purpose_is_rejected():
     ctx = context()
-    claims = {"t": dashboard.token_binding(ADMIN_TOKEN.encode())}
+    claims = {"t": dashboard.token_binding(ADMIN_TOKEN.encode()), "s": "s1"}
     expires = START + timedelta(hours=1)
 
     other_key = TokenSigner(b"another-key-0123456789abcdef0123456789").sign("admin-session", claims, expires)
@@ -387,7 +395,7 @@ def test_session_signed_with_another_key_or_purpose_is_rejected():
 
 def test_rotating_the_admin_token_ends_sessions():
     ctx = context()
-    token = cookie_value(dashboard.session_cookie(ctx))
+    token = cookie_value(dashboard.session_cookie(ctx, "s1"))
 
     ctx.admin_token = StaticAdminToken(b"r" * 40)
     assert not dashboard.session_valid(ctx, token)
@@ -401,9 +409,9 @@ def test_cookies_are_read_from_the_cookie_header():
     assert dashboard.cookies_from_headers({"cookie": "not_trellis_admin=x"}) == []
 
 
-def test_authenticated_by_bearer_or_any_valid_cookie():
-    ctx = context()
-    good = cookie_value(dashboard.session_cookie(ctx))
+def test_authenticated_by_bearer_or_any_open_session(store):
+    ctx = context(store=store)
+    good = cookie_value(dashboard.open_session(ctx))
 
     assert dashboard.authenticated(ctx, {"authorization": f"Bearer {ADMIN_TOKEN}"})
     assert dashboard.authenticated(ctx, {"cookie": f"trellis_admin=stale.value; trellis_admin={good}"})
@@ -411,10 +419,13 @@ def test_authenticated_by_bearer_or_any_valid_cookie():
     assert not dashboard.authenticated(ctx, {"authorization": f"Basic {ADMIN_TOKEN}"})
     assert not dashboard.authenticated(ctx, {"cookie": "trellis_admin=stale.value"})
     assert not dashboard.authenticated(ctx, {})
+    # Sound and signed, but never opened in the table: no session.
+    unopened = cookie_value(dashboard.session_cookie(ctx, "never-opened"))
+    assert not dashboard.authenticated(ctx, {"cookie": f"trellis_admin={unopened}"})
 
 
-def test_an_empty_admin_token_matches_nothing():
-    ctx = context(token="")
+def test_an_empty_admin_token_matches_nothing(store):
+    ctx = context(token="", store=store)
 
     assert not dashboard.authenticated(ctx, {"authorization": "Bearer "})
     assert dashboard.login(ctx, request(body=b"token=")).status_code == 401
@@ -422,7 +433,7 @@ def test_an_empty_admin_token_matches_nothing():
 
 def test_unreadable_admin_token_lets_nobody_in():
     ctx = context()
-    good = cookie_value(dashboard.session_cookie(ctx))
+    good = cookie_value(dashboard.session_cookie(ctx, "s1"))
     ctx.admin_token = BrokenToken()
 
     with pytest.raises(CredentialsUnavailable):
@@ -435,7 +446,7 @@ def test_unreadable_admin_token_lets_nobody_in():
 def request(headers=None, body: bytes = b"") -> Any:
     """A login form post by default (Chalice lower-cases header names)."""
     return SimpleNamespace(
-        headers={"content-type": "application/x-www-form-urlencoded", **(headers or {})}, raw_body=body
+        headers={"content-type": "application/x-www-form-urlencoded", **(headers or {})}, raw_body=body, context={}
     )
 
 
@@ -448,8 +459,8 @@ def test_page_without_credentials_is_the_login_form():
     assert 'action="login"' in response.body
 
 
-def test_login_then_page_then_logout():
-    ctx = context()
+def test_login_then_page_then_logout(store):
+    ctx = context(store=store)
 
     login = dashboard.login(ctx, request(body=f"token={ADMIN_TOKEN}".encode()))
     assert (login.status_code, login.headers["Location"]) == (303, "dashboard")
@@ -471,16 +482,16 @@ def test_login_then_page_then_logout():
     "body",
     [b"token=wrong", b"", b"other=1", b"token=", b"token=" + b"x" * 20_000, b"token=%ff%fe", b"&".join([b"a=1"] * 50)],
 )
-def test_wrong_or_missing_token_is_refused_without_detail(body):
-    response = dashboard.login(context(), request(body=body))
+def test_wrong_or_missing_token_is_refused_without_detail(body, store):
+    response = dashboard.login(context(store=store), request(body=body))
 
     assert response.status_code == 401
     assert "Set-Cookie" not in response.headers
     assert "That token is not right." in response.body
 
 
-def test_credentials_unavailable_is_503_for_page_and_login():
-    ctx = context()
+def test_credentials_unavailable_is_503_for_page_and_login(store):
+    ctx = context(store=store)
     ctx.admin_token = BrokenToken()
 
     page = dashboard.page(ctx, request({"authorization": f"Bearer {ADMIN_TOKEN}"}))
@@ -491,8 +502,8 @@ def test_credentials_unavailable_is_503_for_page_and_login():
     assert "<svg" not in page.body
 
 
-def test_bearer_header_opens_the_page_without_a_cookie():
-    response = dashboard.page(context(), request({"authorization": f"Bearer {ADMIN_TOKEN}"}))
+def test_bearer_header_opens_the_page_without_a_cookie(store):
+    response = dashboard.page(context(store=store), request({"authorization": f"Bearer {ADMIN_TOKEN}"}))
 
     assert response.status_code == 200
     assert "Set-Cookie" not in response.headers

@@ -119,5 +119,10 @@ def test_dashboard_behind_the_login_form_shows_the_campaign(twin, tmp_path):
         wait_for("the login form again", lambda: browser.find_elements(By.NAME, "token"))
         browser.get(f"{twin.api_url}/admin/dashboard")
         assert browser.find_elements(By.NAME, "token") and "linkedin" not in browser.page_source
+
+        # The signed-out cookie put back (as an attacker who copied it would): logout closed it.
+        browser.add_cookie({k: cookie[k] for k in ("name", "value", "path", "httpOnly", "sameSite")})
+        browser.get(f"{twin.api_url}/admin/dashboard")
+        assert browser.find_elements(By.NAME, "token") and "linkedin" not in browser.page_source
     finally:
         browser.quit()

@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -22,6 +23,10 @@ RAW = (
 )
 
 
+# Where the twin's presigned lead-magnet links point: moto's endpoint and the assets bucket.
+ASSETS_URL = "http://127.0.0.1:5000/trellis-test-assets/"
+
+
 @pytest.fixture
 def console(tmp_path) -> Any:
     ticks: list[int] = []
@@ -33,6 +38,7 @@ def console(tmp_path) -> Any:
         OffsetFileClock(str(tmp_path / "c")),
         lambda: outbox,
         leads=lambda: leads,
+        assets_url=ASSETS_URL,
     )
     running.start()
     yield running, ticks
@@ -120,8 +126,9 @@ def test_ebook_page_and_thank_you_page(console):
     status, page = call(running, "GET", "/ebook.html")
     assert status == 200 and "/forms/ebook" in page and 'name="company"' in page
 
-    status, thanks = call(running, "GET", "/ebook-thanks.html?download_url=https%3A%2F%2Fs3.example%2Fx.pdf")
-    assert status == 200 and 'href="https://s3.example/x.pdf"' in thanks
+    issued = f"{ASSETS_URL}x.pdf?X-Amz-Signature=abc"
+    status, thanks = call(running, "GET", "/ebook-thanks.html?" + urlencode({"download_url": issued}))
+    assert status == 200 and f'href="{issued}"' in thanks
 
     status, unsafe = call(running, "GET", "/ebook-thanks.html?download_url=javascript%3Aalert(1)")
     assert status == 200 and "javascript:" not in unsafe

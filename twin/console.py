@@ -1,7 +1,9 @@
 """The twin's dev console (127.0.0.1:8001): the outbox, run the dispatcher now, fast-forward time.
 
     GET  /, /ebook.html               the example landing pages (plain HTML forms, enhanced by a script)
-    GET  /pricing.html, /thanks.html, /ebook-thanks.html   pages that report page views
+    GET  /pricing.html, /thanks.html, /ebook-thanks.html   pages that report page views (the
+                                      thank-you pages link a ``download_url`` only when it is a
+                                      presigned link into the twin's assets bucket)
     GET  /leads, /leads.json          the newest leads with score, stage and timeline
     GET  /outbox.json                 every email SES accepted in the twin, newest first
     GET  /outbox                      the same as a page, each email's HTML with working links,
@@ -24,7 +26,7 @@ from email import policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -106,8 +108,12 @@ class Console:
         leads: Optional[Callable[[], list[dict[str, Any]]]] = None,
         host: str = "127.0.0.1",
         gate: Optional[ClockGate] = None,
+        assets_url: Optional[str] = None,
     ) -> None:
         self._gate = gate or ClockGate()
+        # Where the API's presigned lead-magnet links point (moto's endpoint + the assets bucket):
+        # the only download a thank-you page may offer. Without it the pages offer none.
+        self._assets_url = assets_url
         self._leads = leads or (lambda: [])
         self._api_url = api_url
         self._consent_texts = consent_texts or {}
@@ -161,7 +167,7 @@ class Console:
         elif path in _PLAIN:
             title, text = _PLAIN[path]
             download_url = parse_qs(parts.query).get("download_url", [""])[0]
-            if not download_url.startswith(("http://", "https://")):
+            if not issued_download(download_url, self._assets_url):
                 download_url = ""
             page = _PAGES.get_template("page.html").render(
                 title=title, text=text, api_url=self._api_url, download_url=download_url
@@ -219,6 +225,31 @@ class Console:
             _send(request, 200, "application/json", json.dumps(body))
         else:
             _send(request, 404, "application/json", json.dumps({"error": "not_found"}))
+
+
+def issued_download(url: str, assets_url: Optional[str]) -> bool:
+    """Whether ``url`` is a link Trellis could have handed out: a presigned GET of an object in
+    the assets bucket at ``assets_url`` (``http://host:port/<bucket>/``, path-style as
+    ``chalicelib.aws`` presigns). Anything else (another host, ``javascript:``, a path that
+    climbs out of the bucket, an unsigned link) is someone else's URL in our page."""
+    if not assets_url:
+        return False
+    try:
+        link, assets = urlsplit(url), urlsplit(assets_url)
+    except ValueError:
+        return False
+    bucket_path = assets.path.rstrip("/") + "/"
+    segments = unquote(link.path).split("/")
+    return (
+        link.scheme in ("http", "https")
+        and (link.scheme, link.netloc) == (assets.scheme, assets.netloc)
+        and link.path.startswith(bucket_path)
+        and len(link.path) > len(bucket_path)
+        and not {".", ".."} & set(segments)
+        and "\\" not in link.path
+        and "X-Amz-Signature" in parse_qs(link.query)
+        and not link.fragment
+    )
 
 
 def _from_page(request: BaseHTTPRequestHandler) -> bool:
