@@ -47,8 +47,10 @@ def s3() -> S3Client:
 
 
 # No SDK-level retries for SES: a retried SendEmail whose first answer was lost sends twice, and
-# the dispatcher already retries failed steps itself, with backoff, under its claim.
-SES_RETRY_CONFIG = Config(retries={"max_attempts": 1, "mode": "standard"})
+# the dispatcher already retries failed steps itself, with backoff, under its claim. botocore's
+# ``max_attempts`` counts retries (1 = one retry); ``total_max_attempts`` counts attempts, and an
+# explicit one also wins over AWS_MAX_ATTEMPTS and the config file.
+SES_RETRY_CONFIG = Config(retries={"total_max_attempts": 1, "mode": "standard"})
 
 
 @functools.cache
