@@ -20,6 +20,7 @@ import json
 import logging
 import secrets
 import time
+import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -200,11 +201,10 @@ class Notifier:
             self._store.mark_handoff(handoff, claim_id, {"status": "lead_gone"}, remove_due=True)
             return True
         payload = self._payload(handoff, lead)
-        if handoff.email_sent_at is None:
+        raw = self._email_or_none(handoff, lead, events) if handoff.email_sent_at is None else None
+        if raw is not None:
             try:
-                self._mailer.send(
-                    self._campaign.sender.from_address, handoff.owner_email, self._email(handoff, lead, events)
-                )
+                self._mailer.send(self._campaign.sender.from_address, handoff.owner_email, raw)
             except (SendThrottled, SendFailed, SendRejected):
                 self._metrics.add("SendFailures")
                 logger.warning("handoff email for %s failed; the lease will retry it", handoff.lead_id)
@@ -239,6 +239,22 @@ class Notifier:
                 return True
         self._store.mark_handoff(handoff, claim_id, {"status": "notified"}, remove_due=True)
         return True
+
+    def _email_or_none(self, handoff: Handoff, lead: Lead, events: list[Event]) -> Optional[bytes]:
+        """The owner's email, or None when the lead's data cannot make one (``Unsendable``, or a
+        template that breaks on it): SNS and the webhook still go. Logged without the error's
+        message, which may quote the lead's data."""
+        try:
+            return self._email(handoff, lead, events)
+        except Exception as e:
+            self._metrics.add("ItemErrors")
+            frames = "".join(traceback.format_tb(e.__traceback__))
+            logger.error(
+                "handoff email for %s cannot be built; SNS and the webhook still go",
+                handoff.lead_id,
+                extra={"error_type": type(e).__name__, "error_frames": frames},
+            )
+            return None
 
     def _payload(self, handoff: Handoff, lead: Lead) -> dict[str, Any]:
         return {

@@ -48,6 +48,7 @@ MetricName = Literal[
     "Bounces",  # one permanently bounced recipient
     "Complaints",  # one complaining recipient
     "SqlHandoffs",  # a lead newly handed to sales (the handoff's creating write succeeded)
+    "ItemErrors",  # one due item (enrolment, handoff) that failed with an error; the tick went on
 ]
 METRIC_NAMES: Final[tuple[str, ...]] = get_args(MetricName)
 

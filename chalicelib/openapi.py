@@ -408,6 +408,16 @@ def _response_schemas() -> dict[str, Schema]:
                         "warnings": array(STRING),
                     }
                 ),
+                "exits": obj(
+                    {
+                        "total": {"type": "object", "additionalProperties": INTEGER, "description": "reason to count"},
+                        "by_sequence": {
+                            "type": "object",
+                            "additionalProperties": {"type": "object", "additionalProperties": INTEGER},
+                            "description": "sequence id to exit reason (e.g. `stage:sql`, `undeliverable`) to count",
+                        },
+                    }
+                ),
                 "bots_blocked": INTEGER,
             }
         ),

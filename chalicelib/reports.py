@@ -12,7 +12,9 @@ What is counted:
 - lead velocity: time from capture to MQL and to SQL, as a histogram (``VELOCITY_BUCKETS``),
   from which the median is interpolated;
 - per sequence step: sent; delivered (SES delivery notifications); and once per lead and email:
-  opened, clicked, unsubscribed, bounced, complained.
+  opened, clicked, unsubscribed, bounced, complained;
+- per sequence: enrolments that exited, by reason (a stage or goal reached, suppressed,
+  ``undeliverable``, ...), once per enrolment.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, Optional
 
 from chalicelib.capture import SUBMISSION_EVENT
 from chalicelib.clock import Clock
-from chalicelib.entities import Event, Lead, Message, iso, parse_iso
+from chalicelib.entities import Enrolment, Event, Lead, Message, iso, parse_iso
 from chalicelib.models import Campaign, SpendUpdate
 from chalicelib.nurture.rules import CONFIRM_SEQUENCE, CONFIRM_STEP
 from chalicelib.store import Counter, Store
@@ -215,6 +217,15 @@ def sequence_report(
         row = _email_row(step_counts.get(key, {}))
         steps.append({"sequence_id": key[0], "step_id": key[1], "subject": subjects.get(key, ""), **row})
     totals = _email_row({metric: sum(int(s[metric]) for s in steps) for metric in EMAIL_METRICS})
+    exits: dict[str, dict[str, int]] = {
+        c.parts[0]: {reason: int(n) for reason, n in sorted(fields.items())}
+        for c, fields in sorted(counters.items(), key=lambda item: item[0].parts)
+        if c.kind == "exit" and len(c.parts) == 1
+    }
+    exits_total: dict[str, int] = {}
+    for by_reason in exits.values():
+        for reason, count in by_reason.items():
+            exits_total[reason] = exits_total.get(reason, 0) + count
     bounce_rate, complaint_rate = totals["rates"]["bounced"], totals["rates"]["complained"]
     warnings = []
     if bounce_rate is not None and bounce_rate > SES_BOUNCE_LIMIT:
@@ -237,6 +248,7 @@ def sequence_report(
             "complaint_limit": SES_COMPLAINT_LIMIT,
             "warnings": warnings,
         },
+        "exits": {"total": dict(sorted(exits_total.items())), "by_sequence": exits},
         "bots_blocked": int(bots.get("blocked", 0)),
     }
 
@@ -259,8 +271,10 @@ class Tally:
         self._campaign = campaign
         self._store = store
 
-    def observe(self, image: Event | Message) -> int:
-        """Count one newly written event or message; returns how many counters moved."""
+    def observe(self, image: Event | Message | Enrolment) -> int:
+        """Count one newly written event, message or exited enrolment; returns how many counters moved."""
+        if isinstance(image, Enrolment):
+            return self._count_exit(image)
         if isinstance(image, Message):
             marker = f"sent#{image.message_id}#{image.enrolled_at}"
             step = (image.sequence_id, image.step_id)
@@ -281,6 +295,15 @@ class Tally:
         counted once per lead and step."""
         lead_id, _, message_id = reference.partition("/")
         return self._count_reaction(lead_id, message_id, event_type, at)
+
+    def _count_exit(self, enrolment: Enrolment) -> int:
+        if enrolment.status != "exited" or not enrolment.exit_reason:
+            return 0
+        # Per enrolment (a re-enrolment has a new enrolled_at), kept: a later write to the exited
+        # enrolment's item comes down the stream again and must not count it twice.
+        marker = f"exit#{enrolment.sequence_id}#{enrolment.enrolled_at}"
+        adds = {Counter("exit", (enrolment.sequence_id,)): {enrolment.exit_reason: 1}}
+        return int(self._store.count_once(enrolment.lead_id, marker, adds, enrolment.enrolled_at, probe=True))
 
     def _count_reaction(self, lead_id: str, message_id: object, event_type: str, at: str) -> int:
         step, metric = _step_of(message_id), _EVENT_METRICS.get(event_type)

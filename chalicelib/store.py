@@ -12,7 +12,7 @@ One table per campaign stage (see docs/data-model.md):
     suppression       SUPPRESS#<lead_id> SUPPRESS                            -
     rate-limit window LIMIT#<scope>#<key> W#<window start epoch>             - (TTL)
     admin session     ADMIN_SESSION#<id> SESSION                             - (TTL)
-    counters          STATS              BOTS, ROUND_ROBIN, FUNNEL#..., STEP#..., SPEND#...
+    counters          STATS              BOTS, ROUND_ROBIN, FUNNEL#..., STEP#..., EXIT#..., SPEND#...
 
 Report counters are kept by the stream handler: each count is a transaction of a marker put
 (conditional on its absence, in the lead's partition) and the counter increments, so a
@@ -22,6 +22,7 @@ redelivered record or a lead reaching a stage twice counts once.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ from chalicelib.errors import ConditionFailed, InvalidRequest, StoreError, Write
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+
+logger = logging.getLogger(__name__)
 
 DUE_INDEX = "due"
 STAGE_INDEX = "by_stage"
@@ -143,7 +146,7 @@ class LeadRecord:
 
 @dataclass(frozen=True)
 class Counter:
-    """One report counter item: a kind ("funnel", "step", "spend") and the parts naming it."""
+    """One report counter item: a kind ("funnel", "step", "exit", "spend") and the parts naming it."""
 
     kind: str
     parts: tuple[str, ...]
@@ -488,10 +491,14 @@ class Store:
                 page = self._call("query", **kwargs)
                 for item in page.get("Items", []):
                     plain = _deserialize(item)
-                    if str(plain["sk"]).startswith("HANDOFF#"):
-                        yield Handoff.from_item(plain)
-                    else:
-                        yield Enrolment.from_item(plain)
+                    try:
+                        handoff = str(plain["sk"]).startswith("HANDOFF#")
+                        due = Handoff.from_item(plain) if handoff else Enrolment.from_item(plain)
+                    except (KeyError, TypeError, ValueError):
+                        # A damaged item must not end the walk for everything due after it.
+                        logger.error("unreadable due item %s %s skipped", plain.get("pk"), plain.get("sk"))
+                        continue
+                    yield due
                 if "LastEvaluatedKey" not in page:
                     break
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -139,6 +139,7 @@ class StreamProcessor:
             return None
         image = parse_stream_image(record.get("dynamodb", {}).get("NewImage") or {})
         if isinstance(image, Enrolment):
+            report.counted += self._count(image)  # an exit, by reason
             was_due = self._became_due(record, image)
             if was_due and self._dispatcher.dispatch(image, tick):
                 report.dispatched += 1
@@ -153,7 +154,7 @@ class StreamProcessor:
             report.counted += self._count(image)
         return None
 
-    def _count(self, image: Event | Message) -> int:
+    def _count(self, image: Event | Message | Enrolment) -> int:
         """Count for the reports; a record DynamoDB refuses to count is skipped, never retried:
         the reports must not hold up scoring, handoffs and sends for the rest of the shard."""
         try:

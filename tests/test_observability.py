@@ -293,6 +293,7 @@ def test_only_the_known_metric_names_and_positive_counts():
         "Bounces",
         "Complaints",
         "SqlHandoffs",
+        "ItemErrors",
     )
 
 

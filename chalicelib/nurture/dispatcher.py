@@ -8,6 +8,12 @@ crash safe: a step claimed but never committed falls due again when the lease en
 The one window: SES accepted the email but the dispatcher never learned it or could not record
 it (the Lambda died before the commit, or SES's answer was lost on the way back). The step is then
 sent again, after the lease (``LEASE``) or the backoff. Everything else is at most once.
+
+No item can stop a tick: an error while handling one (its data cannot be rendered, a bug, a
+surprise from DynamoDB or SES) is logged without its data, counted (``ItemErrors``), and that
+item backs off; after ``MAX_ATTEMPTS`` it exits ``undeliverable``. An address no email can be
+built for (``Unsendable``) is suppressed and exits at once. Only throttling, the time budget and
+the Lambda itself dying (a ``BaseException``, which is never caught here) end a tick early.
 """
 
 from __future__ import annotations
@@ -18,17 +24,26 @@ import math
 import secrets
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import Optional
+from typing import Any, Optional
 
 from chalicelib.capture import AssetLinks
 from chalicelib.clock import Clock
 from chalicelib.entities import Enrolment, Handoff, Lead, Message, Suppression, iso, message_id_for
-from chalicelib.errors import ConditionFailed, SendFailed, SendRejected, SendThrottled, StoreError
+from chalicelib.errors import (
+    ConditionFailed,
+    InvalidRequest,
+    SendFailed,
+    SendRejected,
+    SendThrottled,
+    StoreError,
+    Unsendable,
+)
 from chalicelib.models import Campaign
 from chalicelib.nurture import rules
 from chalicelib.nurture.mailer import Mailer
@@ -46,6 +61,9 @@ LEASE = timedelta(minutes=5)
 SAFETY_MARGIN_MS = 10_000
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_MAX = timedelta(hours=6)
+# Attempts of one step (claims without progress) after which an error ends the enrolment: with
+# the backoff, about 15 minutes of failing. A transient send failure alone never ends it.
+MAX_ATTEMPTS = 5
 # What one email takes end to end, generously (SES answers in 30-100 ms, DynamoDB in ~10 ms a
 # request, three requests): sizes the tick's pool of send workers (``send_workers``).
 SEND_TIME_ALLOWANCE = 0.15
@@ -65,6 +83,7 @@ class TickReport:
     rejected: int = 0
     failed: int = 0
     lost_claims: int = 0
+    errors: int = 0  # items that failed with an error (ItemErrors): backed off or exited, never fatal
     stopped_early: bool = False
     exits: dict[str, int] = field(default_factory=dict)
 
@@ -153,8 +172,9 @@ class Dispatcher:
 
         Up to ``send_workers(rate)`` enrolments are in flight at once, each in its own claim, so
         SES's latency does not cap the tick below the send rate. A lead's enrolments go one after
-        another (its frequency cap reads what the one before sent). Throttling, the time budget
-        or an error stops new work; what is in flight finishes (a throttled send backs off).
+        another (its frequency cap reads what the one before sent). Throttling or the time budget
+        stops new work; what is in flight finishes (a throttled send backs off). An item's error
+        stops nothing but that item.
         """
         report = TickReport()
         if self._fresh_pacer_per_tick:
@@ -171,8 +191,9 @@ class Dispatcher:
                 if isinstance(enrolment, Handoff):
                     run.slot_unused()
                     # A sales webhook waiting for its retry shares the due index with the steps.
-                    if self._on_due_handoff is not None:
-                        self._on_due_handoff(enrolment)
+                    if not self._handoff(enrolment, report):
+                        report.stopped_early = True
+                        break
                     continue
                 run.submit(pool, enrolment.lead_id, self.dispatch, enrolment)
         report = run.merged_into(report)
@@ -182,22 +203,40 @@ class Dispatcher:
         return report
 
     def dispatch(self, enrolment: Enrolment, report: TickReport) -> bool:
-        """Handle one due enrolment. Returns False when the tick should stop (SES throttling)."""
+        """Handle one due enrolment. Returns False when the tick should stop (SES throttling).
+
+        Never raises an ``Exception``: the tick and the stream handler both go on with the rest.
+        """
         now = self._clock.now()
         if enrolment.due_at is None or enrolment.status != "active" or enrolment.due_at > iso(now):
             return True
         claim_id = secrets.token_hex(8)
-        if not self._store.claim(enrolment, claim_id, iso(now + LEASE)):
+        try:
+            claimed = self._store.claim(enrolment, claim_id, iso(now + LEASE))
+        except Exception as e:
+            # Not claimed, so nothing of ours to give back: still due, the next tick tries again.
+            self._count_error(report, e, "claim of %s/%s failed", enrolment.lead_id, enrolment.sequence_id)
+            return True
+        if not claimed:
             report.lost_claims += 1  # another dispatcher has it
             return True
         report.claimed += 1
         attempts = enrolment.attempts + 1
+        try:
+            return self._dispatch_claimed(enrolment, claim_id, attempts, now, report)
+        except Unsendable as e:
+            self._unsendable(enrolment, claim_id, attempts, now, report, e)
+        except Exception as e:
+            self._failed(enrolment, claim_id, attempts, now, report, e)
+        return True
+
+    def _dispatch_claimed(
+        self, enrolment: Enrolment, claim_id: str, attempts: int, now: datetime, report: TickReport
+    ) -> bool:
         lead, suppression = self._store.load_for_dispatch(enrolment.lead_id)
         decision = rules.decide(self._campaign, enrolment, lead, suppression, now)
         if isinstance(decision, rules.Exit):
-            self._store.finish(enrolment, claim_id, "exited", decision.reason)
-            report.exited += 1
-            report.exits[decision.reason] = report.exits.get(decision.reason, 0) + 1
+            self._exit(enrolment, claim_id, decision.reason, report)
         elif isinstance(decision, rules.Advance):
             self._store.advance(enrolment, claim_id, decision.next_index, _iso_or_none(decision.next_due))
             report.skipped += 1
@@ -262,8 +301,8 @@ class Dispatcher:
             return False
         except SendRejected as e:
             self._metrics.add("SendFailures")
-            self._store.suppress(Suppression(lead.lead_id, "rejected", iso(now), e.code))
-            self._store.finish(enrolment, claim_id, "exited", "rejected")
+            self._store.suppress(Suppression(lead.lead_id, rules.REJECTED, iso(now), e.code))
+            self._store.finish(enrolment, claim_id, "exited", rules.REJECTED)
             report.rejected += 1
             return True
         except SendFailed:
@@ -273,18 +312,18 @@ class Dispatcher:
             report.failed += 1
             return True
         self._metrics.add("EmailsSent")
-
-        message = Message(
-            lead_id=lead.lead_id,
-            message_id=message_id,
-            sequence_id=enrolment.sequence_id,
-            step_id=step.id,
-            subject=rendered.subject,
-            sent_at=iso(now),
-            ses_message_id=ses_message_id,
-            enrolled_at=enrolment.enrolled_at,
-        )
+        # From here on an error must not be retried soon: the email went.
         try:
+            message = Message(
+                lead_id=lead.lead_id,
+                message_id=message_id,
+                sequence_id=enrolment.sequence_id,
+                step_id=step.id,
+                subject=rendered.subject,
+                sent_at=iso(now),
+                ses_message_id=ses_message_id,
+                enrolled_at=enrolment.enrolled_at,
+            )
             self._store.commit_send(
                 enrolment,
                 claim_id,
@@ -293,15 +332,108 @@ class Dispatcher:
                 _iso_or_none(decision.next_due),
                 rules.recent_sends_after(lead.recent_sends, now, self._campaign.frequency_cap),
             )
+        except InvalidRequest as e:  # DynamoDB refuses this commit as malformed: it always will
+            self._sent_unrecordable(enrolment, claim_id, message_id, report, e)
+            return True
         except (ConditionFailed, StoreError):
             # Sent but not recorded: the one window. The lease makes the step due again later.
             logger.error("sent %s/%s but could not record it", lead.lead_id, message_id, exc_info=True)
             report.failed += 1
             return True
+        except Exception as e:
+            self._sent_unrecordable(enrolment, claim_id, message_id, report, e)
+            return True
         report.sent += 1
         if decision.next_due is None:
             report.completed += 1
         return True
+
+    def _exit(self, enrolment: Enrolment, claim_id: str, reason: str, report: TickReport) -> None:
+        self._store.finish(enrolment, claim_id, "exited", reason)
+        report.exited += 1
+        report.exits[reason] = report.exits.get(reason, 0) + 1
+
+    def _unsendable(
+        self, enrolment: Enrolment, claim_id: str, attempts: int, now: datetime, report: TickReport, e: Unsendable
+    ) -> None:
+        """The lead's own address cannot make an email: retrying cannot help. Suppressed, so its
+        other enrolments exit too, and this one exits now."""
+        logger.warning(
+            "no email can be built for %s/%s; address suppressed",
+            enrolment.lead_id,
+            enrolment.sequence_id,
+            extra={"reason": e.reason},  # fixed texts (mime.mailbox's), never part of the address
+        )
+        try:
+            self._store.suppress(Suppression(enrolment.lead_id, rules.INVALID_ADDRESS, iso(now), e.reason))
+            self._exit(enrolment, claim_id, rules.INVALID_ADDRESS, report)
+        except Exception as error:
+            self._failed(enrolment, claim_id, attempts, now, report, error)
+
+    def _failed(
+        self, enrolment: Enrolment, claim_id: str, attempts: int, now: datetime, report: TickReport, e: Exception
+    ) -> None:
+        """An error before anything was sent: this item backs off, or exits after MAX_ATTEMPTS."""
+        given_up = attempts >= MAX_ATTEMPTS
+        self._count_error(
+            report,
+            e,
+            "dispatch of %s/%s failed (attempt %d); %s",
+            enrolment.lead_id,
+            enrolment.sequence_id,
+            attempts,
+            "giving up" if given_up else "backing off",
+        )
+        try:
+            if given_up:
+                self._exit(enrolment, claim_id, rules.UNDELIVERABLE, report)
+            else:
+                self._store.release(enrolment, claim_id, iso(now + backoff(attempts)), reset_attempts=False)
+        except Exception as error:
+            # Still claimed: the lease's end brings the step back, and counts as the next attempt.
+            self._count_error(report, error, "could not release %s/%s", enrolment.lead_id, enrolment.sequence_id)
+
+    def _sent_unrecordable(
+        self, enrolment: Enrolment, claim_id: str, message_id: str, report: TickReport, e: Exception
+    ) -> None:
+        """SES took the email but this commit is refused for good: every retry would send it once
+        more, so the enrolment exits instead (best effort: else the lease brings it back)."""
+        report.failed += 1
+        self._count_error(report, e, "sent %s/%s but cannot record it; exiting", enrolment.lead_id, message_id)
+        try:
+            self._exit(enrolment, claim_id, rules.UNDELIVERABLE, report)
+        except Exception as error:
+            self._count_error(report, error, "could not exit %s/%s", enrolment.lead_id, enrolment.sequence_id)
+
+    def _handoff(self, handoff: Handoff, report: TickReport) -> bool:
+        """A due handoff (a webhook retry, or one whose notifier died). False: throttled, stop.
+
+        On an error the handoff stays claimed: its lease's end (``HANDOFF_LEASE``) brings it back.
+        """
+        if self._on_due_handoff is None:
+            return True
+        try:
+            self._on_due_handoff(handoff)
+        except SendThrottled:
+            report.throttled += 1
+            return False
+        except Exception as e:
+            self._count_error(report, e, "handoff of %s failed; retried after its lease", handoff.lead_id)
+        return True
+
+    def _count_error(self, report: TickReport, e: BaseException, message: str, *args: Any) -> None:
+        """Log an item's error by its references only, and count it.
+
+        Not the exception's message: it may quote the item's data (a name, a company) and the log
+        formatter can only recognise addresses. The type and the frames say where it broke.
+        """
+        report.errors += 1
+        self._metrics.add("ItemErrors")
+        logger.error(
+            message,
+            *args,
+            extra={"error_type": type(e).__name__, "error_frames": "".join(traceback.format_tb(e.__traceback__))},
+        )
 
     def _magnet_for(self, sequence_id: str, lead: Lead) -> Optional[str]:
         """The asset this sequence is about: its magnet form's, else what first caught the lead."""

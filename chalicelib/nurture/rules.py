@@ -16,6 +16,12 @@ from chalicelib.models import WEEKDAYS, Campaign, Condition, FrequencyCap, SendW
 CONFIRM_SEQUENCE = "_confirm"
 CONFIRM_STEP = "confirm"
 
+# Exit reasons the dispatcher gives (the rules below give theirs: lead_gone, stage:..., goal:...).
+# The sequence report counts exits by reason.
+REJECTED = "rejected"  # SES refused the message for good (MessageRejected); the address is suppressed
+INVALID_ADDRESS = "invalid_address"  # no valid email can be built for the address; suppressed, with this reason
+UNDELIVERABLE = "undeliverable"  # errors up to the dispatcher's MAX_ATTEMPTS, or a send that cannot be recorded
+
 
 @dataclass(frozen=True)
 class Send:
