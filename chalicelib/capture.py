@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,10 +14,11 @@ from typing import Any, Optional, Protocol
 from pydantic import BaseModel, ValidationError
 
 from chalicelib.clock import Clock
-from chalicelib.entities import ConsentRecord, Enrolment, Event, Touch, iso, lead_id_for
-from chalicelib.errors import NotFound, ValidationFailed, WriteConflict
+from chalicelib.entities import GRANTED, ConsentRecord, Enrolment, Event, Lead, Touch, iso, lead_id_for
+from chalicelib.errors import InvalidToken, NotFound, ValidationFailed, WriteConflict
 from chalicelib.models import (
     CONSENT_FIELD,
+    LEAD_TOKEN_FIELD,
     RENDERED_AT_FIELD,
     Campaign,
     Form,
@@ -26,11 +29,13 @@ from chalicelib.models import (
 from chalicelib.nurture.rules import CONFIRM_SEQUENCE
 from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.store import CaptureWrite, Store
-from chalicelib.tracking import TokenSigner
+from chalicelib.tracking import CLAIMED, CREATOR, MAILBOX, TRUST_KEY, VOID, TokenSigner
 
 logger = logging.getLogger(__name__)
 
 SUBMISSION_EVENT = "form_submitted"
+# rendered_at: milliseconds since the epoch as the page's script wrote it (Date.now()), nothing else.
+_EPOCH_MILLIS = re.compile(r"^\d{1,16}(\.\d{1,6})?$")
 _CONFLICT_RETRIES = 3
 _TRUE_VALUES = {"on", "true", "1", "yes", "y"}
 
@@ -43,12 +48,17 @@ class AssetLinks(Protocol):
 class RequestMeta:
     user_agent: Optional[str]
     source_ip: Optional[str]
+    # A JSON post comes from a script, which always sets rendered_at; a plain HTML post may come
+    # from a page without JavaScript, which cannot.
+    scripted: bool = False
 
 
 @dataclass(frozen=True)
 class CaptureResult:
     lead_id: str
     lead_token: str
+    # Whether the lead is new: for logs and metrics only, never for the answer (which would tell
+    # a stranger who is a lead).
     created: bool
     thank_you_url: str
     download_url: Optional[str] = None
@@ -88,17 +98,19 @@ class Capture:
         email: NormalisedEmail = values.pop("email")
         lead_id = lead_id_for(email.identity)
 
-        bot_reason = self._bot_reason(fields, now)
+        bot_reason = self._bot_reason(fields, now, meta)
         if bot_reason is not None:
             self._store.count_bot(form_id, bot_reason)
             self._metrics.add("BotsBlocked")
             logger.info("bot blocked", extra={"form_id": form_id, "reason": bot_reason})
-            # Same answer a person gets, so the bot learns nothing; nothing is stored.
-            return self._result(form, lead_id, now, created=True, bot=True)
+            # The answer a person gets, with a token that looks the same and does nothing, so the
+            # bot learns nothing; nothing is stored.
+            return self._result(form, lead_id, now, created=True, trust=VOID, bot=True)
 
+        proven = self._proves_mailbox(fields.get(LEAD_TOKEN_FIELD), lead_id, now)
         for _ in range(_CONFLICT_RETRIES):
             known = self._store.get_lead(lead_id)
-            write = self._plan(form_id, form, now, lead_id, email, values, tracking, consent_given, meta, known)
+            write = self._plan(form_id, form, now, lead_id, email, values, tracking, consent_given, meta, known, proven)
             try:
                 self._store.save_capture(write)
             except WriteConflict:
@@ -107,7 +119,8 @@ class Capture:
                 self._metrics.add("LeadsCaptured")
             # The lead id (a hash), never the address or any field's value.
             logger.info("lead captured", extra={"lead_id": lead_id, "form_id": form_id, "new_lead": known is None})
-            return self._result(form, lead_id, now, created=known is None)
+            trust = CREATOR if known is None else MAILBOX if proven else CLAIMED
+            return self._result(form, lead_id, now, created=known is None, trust=trust)
         raise WriteConflict(f"lead kept changing during {_CONFLICT_RETRIES} attempts")
 
     # -- steps --------------------------------------------------------------------------------
@@ -133,20 +146,33 @@ class Capture:
             raise ValidationFailed(errors)
         return values, tracking, consent_given and form.consent is not None
 
-    def _bot_reason(self, fields: Mapping[str, Any], now: datetime) -> Optional[str]:
+    def _proves_mailbox(self, token: Any, lead_id: str, now: datetime) -> bool:
+        """Whether the submission carries a token from one of this lead's own emails."""
+        if not isinstance(token, str) or not token or len(token) > 4096:
+            return False
+        try:
+            claim = self._signer.lead_from_token(token, now)
+        except InvalidToken:
+            return False
+        return claim.trust == MAILBOX and claim.lead_id == lead_id
+
+    def _bot_reason(self, fields: Mapping[str, Any], now: datetime, meta: RequestMeta) -> Optional[str]:
         defence = self._campaign.bot_defence
         honeypot = fields.get(defence.honeypot_field)
-        if honeypot not in (None, "", False):
+        # Anything at all in the hidden field, 0 and false included, is a bot's doing.
+        if honeypot is not None and honeypot != "":
             return "honeypot"
         rendered_at = fields.get(RENDERED_AT_FIELD)
-        if rendered_at in (None, ""):
-            return None  # a plain HTML post: the honeypot alone judges it
-        try:
-            elapsed = now.timestamp() - float(rendered_at) / 1000.0
-        except (TypeError, ValueError):
+        if rendered_at is None or rendered_at == "":
+            # A page without JavaScript cannot set it: the honeypot alone judges a plain HTML post.
+            return "no_timestamp" if meta.scripted else None
+        rendered = _epoch_seconds(rendered_at)
+        if rendered is None:
             return "bad_timestamp"
-        # A negative elapsed time means the visitor's clock runs ahead of ours: no verdict.
-        if 0 <= elapsed < defence.min_fill_seconds:
+        elapsed = now.timestamp() - rendered
+        if elapsed < 0:
+            return "future_timestamp"
+        if elapsed < defence.min_fill_seconds:
             return "too_fast"
         return None
 
@@ -161,7 +187,8 @@ class Capture:
         tracking: Tracking,
         consent_given: bool,
         meta: RequestMeta,
-        known: Any,
+        known: Optional[Lead],
+        proven: bool,
     ) -> CaptureWrite:
         at = iso(now)
         touch = Touch(at=at, form_id=form_id, magnet=form.magnet, **tracking.attribution())
@@ -169,15 +196,26 @@ class Capture:
         if tracking.timezone:
             profile["timezone"] = tracking.timezone
         custom: dict[str, Any] = {k: v for k, v in values.items() if k in form.custom_fields and v is not None}
+        # Anyone can type an address: without proof, a submission for a known lead only fills in
+        # what is missing; what it would change is kept as a proposal on its timeline event.
+        trusted = known is None or proven
+        proposed: dict[str, Any] = {}
+        if not trusted:
+            assert known is not None
+            profile, proposed_profile = _split_new(profile, known.profile | {"timezone": known.timezone})
+            custom, proposed_custom = _split_new(custom, known.custom)
+            proposed = {**proposed_profile, **{f"cf_{k}": v for k, v in proposed_custom.items()}}
 
         consent = None
         if consent_given and form.consent is not None:
             status = "pending_confirmation" if form.double_opt_in else "granted"
-            if known is not None and known.consent is not None and known.consent.status == "granted":
-                status = "granted"  # a confirmed lead stays confirmed when they sign up again
+            if known is not None and known.consent is not None and known.consent.status == GRANTED:
+                status = GRANTED  # a confirmed lead stays confirmed when they sign up again
             consent = ConsentRecord(
                 status=status, version=form.consent.version, text=form.consent.text, form_id=form_id, at=at
             )
+            if not trusted and known is not None and known.consent is not None and known.consent.status == GRANTED:
+                consent = None  # the lead's own consent record stays; this one is on the event
 
         enrolments = []
         pending = consent is not None and consent.status == "pending_confirmation"
@@ -212,7 +250,7 @@ class Capture:
         stage: Optional[str] = None
         if known is None:
             stage = form.stage
-        elif known.stage == "subscriber" and form.stage == "lead":
+        elif trusted and known.stage == "subscriber" and form.stage == "lead":
             stage = "lead"
 
         event = Event(
@@ -224,7 +262,11 @@ class Capture:
                 "form_id": form_id,
                 "magnet": form.magnet,
                 "fields": sorted(profile) + sorted(custom),
-                "consent": consent is not None,
+                "consent": consent_given and form.consent is not None,
+                "consent_version": form.consent.version if consent_given and form.consent is not None else None,
+                # A stranger's submission scores nothing and moves no stage (tracking.TRUSTED).
+                TRUST_KEY: CREATOR if known is None else MAILBOX if proven else CLAIMED,
+                "proposed_changes": proposed or None,
                 "user_agent": (meta.user_agent or "")[:512] or None,
                 "ip_hash": self._signer.pseudonym(meta.source_ip) if meta.source_ip else None,
                 **tracking.attribution(),
@@ -235,6 +277,8 @@ class Capture:
             now=at,
             email=email.address,
             email_identity=email.identity,
+            # Only a new lead or the mailbox's owner sets the address mail goes to (its spelling).
+            email_is_new=trusted,
             touch=touch,
             event=event,
             known_stage=None if known is None else known.stage,
@@ -247,19 +291,51 @@ class Capture:
             expires_at=expires_at,
         )
 
-    def _result(self, form: Form, lead_id: str, now: datetime, created: bool, bot: bool = False) -> CaptureResult:
+    def _result(
+        self, form: Form, lead_id: str, now: datetime, created: bool, trust: str, bot: bool = False
+    ) -> CaptureResult:
         download_url = None
         if form.magnet is not None:
             magnet = self._campaign.magnets[form.magnet]
             download_url = self._assets.download_url(magnet.asset_key, int(magnet.link_lifetime.total_seconds()))
         return CaptureResult(
             lead_id=lead_id,
-            lead_token=self._signer.lead_token(lead_id, now),
+            lead_token=self._signer.lead_token(lead_id, now, trust),
             created=created,
             thank_you_url=form.thank_you_url,
             download_url=download_url,
             bot=bot,
         )
+
+
+def _split_new(given: dict[str, Any], known: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``given`` split into what ``known`` lacks (to fill in) and what it would change (proposed)."""
+    fill: dict[str, Any] = {}
+    change: dict[str, Any] = {}
+    for name, value in given.items():
+        current = known.get(name)
+        if current is None or current == "":
+            fill[name] = value
+        elif current != value:
+            change[name] = value
+    return fill, change
+
+
+def _epoch_seconds(value: Any) -> Optional[float]:
+    """rendered_at in seconds, or None when it is not a plausible Date.now() (bounded before float)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        millis = float(value) if 0 <= value < 10**16 else math.nan
+    elif isinstance(value, float):
+        millis = value
+    elif isinstance(value, str) and _EPOCH_MILLIS.match(value.strip()):
+        millis = float(value.strip())
+    else:
+        return None
+    if not math.isfinite(millis) or millis < 0:
+        return None
+    return millis / 1000.0
 
 
 def _truthy(value: Any) -> bool:

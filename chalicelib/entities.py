@@ -71,6 +71,10 @@ class Touch:
         return cls(**{k: item.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
 
 
+GRANTED = "granted"
+PENDING_CONFIRMATION = "pending_confirmation"
+
+
 @dataclass(frozen=True)
 class ConsentRecord:
     """Marketing consent as given: which wording (version), when, on which form."""

@@ -39,6 +39,7 @@ from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.rendering import environment
 from chalicelib.scoring import ScoredEvent, next_stage, score_lead
 from chalicelib.store import Store
+from chalicelib.tracking import is_trusted
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ class Qualifier:
         lead, history = self._store.lead_with_events(lead_id)
         # Our own stage_changed events are not evidence: counting them would make every
         # redelivery after a stage change look like news.
-        events = [e for e in history if e.type != STAGE_CHANGED]
+        # Nor is what nobody vouches for: a stranger's submission or page view (tracking.TRUSTED).
+        events = [e for e in history if e.type != STAGE_CHANGED and is_trusted(e.data)]
         if lead is None or len(events) <= lead.score_events:
             return None  # gone, or already scored with everything we see (a redelivery)
         scoring = self._campaign.scoring

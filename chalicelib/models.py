@@ -8,11 +8,13 @@ queries, events, the campaign's parts on their own) cost nothing until used.
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
 from datetime import datetime, time, timedelta
 from typing import Annotated, Any, Literal, Optional, Self, get_args
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
     AfterValidator,
@@ -48,6 +50,18 @@ def _parse_duration(value: Any) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
 
 
+# Control characters (NUL, CR, LF, ESC...) and Unicode line and paragraph separators: nothing a
+# person types into a one-line field, and what header and log injection is made of.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+
+
+def _no_control_characters(value: str) -> str:
+    for char in value:
+        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+            raise ValueError(f"must not contain control characters or line breaks (found U+{ord(char):04X})")
+    return value
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -62,7 +76,12 @@ def _origin(value: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-HttpUrl = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2048), AfterValidator(_http_url)]
+HttpUrl = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=2048),
+    AfterValidator(_no_control_characters),
+    AfterValidator(_http_url),
+]
 Origin = Annotated[str, AfterValidator(_origin)]
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
@@ -86,18 +105,48 @@ def normalise_email(value: str) -> NormalisedEmail:
     # email-validator compiles its grammar's regexes at import.
     from email_validator import EmailNotValidError, validate_email
 
+    _no_control_characters(value)
     try:
-        result = validate_email(value.strip(), check_deliverability=False)
+        # No SMTPUTF8: SES cannot deliver to a non-ASCII local part, so such an address is refused
+        # here, with a reason, rather than accepted and never mailed. Domains may be international
+        # (they go out in punycode).
+        result = validate_email(value.strip(), check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as e:
         raise ValueError(str(e)) from e
+    # RFC 5321 limits, which email-validator leaves to the caller for the local part.
+    if len(result.local_part) > MAX_LOCAL_PART:
+        raise ValueError(f"the part before the @-sign is longer than {MAX_LOCAL_PART} characters")
+    if len(result.ascii_email or result.normalized) > MAX_ADDRESS:
+        raise ValueError(f"the address is longer than {MAX_ADDRESS} characters")
     return NormalisedEmail(address=result.normalized, identity=result.normalized.casefold())
 
 
+def email_text(value: Any) -> NormalisedEmail:
+    """A form's ``email``: exactly one address, given as text (an object or a list is refused)."""
+    if not isinstance(value, str):
+        raise ValueError("must be a single email address as text")
+    return normalise_email(value)
+
+
+MAX_LOCAL_PART = 64
+MAX_ADDRESS = 254
+# Files in the zone database that are not places: ZoneInfo loads them, but they mean "this
+# machine's zone" or "no zone", never what a visitor's browser reports.
+_NOT_PLACES = frozenset({"Factory", "localtime", "posixrules"})
+
+
+@functools.cache
+def _iana_zones() -> frozenset[str]:
+    return frozenset(available_timezones()) - _NOT_PLACES
+
+
 def _check_timezone(value: str) -> str:
+    if len(value) > 64 or value not in _iana_zones():
+        raise ValueError("unknown time zone: expected an IANA name such as Europe/Berlin")
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError) as e:
-        raise ValueError(f"unknown time zone {value!r}") from e
+        raise ValueError("unknown time zone: expected an IANA name such as Europe/Berlin") from e
     return value
 
 
@@ -125,7 +174,9 @@ TRACKING_FIELDS = (
 )
 CONSENT_FIELD = "consent"
 RENDERED_AT_FIELD = "rendered_at"
-_RESERVED = set(get_args(StandardField)) | set(TRACKING_FIELDS) | {CONSENT_FIELD, RENDERED_AT_FIELD}
+# A form may carry the lead token the page holds; one from the lead's own email proves the mailbox.
+LEAD_TOKEN_FIELD = "lead_token"
+_RESERVED = set(get_args(StandardField)) | set(TRACKING_FIELDS) | {CONSENT_FIELD, RENDERED_AT_FIELD, LEAD_TOKEN_FIELD}
 
 
 class CustomField(_Strict):
@@ -330,13 +381,27 @@ class BotDefence(_Strict):
     min_fill_seconds: float = Field(default=3.0, ge=0, le=600)
 
 
+class RateLimits(_Strict):
+    """How many ``POST /events`` one lead (whatever its token) and one source address may send
+    per minute; beyond them the answer is 429 and nothing is stored."""
+
+    events_per_lead_per_minute: int = Field(default=30, ge=1, le=10_000)
+    events_per_address_per_minute: int = Field(default=120, ge=1, le=100_000)
+
+
+# Every event type is capped, also where the campaign file says nothing: a rule without caps
+# would let one repeated event carry a lead to SQL.
+DEFAULT_EVENT_MAX_PER_DAY = 5
+DEFAULT_EVENT_MAX_TOTAL = 20
+
+
 class EventRule(_Strict):
     """Points for one kind of behavioural event; the first rule of a type whose ``url`` matches wins."""
 
-    points: float
+    points: float = Field(ge=-1000, le=1000, allow_inf_nan=False)
     url: Optional[str] = None  # a glob (fnmatch) on the event's URL, e.g. "*/pricing*"
-    max_per_day: Optional[int] = Field(default=None, ge=1)
-    max_total: Optional[int] = Field(default=None, ge=1)
+    max_per_day: int = Field(default=DEFAULT_EVENT_MAX_PER_DAY, ge=1, le=1000)
+    max_total: int = Field(default=DEFAULT_EVENT_MAX_TOTAL, ge=1, le=100_000)
 
 
 class FitRule(_Strict):
@@ -373,6 +438,16 @@ class Scoring(_Strict):
             raise ValueError("sql_threshold must be above mql_threshold")
         if self.half_life < timedelta(hours=1):
             raise ValueError("half_life must be at least 1h")
+        for event_type, rules in self.events.items():
+            if event_type in self.hand_raisers:
+                continue
+            for index, rule in enumerate(rules):
+                if rule.points * rule.max_total >= self.sql_threshold:
+                    raise ValueError(
+                        f"events.{event_type}[{index}]: {rule.max_total} x {rule.points:g} points reaches "
+                        f"sql_threshold {self.sql_threshold} by one event repeated; lower max_total "
+                        f"(default {DEFAULT_EVENT_MAX_TOTAL}) or name the event in hand_raisers"
+                    )
         return self
 
 
@@ -416,6 +491,7 @@ class Campaign(_Strict):
     timezone: str = "UTC"
     sender: Sender
     bot_defence: BotDefence = Field(default_factory=BotDefence)  # a factory: see Sequence.entry
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
     magnets: dict[Identifier, Magnet] = Field(default_factory=dict)
     forms: dict[Identifier, Form] = Field(min_length=1)
     sequences: dict[Identifier, Sequence] = Field(default_factory=dict)
@@ -473,13 +549,17 @@ class Campaign(_Strict):
 # ---------------------------------------------------------------------------------------------
 # Form submissions
 
-_Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-_Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+_Text = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_no_control_characters)
+]
+_Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(_no_control_characters)
+]
 _Phone = Annotated[
     str,
     StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 ()./-]{3,39}$"),
 ]
-_Email = Annotated[NormalisedEmail, BeforeValidator(lambda v: normalise_email(v) if isinstance(v, str) else v)]
+_Email = Annotated[NormalisedEmail, BeforeValidator(email_text)]
 
 _STANDARD_TYPES: dict[str, Any] = {
     "email": _Email,
@@ -504,7 +584,7 @@ class Tracking(BaseModel):
     referrer: Optional[HttpUrl] = None
     page_url: Optional[HttpUrl] = None
     # The visitor's IANA time zone (the landing-page script sends it): send windows use it.
-    timezone: Optional[str] = None
+    timezone: Optional[Annotated[str, StringConstraints(max_length=64)]] = None
 
     @field_validator("timezone")
     @classmethod
@@ -521,7 +601,19 @@ def _storable(value: float) -> float:
     return round(value, 6)  # DynamoDB stores 38 digits and nothing below 1e-130
 
 
-StorableNumber = Annotated[float, Field(allow_inf_nan=False), AfterValidator(_storable)]
+def _bounded_before_float(value: Any) -> Any:
+    # Checked before float(): a 4,000-digit integer overflows the conversion, a long string of
+    # digits costs time to parse, and neither is a number a form field means.
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15:
+        raise ValueError("must be below 1e15 in magnitude")
+    if isinstance(value, str) and len(value.strip()) > 32:
+        raise ValueError("must be a number of at most 32 characters")
+    return value
+
+
+StorableNumber = Annotated[
+    float, BeforeValidator(_bounded_before_float), Field(allow_inf_nan=False), AfterValidator(_storable)
+]
 
 
 def _custom_type(spec: CustomField) -> Any:
@@ -532,7 +624,11 @@ def _custom_type(spec: CustomField) -> Any:
     if spec.type == "choice":
         assert spec.choices is not None
         return Literal[tuple(spec.choices)]
-    return Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=spec.max_length)]
+    return Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=spec.max_length),
+        AfterValidator(_no_control_characters),
+    ]
 
 
 def submission_model(form: Form) -> type[BaseModel]:

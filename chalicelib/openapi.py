@@ -20,6 +20,7 @@ from chalicelib.config import MAX_BODY_BYTES
 from chalicelib.handoff import FEEDBACK_STAGES
 from chalicelib.models import (
     CONSENT_FIELD,
+    LEAD_TOKEN_FIELD,
     RENDERED_AT_FIELD,
     TRACKING_FIELDS,
     BehaviourEventIn,
@@ -167,7 +168,12 @@ def _submission_schema(hoisted: dict[str, Schema]) -> Schema:
     honeypot = BotDefence().honeypot_field
     properties: dict[str, Schema] = {
         **schema["properties"],
-        "email": {"type": "string", "format": "email", "maxLength": 320, "description": "validated, no DNS lookup"},
+        "email": {
+            "type": "string",
+            "format": "email",
+            "maxLength": 254,
+            "description": "one address as text, validated (no DNS lookup); an ASCII part before the @",
+        },
         **{name: tracking["properties"][name] for name in TRACKING_FIELDS},
         CONSENT_FIELD: {
             "anyOf": [BOOLEAN, STRING],
@@ -176,7 +182,15 @@ def _submission_schema(hoisted: dict[str, Schema]) -> Schema:
         },
         RENDERED_AT_FIELD: {
             "anyOf": [NUMBER, STRING],
-            "description": "when the page rendered the form, in milliseconds since the epoch (bot defence)",
+            "description": "when the page rendered the form, in milliseconds since the epoch (bot defence): "
+            "a JSON post without it, or with one in the future or not a number, is answered as a success and "
+            "nothing is stored",
+        },
+        LEAD_TOKEN_FIELD: {
+            "type": "string",
+            "maxLength": 4096,
+            "description": "the lead token the page holds; one that came through a link in the lead's own "
+            "email lets this submission change the lead's existing profile fields",
         },
         honeypot: {
             "type": "string",
@@ -261,6 +275,7 @@ def _response_schemas() -> dict[str, Schema]:
                 "message": STRING,
                 "accepted": array(STRING),
                 "limit_bytes": INTEGER,
+                "retry_after": INTEGER,
             },
             required=["error"],
         ),
@@ -466,7 +481,7 @@ def _error(name: str, description: str, *media_types: str) -> dict[str, Any]:
     response: dict[str, Any] = {"description": description, "content": {}}
     for media_type in media_types or (JSON,):
         response["content"][media_type] = {"schema": ref("Error") if media_type == JSON else STRING}
-    if name == "Unavailable":
+    if name in ("Unavailable", "RateLimited"):
         response["headers"] = dict(_RETRY_AFTER)
     return response
 
@@ -478,6 +493,7 @@ def _shared_responses() -> dict[str, Any]:
         "PayloadTooLarge": _error("PayloadTooLarge", f"`payload_too_large`: more than {MAX_BODY_BYTES} bytes"),
         "UnsupportedMediaType": _error("UnsupportedMediaType", "`unsupported_media_type`: `accepted` lists the types"),
         "Unavailable": _error("Unavailable", "`unavailable`: storage or credentials could not be reached; retry"),
+        "RateLimited": _error("RateLimited", "`rate_limited`: too many requests; `retry_after` seconds"),
         "Unauthorized": {
             "description": 'Missing or wrong bearer token: `{"error": "unauthorized"}` (deployed stages '
             "answer a missing header so too, through their gateway responses; `chalice local` answers it "
@@ -579,8 +595,11 @@ def _paths(submission: Schema, event: Schema, spend: Schema) -> dict[str, Any]:
             "post": _public(
                 "Submit a form (or a lead-magnet form)",
                 {
-                    "200": _json("a known lead submitted again", ref("FormAccepted"), _CORS_HEADERS),
-                    "201": _json("a new lead", ref("FormAccepted"), _CORS_HEADERS),
+                    "200": _json(
+                        "accepted: the same answer for a new lead, a known one and a suspected bot",
+                        ref("FormAccepted"),
+                        _CORS_HEADERS,
+                    ),
                     "303": {
                         "description": "an HTML form post: on to the form's thank-you URL "
                         "(with `download_url` in its query for a lead-magnet form)",
@@ -615,9 +634,14 @@ def _paths(submission: Schema, event: Schema, spend: Schema) -> dict[str, Any]:
             "post": _public(
                 "Report a behavioural event of a known lead",
                 {
-                    "202": _json("recorded", ref("EventAccepted"), _CORS_HEADERS),
+                    "202": _json(
+                        "accepted (what it changes depends on what the token proves; the same answer "
+                        "whether or not the lead exists)",
+                        ref("EventAccepted"),
+                        _CORS_HEADERS,
+                    ),
                     "400": _use("ValidationFailed"),
-                    "404": _use("NotFound"),
+                    "429": _use("RateLimited"),
                     "413": _use("PayloadTooLarge"),
                     "415": _use("UnsupportedMediaType"),
                     "503": _use("Unavailable"),

@@ -86,9 +86,9 @@ def score_lead(scoring: Scoring, lead: Lead, events: Iterable[ScoredEvent], zone
         rule = scoring.events[event.type][rule_index]
         label = f"{event.type}#{rule_index}"
         day = event.at.astimezone(zone).date().isoformat()
-        if rule.max_total is not None and total[label] >= rule.max_total:
+        if total[label] >= rule.max_total:
             continue
-        if rule.max_per_day is not None and per_day[(label, day)] >= rule.max_per_day:
+        if per_day[(label, day)] >= rule.max_per_day:
             continue
         total[label] += 1
         per_day[(label, day)] += 1

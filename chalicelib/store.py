@@ -126,6 +126,8 @@ class CaptureWrite:
     touch: Touch
     event: Event
     known_stage: Optional[str]
+    # False: the address as typed only applies to a new lead (a stranger cannot respell it).
+    email_is_new: bool = True
     stage: Optional[str] = None  # set for a new lead, or to promote subscriber -> lead
     profile: dict[str, Any] = field(default_factory=dict)
     custom: dict[str, Any] = field(default_factory=dict)
@@ -221,7 +223,6 @@ class Store:
         lead_key = {"pk": _lead_pk(write.lead_id), "sk": "PROFILE"}
         sets = {
             "lead_id": write.lead_id,
-            "email": write.email,
             "email_identity": write.email_identity,
             "updated_at": write.now,
             "last_touch": write.touch.to_item(),
@@ -229,11 +230,14 @@ class Store:
             **{f"cf_{name}": value for name, value in write.custom.items()},
         }
         if_absent = {
+            "email": write.email,
             "first_touch": write.touch.to_item(),
             "created_at": write.now,
             "score": 0,
             "lead_list": LEAD_LIST,
         }
+        if write.email_is_new:
+            sets["email"] = if_absent.pop("email")
         adds: dict[str, Any] = {"submissions": 1}
         if write.stage is not None:
             sets["stage"] = write.stage
@@ -677,13 +681,20 @@ class Store:
         return self._write_if("put_item", self._new_item(item))
 
     def record_event(
-        self, event: Event, profile_adds: Optional[dict[str, str]] = None, profile_sets: Optional[dict[str, str]] = None
+        self,
+        event: Event,
+        profile_adds: Optional[dict[str, str]] = None,
+        profile_sets: Optional[dict[str, str]] = None,
+        *,
+        note_type: bool = True,
     ) -> bool:
         """Record an event on an existing lead, and note it on the profile, in one write.
 
-        Returns False (and writes nothing) when the lead does not exist.
+        ``note_type=False`` keeps the event off the profile's ``event_types`` (what nurture
+        conditions and exits read): for events nobody vouches for. Returns False (and writes
+        nothing) when the lead does not exist.
         """
-        adds: dict[str, set[str]] = {"event_types": {event.type}}
+        adds: dict[str, set[str]] = {"event_types": {event.type}} if note_type else {}
         for attr, added in (profile_adds or {}).items():
             adds[attr] = {added}
         names: dict[str, str] = {}
@@ -692,29 +703,32 @@ class Store:
         for i, (attr, members) in enumerate(adds.items()):
             names[f"#a{i}"], values[f":a{i}"] = attr, members
             add_parts.append(f"#a{i} :a{i}")
-        update = f"ADD {', '.join(add_parts)}"
+        update = f"ADD {', '.join(add_parts)}" if add_parts else ""
         if profile_sets:
             set_parts = []
             for i, (attr, value) in enumerate(profile_sets.items()):
                 names[f"#s{i}"], values[f":s{i}"] = attr, value
                 set_parts.append(f"#s{i} = if_not_exists(#s{i}, :s{i})")
             update = f"SET {', '.join(set_parts)} {update}"
+        lead_key = _serialize({"pk": _lead_pk(event.lead_id), "sk": "PROFILE"})
+        profile: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": lead_key,
+            "ConditionExpression": "attribute_exists(pk)",
+        }
+        if update:
+            profile = {
+                "Update": {
+                    **profile,
+                    "UpdateExpression": update.strip(),
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": _serialize(values),
+                }
+            }
+        else:
+            profile = {"ConditionCheck": profile}
         try:
-            self._transact(
-                [
-                    {
-                        "Update": {
-                            "TableName": self.table_name,
-                            "Key": _serialize({"pk": _lead_pk(event.lead_id), "sk": "PROFILE"}),
-                            "UpdateExpression": update,
-                            "ConditionExpression": "attribute_exists(pk)",
-                            "ExpressionAttributeNames": names,
-                            "ExpressionAttributeValues": _serialize(values),
-                        }
-                    },
-                    {"Put": self._new_item(self._event_item(event))},
-                ]
-            )
+            self._transact([profile, {"Put": self._new_item(self._event_item(event))}])
         except ConditionFailed:
             return False
         return True

@@ -23,6 +23,7 @@ from chalicelib.nurture.dispatcher import Dispatcher, TickReport
 from chalicelib.observability import correlated
 from chalicelib.reports import Tally
 from chalicelib.store import Store, parse_stream_image
+from chalicelib.tracking import is_trusted
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +175,8 @@ class StreamProcessor:
 
     def _enrol_on(self, event: Event) -> int:
         enrolled = 0
+        if not is_trusted(event.data):
+            return 0  # nobody vouches for it: it enrols nobody
         for sequence_id in self._entry.get(event.type, []):
             first_step = self._campaign.sequences[sequence_id].steps[0]
             now = self._clock.now()

@@ -14,21 +14,49 @@ import hashlib
 import hmac
 import json
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
 from chalicelib.clock import Clock
 from chalicelib.entities import Event, Suppression, iso
-from chalicelib.errors import ConditionFailed, InvalidToken, NotFound, ValidationFailed
+from chalicelib.errors import ConditionFailed, InvalidToken, NotFound, RateLimited, ValidationFailed
 from chalicelib.models import BehaviourEventIn, Campaign
 from chalicelib.store import Store
 
 _MAC_BYTES = 16
 LEAD_TOKEN_PURPOSE = "lead"
 LEAD_TOKEN_LIFETIME = timedelta(days=400)
+
+# What a lead token proves about whoever holds it. Every kind looks the same (the same claims,
+# a MAC of the same size): the kind is in the MAC's purpose, so only the key tells them apart.
+MAILBOX = "mailbox"  # came through a link in one of the lead's own emails: the mailbox is theirs
+CREATOR = "creator"  # the browser whose submission created the lead: it may report its own behaviour
+CLAIMED = "claimed"  # a submission named a lead that already existed: proves nothing but the address
+VOID = "void"  # a bot's answer: accepted everywhere, does nothing
+TOKEN_TRUSTS = (MAILBOX, CREATOR, CLAIMED, VOID)
+# May change what scoring, stages, handoffs and nurture see.
+TRUSTED = frozenset({MAILBOX, CREATOR})
+# Where an event says whose token (or submission) stands behind it; events without it are
+# Trellis's own records (opens, clicks, unsubscribes) or older than token kinds, and count.
+TRUST_KEY = "trust"
+
+
+def is_trusted(data: dict[str, Any]) -> bool:
+    return data.get(TRUST_KEY, MAILBOX) in TRUSTED
+
+
+@dataclass(frozen=True)
+class LeadClaim:
+    lead_id: str
+    trust: str
+
+
+def _lead_purpose(trust: str) -> str:
+    return f"{LEAD_TOKEN_PURPOSE}/{trust}"
 
 
 def _b64encode(raw: bytes) -> str:
@@ -55,13 +83,22 @@ class TokenSigner:
         return f"{body}.{_b64encode(self._mac(purpose, body))}"
 
     def verify(self, purpose: str, token: str, now: datetime) -> dict[str, Any]:
+        return self.verify_any((purpose,), token, now)[1]
+
+    def verify_any(self, purposes: tuple[str, ...], token: str, now: datetime) -> tuple[str, dict[str, Any]]:
+        """The first of ``purposes`` the token was signed for, and its claims."""
         try:
             body, mac = token.split(".")
             # Compare the canonical text, not decoded bytes: base64's spare low bits would
-            # otherwise let several spellings of one MAC pass.
-            expected = _b64encode(self._mac(purpose, body))
-            if not hmac.compare_digest(mac.encode("ascii"), expected.encode("ascii")):
+            # otherwise let several spellings of one MAC pass. Every purpose is compared, so
+            # the time taken says nothing about which one matched.
+            given = mac.encode("ascii")
+            matches = [
+                hmac.compare_digest(given, _b64encode(self._mac(purpose, body)).encode("ascii")) for purpose in purposes
+            ]
+            if not any(matches):
                 raise InvalidToken("bad signature")
+            purpose = purposes[matches.index(True)]
             claims = json.loads(_b64decode(body))
         except (ValueError, UnicodeError, binascii.Error) as e:
             raise InvalidToken("malformed token") from e
@@ -69,21 +106,27 @@ class TokenSigner:
             raise InvalidToken("malformed claims")
         if claims["exp"] <= now.timestamp():
             raise InvalidToken("expired")
-        return claims
+        return purpose, claims
 
     def pseudonym(self, value: str) -> str:
         """A keyed hash for values we must correlate but not keep (client IPs)."""
         return hmac.new(self._hash_key, value.encode(), hashlib.sha256).hexdigest()[:32]
 
-    def lead_token(self, lead_id: str, now: datetime) -> str:
-        return self.sign(LEAD_TOKEN_PURPOSE, {"lead": lead_id}, now + LEAD_TOKEN_LIFETIME)
+    def lead_token(self, lead_id: str, now: datetime, trust: str) -> str:
+        # A nonce, so two tokens of one lead never repeat (and the kind cannot show in them).
+        claims = {"lead": lead_id, "n": secrets.token_urlsafe(6)}
+        return self.sign(_lead_purpose(trust), claims, now + LEAD_TOKEN_LIFETIME)
 
-    def lead_from_token(self, token: str, now: datetime) -> str:
-        claims = self.verify(LEAD_TOKEN_PURPOSE, token, now)
+    def lead_from_token(self, token: str, now: datetime) -> LeadClaim:
+        """The lead a token names and what it proves. Tokens of the plain ``lead`` purpose
+        (handed out before tokens had kinds, to anyone who named an address) prove nothing."""
+        purposes = (*(_lead_purpose(trust) for trust in TOKEN_TRUSTS), LEAD_TOKEN_PURPOSE)
+        purpose, claims = self.verify_any(purposes, token, now)
         lead_id = claims.get("lead")
         if not isinstance(lead_id, str):
             raise InvalidToken("malformed claims")
-        return lead_id
+        trust = purpose.partition("/")[2] or CLAIMED
+        return LeadClaim(lead_id, trust)
 
 
 CLICK_PURPOSE = "click"
@@ -193,8 +236,15 @@ class Tracker:
         except ConditionFailed:
             return  # confirmed concurrently (a double click): the first one did the work
 
-    def record_behaviour(self, fields: dict[str, Any]) -> None:
-        """A landing-page event (``POST /events``) for the lead its token names."""
+    def record_behaviour(self, fields: dict[str, Any], source_ip: Optional[str]) -> None:
+        """A landing-page event (``POST /events``) for the lead its token names.
+
+        Rate-limited per source address and per lead. What happens then depends on what the
+        token proves (``TRUSTED``): the event is recorded and counts; or, for a token handed to
+        whoever named a known lead's address, only a page view is kept, on the timeline, and it
+        counts for nothing; or (a bot's token) nothing at all. The answer is the same in every
+        case, and the same whether the lead exists, so the endpoint tells nobody who is a lead.
+        """
         try:
             incoming = BehaviourEventIn.model_validate(fields)
         except ValidationError as e:
@@ -206,19 +256,39 @@ class Tracker:
             raise ValidationFailed({"type": f"unknown event type; this campaign takes: {allowed}"})
         now = self._clock.now()
         try:
-            lead_id = self._signer.lead_from_token(incoming.token, now)
+            claim = self._signer.lead_from_token(incoming.token, now)
         except InvalidToken as e:
             raise ValidationFailed({"token": "not a valid lead token"}) from e
-        data = {"url": incoming.url} if incoming.url else {}
-        if not self._store.record_event(_event(lead_id, incoming.type, now, data)):
-            raise NotFound("lead", lead_id)
+        self._take_allowances(claim.lead_id, source_ip, now)
+        if claim.trust == VOID or (claim.trust not in TRUSTED and incoming.type != PAGE_VIEW):
+            return
+        data: dict[str, Any] = {"url": incoming.url} if incoming.url else {}
+        data[TRUST_KEY] = claim.trust
+        # An untrusted page view goes on the timeline only: not into the types nurture looks at.
+        trusted = claim.trust in TRUSTED
+        self._store.record_event(_event(claim.lead_id, incoming.type, now, data), note_type=trusted)
+
+    def _take_allowances(self, lead_id: str, source_ip: Optional[str], now: datetime) -> None:
+        limits = self._campaign.rate_limits
+        epoch = now.timestamp()
+        retry_after = RATE_WINDOW_SECONDS - int(epoch) % RATE_WINDOW_SECONDS
+        # Without a known source (a local test client) all such requests share one allowance.
+        address = self._signer.pseudonym(source_ip or "unknown")
+        if not self._store.take_allowance(
+            EVENTS_BY_ADDRESS, address, RATE_WINDOW_SECONDS, limits.events_per_address_per_minute, epoch
+        ):
+            raise RateLimited("events from this address", retry_after)
+        if not self._store.take_allowance(
+            EVENTS_BY_LEAD, lead_id, RATE_WINDOW_SECONDS, limits.events_per_lead_per_minute, epoch
+        ):
+            raise RateLimited("events for this lead", retry_after)
 
     @property
     def _public_event_types(self) -> set[str]:
         """Event types a page may report: what the campaign scores, enrols or exits on,
         never what Trellis itself records (opens, clicks, submissions, unsubscribes)."""
         scoring = self._campaign.scoring
-        named = set(scoring.events) | set(scoring.hand_raisers) | {"page_view"}
+        named = set(scoring.events) | set(scoring.hand_raisers) | {PAGE_VIEW}
         for sequence in self._campaign.sequences.values():
             named |= set(sequence.entry.events) | set(sequence.exit.events)
         return named - INTERNAL_EVENT_TYPES
@@ -229,11 +299,17 @@ class Tracker:
         if f"{parts.scheme}://{parts.netloc}".lower() not in self._own_origins:
             return destination
         query = parse_qsl(parts.query, keep_blank_values=True)
-        query.append((LEAD_TOKEN_PARAM, self._signer.lead_token(lead_id, now)))
+        # Handed out through a link in the lead's own email: proof of the mailbox.
+        query.append((LEAD_TOKEN_PARAM, self._signer.lead_token(lead_id, now, MAILBOX)))
         return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 LEAD_TOKEN_PARAM = "trellis_lead"
+PAGE_VIEW = "page_view"
+# Rate-limit scopes of POST /events (store.take_allowance) and their window.
+EVENTS_BY_ADDRESS = "events-ip"
+EVENTS_BY_LEAD = "events-lead"
+RATE_WINDOW_SECONDS = 60
 EMAIL_CLICKED = "email_clicked"
 EMAIL_OPENED = "email_opened"
 UNSUBSCRIBED = "unsubscribed"

@@ -196,7 +196,7 @@ def record_event(runtime: Runtime, request: Request) -> Response:
     try:
         if _media_type(request) != JSON:
             raise UnsupportedMediaType(_media_type(request) or "(none)", (JSON,))
-        runtime.tracker.record_behaviour(_read_fields(request))
+        runtime.tracker.record_behaviour(_read_fields(request), _request_meta(request).source_ip)
     except TrellisError as e:
         return error_response(e, headers=cors)
     return Response({"accepted": True}, status_code=202, headers={**cors, "Content-Type": JSON})
@@ -208,7 +208,11 @@ def events_preflight(runtime: Runtime, request: Request) -> Response:
 
 def _request_meta(request: Request) -> RequestMeta:
     identity = (request.context or {}).get("identity") or {}
-    return RequestMeta(user_agent=request.headers.get("user-agent"), source_ip=identity.get("sourceIp"))
+    return RequestMeta(
+        user_agent=request.headers.get("user-agent"),
+        source_ip=identity.get("sourceIp"),
+        scripted=_media_type(request) == JSON,
+    )
 
 
 def _cors_headers(runtime: Runtime, form_id: str, request: Request) -> Headers:
@@ -247,7 +251,8 @@ def _capture_response(result: CaptureResult, html: bool, headers: Headers) -> Re
     body = {"lead_id": result.lead_id, "lead_token": result.lead_token}
     if result.download_url:
         body["download_url"] = result.download_url
-    return Response(body, status_code=201 if result.created else 200, headers={**headers, "Content-Type": JSON})
+    # One status for a new lead, a known one and a bot: the answer must not tell who is a lead.
+    return Response(body, status_code=200, headers={**headers, "Content-Type": JSON})
 
 
 def _with_query(url: str, **params: str) -> str:

@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 from chalicelib import aws
 from chalicelib.entities import lead_id_for
 from chalicelib.store import Store
+from chalicelib.tracking import CREATOR, MAILBOX, LeadClaim
 from tests.conftest import START
 from tests.helpers import RequestCounter, body, post_form, post_json
 
@@ -29,13 +30,13 @@ def events_of(items):
 # -- accepted submissions ---------------------------------------------------------------------
 
 
-def test_new_lead_answers_201_with_signed_lead_token(client, rt, table_items):
+def test_new_lead_answers_200_with_signed_lead_token(client, rt, table_items):
     response = post_json(client, "/forms/newsletter", NEWSLETTER)
 
-    assert response.status_code == 201
+    assert response.status_code == 200
     answer = body(response)
     assert answer["lead_id"] == lead_id_for("ann.lee@example.com")
-    assert rt.signer.lead_from_token(answer["lead_token"], rt.clock.now()) == answer["lead_id"]
+    assert rt.signer.lead_from_token(answer["lead_token"], rt.clock.now()) == LeadClaim(answer["lead_id"], CREATOR)
     assert "download_url" not in answer
     [lead] = lead_items(table_items())
     assert lead["email"] == "Ann.Lee@example.com"  # kept as given (domain lower-cased) for sending
@@ -54,12 +55,17 @@ def test_resubmit_in_other_case_updates_same_lead_and_keeps_first_touch(client, 
         {"email": "  ANN.LEE@EXAMPLE.COM ", "first_name": "Annie", "consent": True, "utm_source": "newsletter"},
     )
 
-    assert first.status_code == 201
+    assert first.status_code == 200
     assert second.status_code == 200
     assert body(first)["lead_id"] == body(second)["lead_id"]
     items = table_items()
     [lead] = lead_items(items)
-    assert lead["first_name"] == "Annie"
+    # No proof the second is Ann: her name stays, the change is only proposed on the timeline.
+    assert lead["first_name"] == "Ann"
+    assert [e["data"].get("proposed_changes") for e in sorted(events_of(items), key=lambda e: e["at"])] == [
+        None,
+        {"first_name": "Annie"},
+    ]
     assert lead["first_touch"]["utm_source"] == "linkedin"
     assert lead["first_touch"]["utm_medium"] == "paid"
     assert lead["last_touch"]["utm_source"] == "newsletter"
@@ -75,7 +81,7 @@ def test_plus_tag_makes_a_different_lead(client, table_items):
     a = post_json(client, "/forms/newsletter", {**NEWSLETTER, "email": "ann@example.com"})
     b = post_json(client, "/forms/newsletter", {**NEWSLETTER, "email": "ann+news@example.com"})
 
-    assert a.status_code == b.status_code == 201
+    assert a.status_code == b.status_code == 200
     assert body(a)["lead_id"] != body(b)["lead_id"]
     assert len(lead_items(table_items())) == 2
 
@@ -128,7 +134,7 @@ def test_undeclared_fields_are_ignored_not_stored(client, table_items):
         {**NEWSLETTER, "phone": "+49 30 1234567", "favourite_colour": "red", "submit": "Subscribe"},
     )
 
-    assert response.status_code == 201
+    assert response.status_code == 200
     stored = repr(table_items())
     assert "favourite_colour" not in stored and "red" not in stored
     assert "1234567" not in stored  # phone is a standard field, but this form does not declare it
@@ -137,7 +143,7 @@ def test_undeclared_fields_are_ignored_not_stored(client, table_items):
 def test_custom_fields_are_stored(client, table_items):
     response = post_json(client, "/forms/ebook", {**EBOOK, "company_size": "11-50", "country": "DE"})
 
-    assert response.status_code == 201
+    assert response.status_code == 200
     [lead] = lead_items(table_items())
     assert lead["cf_company_size"] == "11-50"
     assert lead["cf_country"] == "DE"
@@ -155,9 +161,11 @@ def test_enrols_in_the_forms_sequence_with_first_step_due(client, clock, table_i
     assert enrolment["due_shard"].startswith("DUE#")
 
 
-def test_signup_then_magnet_promotes_subscriber_to_lead_and_never_demotes(client, table_items):
-    post_json(client, "/forms/newsletter", NEWSLETTER)
-    post_json(client, "/forms/ebook", EBOOK)
+def test_signup_then_magnet_promotes_subscriber_to_lead_and_never_demotes(client, rt, clock, table_items):
+    lead_id = body(post_json(client, "/forms/newsletter", NEWSLETTER))["lead_id"]
+    # Back through a link in one of her emails: the page's token proves the mailbox is hers.
+    proof = rt.signer.lead_token(lead_id, clock.now(), MAILBOX)
+    post_json(client, "/forms/ebook", {**EBOOK, "lead_token": proof})
     post_json(client, "/forms/newsletter", NEWSLETTER)
 
     [lead] = lead_items(table_items())
@@ -172,7 +180,7 @@ def test_signup_then_magnet_promotes_subscriber_to_lead_and_never_demotes(client
 def test_magnet_returns_presigned_download_url_and_records_magnet(client, rt, table_items):
     response = post_json(client, "/forms/ebook", EBOOK)
 
-    assert response.status_code == 201
+    assert response.status_code == 200
     url = urlsplit(body(response)["download_url"])
     query = parse_qs(url.query)
     assert url.path.endswith("/magnets/lead-nurture-playbook.pdf")
@@ -266,7 +274,7 @@ def _leads_and_events(items):
 def test_honeypot_gets_same_answer_and_stores_nothing_but_a_count(client, rt, table_items):
     response = post_json(client, "/forms/newsletter", {**NEWSLETTER, "website": "http://spam.example"})
 
-    assert response.status_code == 201
+    assert response.status_code == 200
     assert set(body(response)) == {"lead_id", "lead_token"}
     assert _leads_and_events(table_items()) == []
     assert rt.store.bot_counts() == {"blocked": 1, "newsletter:honeypot": 1}
@@ -285,7 +293,7 @@ def test_fill_time_below_minimum_is_a_bot(client, rt, clock, table_items):
 
     response = post_json(client, "/forms/newsletter", {**NEWSLETTER, "rendered_at": rendered_ms})
 
-    assert response.status_code == 201
+    assert response.status_code == 200
     assert _leads_and_events(table_items()) == []
     assert rt.store.bot_counts()["newsletter:too_fast"] == 1
 
@@ -295,7 +303,7 @@ def test_human_fill_time_is_accepted(client, clock, table_items):
 
     response = post_json(client, "/forms/newsletter", {**NEWSLETTER, "rendered_at": str(rendered_ms)})
 
-    assert response.status_code == 201
+    assert response.status_code == 200
     assert len(lead_items(table_items())) == 1
 
 

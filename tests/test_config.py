@@ -11,6 +11,7 @@ import yaml
 
 from chalicelib.config import CAMPAIGNS_DIR, Settings, load_campaign, load_campaign_file
 from chalicelib.errors import ConfigError
+from chalicelib.tracking import MAILBOX, LeadClaim
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -191,8 +192,8 @@ def test_deployed_token_key_comes_from_ssm_once_per_cold_start(settings, clock):
 
     built = runtime.Runtime.build(deployed, clock=clock)
 
-    token = TokenSigner(b"s" * 48).lead_token("lead-1", clock.now())
-    assert built.signer.lead_from_token(token, clock.now()) == "lead-1"
+    token = TokenSigner(b"s" * 48).lead_token("lead-1", clock.now(), MAILBOX)
+    assert built.signer.lead_from_token(token, clock.now()) == LeadClaim("lead-1", MAILBOX)
     ssm.put_parameter(Name="/trellis/dev/short", Value="short", Type="SecureString")
     with pytest.raises(Refused, match="at least 32"):
         runtime.Runtime.build(dataclasses.replace(deployed, token_key_parameter="/trellis/dev/short"), clock=clock)

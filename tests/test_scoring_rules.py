@@ -4,8 +4,10 @@ The demo campaign's scoring section: thresholds 40 (MQL) / 80 (SQL), half_life 1
 hand_raisers [demo_request]; event rules
 
     form_submitted 5 (max_total 3)          email_opened 1 (max_per_day 2, max_total 10)
-    email_clicked 5 (max_per_day 3)         page_view 10 on "*/pricing*" (max_per_day 1), else 2 (max_per_day 5)
-    pricing_view 15 (max_per_day 1)         webinar_registered 20        demo_request 40
+    email_clicked 5 (max_per_day 3, max_total 10)
+    page_view 10 on "*/pricing*" (max_per_day 1, max_total 5), else 2 (max_per_day 5, max_total 20)
+    pricing_view 15 (max_per_day 1, max_total 3)
+    webinar_registered 20 (max_per_day 1, max_total 2)     demo_request 40 (1, 1)
 
 and fit rules job_title contains cto|ceo|founder|head|director|vp|chief +15, company_size in
 51-200|201-1000|1000+ +10, country in DE|AT|CH|NL +5, free-mail email_domain -10,
@@ -28,7 +30,7 @@ from hypothesis import strategies as st
 
 from chalicelib.config import load_campaign
 from chalicelib.entities import Lead, Touch, iso
-from chalicelib.models import FitRule, Scoring
+from chalicelib.models import DEFAULT_EVENT_MAX_PER_DAY, DEFAULT_EVENT_MAX_TOTAL, FitRule, Scoring
 from chalicelib.scoring import (
     SALES_STAGES,
     Score,
@@ -177,7 +179,7 @@ def test_an_earlier_catch_all_rule_shadows_a_later_url_rule():
     scoring = Scoring(
         mql_threshold=40,
         sql_threshold=80,
-        events={"page_view": [{"points": 2}, {"points": 10, "url": "*/pricing*"}]},
+        events={"page_view": [{"points": 2}, {"points": 10, "url": "*/pricing*", "max_total": 5}]},
     )
     assert matching_rule(scoring, ev("e1", "page_view", T0, PRICING_URL)) == 0
     result = score_lead(scoring, PLAIN, [ev("e1", "page_view", T0, PRICING_URL)], BERLIN)
@@ -196,7 +198,9 @@ def test_a_capped_pricing_view_does_not_fall_through_to_the_catch_all_rule():
 
 
 def test_event_type_with_only_url_rules_scores_nothing_when_no_url_matches():
-    scoring = Scoring(mql_threshold=40, sql_threshold=80, events={"page_view": [{"points": 10, "url": "*/pricing*"}]})
+    scoring = Scoring(
+        mql_threshold=40, sql_threshold=80, events={"page_view": [{"points": 10, "url": "*/pricing*", "max_total": 5}]}
+    )
     assert matching_rule(scoring, ev("e1", "page_view", T0, BLOG_URL)) is None
     assert matching_rule(scoring, ev("e2", "page_view", T0, None)) is None
     result = score_lead(scoring, PLAIN, [ev("e1", "page_view", T0, BLOG_URL), ev("e2", "page_view", T0)], BERLIN)
@@ -318,11 +322,27 @@ def test_max_total_and_max_per_day_together():
     assert math.isclose(result.engagement, expected, rel_tol=1e-12)
 
 
-def test_uncapped_rules_count_every_event():
-    events = [ev(f"w{i}", "webinar_registered", T0) for i in range(5)]
+def test_a_rule_without_caps_gets_the_default_caps():
+    scoring = Scoring(mql_threshold=40, sql_threshold=80, events={"download": [{"points": 1}]})
+    one_day = [ev(f"d{i}", "download", T0 + timedelta(minutes=i)) for i in range(30)]
+    assert score_lead(scoring, PLAIN, one_day, BERLIN).events_counted == DEFAULT_EVENT_MAX_PER_DAY == 5
+    a_month = [ev(f"d{i}", "download", T0 + timedelta(days=i)) for i in range(30)]
+    assert score_lead(scoring, PLAIN, a_month, BERLIN).events_counted == DEFAULT_EVENT_MAX_TOTAL == 20
+
+
+def test_webinar_registrations_repeated_cannot_make_a_lead_sql():
+    """The attack: four (or forty) webinar_registered events used to carry a lead to SQL."""
+    events = [ev(f"w{i}", "webinar_registered", T0 + timedelta(days=i)) for i in range(40)]
     result = score(events)
-    assert result.engagement_points == {"webinar_registered#0": 100}
-    assert result.value == 100
+    assert result.engagement_points == {"webinar_registered#0": 40}
+    assert result.value < SCORING.sql_threshold
+
+
+def test_a_rule_that_could_reach_sql_by_repetition_is_refused():
+    with pytest.raises(ValueError, match=r"events.webinar_registered\[0\]: 20 x 20 points reaches sql_threshold 80"):
+        Scoring(mql_threshold=40, sql_threshold=80, events={"webinar_registered": [{"points": 20}]})
+    # A hand-raiser may: it makes the lead SQL on its own anyway.
+    Scoring(mql_threshold=40, sql_threshold=80, hand_raisers=["demo"], events={"demo": [{"points": 40}]})
 
 
 def test_caps_are_applied_in_event_time_order_whatever_the_input_order():
@@ -432,20 +452,31 @@ def test_a_lead_who_went_quiet_drops_below_mql():
     assert result.value_at(six_weeks) < SCORING.mql_threshold
 
 
-def test_two_webinars_cross_mql_only_when_close_together():
-    same_time = score([ev("e1", "webinar_registered", T0), ev("e2", "webinar_registered", T0)])
-    assert same_time.value == 40
-    a_day_apart = score([ev("e1", "webinar_registered", T0), ev("e2", "webinar_registered", T0 + timedelta(days=1))])
-    assert a_day_apart.value == round(20 + 20 * 2 ** (-1 / 14), 2) == 39.03
-    assert next_stage(SCORING, "lead", same_time).stage == "mql"  # type: ignore[union-attr]
-    assert next_stage(SCORING, "lead", a_day_apart) is None
+def test_two_webinars_cross_mql_only_with_a_little_more():
+    # One registration a day counts (max_per_day 1): the first has decayed a little by the second.
+    two_days = score([ev("e1", "webinar_registered", T0), ev("e2", "webinar_registered", T0 + timedelta(days=1))])
+    assert two_days.value == round(20 + 20 * 2 ** (-1 / 14), 2) == 39.03
+    assert next_stage(SCORING, "lead", two_days) is None
+    same_day = score([ev("e1", "webinar_registered", T0), ev("e2", "webinar_registered", T0 + timedelta(hours=1))])
+    assert same_day.engagement_points == {"webinar_registered#0": 20}
+    with_a_page_view = score(
+        [
+            ev("e1", "webinar_registered", T0),
+            ev("e2", "webinar_registered", T0 + timedelta(days=1)),
+            ev("p", "page_view", T0 + timedelta(days=1), BLOG_URL),
+        ]
+    )
+    assert next_stage(SCORING, "lead", with_a_page_view).stage == "mql"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("half_life", ["1h", "12h", "1d", "2d", "14d", "30d"])
 def test_every_valid_half_life_scores_present_day_events(half_life):
     # Scoring accepts any half_life >= 1h; scoring an event in 2026 must work for all of them.
     scoring = Scoring(
-        mql_threshold=40, sql_threshold=80, half_life=half_life, events={"webinar_registered": [{"points": 20}]}
+        mql_threshold=40,
+        sql_threshold=80,
+        half_life=half_life,
+        events={"webinar_registered": [{"points": 20, "max_total": 3}]},
     )
     result = score_lead(scoring, PLAIN, [ev("e1", "webinar_registered", T0)], BERLIN)
     assert result.value == 20
@@ -761,6 +792,5 @@ def test_property_caps_hold_in_any_order(events, data):
     assert result.engagement_points.get("pricing_view#0", 0) <= 15 * len(days)
     assert result.engagement_points.get("page_view#0", 0) <= 10 * len(days)
     assert result.engagement_points.get("page_view#1", 0) <= 2 * 5 * len(days)
-    # Uncapped rules count every event of their type.
-    webinars = sum(1 for e in events if e.type == "webinar_registered")
-    assert result.engagement_points.get("webinar_registered#0", 0) == 20 * webinars
+    webinar_days = {e.at.astimezone(BERLIN).date() for e in events if e.type == "webinar_registered"}
+    assert result.engagement_points.get("webinar_registered#0", 0) == 20 * min(len(webinar_days), 2)

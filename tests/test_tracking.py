@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from chalicelib.entities import iso, lead_id_for
-from chalicelib.tracking import LEAD_TOKEN_PARAM, TRACKING_LIFETIME
+from chalicelib.tracking import LEAD_TOKEN_PARAM, MAILBOX, TRACKING_LIFETIME, LeadClaim
 from tests.conftest import PUBLIC_URL, START
 from tests.helpers import body, post_json
 
@@ -173,7 +173,7 @@ def test_click_to_own_landing_page_appends_a_lead_token(client, rt, clock, welco
         query = parse_qs(location.query)
         [lead_token] = query.pop(LEAD_TOKEN_PARAM)
         assert query == parse_qs(original.query), destination  # what was there stays
-        assert rt.signer.lead_from_token(lead_token, clock.now()) == ANN_ID
+        assert rt.signer.lead_from_token(lead_token, clock.now()) == LeadClaim(ANN_ID, MAILBOX)  # proof of the mailbox
 
 
 def test_click_to_foreign_page_appends_nothing(client, rt, clock, welcomed, table_items):
@@ -203,7 +203,7 @@ def forged(rt: Any, clock: Any, url: str, route: str) -> dict[str, str]:
         "no-dot": f"{PUBLIC_URL}{route}{token.replace('.', '')}",
         "extra-part": f"{url}.x",
         "truncated": url[:-4],
-        "lead-token": f"{PUBLIC_URL}{route}{rt.signer.lead_token(ANN_ID, now)}",
+        "lead-token": f"{PUBLIC_URL}{route}{rt.signer.lead_token(ANN_ID, now, MAILBOX)}",
     }
     for other_route, other in others.items():
         if other_route != route:
