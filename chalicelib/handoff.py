@@ -33,7 +33,7 @@ from chalicelib.entities import Enrolment, Event, Handoff, Lead, iso, parse_iso
 from chalicelib.errors import NotFound, SendFailed, SendRejected, SendThrottled, ValidationFailed
 from chalicelib.models import Campaign
 from chalicelib.nurture.mailer import Mailer
-from chalicelib.nurture.mime import compose, header_text
+from chalicelib.nurture.mime import compose, header_text, recipient
 from chalicelib.nurture.rules import lead_zone
 from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.rendering import environment
@@ -206,7 +206,7 @@ class Notifier:
         raw = self._email_or_none(handoff, lead, events) if handoff.email_sent_at is None else None
         if raw is not None:
             try:
-                self._mailer.send(self._campaign.sender.from_address, handoff.owner_email, raw)
+                self._mailer.send(self._campaign.sender.from_address, recipient(handoff.owner_email), raw)
             except (SendThrottled, SendFailed, SendRejected):
                 self._metrics.add("SendFailures")
                 logger.warning("handoff email for %s failed; the lease will retry it", handoff.lead_id)

@@ -215,10 +215,18 @@ def test_email_must_be_one_plain_address(client, table_items, email):
     assert table_items() == []
 
 
-def test_an_international_domain_is_accepted(client, table_items):
+def test_an_international_domain_is_accepted_and_mailed_in_punycode(client, deliver, outbox, table_items):
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ses.models import ses_backends
+
     answer = post_json(client, "/forms/newsletter", {"email": "anne@bücher.example", "consent": True})
+    deliver()
+
     assert answer.status_code == 200
     assert profile(table_items, body(answer)["lead_id"])["email"] == "anne@bücher.example"
+    [sent] = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
+    assert set(sent.destinations) == {"anne@xn--bcher-kva.example"}  # envelope and To, as SES takes them
+    assert outbox()[0]["To"] == "anne@xn--bcher-kva.example"
 
 
 def test_the_object_form_cannot_redirect_a_known_leads_mail(client, victim, table_items):

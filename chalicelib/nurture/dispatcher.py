@@ -47,7 +47,7 @@ from chalicelib.errors import (
 from chalicelib.models import Campaign
 from chalicelib.nurture import rules
 from chalicelib.nurture.mailer import Mailer
-from chalicelib.nurture.mime import build_message
+from chalicelib.nurture.mime import build_message, recipient
 from chalicelib.nurture.render import Renderer
 from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.store import Store
@@ -292,7 +292,8 @@ class Dispatcher:
         )
         self.pacer.wait()
         try:
-            ses_message_id = self._mailer.send(self._campaign.sender.from_address, lead.email, raw)
+            # The envelope as To carries it: an international domain in punycode.
+            ses_message_id = self._mailer.send(self._campaign.sender.from_address, recipient(lead.email), raw)
         except SendThrottled:
             self._metrics.add("SendFailures")
             self._store.release(enrolment, claim_id, iso(now + backoff(attempts)), reset_attempts=False)
