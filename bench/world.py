@@ -9,7 +9,6 @@ and its log output are recorded, and every AWS request the app makes is metered 
 from __future__ import annotations
 
 import contextlib
-import copy
 import email
 import io
 import json
@@ -32,9 +31,10 @@ from chalicelib.clock import FixedClock
 from chalicelib.config import Settings
 from chalicelib.nurture.dispatcher import Pacer
 from chalicelib.nurture.mailer import Mailer
+from testkit import moto_patches
 from tests import conftest
 from tests.conftest import START, FakeSleep, LambdaContext
-from tests.helpers import JSON_HEADERS
+from tests.helpers import JSON_HEADERS, with_rendered_at
 from twin import stack
 
 STAGE = "bench"
@@ -151,7 +151,8 @@ class World:
 
     def post_json(self, path: str, data: Any, headers: Optional[dict[str, str]] = None) -> Any:
         with self._invocation("api_handler"):
-            return self.client.http.post(path, headers={**JSON_HEADERS, **(headers or {})}, body=json.dumps(data))
+            body = json.dumps(with_rendered_at(path, data))  # as a landing page's script sends it
+            return self.client.http.post(path, headers={**JSON_HEADERS, **(headers or {})}, body=body)
 
     def get(self, path: str) -> Any:
         with self._invocation("api_handler"):
@@ -236,69 +237,10 @@ def world(pacer: Optional[Pacer] = None, mailer: Optional[Mailer] = None) -> Ite
         meter.close()
 
 
-class _KeyedSnapshot:
-    """Stands in for the ``copy`` module in moto's ``transact_write_items``, which deep-copies each
-    whole table (items and stream records) before every transaction so as to roll a failed one
-    back: O(table) per write. This snapshot copies only what a transaction can change: the items
-    it names (deep), the table's key maps and stream record list (shallow). A rollback restores
-    exactly what moto's would."""
-
-    def __init__(self) -> None:
-        from moto.dynamodb.models.table import Table
-
-        self._table = Table
-        self.keys: dict[str, list[dict[str, Any]]] = {}
-
-    def deepcopy(self, value: Any, memo: Any = None) -> Any:
-        if not isinstance(value, self._table):
-            return copy.deepcopy(value, memo)
-        from moto.dynamodb.models.dynamo_type import DynamoType
-
-        table: Any = value
-        snapshot = copy.copy(table)
-        snapshot.items = copy.copy(table.items)
-        for key in self.keys.get(table.name, []):
-            hash_value = DynamoType(key[table.hash_key_attr])
-            if hash_value not in table.items:
-                continue
-            by_range = dict(table.items[hash_value])
-            snapshot.items[hash_value] = by_range
-            if table.range_key_attr and table.range_key_attr in key:
-                range_value = DynamoType(key[table.range_key_attr])
-                if range_value in by_range:
-                    by_range[range_value] = copy.deepcopy(by_range[range_value])
-        if table.stream_shard is not None:
-            shard = copy.copy(table.stream_shard)
-            shard.table, shard.items = snapshot, list(table.stream_shard.items)
-            snapshot.stream_shard = shard
-        return snapshot
-
-
 @contextlib.contextmanager
 def fast_moto() -> Iterator[None]:
-    """moto with its bookkeeping made cheaper; every request's answer is unchanged.
-
-    Transactions snapshot only what they touch (``_KeyedSnapshot``), and queries sort on the keys'
-    plain values (``tests/test_dispatch_scaling.py``'s ``_all_items_sorted_by_plain_keys``).
-    """
-    import moto.dynamodb.models
-    from moto.dynamodb.models import DynamoDBBackend
-    from moto.dynamodb.models.table import Table
-
-    from tests.test_dispatch_scaling import _all_items_sorted_by_plain_keys
-
-    snapshot = _KeyedSnapshot()
-    original = DynamoDBBackend.transact_write_items
-
-    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> Any:
-        snapshot.keys = {}
-        for entry in transact_items:
-            operation = next(iter(entry.values()))
-            snapshot.keys.setdefault(operation.get("TableName", ""), []).append(
-                operation.get("Key") or operation.get("Item") or {}
-            )
-        return original(self, transact_items)
-
+    """moto as the tests and the twin run it (``testkit.moto_patches``: transactions copy what they
+    touch, queries sort on plain key values; every answer unchanged), one request at a time."""
     from moto.core.botocore_stubber import BotocoreStubber
 
     # One request at a time, as DynamoDB applies each atomically (and as the tests and the twin's
@@ -310,12 +252,7 @@ def fast_moto() -> Iterator[None]:
         with lock:
             return process(self, request)
 
-    with (
-        mock.patch.object(BotocoreStubber, "process_request", atomically),
-        mock.patch.object(moto.dynamodb.models, "copy", snapshot),
-        mock.patch.object(DynamoDBBackend, "transact_write_items", transact_write_items),
-        mock.patch.object(Table, "all_items", _all_items_sorted_by_plain_keys),
-    ):
+    with mock.patch.object(BotocoreStubber, "process_request", atomically), moto_patches.patched():
         yield
 
 
