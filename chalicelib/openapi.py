@@ -811,6 +811,7 @@ def _paths(submission: Schema, event: Schema, spend: Schema) -> dict[str, Any]:
                 "responses": {
                     "200": _html_page("the dashboard"),
                     "401": _html_page("the login form"),
+                    "429": _html_page("too many failed sign-ins from this address (or in all): wait `Retry-After`"),
                     "503": _html_page("try again in a moment"),
                 },
             }
@@ -830,6 +831,11 @@ def _paths(submission: Schema, event: Schema, spend: Schema) -> dict[str, Any]:
                         "headers": {**_LOCATION, "Set-Cookie": _header(f"`{ADMIN_COOKIE}=...; HttpOnly; Secure`")},
                     },
                     "401": _html_page("the login form again"),
+                    "403": _html_page("a post from another site (Sec-Fetch-Site, Origin or Referer): nothing done"),
+                    "429": _html_page(
+                        "too many failed sign-ins from this address or in all in the window: the token is not "
+                        "even compared until it ends (`Retry-After`)"
+                    ),
                     "415": _json(
                         "not a form post: Chalice's own answer (the route takes only "
                         "`application/x-www-form-urlencoded`)",
@@ -846,9 +852,10 @@ def _paths(submission: Schema, event: Schema, spend: Schema) -> dict[str, Any]:
                 "security": [],
                 "responses": {
                     "303": {
-                        "description": "to the login form, the session cookie cleared",
+                        "description": "to the login form, the session closed in the table and the cookie cleared",
                         "headers": {**_LOCATION, "Set-Cookie": _header("expires the cookie")},
-                    }
+                    },
+                    "403": _html_page("a post from another site: the session stays open"),
                 },
             }
         },
