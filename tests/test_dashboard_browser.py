@@ -22,6 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.test_browser_e2e import ARTIFACTS, DAY, chromium, console_post, wait_for
+from tests.helpers import with_rendered_at
 from tests.twin_process import OPENER, TwinProcess, running_twin
 
 ADMIN_TOKEN = "dashboard-test-admin-token-0123456789abcdef"
@@ -43,7 +44,7 @@ VISITORS = [
 def api(twin: TwinProcess, method: str, path: str, data: Any = None, headers: dict[str, str] | None = None) -> Any:
     request = urllib.request.Request(
         f"{twin.api_url}{path}",
-        data=None if data is None else json.dumps(data).encode(),
+        data=None if data is None else json.dumps(with_rendered_at(path, data)).encode(),
         method=method,
         headers={"Content-Type": "application/json", **(headers or {})},
     )
