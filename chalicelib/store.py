@@ -933,24 +933,19 @@ class Store:
         request costs one write and stores nothing else.
         """
         window = _window_start(window_seconds, now_epoch)
-        try:
-            self._client.update_item(
-                TableName=self.table_name,
-                Key=_serialize(_allowance_key(scope, key, window)),
-                UpdateExpression="ADD #uses :one SET #ttl = if_not_exists(#ttl, :expires)",
-                ConditionExpression="attribute_not_exists(#uses) OR #uses < :limit",
-                ExpressionAttributeNames={"#uses": "uses", "#ttl": TTL_ATTRIBUTE},
-                ExpressionAttributeValues=_serialize(
+        return self._write_if(
+            "update_item",
+            {
+                "TableName": self.table_name,
+                "Key": _serialize(_allowance_key(scope, key, window)),
+                "UpdateExpression": "ADD #uses :one SET #ttl = if_not_exists(#ttl, :expires)",
+                "ConditionExpression": "attribute_not_exists(#uses) OR #uses < :limit",
+                "ExpressionAttributeNames": {"#uses": "uses", "#ttl": TTL_ATTRIBUTE},
+                "ExpressionAttributeValues": _serialize(
                     {":one": 1, ":limit": limit, ":expires": window + 2 * window_seconds}
                 ),
-            )
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise StoreError(f"update_item failed: {e}") from e
-        except BotoCoreError as e:
-            raise StoreError(f"update_item failed: {e}") from e
-        return True
+            },
+        )
 
     # -- admin sessions -----------------------------------------------------------------------
 
