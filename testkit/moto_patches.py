@@ -14,7 +14,8 @@ bench apply it around a test or a run (``patched()``). What moto 5.2 does, and w
    transaction keeps an undo log instead: a copy of each item it names and where each table's
    stream ended. A failed transaction puts those items back in place and drops the stream records
    it wrote; no other item is touched and the table stays the same object.
-2. A table's stream keeps every record for ever. Here records that a reader has been handed are
+2. A table's stream keeps every record for ever, each about 8 KB of Python objects. Here each is
+   kept pickled and compressed (``_PackedRecord``), and records that a reader has been handed are
    dropped once more than ``READ_RECORDS_KEPT`` of them have piled up; records nobody has read yet
    are never dropped. (DynamoDB keeps 24 hours; the twin has one reader, its pump.) Reading behind
    the trimmed part answers ``TrimmedDataAccessException``, as DynamoDB does (moto: a 500).
@@ -22,16 +23,27 @@ bench apply it around a test or a run (``patched()``). What moto 5.2 does, and w
    second). Here each expires ``ITERATOR_LIFETIME_SECONDS`` after it was issued, as DynamoDB's do;
    using one answers ``ExpiredIteratorException`` (moto: a 500).
 4. Every Query and Scan starts from ``Table.all_items``, which sorts the whole table comparing
-   moto's ``DynamoType`` wrappers pair by pair; here it sorts on each key's value computed once (the
-   very comparison moto makes), several times faster at tens of thousands of items.
+   moto's ``DynamoType`` wrappers pair by pair: a Query for one lead's items sorted the 20,000 items
+   of every lead. Here a Query on the table reads the partition it names, a Query on an index skips
+   that first sort (moto sorts its candidates afterwards), and what is sorted is sorted on each
+   key's plain value (the very comparison moto makes), computed once.
+5. Every moto model object (``BaseModel``) is also appended to a list on its class, for the moto
+   server's ``/moto-api/data.json`` dashboard, and only a mock's reset empties it: every DynamoDB
+   item ever written or copied into a Query's answer, every stream record and shard iterator, kept
+   for the life of the twin. Those three classes keep no such list here (S3's, which moto's reset
+   uses to close files, is left alone); the dashboard then lists none of them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import functools
+import inspect
+import pickle
 import time
+import zlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -139,8 +151,9 @@ class _UndoLog:
             return
         shard.items[first:] = kept
         for position in range(first, len(shard.items)):
-            number = str(shard.starting_sequence_number + position)
-            shard.items[position].record["dynamodb"]["SequenceNumber"] = number
+            record = shard.items[position].record
+            record["dynamodb"]["SequenceNumber"] = str(shard.starting_sequence_number + position)
+            shard.items[position].record = record  # set back: a packed record hands out copies
 
     @staticmethod
     def _record_keys(table: Any, saved: _Saved) -> dict[str, Any]:
@@ -165,6 +178,40 @@ def _expired_iterator() -> Exception:
     from moto.core.exceptions import JsonRESTError
 
     return JsonRESTError("ExpiredIteratorException", "The shard iterator has expired.")
+
+
+class _PackedRecord:
+    """A stream record as moto's ``StreamRecord`` holds it, pickled and compressed: with both images
+    a record is about 8 KB of Python objects, ten times less so; and while the stream handler waits
+    on SES's 1 email/s for each new lead, unread records pile up by the tens of thousands."""
+
+    __slots__ = ("_packed",)
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+
+    @property
+    def record(self) -> dict[str, Any]:
+        # Only ever what this process pickled itself, just above.
+        value: dict[str, Any] = pickle.loads(zlib.decompress(self._packed))  # noqa: S301
+        return value
+
+    @record.setter
+    def record(self, value: dict[str, Any]) -> None:
+        self._packed = zlib.compress(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), 1)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.record
+
+
+def _shard_add(original: Any) -> Any:
+    def add(shard: Any, old: Any, new: Any) -> None:
+        before = len(shard.items)
+        original(shard, old, new)
+        if len(shard.items) == before + 1:  # moto empties the list when it hands records to a Lambda
+            shard.items[-1] = _PackedRecord(shard.items[-1].record)
+
+    return add
 
 
 def _shard_get(shard: Any, start: int, quantity: int) -> list[dict[str, Any]]:
@@ -215,23 +262,88 @@ def _expiring(backend: Any) -> None:
 # -- 4. sorting the table on plain values ----------------------------------------------------------
 
 
+def _plain(value: Any) -> Any:
+    # cast_value is what DynamoType.__lt__ compares; for a string (most keys) that is the string.
+    return value.value if value.type == "S" else value.cast_value
+
+
 def _table_order(item: Any) -> Any:
-    # moto's own key, (hash, range) or hash, with each DynamoType's cast_value (what its __lt__ compares).
+    # moto's own sort key, (hash, range) or hash, on plain values.
     if item.range_key:
-        return (item.hash_key.cast_value, item.range_key.cast_value)
-    return item.hash_key.cast_value
+        return (_plain(item.hash_key), _plain(item.range_key))
+    return _plain(item.hash_key)
+
+
+# What the Query running in this thread asks for: (table, hash key, index name).
+_query: contextvars.ContextVar[Optional[tuple[Any, Any, Optional[str]]]] = contextvars.ContextVar(
+    "moto_query", default=None
+)
 
 
 def _all_items(table: Any) -> list[Any]:
-    """``Table.all_items``: every item, in key order."""
+    """``Table.all_items``: every item, in key order. Within a Query (``_query``), only what that
+    Query looks at: on the table, the one partition its hash key names (moto filters all items on
+    it); on an index, every item unsorted (moto sorts the candidates on the index key then the
+    table key, a total order, whatever order they came in)."""
+    asked = _query.get()
+    if asked is not None and asked[0] is table:
+        _, hash_key, index_name = asked
+        if index_name is not None:
+            return _every_item(table)
+        if hash_key is not None:
+            partition = table.items.get(hash_key)
+            if partition is None:
+                return []
+            return sorted(partition.values(), key=_table_order) if table.range_key_attr else [partition]
+    return sorted(_every_item(table), key=_table_order)
+
+
+def _every_item(table: Any) -> list[Any]:
     if table.range_key_attr:
-        items = [item for partition in table.items.values() for item in partition.values()]
-    else:
-        items = list(table.items.values())
-    return sorted(items, key=_table_order)
+        return [item for partition in table.items.values() for item in partition.values()]
+    return list(table.items.values())
+
+
+# -- 5. no registry of every item ever made -----------------------------------------------------
+
+
+class _NotKept(list[Any]):
+    """Stands in for a moto model class's ``instances_tracked``: keeps nothing."""
+
+    def append(self, instance: Any) -> None:
+        pass
+
+
+def _untracked() -> tuple[Any, ...]:
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.table import StreamRecord
+    from moto.dynamodbstreams.models import ShardIterator
+
+    return (Item, StreamRecord, ShardIterator)
 
 
 # -- applying them ---------------------------------------------------------------------------------
+
+
+@functools.cache
+def _originals() -> tuple[tuple[Any, str, Any], ...]:
+    """moto's own (owner, attribute, value) for each patched attribute, captured before any patch."""
+    import moto.dynamodb.models
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import StreamShard, Table
+    from moto.dynamodbstreams.models import DynamoDBStreamsBackend
+
+    return (
+        (moto.dynamodb.models, "copy", copy),
+        (DynamoDBBackend, "transact_write_items", DynamoDBBackend.transact_write_items),
+        (StreamShard, "get", StreamShard.get),
+        (StreamShard, "add", StreamShard.add),
+        (DynamoDBStreamsBackend, "get_shard_iterator", DynamoDBStreamsBackend.get_shard_iterator),
+        (DynamoDBStreamsBackend, "get_records", DynamoDBStreamsBackend.get_records),
+        (Table, "all_items", Table.all_items),
+        (Table, "query", Table.query),
+        *((model, "instances_tracked", model.instances_tracked) for model in _untracked()),
+    )
 
 
 @functools.cache
@@ -243,9 +355,12 @@ def _replacements() -> tuple[tuple[Any, str, Any], ...]:
     from moto.dynamodb.models.table import StreamShard, Table
     from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 
-    transact = DynamoDBBackend.transact_write_items
-    get_shard_iterator = DynamoDBStreamsBackend.get_shard_iterator
-    get_records = DynamoDBStreamsBackend.get_records
+    original = {name: value for _, name, value in _originals()}
+    transact = original["transact_write_items"]
+    table_query = original["query"]
+    query_signature = inspect.signature(table_query)
+    get_shard_iterator = original["get_shard_iterator"]
+    get_records = original["get_records"]
 
     def transact_write_items(self: Any, transact_items: Any) -> Any:
         log = _UndoLog(self, transact_items)
@@ -265,13 +380,24 @@ def _replacements() -> tuple[tuple[Any, str, Any], ...]:
             raise _expired_iterator()
         return get_records(self, iterator_arn, limit)
 
+    def query(self: Any, *args: Any, **kwargs: Any) -> Any:
+        asked = query_signature.bind_partial(self, *args, **kwargs).arguments
+        token = _query.set((self, asked.get("hash_key"), asked.get("index_name")))
+        try:
+            return table_query(self, *args, **kwargs)
+        finally:
+            _query.reset(token)
+
     return (
         (moto.dynamodb.models, "copy", _TablesAreNotCopied()),
         (DynamoDBBackend, "transact_write_items", transact_write_items),
         (StreamShard, "get", _shard_get),
+        (StreamShard, "add", _shard_add(original["add"])),
         (DynamoDBStreamsBackend, "get_shard_iterator", shard_iterator),
         (DynamoDBStreamsBackend, "get_records", records),
         (Table, "all_items", _all_items),
+        (Table, "query", query),
+        *((model, "instances_tracked", _NotKept()) for model in _untracked()),
     )
 
 
@@ -284,7 +410,20 @@ def install() -> None:
 @contextlib.contextmanager
 def patched() -> Iterator[None]:
     """For a test or a bench run; moto is as it was afterwards."""
+    with _applied(_replacements()):
+        yield
+
+
+@contextlib.contextmanager
+def shipped() -> Iterator[None]:
+    """moto as shipped, for a while (the tests compare answers with and without the patches)."""
+    with _applied(_originals()):
+        yield
+
+
+@contextlib.contextmanager
+def _applied(values: tuple[tuple[Any, str, Any], ...]) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
-        for owner, name, replacement in _replacements():
-            stack.enter_context(mock.patch.object(owner, name, replacement))
+        for owner, name, value in values:
+            stack.enter_context(mock.patch.object(owner, name, value))
         yield

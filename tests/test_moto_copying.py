@@ -262,3 +262,101 @@ def test_the_twins_moto_server_copies_what_a_transaction_names(monkeypatch):
         assert copies[0] <= 3 * (len(_transaction(0)) + 1)  # moto as shipped: 300 per transaction
     finally:
         server.stop()
+
+
+def _queries(client: Any) -> list[list[dict[str, Any]]]:
+    """Each query's every page, on the table and on its index, forwards and backwards."""
+    asked = [
+        {"KeyConditionExpression": "pk = :p", "ExpressionAttributeValues": {":p": {"S": "LEAD#3"}}},
+        {
+            "KeyConditionExpression": "pk = :p AND begins_with(sk, :e)",
+            "ExpressionAttributeValues": {":p": {"S": "LEAD#3"}, ":e": {"S": "EVENT#"}},
+            "ScanIndexForward": False,
+        },
+        {"KeyConditionExpression": "pk = :p", "ExpressionAttributeValues": {":p": {"S": "LEAD#none"}}},
+        {
+            "IndexName": "due",
+            "KeyConditionExpression": "shard = :s AND due_at <= :t",
+            "ExpressionAttributeValues": {":s": {"S": "1"}, ":t": {"S": "2026-12-05"}},
+        },
+        {
+            "IndexName": "due",
+            "KeyConditionExpression": "shard = :s",
+            "ExpressionAttributeValues": {":s": {"S": "0"}},
+            "ScanIndexForward": False,
+        },
+    ]
+    answers = []
+    for query in asked:
+        pages, start = [], None
+        while True:
+            page = client.query(
+                TableName="indexed", Limit=3, **query, **({"ExclusiveStartKey": start} if start else {})
+            )
+            pages.append({"Items": page["Items"], "LastEvaluatedKey": page.get("LastEvaluatedKey")})
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                break
+        answers.append(pages)
+    scan = client.scan(TableName="indexed")
+    answers.append([{"Items": scan["Items"], "LastEvaluatedKey": scan.get("LastEvaluatedKey")}])
+    return answers
+
+
+def test_queries_answer_as_moto_as_shipped(dynamodb):
+    """A Query reads only its partition, or skips the first sort on an index: same pages, same order."""
+    dynamodb.create_table(
+        TableName="indexed",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": name, "AttributeType": "S"} for name in ("pk", "sk", "shard", "due_at")
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "due",
+                "KeySchema": [
+                    {"AttributeName": "shard", "KeyType": "HASH"},
+                    {"AttributeName": "due_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for lead in range(8):
+        dynamodb.put_item(
+            TableName="indexed", Item=_item(f"LEAD#{lead}", shard=str(lead % 2), due_at=f"2026-12-0{lead % 4 + 1}")
+        )
+        for event in range(5):
+            dynamodb.put_item(TableName="indexed", Item=_item(f"LEAD#{lead}", f"EVENT#{event}"))
+    patched = _queries(dynamodb)
+    with moto_patches.shipped():
+        shipped = _queries(dynamodb)
+    assert patched == shipped
+    assert [len(pages) for pages in patched] == [2, 2, 1, 2, 2, 1]  # the pagination was exercised
+
+
+def test_unread_stream_records_are_kept_small(dynamodb):
+    """Records nobody has read yet stay (the twin's pump waits on SES for every new lead meanwhile),
+    but small: moto keeps each as Python dicts (about 8 KB with both images), and keeps every record,
+    item and shard iterator it ever made in a list on its class besides (for its dashboard)."""
+    import tracemalloc
+
+    profile = {f"field{i}": f"value number {i} of a lead's profile" for i in range(30)}
+    dynamodb.put_item(TableName=TABLE, Item=_item("LEAD#1", **profile))
+    shard = _backend().get_table(TABLE).stream_shard
+    updates = 200
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(updates):
+            dynamodb.put_item(TableName=TABLE, Item=_item("LEAD#1", **profile, visits=str(n)))
+        kept = (tracemalloc.get_traced_memory()[0] - before) / updates
+    finally:
+        tracemalloc.stop()
+    assert len(shard.items) == updates + 1
+    assert kept < 4_000, f"{kept:.0f} bytes kept per stream record"  # moto as shipped: 25 KB
+    last = StreamReader(dynamodb, boto3.client("dynamodbstreams"), TABLE).read()[-1]
+    assert last["eventName"] == "MODIFY"
+    assert last["dynamodb"]["NewImage"]["visits"] == {"S": str(updates - 1)}
+    assert last["dynamodb"]["OldImage"]["visits"] == {"S": str(updates - 2)}
