@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
+import pytest
 
 from tests.helpers import post_json
 from twin.pump import StreamPump, StreamReader
@@ -122,3 +123,21 @@ def test_campaign_copy_follows_the_console_port(tmp_path):
         changed = {"thank_you_url", "allowed_origins"}
         assert served.forms[form_id].model_dump(exclude=changed) == form.model_dump(exclude=changed)
     assert served.model_dump(exclude={"forms"}) == packaged.model_dump(exclude={"forms"})
+
+
+def test_a_load_test_may_lift_the_per_address_event_limit_of_the_twins_copy_only(tmp_path):
+    # Under chalice local every visitor is 127.0.0.1: the soak lifts that one limit, nothing else.
+    from chalicelib.config import load_campaign
+    from twin.run import EVENTS_PER_ADDRESS_ENV, TwinConfig, TwinError, campaign_for_console
+
+    config = TwinConfig.from_env({EVENTS_PER_ADDRESS_ENV: "100000"})
+    directory = campaign_for_console("demo", 18001, tmp_path / "campaigns", config.events_per_address_per_minute)
+
+    packaged, served = load_campaign("demo"), load_campaign("demo", directory)
+    assert served.rate_limits.events_per_address_per_minute == 100_000
+    assert served.rate_limits.events_per_lead_per_minute == packaged.rate_limits.events_per_lead_per_minute
+    assert served.scoring == packaged.scoring
+    assert TwinConfig.from_env({}).events_per_address_per_minute is None
+    for bad in ("0", "-1", "many"):
+        with pytest.raises(TwinError, match=EVENTS_PER_ADDRESS_ENV):
+            TwinConfig.from_env({EVENTS_PER_ADDRESS_ENV: bad})

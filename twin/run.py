@@ -54,6 +54,7 @@ from types import FrameType
 from typing import Any, Optional, Protocol
 
 import boto3
+import yaml
 
 from chalicelib.config import APP_ROOT, MIN_TOKEN_KEY_LENGTH, campaign_path, load_campaign
 from chalicelib.models import Campaign
@@ -89,6 +90,9 @@ PORTS = {
 }
 
 
+EVENTS_PER_ADDRESS_ENV = "TRELLIS_TWIN_EVENTS_PER_ADDRESS"
+
+
 class TwinError(Exception):
     """A problem the person running the twin can fix; printed without a traceback."""
 
@@ -107,6 +111,9 @@ class TwinConfig:
     token_key: str
     admin_token: str
     admin_token_generated: bool = False
+    # Under chalice local every request comes from 127.0.0.1, so the campaign's per-address limit
+    # of POST /events caps the whole machine; a load test (the bench's soak) raises it here.
+    events_per_address_per_minute: Optional[int] = None
 
     def __repr__(self) -> str:  # keep the key out of tracebacks
         return f"TwinConfig(ports={self.ports!r}, token_key=<redacted>, admin_token=<redacted>)"
@@ -128,7 +135,16 @@ class TwinConfig:
         admin_token = admin_token or secrets.token_urlsafe(32)
         if len(admin_token) < MIN_TOKEN_KEY_LENGTH:
             raise TwinError(f"TRELLIS_ADMIN_TOKEN must be at least {MIN_TOKEN_KEY_LENGTH} characters (or unset)")
-        return cls(ports=ports, token_key=token_key, admin_token=admin_token, admin_token_generated=generated)
+        per_address = env.get(EVENTS_PER_ADDRESS_ENV, "").strip()
+        if per_address and not (per_address.isdigit() and int(per_address) > 0):
+            raise TwinError(f"{EVENTS_PER_ADDRESS_ENV} must be a whole number above 0 (or unset)")
+        return cls(
+            ports=ports,
+            token_key=token_key,
+            admin_token=admin_token,
+            admin_token_generated=generated,
+            events_per_address_per_minute=int(per_address) if per_address else None,
+        )
 
 
 def _port_from_env(env: Mapping[str, str], port: Port) -> int:
@@ -506,7 +522,9 @@ def run(config: TwinConfig, twin: Twin) -> None:
     # the endpoint and the app's settings.
     _replace_environ(local_environment(os.environ, moto.url))
     run_dir = _run_dir()
-    campaigns_dir = campaign_for_console(campaign_name, config.ports["console"], run_dir / "campaigns")
+    campaigns_dir = campaign_for_console(
+        campaign_name, config.ports["console"], run_dir / "campaigns", config.events_per_address_per_minute
+    )
     outputs = provision(boto3.session.Session(), STAGE, load_campaign(campaign_name, campaigns_dir))
     _replace_environ(
         {
@@ -546,7 +564,9 @@ def _run_dir() -> Path:
     return directory
 
 
-def campaign_for_console(name: str, console_port: int, directory: Path) -> Path:
+def campaign_for_console(
+    name: str, console_port: int, directory: Path, events_per_address_per_minute: Optional[int] = None
+) -> Path:
     """A copy of ``campaigns/<name>.yaml`` in ``directory`` whose landing-page URLs (thank-you
     pages, CORS origins) name the dev console's actual port; returns ``directory``.
 
@@ -558,6 +578,10 @@ def campaign_for_console(name: str, console_port: int, directory: Path) -> Path:
     default = PORTS["console"].default
     for host in ("127.0.0.1", "localhost"):
         text = re.sub(rf"http://{re.escape(host)}:{default}(?![0-9])", f"http://{host}:{console_port}", text)
+    if events_per_address_per_minute is not None:
+        document = yaml.safe_load(text)
+        document.setdefault("rate_limits", {})["events_per_address_per_minute"] = events_per_address_per_minute
+        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
     directory.mkdir(parents=True, exist_ok=True)
     campaign_path(name, directory).write_text(text, encoding="utf-8")
     load_campaign(name, directory)  # the copy must still be valid: fail here, not at the first post
