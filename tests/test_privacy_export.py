@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -92,7 +93,9 @@ def test_erase_deletes_the_partition_keeps_anonymous_counters_and_suppresses_the
     assert [(i["pk"], i["sk"], i["reason"]) for i in left] == [(f"SUPPRESS#{ADA_ID}", "SUPPRESS", "erased")]
     assert result["items_deleted"] >= 6  # profile, event, enrolment, message, markers
     # Nothing left anywhere that names her.
-    assert not any("ada" in json.dumps(item, default=str).lower() for item in table_items())
+    # As a word: random hex (session ids, rate-limit keys, message ids) may hold the letters "ada".
+    naming = [item for item in table_items() if re.search(r"\bada\b", json.dumps(item, default=str).lower())]
+    assert not naming, naming
     assert client.http.get(f"/admin/leads/{ADA_ID}", headers=AUTH).status_code == 404
     assert body(client.http.get("/admin/reports/funnel", headers=AUTH))["total"] == funnel_before["total"]
     settle(deliver)  # the deletions stream by without effect
