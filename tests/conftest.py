@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ from moto import mock_aws
 from chalicelib import aws, runtime
 from chalicelib.clock import FixedClock
 from chalicelib.config import Settings
+from chalicelib.entities import lead_id_for
 from chalicelib.nurture.dispatcher import Pacer
 from testkit import moto_patches
 from twin import stack
@@ -209,3 +210,16 @@ def tick() -> Any:
         return result
 
     return run
+
+
+@pytest.fixture
+def enrolment(settings: Any) -> Callable[[str], dict[str, Any]]:
+    """The lead's welcome enrolment item as stored (one consistent read)."""
+    table = boto3.resource("dynamodb").Table(settings.table_name)
+
+    def get(email: str) -> dict[str, Any]:
+        key = {"pk": f"LEAD#{lead_id_for(email)}", "sk": "ENROL#welcome"}
+        item: dict[str, Any] = table.get_item(Key=key, ConsistentRead=True)["Item"]
+        return item
+
+    return get

@@ -88,21 +88,6 @@ def recipients(outbox: Any) -> Counter[str]:
     return Counter(str(m["To"]) for m in outbox())
 
 
-@pytest.fixture
-def enrolment(settings: Any) -> Callable[[str], dict[str, Any]]:
-    """The lead's welcome enrolment item as stored (one consistent read)."""
-    import boto3
-
-    table = boto3.resource("dynamodb").Table(settings.table_name)
-
-    def get(email: str) -> dict[str, Any]:
-        key = {"pk": f"LEAD#{lead_id_for(email)}", "sk": "ENROL#welcome"}
-        item: dict[str, Any] = table.get_item(Key=key, ConsistentRead=True)["Item"]
-        return item
-
-    return get
-
-
 def message_items(table_items: Any) -> list[dict[str, Any]]:
     return [i for i in table_items() if i["sk"].startswith("MSG#")]
 
