@@ -7,13 +7,14 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 
 from chalicelib.clock import OffsetFileClock
+from chalicelib.config import load_campaign
 from tests.twin_process import OPENER
-from twin.console import Console
+from twin.console import _FIELDS, _LANDING, Console
 
 RAW = (
     "From: Trellis Demo <hello@demo.trellis.example>\r\nTo: ann@example.com\r\nSubject: Hello <Ann>\r\n"
@@ -132,6 +133,30 @@ def test_ebook_page_and_thank_you_page(console):
 
     status, unsafe = call(running, "GET", "/ebook-thanks.html?download_url=javascript%3Aalert(1)")
     assert status == 200 and "javascript:" not in unsafe
+
+
+def test_digest_page_is_the_demo_campaigns_double_opt_in_form(console):
+    running, _ = console
+    form = load_campaign("demo").forms["digest"]
+
+    status, page = call(running, "GET", "/digest.html")
+    thanks_status, thanks = call(running, "GET", urlsplit(str(form.thank_you_url)).path)
+
+    assert status == 200
+    assert '<form id="signup" method="post" action="http://127.0.0.1:8000/forms/digest"' in page
+    assert 'name="email"' in page and 'name="first_name"' in page and 'name="consent"' in page
+    assert form.double_opt_in and form.sequence is not None
+    assert thanks_status == 200 and "confirm" in thanks  # the plain post lands on a page that says what next
+
+
+def test_every_landing_page_posts_to_a_demo_form_with_its_fields():
+    forms = load_campaign("demo").forms
+    for path, (form_id, *_) in _LANDING.items():
+        assert form_id in forms, path
+        required = {name for name, need in forms[form_id].fields.items() if need == "required"}
+        offered = {field["name"] for field in _FIELDS[form_id]}
+        assert required <= offered, path
+        assert {f["name"] for f in _FIELDS[form_id] if f["required"]} <= set(forms[form_id].fields), path
 
 
 def test_outbox_shows_each_leads_score_and_stage(console):

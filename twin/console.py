@@ -1,9 +1,11 @@
 """The twin's dev console (127.0.0.1:8001): the outbox, run the dispatcher now, fast-forward time.
 
-    GET  /, /ebook.html               the example landing pages (plain HTML forms, enhanced by a script)
-    GET  /pricing.html, /thanks.html, /ebook-thanks.html   pages that report page views (the
-                                      thank-you pages link a ``download_url`` only when it is a
-                                      presigned link into the twin's assets bucket)
+    GET  /, /digest.html, /ebook.html the example landing pages (plain HTML forms, enhanced by a
+                                      script); /digest.html's form is double opt-in
+    GET  /pricing.html, /thanks.html, /digest-thanks.html, /ebook-thanks.html
+                                      pages that report page views (the thank-you pages link a
+                                      ``download_url`` only when it is a presigned link into the
+                                      twin's assets bucket)
     GET  /leads, /leads.json          the newest leads with score, stage and timeline
     GET  /outbox.json                 every email SES accepted in the twin, newest first
     GET  /outbox                      the same as a page, each email's HTML with working links,
@@ -43,6 +45,10 @@ _FIELDS = {
         {"name": "email", "label": "Email", "type": "email", "required": True},
         {"name": "first_name", "label": "First name", "type": "text", "required": False},
     ],
+    "digest": [
+        {"name": "email", "label": "Email", "type": "email", "required": True},
+        {"name": "first_name", "label": "First name", "type": "text", "required": False},
+    ],
     "ebook": [
         {"name": "email", "label": "Work email", "type": "email", "required": True},
         {"name": "first_name", "label": "First name", "type": "text", "required": True},
@@ -57,6 +63,12 @@ _LANDING = {
         "One useful email a week about turning signups into customers.",
         "Subscribe",
     ),
+    "/digest.html": (
+        "digest",
+        "The weekly Trellis digest",
+        "The week's best on lead nurture in one email. We ask you to confirm your address first.",
+        "Subscribe",
+    ),
     "/ebook.html": (
         "ebook",
         "Free ebook: The Lead Nurture Playbook",
@@ -68,6 +80,10 @@ _PLAIN = {
     "/pricing.html": ("Pricing", "Cents per thousand leads. (Visiting this page counts as a pricing view.)"),
     "/thanks.html": ("Thank you!", "You are subscribed. The welcome email is on its way: see the outbox."),
     "/ebook-thanks.html": ("Your ebook is on its way", "We also emailed you the link."),
+    "/digest-thanks.html": (
+        "Please confirm your address",
+        "We emailed you a link (see the outbox): open it and press the button to start the digest.",
+    ),
 }
 
 
