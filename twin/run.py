@@ -10,7 +10,11 @@
 4. what Lambda and EventBridge do and ``chalice local`` does not, in threads of this process,
    calling the very handlers Lambda calls: the stream pump (``twin.pump``) and the dispatcher's
    schedule, every ``TRELLIS_TICK_SECONDS`` (default 5);
-5. the dev console (``twin.console``) on ``TRELLIS_CONSOLE_PORT`` (default 8001).
+5. what SES and real inboxes do with each email (``twin.inbox``): SES events on the stage's SES
+   events topic (delivered, or bounced and complained for SES's mailbox simulator addresses),
+   link scanners at ``scanned.example``, Apple's privacy proxy at ``mpp.example``; and, standing
+   in for SNS->Lambda, the pump that hands the topic's messages to ``app.on_ses_feedback``;
+6. the dev console (``twin.console``) on ``TRELLIS_CONSOLE_PORT`` (default 8001).
 
 State: moto keeps everything in this process's memory, and the shared clock's offset and the
 campaign copy live in a temporary directory removed at exit, so every run starts from an empty
@@ -58,6 +62,7 @@ import yaml
 
 from chalicelib.config import APP_ROOT, MIN_TOKEN_KEY_LENGTH, campaign_path, load_campaign
 from chalicelib.models import Campaign
+from chalicelib.tracking import EMAIL_CLICKED
 from twin import stack
 from twin.gate import ClockGate
 
@@ -73,6 +78,7 @@ PUMP_SECONDS = 0.5  # how often the stream is read (Lambda polls its shards cont
 DEFAULT_TICK_SECONDS = 5.0  # the dispatcher's "minute" in the twin
 STOP_TIMEOUT_SECONDS = 10.0
 POLL_SECONDS = 0.2
+INBOX_SECONDS = 0.2  # how often the outbox and the SES events queue are read (scanners come within a second)
 
 
 @dataclass(frozen=True)
@@ -490,6 +496,15 @@ def banner(
             f"  3. three days later, now: curl -X POST '{console}/clock/advance?seconds=259200' "
             f"&& curl -X POST {console}/tick",
             "",
+            "Try the inbox: mail to these addresses does what real SES and real inboxes do with it",
+            f"  (sign up with: curl {api.url}/forms/newsletter --data-urlencode email=ADDRESS -d consent=on)",
+            "  x@scanned.example               a link scanner fetches every link and the pixel (HEAD, GET) at once",
+            "  x@mpp.example                   Apple's privacy proxy fetches the pixel",
+            "  bounce@simulator.amazonses.com  SES bounces it for good (also complaint@, suppressionlist@)",
+            "  anyone else                     delivered, counted as delivered",
+            f"  then see {console}/leads (each lead's timeline) and the sequence report on the dashboard "
+            f"({api.url}/admin/dashboard)",
+            "",
             f"See what was stored: {shlex.quote(python)} -c {shlex.quote(show_items)}",
         ]
     )
@@ -622,6 +637,8 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
         # The moto server runs in this process: its SES backend holds every accepted email.
         return [str(m.raw_data) for m in ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages]
 
+    _start_inbox(twin, gate, outputs, lambda: ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages)
+
     campaign = load_campaign(os.environ["TRELLIS_CAMPAIGN"], Path(os.environ["TRELLIS_CAMPAIGNS_DIR"]))
     consent_texts = {form_id: form.consent.text for form_id, form in campaign.forms.items() if form.consent}
     from chalicelib import runtime
@@ -640,7 +657,7 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
                     "owner": (lead.owner or {}).get("name"),
                     "first_touch": lead.first_touch.form_id,
                     "utm_source": lead.first_touch.utm_source,
-                    "timeline": [{"at": e.at, "type": e.type} for e in timeline],
+                    "timeline": [_timeline_entry(e.at, e.type, e.data) for e in timeline],
                 }
             )
         return found
@@ -658,6 +675,60 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
         assets_url=f"{os.environ['AWS_ENDPOINT_URL'].rstrip('/')}/{os.environ['TRELLIS_ASSETS_BUCKET']}/",
     )
     twin.start(console)
+
+
+def _timeline_entry(at: str, event_type: str, data: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"at": at, "type": event_type}
+    url = (data or {}).get("url")
+    if event_type == EMAIL_CLICKED and url:
+        entry["url"] = url  # which link: a scanner's clicks are every link at once
+    return entry
+
+
+def _start_inbox(twin: Twin, gate: ClockGate, outputs: Mapping[str, str], sent_messages: Any) -> None:
+    """What SES and the inboxes behind it do with each email (``twin.inbox``): SES events on the
+    stage's SES events topic, link scanners and Apple's proxy fetching. And, standing in for
+    SNS->Lambda (moto's SNS cannot invoke a Lambda without docker), the pump that hands the
+    topic's messages to ``app.on_ses_feedback`` as Lambda would."""
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+
+    import app
+    from chalicelib.clock import OffsetFileClock
+    from twin.inbox import (
+        EVENT_SUBJECT,
+        FeedbackPump,
+        Inbox,
+        Sender,
+        SentWatcher,
+        destination_event_types,
+        http_fetch,
+        watch,
+    )
+    from twin.pump import LambdaContext
+
+    logging.getLogger("twin.inbox").setLevel(logging.INFO)  # one line per email a reader touched
+    session = boto3.session.Session()
+    topic_arn = outputs["SesEventsTopicArn"]
+
+    def on_ses_feedback(event: dict[str, Any]) -> Any:
+        with gate.handler():
+            return app.on_ses_feedback(event, LambdaContext("on_ses_feedback"))
+
+    feedback = FeedbackPump.subscribe(session.client("sns"), session.client("sqs"), topic_arn, on_ses_feedback)
+    twin.start(Background("SES events (SNS->Lambda stand-in)", INBOX_SECONDS, feedback.pump_once))
+
+    sns = session.client("sns")  # this thread's own client
+    clock = OffsetFileClock(os.environ["TRELLIS_CLOCK_FILE"])
+    inbox = Inbox(
+        publish=lambda message: sns.publish(TopicArn=topic_arn, Message=message, Subject=EVENT_SUBJECT),
+        fetch=http_fetch,
+        now=clock.now,
+        sender=Sender(DEFAULT_ACCOUNT_ID, REGION, outputs["ConfigurationSetName"]),
+        # Only what the configuration set's SNS destination publishes, as infra/ declares it.
+        event_types=destination_event_types(stack.TEMPLATE),
+    )
+    watcher = SentWatcher(sent_messages)
+    twin.start(Background("inbox", INBOX_SECONDS, lambda: watch(watcher, inbox)))
 
 
 def _tick_seconds() -> float:
