@@ -91,6 +91,12 @@ def unsubscribe(token: str) -> Response:
 
 
 @app.route("/confirm/{token}", methods=["GET"])
+def confirm_page(token: str) -> Response:
+    return web.confirm_page(runtime.current(), token)
+
+
+# The confirm page's button: a plain form post with an empty body; the token is what counts.
+@app.route("/confirm/{token}", methods=["POST"], content_types=["*/*"])
 def confirm_subscription(token: str) -> Response:
     return web.confirm(runtime.current(), token)
 

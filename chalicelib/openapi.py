@@ -708,9 +708,19 @@ def _paths(submission: Schema, event: Schema, spend: Schema) -> dict[str, Any]:
         "/confirm/{token}": {
             "parameters": [_TOKEN],
             "get": _public(
-                "Double opt-in confirmation",
+                "Double opt-in page (a confirm button; link scanners change nothing)",
+                {"200": _html_page("the page, or the confirmed page when already confirmed"), **html_errors},
+                "email",
+            ),
+            "post": _public(
+                "Confirm the subscription: the page's button",
                 {"200": _html_page("confirmed (idempotent)"), **html_errors},
                 "email",
+                requestBody={
+                    "required": False,
+                    "description": "ignored; the page's form posts no fields",
+                    "content": {FORM: {"schema": obj({}, required=[])}},
+                },
             ),
         },
         "/admin/leads": {

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import ValidationError
 
 from chalicelib.clock import Clock
-from chalicelib.entities import Event, Suppression, iso
+from chalicelib.entities import Event, Lead, Suppression, iso
 from chalicelib.errors import ConditionFailed, InvalidToken, NotFound, RateLimited, ValidationFailed
 from chalicelib.models import BehaviourEventIn, Campaign
 from chalicelib.store import Store
@@ -217,14 +217,21 @@ class Tracker:
             event = _event(lead_id, UNSUBSCRIBED, now, {"message_id": message_id or None})
             self._store.record_event(event, profile_sets={"unsubscribed_at": iso(now)})
 
+    def check_confirm(self, token: str) -> bool:
+        """Verify a confirm token (the page with the confirm button), changing nothing.
+
+        True when the lead has confirmed already. Link scanners fetch every link of a message;
+        a GET must not grant consent on behalf of whoever owns the address.
+        """
+        lead = self._confirmable_lead(token, self._clock.now())
+        return lead.consent is not None and lead.consent.status == "granted"
+
     def confirm(self, token: str) -> None:
         """Double opt-in: grant consent and start the nurture that waited for it. Idempotent."""
         now = self._clock.now()
-        lead_id = _claim(self._signer.verify(CONFIRM_PURPOSE, token, now), "lead")
-        lead = self._store.get_lead(lead_id)
-        if lead is None or lead.consent is None:
-            raise NotFound("lead", lead_id)
-        if lead.consent.status == "granted":
+        lead = self._confirmable_lead(token, now)
+        lead_id = lead.lead_id
+        if lead.consent is None or lead.consent.status == "granted":
             return
         due = {}
         for sequence_id in lead.sequences:
@@ -235,6 +242,14 @@ class Tracker:
             self._store.confirm_lead(lead_id, iso(now), due, _event(lead_id, CONFIRMED, now, {}))
         except ConditionFailed:
             return  # confirmed concurrently (a double click): the first one did the work
+
+    def _confirmable_lead(self, token: str, now: datetime) -> Lead:
+        """The lead a confirm token names; NotFound unless it exists with a consent to confirm."""
+        lead_id = _claim(self._signer.verify(CONFIRM_PURPOSE, token, now), "lead")
+        lead = self._store.get_lead(lead_id)
+        if lead is None or lead.consent is None:
+            raise NotFound("lead", lead_id)
+        return lead
 
     def record_behaviour(self, fields: dict[str, Any], source_ip: Optional[str]) -> None:
         """A landing-page event (``POST /events``) for the lead its token names.

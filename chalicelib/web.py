@@ -318,7 +318,19 @@ def unsubscribe(runtime: Runtime, token: str) -> Response:
     return _link_page(runtime, runtime.tracker.unsubscribe, token, "unsubscribed.html")
 
 
+def confirm_page(runtime: Runtime, token: str) -> Response:
+    """GET: a page with a button (or, once confirmed, the confirmed page). Link scanners fetch
+    every link of a message: they must not grant consent for whoever owns the address."""
+    try:
+        confirmed = runtime.tracker.check_confirm(token)
+    except TrellisError as e:
+        return error_response(e, html=True, headers=dict(_NO_STORE))
+    page = "confirmed.html" if confirmed else "confirm.html"
+    return _page(page, campaign_title=runtime.campaign.title or runtime.campaign.name)
+
+
 def confirm(runtime: Runtime, token: str) -> Response:
+    """POST: the page's button. Confirms once; a second post shows the same page."""
     return _link_page(runtime, runtime.tracker.confirm, token, "confirmed.html")
 
 

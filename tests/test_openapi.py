@@ -221,6 +221,7 @@ def test_public_responses_match_the_document(client, checker):
     _check(checker, "/u/{token}", "get", client.http.get("/u/x.y"), 400)
     _check(checker, "/u/{token}", "post", client.http.post("/u/x.y"), 400)
     _check(checker, "/confirm/{token}", "get", client.http.get("/confirm/x.y"), 400)
+    _check(checker, "/confirm/{token}", "post", client.http.post("/confirm/x.y"), 400)
 
 
 EBOOK = {"email": "Dee@Example.com", "first_name": "Dee", "consent": True, "utm_source": "google", "utm_medium": "cpc"}

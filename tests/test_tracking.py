@@ -36,8 +36,8 @@ _IMG = re.compile(r'<img src="([^"]+)"')
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def signup(client: Any, data: dict[str, Any] = ANN) -> str:
-    response = post_json(client, "/forms/newsletter", data)
+def signup(client: Any, data: dict[str, Any] = ANN, form_id: str = "newsletter") -> str:
+    response = post_json(client, f"/forms/{form_id}", data)
     assert response.status_code in (200, 201), response.body
     lead_id: str = body(response)["lead_id"]
     return lead_id
@@ -458,21 +458,15 @@ def test_unsubscribe_for_unknown_lead_changes_nothing(client, rt, clock, welcome
 # -- double opt-in ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def double_opt_in(rt, monkeypatch):
-    form = rt.campaign.forms["newsletter"].model_copy(update={"double_opt_in": True})
-    monkeypatch.setitem(rt.campaign.forms, "newsletter", form)
-
-
 def confirm_link(message: Any) -> str:
     [url] = [u for u in links(message) if u.startswith(f"{PUBLIC_URL}/confirm/")]
     return url
 
 
 @pytest.fixture
-def pending(double_opt_in, client, deliver, tick, outbox) -> Any:
-    """Ann signed up on a double opt-in form and got the confirmation email, and only that."""
-    assert signup(client) == ANN_ID
+def pending(client, deliver, tick, outbox) -> Any:
+    """Ann signed up on the demo's double opt-in form and got the confirmation email, and only that."""
+    assert signup(client, form_id="digest") == ANN_ID
     deliver()
     tick()
     deliver()  # the send's own record: the stream is quiet before each test looks
@@ -484,6 +478,20 @@ def lead_items(table_items: Any, lead_id: str) -> list[dict[str, Any]]:
     return [i for i in table_items() if i["pk"] == f"LEAD#{lead_id}"]
 
 
+def press_confirm(client: Any, url: str) -> Any:
+    """What a browser sends for the confirm page's button: an empty form post to the page's URL."""
+    return client.http.post(path(url), headers={"Content-Type": "application/x-www-form-urlencoded"}, body="")
+
+
+def heading(response: Any) -> str:
+    [h1] = re.findall(r"<h1>(.*?)</h1>", response.body.decode())
+    return html.unescape(h1)
+
+
+CONFIRM_HEADING = "Confirm your subscription"
+CONFIRMED_HEADING = "Thank you, you are subscribed"
+
+
 def test_double_opt_in_sends_only_the_confirmation(client, pending, table_items, tick, deliver, outbox):
     assert pending["Subject"] == "Please confirm your subscription"
     assert str(pending["To"]) == "Ann.Lee@example.com"
@@ -491,6 +499,7 @@ def test_double_opt_in_sends_only_the_confirmation(client, pending, table_items,
     assert not [u for u in tracked_links(pending) if "confirm" in u]
     assert url.startswith(f"{PUBLIC_URL}/confirm/")
     assert profile(table_items, ANN_ID)["consent"]["status"] == "pending_confirmation"
+    assert profile(table_items, ANN_ID)["consent"]["form_id"] == "digest"
     assert enrolment(table_items, ANN_ID, "welcome")["status"] == "awaiting_confirmation"
 
     for _ in range(3):
@@ -500,13 +509,34 @@ def test_double_opt_in_sends_only_the_confirmation(client, pending, table_items,
     assert len(outbox()) == 1  # no welcome before confirmation
 
 
-def test_confirm_grants_consent_and_starts_the_welcome_once(client, clock, pending, table_items, tick, deliver, outbox):
+def test_confirm_link_shows_a_button_and_only_the_button_confirms_once(
+    client, clock, pending, table_items, tick, deliver, outbox
+):
+    url = confirm_link(pending)
     clock.advance(600)
+    before = table_items()
 
-    response = client.http.get(path(confirm_link(pending)))
+    # What a mail scanner does with every link of a message: fetch it. It gets a page, no consent.
+    page = client.http.get(path(url))
+    deliver()
+    tick()
+    deliver()
+
+    assert page.status_code == 200
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "no-store" in page.headers["Cache-Control"]
+    assert heading(page) == CONFIRM_HEADING
+    [form] = re.findall(r"<form[^>]*>", page.body.decode())
+    assert re.search(r'method="post"', form, re.IGNORECASE) and "action=" not in form  # posts to this URL
+    assert "<button" in page.body.decode()
+    assert table_items() == before
+    assert len(outbox()) == 1
+
+    response = press_confirm(client, url)
 
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/html")
+    assert heading(response) == CONFIRMED_HEADING
     lead = profile(table_items, ANN_ID)
     assert lead["consent"]["status"] == "granted"
     assert lead["consent"]["confirmed_at"] == iso(START + timedelta(seconds=600))
@@ -524,18 +554,25 @@ def test_confirm_grants_consent_and_starts_the_welcome_once(client, clock, pendi
     assert len(messages) == 2
     assert messages[1]["Subject"] == "Welcome to the Trellis newsletter, Ann"
 
-    again = client.http.get(path(confirm_link(pending)))
+    # A second press, and the link opened again later: the confirmed page, and nothing more.
+    clock.advance(60)
+    settled = profile(table_items, ANN_ID)["consent"]
+    again = press_confirm(client, url)
+    later = client.http.get(path(url))
     deliver()
     tick()
     deliver()
 
-    assert again.status_code == 200
+    assert again.status_code == 200 and heading(again) == CONFIRMED_HEADING
+    assert later.status_code == 200 and heading(later) == CONFIRMED_HEADING
+    assert "<form" not in later.body.decode()
     assert len(outbox()) == 2  # no second welcome
     assert len(events(table_items, ANN_ID, "subscription_confirmed")) == 1
+    assert profile(table_items, ANN_ID)["consent"] == settled  # confirmed_at: the first press
 
 
 def test_confirmed_lead_then_gets_the_rest_of_the_sequence(client, clock, pending, table_items, tick, deliver, outbox):
-    client.http.get(path(confirm_link(pending)))
+    press_confirm(client, confirm_link(pending))
     deliver()
 
     for _ in range(3):
@@ -555,11 +592,14 @@ def test_tampered_confirm_token_changes_nothing(client, rt, clock, pending, tabl
     before = table_items()
 
     for name, bad in forged(rt, clock, confirm_link(pending), "/confirm/").items():
-        response = client.http.get(path(bad))
+        page = client.http.get(path(bad))
+        post = press_confirm(client, bad)
         deliver()
         tick()
 
-        assert 400 <= response.status_code < 500, name
+        assert page.status_code == 400, name
+        assert post.status_code == 400, name
+        assert "<form" not in page.body.decode(), name
         assert table_items() == before, name
     assert len(outbox()) == 1
 
@@ -569,11 +609,14 @@ def test_expired_confirm_token_changes_nothing(client, clock, pending, table_ite
     clock.advance((timedelta(days=7) + timedelta(seconds=1)).total_seconds())
     before = table_items()
 
-    response = client.http.get(path(url))
+    page = client.http.get(path(url))
+    post = press_confirm(client, url)
     deliver()
     tick()
 
-    assert 400 <= response.status_code < 500
+    assert page.status_code == 400
+    assert post.status_code == 400
+    assert "<form" not in page.body.decode()
     assert table_items() == before
     assert profile(table_items, ANN_ID)["consent"]["status"] == "pending_confirmation"
     assert len(outbox()) == 1
@@ -583,7 +626,9 @@ def test_confirm_for_unknown_lead_changes_nothing(client, rt, clock, pending, ta
     url = rt.links.confirm(UNKNOWN_LEAD, clock.now(), timedelta(days=7))
     before = table_items()
 
-    response = client.http.get(path(url))
+    page = client.http.get(path(url))
+    post = press_confirm(client, url)
 
-    assert response.status_code == 404
+    assert page.status_code == 404
+    assert post.status_code == 404
     assert table_items() == before
