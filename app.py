@@ -69,14 +69,15 @@ def events_preflight() -> Response:
     return web.events_preflight(runtime.current(), _request())
 
 
-@app.route("/t/c/{token}", methods=["GET"])
+# HEAD too: link scanners ask it first, and their hits are recorded as a machine's.
+@app.route("/t/c/{token}", methods=["GET", "HEAD"])
 def tracked_click(token: str) -> Response:
-    return web.click(runtime.current(), token)
+    return web.click(runtime.current(), token, _request())
 
 
-@app.route("/t/o/{token}", methods=["GET"])
+@app.route("/t/o/{token}", methods=["GET", "HEAD"])
 def tracked_open(token: str) -> Response:
-    return web.open_pixel(runtime.current(), token)
+    return web.open_pixel(runtime.current(), token, _request())
 
 
 @app.route("/u/{token}", methods=["GET"])

@@ -244,13 +244,18 @@ class Message:
     # The enrolment this send belongs to (its enrolled_at): a lead recycled into a sequence, or
     # re-captured after an unconfirmed sign-up expired, gets the same steps again as new messages.
     enrolled_at: str = ""
+    # Tracked links in it (the trap link not counted): a scanner's sweep hits most of them at once.
+    links: Optional[int] = None
 
     def to_item(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Message:
-        return cls(**{k: item[k] for k in cls.__dataclass_fields__ if k in item})
+        plain = {k: item[k] for k in cls.__dataclass_fields__ if k in item}
+        if "links" in plain:
+            plain["links"] = int(plain["links"])
+        return cls(**plain)
 
 
 def message_id_for(sequence_id: str, step_id: str) -> str:

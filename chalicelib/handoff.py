@@ -23,12 +23,13 @@ import time
 import traceback
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Optional, Protocol
 
 from chalicelib.clock import Clock
+from chalicelib.engagement import Verdict
 from chalicelib.entities import Enrolment, Event, Handoff, Lead, iso, parse_iso
 from chalicelib.errors import NotFound, SendFailed, SendRejected, SendThrottled, ValidationFailed
 from chalicelib.models import Campaign
@@ -38,12 +39,15 @@ from chalicelib.nurture.rules import lead_zone
 from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.rendering import environment
 from chalicelib.scoring import ScoredEvent, next_stage, score_lead
-from chalicelib.store import Store
-from chalicelib.tracking import is_trusted
+from chalicelib.store import LeadRecord, Store
+from chalicelib.tracking import EMAIL_CLICKED, EMAIL_OPENED, counts_as_human, engagement_verdicts, is_trusted
 
 logger = logging.getLogger(__name__)
 
 STAGE_CHANGED = "stage_changed"
+# The profile's sets of messages a person clicked and opened ("<sequence>.<step>"): what step
+# conditions (``clicked:``, ``opened:``) read.
+ENGAGED_ATTRIBUTES = {"clicked": EMAIL_CLICKED, "opened": EMAIL_OPENED}
 HANDOFF_LEASE = timedelta(minutes=5)
 WEBHOOK_TIMEOUT_SECONDS = 3.0
 WEBHOOK_MAX_ATTEMPTS = 8
@@ -56,22 +60,38 @@ class Qualifier:
     def __init__(self, campaign: Campaign, store: Store, clock: Clock, metrics: MetricsSink = NO_METRICS) -> None:
         self._metrics = metrics
         self._campaign = campaign
+        self._engagement = campaign.engagement
         self._store = store
         self._clock = clock
 
     def rescore(self, lead_id: str) -> Optional[str]:
         """Recompute a lead's score and stage. Returns the new stage when it changed."""
-        lead, history = self._store.lead_with_events(lead_id)
+        record = self._store.lead_record(lead_id)
+        if record is None:
+            return None  # gone
+        return self.rescore_record(record, engagement_verdicts(record.events, record.messages, self._engagement))
+
+    def rescore_record(self, record: LeadRecord, verdicts: Mapping[str, Verdict]) -> Optional[str]:
+        """``rescore`` from a lead's record as read, with its opens' and clicks' verdicts.
+
+        Only a person's engagement counts (``chalicelib.engagement``): a machine's opens and
+        clicks stay on the timeline and count for nothing, here and in what nurture reads of
+        engagement (the profile's ``clicked`` and ``opened``, rewritten with the score). A later
+        signal that shows earlier hits were a machine's (a trap hit, a burst) is a new event,
+        so the lead is rescored from the corrected history once, like any other news.
+        """
+        lead, history = record.lead, record.events
         # Our own stage_changed events are not evidence: counting them would make every
         # redelivery after a stage change look like news.
         # Nor is what nobody vouches for: a stranger's submission or page view (tracking.TRUSTED).
         events = [e for e in history if e.type != STAGE_CHANGED and is_trusted(e.data)]
-        if lead is None or len(events) <= lead.score_events:
-            return None  # gone, or already scored with everything we see (a redelivery)
+        if len(events) <= lead.score_events:
+            return None  # already scored with everything we see (a redelivery)
+        human = [e for e in events if counts_as_human(e, verdicts)]
         scoring = self._campaign.scoring
         counted = [
             ScoredEvent(e.event_id, e.type, parse_iso(e.at), _url(e))
-            for e in events
+            for e in human
             if lead.score_reset_at is None or e.at > lead.score_reset_at
         ]
         score = score_lead(scoring, lead, counted, lead_zone(self._campaign, lead))
@@ -86,9 +106,16 @@ class Qualifier:
             },
         }
         fields = {k: v for k, v in fields.items() if v is not None}
+        lead_id = lead.lead_id
+        engaged = {
+            attribute: {
+                str(e.data.get("message_id")) for e in human if e.type == event_type and e.data.get("message_id")
+            }
+            for attribute, event_type in ENGAGED_ATTRIBUTES.items()
+        }
         change = next_stage(scoring, lead.stage, score)
         if change is None:
-            self._store.save_score(lead_id, fields, len(events))
+            self._store.save_score(lead_id, fields, len(events), string_sets=engaged)
             return None
         at = score.as_of or self._clock.now()
         fields.update({"stage": change.stage, "stage_reason": change.reason, "stage_changed_at": iso(at)})
@@ -114,7 +141,13 @@ class Qualifier:
                 score=score.value,
             )
         written = self._store.save_score(
-            lead_id, fields, len(events), from_stage=lead.stage, stage_event=stage_event, handoff=handoff
+            lead_id,
+            fields,
+            len(events),
+            string_sets=engaged,
+            from_stage=lead.stage,
+            stage_event=stage_event,
+            handoff=handoff,
         )
         if written and handoff is not None:
             # Counted here, where the one write that creates the handoff succeeded: a redelivered

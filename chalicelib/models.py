@@ -389,6 +389,16 @@ class RateLimits(_Strict):
     events_per_address_per_minute: int = Field(default=120, ge=1, le=100_000)
 
 
+class EngagementRules(_Strict):
+    """How a person's opens and clicks are told from machines' (``chalicelib.engagement``)."""
+
+    # A click sooner than this after SES accepted the message is a machine's: nobody reads that fast.
+    min_seconds_to_click: float = Field(default=10.0, ge=0, le=3600)
+    # More than ``burst_share`` of a message's links hit within ``burst_seconds``: a scanner's sweep.
+    burst_seconds: float = Field(default=5.0, ge=0, le=600)
+    burst_share: float = Field(default=0.5, ge=0, lt=1)
+
+
 # Every event type is capped, also where the campaign file says nothing: a rule without caps
 # would let one repeated event carry a lead to SQL.
 DEFAULT_EVENT_MAX_PER_DAY = 5
@@ -492,6 +502,7 @@ class Campaign(_Strict):
     sender: Sender
     bot_defence: BotDefence = Field(default_factory=BotDefence)  # a factory: see Sequence.entry
     rate_limits: RateLimits = Field(default_factory=RateLimits)
+    engagement: EngagementRules = Field(default_factory=EngagementRules)
     magnets: dict[Identifier, Magnet] = Field(default_factory=dict)
     forms: dict[Identifier, Form] = Field(min_length=1)
     sequences: dict[Identifier, Sequence] = Field(default_factory=dict)

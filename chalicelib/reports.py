@@ -27,10 +27,11 @@ from typing import Any, Optional
 
 from chalicelib.capture import SUBMISSION_EVENT
 from chalicelib.clock import Clock
+from chalicelib.engagement import Verdict
 from chalicelib.entities import Enrolment, Event, Lead, Message, iso, parse_iso
 from chalicelib.models import Campaign, SpendUpdate
 from chalicelib.nurture.rules import CONFIRM_SEQUENCE, CONFIRM_STEP
-from chalicelib.store import Counter, Store
+from chalicelib.store import Counter, LeadRecord, Store
 from chalicelib.tracking import (
     CONFIRMED,
     EMAIL_BOUNCED,
@@ -45,6 +46,8 @@ FUNNEL_STAGES = ("captured", "lead", "mql", "sql", "opportunity", "customer")
 OFF_FUNNEL_STAGES = ("recycled", "disqualified")
 VELOCITY_STAGES = ("mql", "sql")
 EMAIL_METRICS = ("sent", "delivered", "opened", "clicked", "unsubscribed", "bounced", "complained")
+# Opens and clicks judged a machine's (chalicelib.engagement), counted apart: rates use people's.
+MACHINE_METRICS = ("machine_opened", "machine_clicked")
 # SES reviews an account whose bounce rate passes 5 % or complaint rate passes 0.1 %.
 SES_BOUNCE_LIMIT = 0.05
 SES_COMPLAINT_LIMIT = 0.001
@@ -57,13 +60,15 @@ VELOCITY_BUCKETS = (
     *(d * _DAY for d in (1, 2, 3, 5, 7, 10, 14, 21, 30, 45, 60, 90)),
 )
 
+# Counted as their events arrive; opens and clicks are counted from their verdicts instead
+# (``Tally.sync_engagement``), as a later signal can show an earlier one was a machine's.
 _EVENT_METRICS = {
-    EMAIL_OPENED: "opened",
-    EMAIL_CLICKED: "clicked",
     UNSUBSCRIBED: "unsubscribed",
     EMAIL_BOUNCED: "bounced",
     EMAIL_COMPLAINED: "complained",
 }
+_ENGAGEMENT_METRICS = {EMAIL_OPENED: "opened", EMAIL_CLICKED: "clicked"}
+_ENGAGEMENT_MARKERS = frozenset({"opened", "clicked", *MACHINE_METRICS})
 # Markers of things that happen once anyway (a send, a delivery) only guard against records
 # delivered again, which happens within hours: they expire, the counts stay.
 REDELIVERY_GUARD = timedelta(days=7)
@@ -189,7 +194,9 @@ def funnel_report(
 
 
 def _email_row(counts: Mapping[str, Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {metric: int(counts.get(metric, 0)) for metric in EMAIL_METRICS}
+    """A step's (or the campaign's) counts; ``opened`` and ``clicked`` are people's, and only
+    they make the rates. A lead whose email a scanner and then its person clicked is in both."""
+    row: dict[str, Any] = {metric: int(counts.get(metric, 0)) for metric in (*EMAIL_METRICS, *MACHINE_METRICS)}
     row["rates"] = {metric: _rate(row[metric], row["sent"]) for metric in EMAIL_METRICS[1:]}
     return row
 
@@ -216,7 +223,7 @@ def sequence_report(
             continue  # no double opt-in form in use: no confirmation row
         row = _email_row(step_counts.get(key, {}))
         steps.append({"sequence_id": key[0], "step_id": key[1], "subject": subjects.get(key, ""), **row})
-    totals = _email_row({metric: sum(int(s[metric]) for s in steps) for metric in EMAIL_METRICS})
+    totals = _email_row({metric: sum(int(s[metric]) for s in steps) for metric in (*EMAIL_METRICS, *MACHINE_METRICS)})
     exits: dict[str, dict[str, int]] = {
         c.parts[0]: {reason: int(n) for reason, n in sorted(fields.items())}
         for c, fields in sorted(counters.items(), key=lambda item: item[0].parts)
@@ -289,6 +296,34 @@ class Tally:
         if image.type == STAGE_CHANGED:
             return self._count_stages(image, stages_reached(str(image.data.get("to"))))
         return 0
+
+    def sync_engagement(self, record: LeadRecord, verdicts: Mapping[str, Verdict]) -> int:
+        """Make the lead's open and click counts say what the verdicts say: per step, once
+        opened and once clicked by a person, and once each by a machine. A count a later
+        signal showed wrong (a trap hit after a "person's" click) is taken back. Only the
+        differences are written, so a redelivery writes nothing. Returns the counters moved."""
+        wanted: dict[str, tuple[tuple[str, str], str, str]] = {}  # marker -> (step, metric, at)
+        for event in record.events:
+            verdict = verdicts.get(event.event_id)
+            step = _step_of(event.data.get("message_id"))
+            metric = _ENGAGEMENT_METRICS.get(event.type)
+            if verdict is None or step is None or metric is None:
+                continue
+            metric = metric if verdict.human else f"machine_{metric}"
+            marker = f"{metric}#{step[0]}.{step[1]}"
+            if marker not in wanted or event.at < wanted[marker][2]:
+                wanted[marker] = (step, metric, event.at)
+        moved = 0
+        for marker, (step, metric, at) in sorted(wanted.items()):
+            if marker not in record.markers:
+                adds = {Counter("step", step): {metric: 1}}
+                moved += int(self._store.count_once(record.lead.lead_id, marker, adds, at))
+        for marker in sorted(record.markers):
+            metric, _, message_id = marker.partition("#")
+            step = _step_of(message_id)
+            if metric in _ENGAGEMENT_MARKERS and step is not None and marker not in wanted:
+                moved += int(self._store.uncount(record.lead.lead_id, marker, {Counter("step", step): {metric: 1}}))
+        return moved
 
     def feedback(self, reference: str, event_type: str, at: str) -> int:
         """An open, click, unsubscribe, bounce or complaint of the email ``<lead_id>/<seq>.<step>``:

@@ -144,6 +144,7 @@ class LeadRecord:
     events: list[Event]
     enrolments: list[Enrolment]
     messages: list[Message]
+    markers: frozenset[str] = frozenset()  # what the reports have counted of this lead (count_once)
 
 
 @dataclass(frozen=True)
@@ -753,6 +754,9 @@ class Store:
             events=[Event.from_item(i) for i in items if str(i["sk"]).startswith("EVENT#")],
             enrolments=[Enrolment.from_item(i) for i in items if str(i["sk"]).startswith("ENROL#")],
             messages=[Message.from_item(i) for i in items if str(i["sk"]).startswith("MSG#")],
+            markers=frozenset(
+                str(i["sk"])[len(MARKER_PREFIX) :] for i in items if str(i["sk"]).startswith(MARKER_PREFIX)
+            ),
         )
 
     def exit_enrolments(self, lead_id: str, sequence_ids: set[str], reason: str) -> int:
@@ -779,13 +783,16 @@ class Store:
         fields: dict[str, Any],
         events_seen: int,
         *,
+        string_sets: Optional[Mapping[str, set[str]]] = None,
         from_stage: Optional[str] = None,
         stage_event: Optional[Event] = None,
         handoff: Optional[Handoff] = None,
     ) -> bool:
         """Write a recomputed score, only if it counts more events than the stored one.
 
-        With a stage change, the write is also conditional on the stage read, and the stage
+        ``string_sets`` replace whole profile sets (an empty one is removed, as DynamoDB keeps
+        no empty sets): what nurture reads of engagement, recomputed with the score. With a
+        stage change, the write is also conditional on the stage read, and the stage
         event and the handoff are written in the same transaction: a crossing happens once.
         Returns False when a newer score (or another crossing) got there first.
         """
@@ -795,6 +802,14 @@ class Store:
         names["#seen"] = "score_events"
         values[":seen"] = events_seen
         sets.append("#seen = :seen")
+        removes = []
+        for i, (attribute, members) in enumerate((string_sets or {}).items()):
+            names[f"#ss{i}"] = attribute
+            if members:
+                values[f":ss{i}"] = set(members)
+                sets.append(f"#ss{i} = :ss{i}")
+            else:
+                removes.append(f"#ss{i}")
         condition = "attribute_exists(pk) AND (attribute_not_exists(#seen) OR #seen < :seen)"
         if from_stage is not None:
             names["#stage"] = "stage"
@@ -803,7 +818,7 @@ class Store:
         update: dict[str, Any] = {
             "TableName": self.table_name,
             "Key": _serialize({"pk": _lead_pk(lead_id), "sk": "PROFILE"}),
-            "UpdateExpression": "SET " + ", ".join(sets),
+            "UpdateExpression": "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else ""),
             "ConditionExpression": condition,
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": _serialize(values),
@@ -1040,6 +1055,45 @@ class Store:
                         "TableName": self.table_name,
                         "Key": _serialize({"pk": STATS_PK, "sk": counter.sort_key}),
                         "UpdateExpression": f"SET #parts = if_not_exists(#parts, :parts) ADD {adds_expression}",
+                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": _serialize(values),
+                    }
+                }
+            )
+        for attempt in range(_COUNT_ATTEMPTS):
+            try:
+                self._transact(operations)
+                return True
+            except ConditionFailed:
+                return False
+            except WriteConflict:
+                if attempt == _COUNT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * 2**attempt)
+        return False  # unreachable: the last attempt returns or raises
+
+    def uncount(self, lead_id: str, marker: str, subtracts: Mapping[Counter, Mapping[str, int]]) -> bool:
+        """Take back what ``count_once`` counted under this lead's ``marker``: the marker deleted
+        and the counters decreased, in one transaction, only while the marker exists (so twice
+        takes back once). For counts a later signal showed wrong (a machine's click)."""
+        operations: list[dict[str, Any]] = [
+            {
+                "Delete": {
+                    "TableName": self.table_name,
+                    "Key": _serialize({"pk": _lead_pk(lead_id), "sk": f"{MARKER_PREFIX}{marker}"}),
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
+            }
+        ]
+        for counter, decrements in subtracts.items():
+            names = {f"#c{i}": name for i, name in enumerate(decrements)}
+            values: dict[str, Any] = {f":c{i}": -amount for i, amount in enumerate(decrements.values())}
+            operations.append(
+                {
+                    "Update": {
+                        "TableName": self.table_name,
+                        "Key": _serialize({"pk": STATS_PK, "sk": counter.sort_key}),
+                        "UpdateExpression": "ADD " + ", ".join(f"#c{i} :c{i}" for i in range(len(decrements))),
                         "ExpressionAttributeNames": names,
                         "ExpressionAttributeValues": _serialize(values),
                     }

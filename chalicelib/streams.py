@@ -23,7 +23,7 @@ from chalicelib.nurture.dispatcher import Dispatcher, TickReport
 from chalicelib.observability import correlated
 from chalicelib.reports import Tally
 from chalicelib.store import Store, parse_stream_image
-from chalicelib.tracking import is_trusted
+from chalicelib.tracking import ENGAGEMENT_KINDS, engagement_verdicts, is_trusted
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class StreamProcessor:
                 break  # its events come again with the redelivery (first appearances are in order)
             try:
                 with correlated(_event_id(records[first_index])):  # the record that asked for it
-                    changed = self._qualifier.rescore(lead_id)
+                    changed = self._judge_and_rescore(lead_id, report)
             except Exception:
                 logger.exception("rescoring failed; the batch resumes from record %s", first_index)
                 failed_at = first_index
@@ -133,6 +133,17 @@ class StreamProcessor:
         if failed_at is not None:
             report.failed_sequence_number = _sequence_number(records[failed_at])
         return report
+
+    def _judge_and_rescore(self, lead_id: str, report: StreamReport) -> Optional[str]:
+        """One read of the lead's partition: its opens and clicks judged from the whole history
+        (human or machine), the reports' human and machine counts brought in line with the
+        verdicts, then the rescore. Both are idempotent: a redelivery changes nothing."""
+        record = self._store.lead_record(lead_id)
+        if record is None:
+            return None  # erased since
+        verdicts = engagement_verdicts(record.events, record.messages, self._campaign.engagement)
+        report.counted += self._tally.sync_engagement(record, verdicts)
+        return self._qualifier.rescore_record(record, verdicts)
 
     def _handle_record(self, record: dict[str, Any], report: StreamReport, tick: TickReport) -> Optional[str]:
         """Do a record's own work; the lead it asks to rescore, if any."""
@@ -175,8 +186,9 @@ class StreamProcessor:
 
     def _enrol_on(self, event: Event) -> int:
         enrolled = 0
-        if not is_trusted(event.data):
-            return 0  # nobody vouches for it: it enrols nobody
+        if not is_trusted(event.data) or event.type in ENGAGEMENT_KINDS:
+            # Nobody vouches for it, or it may be a machine's open or click: it enrols nobody.
+            return 0
         for sequence_id in self._entry.get(event.type, []):
             first_step = self._campaign.sequences[sequence_id].steps[0]
             now = self._clock.now()

@@ -14,17 +14,19 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
+from chalicelib import engagement
 from chalicelib.clock import Clock
-from chalicelib.entities import Event, Lead, Suppression, iso
+from chalicelib.entities import Event, Lead, Message, Suppression, iso
 from chalicelib.errors import ConditionFailed, InvalidToken, NotFound, RateLimited, ValidationFailed
-from chalicelib.models import BehaviourEventIn, Campaign
+from chalicelib.models import BehaviourEventIn, Campaign, EngagementRules
 from chalicelib.store import Store
 
 _MAC_BYTES = 16
@@ -146,10 +148,11 @@ class LinkBuilder:
         self._signer = signer
         self.public_url = public_url.rstrip("/")
 
-    def click(self, lead_id: str, message_id: str, destination: str, now: datetime) -> str:
-        token = self._signer.sign(
-            CLICK_PURPOSE, {"lead": lead_id, "msg": message_id, "url": destination}, now + TRACKING_LIFETIME
-        )
+    def click(self, lead_id: str, message_id: str, destination: str, now: datetime, *, trap: bool = False) -> str:
+        claims: dict[str, Any] = {"lead": lead_id, "msg": message_id, "url": destination}
+        if trap:  # a click on it is a machine's (chalicelib.engagement); it looks like any other link
+            claims[engagement.TRAP_KEY] = 1
+        token = self._signer.sign(CLICK_PURPOSE, claims, now + TRACKING_LIFETIME)
         return f"{self.public_url}/t/c/{token}"
 
     def open_pixel(self, lead_id: str, message_id: str, now: datetime) -> str:
@@ -181,25 +184,44 @@ class Tracker:
         self._campaign = campaign
         self._own_origins = {origin for form in campaign.forms.values() for origin in form.allowed_origins}
 
-    def click(self, token: str) -> str:
-        """Record the click and return where to send the reader."""
+    def click(
+        self, token: str, method: str = "GET", user_agent: Optional[str] = None, source_ip: Optional[str] = None
+    ) -> str:
+        """Record the click, with what the request shows of who made it, and return where to
+        send the reader: a machine's click is redirected too (a scanner finding a dead link
+        would flag the mail). One write, whoever clicks how often."""
         now = self._clock.now()
         claims = self._signer.verify(CLICK_PURPOSE, token, now)
         lead_id, message_id, destination = _claim(claims, "lead"), _claim(claims, "msg"), _claim(claims, "url")
         if urlsplit(destination).scheme not in ("http", "https"):
             raise InvalidToken("destination is not a web URL")
-        event = _event(lead_id, EMAIL_CLICKED, now, {"message_id": message_id, "url": destination})
-        if not self._store.record_event(event, profile_adds={"clicked": message_id}):
+        signals = engagement.hit_signals(engagement.CLICK, method, user_agent, source_ip)
+        data: dict[str, Any] = {"message_id": message_id, "url": destination, engagement.SIGNALS_KEY: list(signals)}
+        if claims.get(engagement.TRAP_KEY):
+            data[engagement.TRAP_KEY] = True
+        # Off the profile's event types: what nurture reads of clicks is set from human ones only.
+        if not self._store.record_event(_event(lead_id, EMAIL_CLICKED, now, data), note_type=False):
             raise NotFound("lead", lead_id)
+        if signals or data.get(engagement.TRAP_KEY) or self._sooner_than_a_reader(claims, now):
+            return destination  # no lead token for a machine: its page views must not count
         return self._with_lead_token(destination, lead_id, now)
 
-    def open(self, token: str) -> None:
+    def open(
+        self, token: str, method: str = "GET", user_agent: Optional[str] = None, source_ip: Optional[str] = None
+    ) -> None:
         now = self._clock.now()
         claims = self._signer.verify(OPEN_PURPOSE, token, now)
         lead_id, message_id = _claim(claims, "lead"), _claim(claims, "msg")
-        event = _event(lead_id, EMAIL_OPENED, now, {"message_id": message_id})
-        if not self._store.record_event(event, profile_adds={"opened": message_id}):
+        signals = engagement.hit_signals(engagement.OPEN, method, user_agent, source_ip)
+        data = {"message_id": message_id, engagement.SIGNALS_KEY: list(signals)}
+        if not self._store.record_event(_event(lead_id, EMAIL_OPENED, now, data), note_type=False):
             raise NotFound("lead", lead_id)
+
+    def _sooner_than_a_reader(self, claims: dict[str, Any], now: datetime) -> bool:
+        """Clicked sooner after the email was made than a person reads (its token's age: the
+        send follows within a second); the judge decides from the recorded send later."""
+        minted = datetime.fromtimestamp(int(claims["exp"]), UTC) - TRACKING_LIFETIME
+        return (now - minted).total_seconds() < self._campaign.engagement.min_seconds_to_click
 
     def check_unsubscribe(self, token: str) -> str:
         """Verify an unsubscribe token (the confirmation page), changing nothing."""
@@ -332,6 +354,8 @@ CONFIRMED = "subscription_confirmed"
 STAGE_CHANGED = "stage_changed"
 EMAIL_BOUNCED = "email_bounced"
 EMAIL_COMPLAINED = "email_complained"
+# Which events are a person's (or a machine's) reaction to an email, judged by chalicelib.engagement.
+ENGAGEMENT_KINDS = {EMAIL_OPENED: engagement.OPEN, EMAIL_CLICKED: engagement.CLICK}
 INTERNAL_EVENT_TYPES = frozenset(
     {
         "form_submitted",
@@ -355,3 +379,16 @@ def _claim(claims: dict[str, Any], name: str) -> str:
 
 def _event(lead_id: str, event_type: str, now: datetime, data: dict[str, Any]) -> Event:
     return Event(lead_id=lead_id, event_id=secrets.token_hex(8), type=event_type, at=iso(now), data=data)
+
+
+def engagement_verdicts(
+    events: Iterable[Event], messages: Iterable[Message], rules: EngagementRules
+) -> dict[str, engagement.Verdict]:
+    """Each open's and click's verdict among a lead's events, from its whole history."""
+    return engagement.judge_events(events, messages, rules, ENGAGEMENT_KINDS)
+
+
+def counts_as_human(event: Event, verdicts: Mapping[str, engagement.Verdict]) -> bool:
+    """What scoring, stages and nurture may see: every event but a machine's open or click."""
+    verdict = verdicts.get(event.event_id)
+    return event.type not in ENGAGEMENT_KINDS or verdict is None or verdict.human

@@ -283,20 +283,25 @@ def _page(name: str, status: int = 200, **context: Any) -> Response:
     )
 
 
-def click(runtime: Runtime, token: str) -> Response:
+def click(runtime: Runtime, token: str, request: Request) -> Response:
+    """A tracked link, GET or HEAD (link scanners ask both): recorded with what the request shows
+    of who made it (chalicelib.engagement), and redirected either way."""
+    meta = _request_meta(request)
     try:
-        destination = runtime.tracker.click(token)
+        destination = runtime.tracker.click(token, request.method, meta.user_agent, meta.source_ip)
     except TrellisError as e:
         return error_response(e, html=True, headers=dict(_NO_STORE))
     return Response("", status_code=302, headers={**_NO_STORE, "Location": destination})
 
 
-def open_pixel(runtime: Runtime, token: str) -> Response:
+def open_pixel(runtime: Runtime, token: str, request: Request) -> Response:
+    meta = _request_meta(request)
     try:
-        runtime.tracker.open(token)
+        runtime.tracker.open(token, request.method, meta.user_agent, meta.source_ip)
     except (InvalidToken, NotFound):
         return Response(b"", status_code=404, headers={**_NO_STORE, "Content-Type": "image/gif"})
-    return Response(PIXEL_GIF, status_code=200, headers={**_NO_STORE, "Content-Type": "image/gif"})
+    body = b"" if request.method == "HEAD" else PIXEL_GIF  # HEAD: the headers a GET would get
+    return Response(body, status_code=200, headers={**_NO_STORE, "Content-Type": "image/gif"})
 
 
 def _link_page(runtime: Runtime, action: Callable[[str], object], token: str, page: str) -> Response:

@@ -13,6 +13,7 @@ import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import boto3
@@ -130,16 +131,18 @@ class World:
 def world(client, rt, stream, outbox, table_items, stack_outputs) -> World:
     sales = SalesInbox(stack_outputs["SalesTopicArn"])  # subscribed before anything happens
     hot, raiser = (body(post_json(client, "/forms/ebook", form))["lead_token"] for form in (HOT, RAISER))
-    now = iso(rt.clock.now())
     for token, kind, url in (
         (hot, "page_view", "https://trellis.example/pricing"),
         (hot, "pricing_view", "https://trellis.example/pricing/teams"),
         (raiser, "demo_request", "https://trellis.example/demo"),
     ):
         assert post_json(client, "/events", {"token": token, "type": kind, "url": url}).status_code == 202
+    # A person clicks a minute after the send (a click within seconds is a machine's; a minute
+    # decays the earlier points by less than the score's rounding).
+    read_at = iso(rt.clock.now() + timedelta(minutes=1))
     for n in range(2):
-        click = Event(HOT_ID, f"click{n}", "email_clicked", now, {"message_id": "ebook-nurture.ebook-delivery"})
-        assert rt.store.record_event(click, profile_adds={"clicked": "ebook-nurture.ebook-delivery"})
+        click = Event(HOT_ID, f"click{n}", "email_clicked", read_at, {"message_id": "ebook-nurture.ebook-delivery"})
+        assert rt.store.record_event(click, note_type=False)
     return World(client, rt, stream, outbox, table_items, DynamoCalls(), sales)
 
 
@@ -249,16 +252,16 @@ def test_records_shuffled(world):
 
 def crash_on_the_second_rescore_once(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The second lead rescored in the next delivery fails (a timeout); the leads tried, in order."""
-    real_rescore = world.rt.qualifier.rescore
+    real_rescore = world.rt.qualifier.rescore_record
     rescored: list[str] = []
 
-    def crash(lead_id: str) -> Any:
-        rescored.append(lead_id)
+    def crash(record: Any, verdicts: Any) -> Any:
+        rescored.append(record.lead.lead_id)
         if len(rescored) == 2:
             raise RuntimeError("timed out")
-        return real_rescore(lead_id)
+        return real_rescore(record, verdicts)
 
-    monkeypatch.setattr(world.rt.qualifier, "rescore", crash)
+    monkeypatch.setattr(world.rt.qualifier, "rescore_record", crash)
     return rescored
 
 
@@ -299,7 +302,7 @@ def _is_event_of(record: dict[str, Any], lead_id: str) -> bool:
 def test_a_failed_rescore_reports_the_leads_first_record_and_lambda_resumes_there(world, monkeypatch):
     _report_failures(world)
     records = world.stream.read()
-    real_rescore = world.rt.qualifier.rescore
+    real_rescore = world.rt.qualifier.rescore_record
     rescored = crash_on_the_second_rescore_once(world, monkeypatch)
     answer = world.handle(records)
 
@@ -311,7 +314,7 @@ def test_a_failed_rescore_reports_the_leads_first_record_and_lambda_resumes_ther
     assert resume_at == min(i for i, r in enumerate(records) if _is_event_of(r, unscored))
     assert "score_events" not in lead(world, unscored)
 
-    monkeypatch.setattr(world.rt.qualifier, "rescore", real_rescore)
+    monkeypatch.setattr(world.rt.qualifier, "rescore_record", real_rescore)
     assert world.handle(records[resume_at:])["batchItemFailures"] == []  # Lambda resumes from it
     world.settle()
 

@@ -324,6 +324,7 @@ class Dispatcher:
                 sent_at=iso(now),
                 ses_message_id=ses_message_id,
                 enrolled_at=enrolment.enrolled_at,
+                links=rendered.links,
             )
             self._store.commit_send(
                 enrolment,

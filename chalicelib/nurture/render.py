@@ -27,6 +27,10 @@ class RenderedEmail:
     html: str
     text: str
     unsubscribe_url: str
+    links: int = 0  # distinct tracked destinations (the trap link not counted)
+
+
+TRAP_LABEL = "Do not follow: a link for automated mail scanners only"
 
 
 @functools.cache
@@ -111,23 +115,43 @@ class Renderer:
         subject = _subject_environment().from_string(step.subject).render(**context)
         subject = " ".join(subject.split())  # no CR/LF can reach the header
         body = _html_environment().get_template(step.template).render(**context)
-        body = self._track_links(body, lead_id, message_id, now)
-        text = html_to_text(body)
+        body, destinations = self._track_links(body, lead_id, message_id, now)
+        text = html_to_text(body)  # before the trap goes in: the text part has no hidden link
         pixel = self._links.open_pixel(lead_id, message_id, now)
+        # A machine that follows every link finds this one; a person never sees it: hidden by
+        # markup (mso-hide for Outlook, which ignores display:none), nothing to click if shown,
+        # out of the tab order, and named for screen readers as not to be followed.
+        trap_to = destinations[0] if destinations else f"{self._links.public_url}/health"
+        trap = self._links.click(lead_id, message_id, trap_to, now, trap=True)
+        hidden = (
+            '<div hidden style="display:none;max-height:0;overflow:hidden;mso-hide:all">'
+            f'<a href="{html.escape(trap)}" tabindex="-1" rel="nofollow" aria-label="{TRAP_LABEL}"></a></div>'
+        )
         img = f'<img src="{html.escape(pixel)}" width="1" height="1" alt="" style="display:block;border:0">'
         head, closing, tail = body.rpartition("</body>")
-        body = f"{head}{img}{closing}{tail}" if closing else body + img
-        return RenderedEmail(subject=subject, html=body, text=text, unsubscribe_url=context["unsubscribe_url"])
+        body = f"{head}{hidden}{img}{closing}{tail}" if closing else body + hidden + img
+        return RenderedEmail(
+            subject=subject,
+            html=body,
+            text=text,
+            unsubscribe_url=context["unsubscribe_url"],
+            links=len(destinations),
+        )
 
-    def _track_links(self, body: str, lead_id: str, message_id: str, now: datetime) -> str:
+    def _track_links(self, body: str, lead_id: str, message_id: str, now: datetime) -> tuple[str, list[str]]:
+        """The body with every link of ours to follow tracked, and those links' destinations."""
+        destinations: list[str] = []
+
         def rewrite(match: re.Match[str]) -> str:
             destination = html.unescape(match.group(2).strip())
             if self._links.is_own(destination):
                 return match.group(0)  # unsubscribe and confirm links are ours already
+            if destination not in destinations:
+                destinations.append(destination)
             tracked = self._links.click(lead_id, message_id, destination, now)
             return f'href="{html.escape(tracked)}"'
 
-        return _HREF.sub(rewrite, body)
+        return _HREF.sub(rewrite, body), destinations
 
 
 class _TextExtractor(HTMLParser):
