@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import html as html_module
 import json
+import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -69,3 +71,26 @@ class SalesInbox:
             for message in page["Messages"]:
                 self.received.append(json.loads(json.loads(message["Body"])["Message"]))
                 self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=message["ReceiptHandle"])
+
+
+# The trap link every HTML email carries for machines (chalicelib.nurture.render): hidden from people.
+_TRAP_BLOCK = re.compile(r"<div hidden[^>]*>.*?</div>", re.DOTALL)
+
+
+def visible_html(html: str) -> str:
+    """An email's HTML as a person can see and follow it: without the hidden trap link."""
+    return _TRAP_BLOCK.sub("", html)
+
+
+def trap_href(html: str) -> str:
+    """The trap link's URL (unescaped); fails unless there is exactly one."""
+    [block] = _TRAP_BLOCK.findall(html)
+    [href] = re.findall(r'href="([^"]+)"', block)
+    return html_module.unescape(href)
+
+
+# A person's browser, as Chrome on Windows sends it: clicks and opens with it count (no machine signal).
+BROWSER_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+BROWSER = {"User-Agent": BROWSER_UA}

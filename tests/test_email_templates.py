@@ -16,6 +16,7 @@ from chalicelib.nurture import preview
 from chalicelib.nurture.render import RenderedEmail, Renderer
 from chalicelib.nurture.rules import CONFIRM_SEQUENCE, sequence_for
 from chalicelib.tracking import CLICK_PURPOSE, LinkBuilder, TokenSigner
+from tests.helpers import trap_href, visible_html
 
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 PUBLIC_URL = "https://api.trellis.test"
@@ -152,9 +153,25 @@ def test_nurture_links_are_tracked_to_trellis_content():
         if sequence_id == CONFIRM_SEQUENCE:
             continue
         email, _ = render(sequence_id, step_id, LEADS["ada"])
-        destinations = [click_destination(h) for h in HREF.findall(email.html) if "/t/c/" in h]
+        destinations = [click_destination(h) for h in HREF.findall(visible_html(email.html)) if "/t/c/" in h]
         content = [d for d in destinations if d.startswith("https://trellis.example/")]
         assert len(content) in (1, 2, 3), (step_id, destinations)
+        assert email.links == len(set(destinations))  # what a burst is measured against
+
+
+@pytest.mark.parametrize(("sequence_id", "step_id"), STEPS)
+def test_every_html_email_carries_one_hidden_trap_link_people_cannot_follow(sequence_id, step_id):
+    email, _ = render(sequence_id, step_id, LEADS["ada"])
+
+    trap = trap_href(email.html)
+    [block] = [b for b in re.findall(r"<div hidden[^>]*>.*?</div>", email.html, re.DOTALL)]
+    assert "display:none" in block and "mso-hide:all" in block  # hidden in browsers and in Outlook
+    assert 'tabindex="-1"' in block and 'aria-label="Do not follow' in block
+    assert re.search(r"<a [^>]*></a>", block), "the trap has no text to click if a client shows it"
+    token = trap.rpartition("/t/c/")[2]
+    claims = signer.verify(CLICK_PURPOSE, token, NOW)
+    assert claims["trap"] == 1 and claims["msg"] == f"msg-{sequence_id}-{step_id}"
+    assert trap not in email.text and "/t/c/" + token not in email.text  # the text part has no trap
 
 
 def test_ebook_delivery_carries_the_tracked_download_link():
@@ -184,7 +201,7 @@ def test_confirm_carries_the_untracked_confirm_link():
     confirm_url = context["confirm_url"]
     assert isinstance(confirm_url, str) and confirm_url.startswith(f"{PUBLIC_URL}/confirm/")
     assert f'href="{confirm_url}"' in email.html
-    assert "/t/c/" not in email.html
+    assert "/t/c/" not in visible_html(email.html)
     assert "expire" in email.text
     assert "ignore" in email.text
 

@@ -17,7 +17,9 @@ import pytest
 from chalicelib.entities import iso, lead_id_for
 from chalicelib.tracking import LEAD_TOKEN_PARAM, MAILBOX, TRACKING_LIFETIME, LeadClaim
 from tests.conftest import PUBLIC_URL, START
-from tests.helpers import body, post_json
+from tests.helpers import BROWSER, body, post_json, trap_href, visible_html
+
+READ = 15 * 60  # seconds a person takes to open the email and click: long after any scanner
 
 ANN = {"email": "Ann.Lee@Example.com", "first_name": "Ann", "consent": True}
 BOB = {"email": "bob@example.org", "first_name": "Bob", "consent": True}
@@ -53,7 +55,8 @@ def html_part(message: Any) -> str:
 
 
 def links(message: Any) -> list[str]:
-    return [html.unescape(href) for href in _HREF.findall(html_part(message))]
+    """The links a person sees (the hidden trap link for machines left out)."""
+    return [html.unescape(href) for href in _HREF.findall(visible_html(html_part(message)))]
 
 
 def tracked_links(message: Any) -> list[str]:
@@ -126,20 +129,48 @@ def welcomed(client: Any, deliver: Any, outbox: Any) -> Any:
 # -- clicks -----------------------------------------------------------------------------------
 
 
-def test_click_redirects_to_destination_and_records_the_click(client, welcomed, table_items):
+def test_click_redirects_to_destination_and_records_the_click(client, clock, deliver, welcomed, table_items):
     [link] = tracked_links(welcomed)
+    clock.advance(READ)
 
-    response = client.http.get(path(link))
+    response = client.http.get(path(link), headers=BROWSER)
 
     assert response.status_code == 302
     assert response.headers["Location"] == GUIDE  # a foreign page: nothing appended
     assert "no-store" in response.headers["Cache-Control"]
     [event] = events(table_items, ANN_ID, "email_clicked")
-    assert event["data"] == {"message_id": WELCOME, "url": GUIDE}
-    assert event["at"] == iso(START)
+    assert event["data"] == {"message_id": WELCOME, "url": GUIDE, "signals": []}  # nothing a machine's
+    assert event["at"] == iso(START + timedelta(seconds=READ))
+    deliver()  # judged with the message's history, then noted for nurture
     lead = profile(table_items, ANN_ID)
     assert lead["clicked"] == {WELCOME}
-    assert "email_clicked" in lead["event_types"]
+    assert "email_clicked" not in lead.get("event_types", set())  # nurture reads people's clicks only
+
+
+def test_a_scanners_head_and_get_are_redirected_and_recorded_as_a_machines(client, deliver, welcomed, table_items):
+    [link] = tracked_links(welcomed)
+
+    head = client.http.head(path(link), headers={"User-Agent": BROWSER["User-Agent"]})
+    get = client.http.get(path(link), headers={"User-Agent": "Mozilla/5.0 (compatible; Barracuda Sentinel)"})
+
+    assert (head.status_code, get.status_code) == (302, 302)  # a dead link would flag the mail
+    assert head.headers["Location"] == get.headers["Location"] == GUIDE
+    signals = sorted(tuple(e["data"]["signals"]) for e in events(table_items, ANN_ID, "email_clicked"))
+    assert signals == [("agent:scanner Barracuda",), ("method:HEAD",)]
+    deliver()
+    assert "clicked" not in profile(table_items, ANN_ID)
+
+
+def test_the_hidden_trap_link_redirects_and_is_recorded_as_a_trap_hit(client, clock, welcomed, table_items):
+    trap = trap_href(html_part(welcomed))
+    assert trap.startswith(f"{PUBLIC_URL}/t/c/") and trap not in tracked_links(welcomed)
+    clock.advance(READ)
+
+    response = client.http.get(path(trap), headers=BROWSER)
+
+    assert response.status_code == 302 and response.headers["Location"] == GUIDE  # no lead token either
+    [event] = events(table_items, ANN_ID, "email_clicked")
+    assert event["data"]["trap"] is True and event["data"]["message_id"] == WELCOME
 
 
 def test_every_link_of_the_email_is_tracked_except_our_own(welcomed):
@@ -163,8 +194,9 @@ FOREIGN_PAGES = [
 def test_click_to_own_landing_page_appends_a_lead_token(client, rt, clock, welcomed):
     for destination in OWN_PAGES:
         url = rt.links.click(ANN_ID, WELCOME, destination, clock.now())
+        clock.advance(READ)
 
-        response = client.http.get(path(url))
+        response = client.http.get(path(url), headers=BROWSER)
 
         assert response.status_code == 302, destination
         location = urlsplit(response.headers["Location"])
@@ -174,6 +206,21 @@ def test_click_to_own_landing_page_appends_a_lead_token(client, rt, clock, welco
         [lead_token] = query.pop(LEAD_TOKEN_PARAM)
         assert query == parse_qs(original.query), destination  # what was there stays
         assert rt.signer.lead_from_token(lead_token, clock.now()) == LeadClaim(ANN_ID, MAILBOX)  # proof of the mailbox
+
+
+@pytest.mark.parametrize(
+    ("headers", "read"),
+    [({"User-Agent": "python-requests/2.32.3"}, READ), ({}, READ), (BROWSER, 2)],
+    ids=["http-library", "no-agent", "seconds-after-the-send"],
+)
+def test_a_machines_click_to_own_landing_page_gets_no_lead_token(client, rt, clock, welcomed, headers, read):
+    # A headless scanner runs the page's script: with a lead token its page views would count.
+    url = rt.links.click(ANN_ID, WELCOME, OWN_PAGES[0], clock.now())
+    clock.advance(read)
+
+    response = client.http.get(path(url), headers=headers)
+
+    assert response.status_code == 302 and response.headers["Location"] == OWN_PAGES[0]
 
 
 def test_click_to_foreign_page_appends_nothing(client, rt, clock, welcomed, table_items):
@@ -216,11 +263,12 @@ def test_tampered_click_token_redirects_nowhere_and_records_nothing(client, rt, 
     before = table_items()
 
     for name, bad in forged(rt, clock, link, "/t/c/").items():
-        response = client.http.get(path(bad))
+        for method in ("get", "head"):  # a scanner's HEAD is no way around the signature
+            response = getattr(client.http, method)(path(bad), headers=BROWSER)
 
-        assert response.status_code in (400, 404), name
-        assert "Location" not in response.headers, name
-        assert table_items() == before, name
+            assert response.status_code in (400, 404), (name, method)
+            assert "Location" not in response.headers, (name, method)
+            assert table_items() == before, (name, method)
 
 
 def test_expired_click_token_redirects_nowhere_and_records_nothing(client, clock, welcomed, table_items):
@@ -276,12 +324,14 @@ def test_signed_non_web_destination_is_refused(client, rt, clock, welcomed, tabl
         assert table_items() == before, destination
 
 
-def test_two_clicks_record_two_events_and_one_step_in_clicked(client, clock, welcomed, table_items):
+def test_two_clicks_record_two_events_and_one_step_in_clicked(client, clock, deliver, welcomed, table_items):
     [link] = tracked_links(welcomed)
+    clock.advance(READ)
 
-    client.http.get(path(link))
+    client.http.get(path(link), headers=BROWSER)
     clock.advance(60)
-    client.http.get(path(link))
+    client.http.get(path(link), headers=BROWSER)
+    deliver()
 
     assert len(events(table_items, ANN_ID, "email_clicked")) == 2
     assert profile(table_items, ANN_ID)["clicked"] == {WELCOME}
@@ -290,8 +340,8 @@ def test_two_clicks_record_two_events_and_one_step_in_clicked(client, clock, wel
 # -- opens ------------------------------------------------------------------------------------
 
 
-def test_open_pixel_returns_a_gif_and_records_the_open(client, welcomed, table_items):
-    response = client.http.get(path(pixel(welcomed)), headers={"Accept": "image/gif"})
+def test_open_pixel_returns_a_gif_and_records_the_open(client, deliver, welcomed, table_items):
+    response = client.http.get(path(pixel(welcomed)), headers={"Accept": "image/gif", **BROWSER})
 
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "image/gif"
@@ -300,10 +350,23 @@ def test_open_pixel_returns_a_gif_and_records_the_open(client, welcomed, table_i
     assert response.body.startswith(b"GIF89a")
     assert response.body.endswith(b";")  # the GIF trailer: a whole image
     [event] = events(table_items, ANN_ID, "email_opened")
-    assert event["data"] == {"message_id": WELCOME}
+    assert event["data"] == {"message_id": WELCOME, "signals": []}
+    deliver()
     lead = profile(table_items, ANN_ID)
     assert lead["opened"] == {WELCOME}
-    assert "email_opened" in lead["event_types"]
+    assert "email_opened" not in lead.get("event_types", set())
+
+
+def test_apple_proxys_open_and_a_head_on_the_pixel_are_a_machines(client, deliver, welcomed, table_items):
+    apple = client.http.get(path(pixel(welcomed)), headers={"Accept": IMAGE_ACCEPT, "User-Agent": "Mozilla/5.0"})
+    head = client.http.head(path(pixel(welcomed)), headers={"Accept": IMAGE_ACCEPT, **BROWSER})
+
+    assert apple.status_code == head.status_code == 200
+    assert apple.body.startswith(b"GIF89a") and not head.body  # HEAD: the GET's headers, no body
+    signals = sorted(tuple(e["data"]["signals"]) for e in events(table_items, ANN_ID, "email_opened"))
+    assert signals == [("apple_proxy",), ("method:HEAD",)]
+    deliver()
+    assert "opened" not in profile(table_items, ANN_ID)
 
 
 def test_open_pixel_answers_a_browsers_image_accept_header(client, welcomed, table_items):
