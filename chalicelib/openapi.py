@@ -16,6 +16,7 @@ from typing import Any, Optional, get_args
 
 from pydantic import BaseModel
 
+from chalicelib import engagement
 from chalicelib.config import MAX_BODY_BYTES
 from chalicelib.handoff import FEEDBACK_STAGES
 from chalicelib.models import (
@@ -37,6 +38,7 @@ from chalicelib.models import (
 from chalicelib.reports import (
     EMAIL_METRICS,
     FUNNEL_STAGES,
+    MACHINE_METRICS,
     OFF_FUNNEL_STAGES,
     SES_BOUNCE_LIMIT,
     SES_COMPLAINT_LIMIT,
@@ -223,6 +225,17 @@ def _urlencoded(schema: Schema) -> Schema:
 # -- response schemas --------------------------------------------------------------------------
 
 
+# Why an open or click was a machine's (chalicelib.engagement), as the lead detail lists them.
+_VERDICT_REASONS = (
+    engagement.METHOD,
+    engagement.AGENT,
+    engagement.APPLE_PROXY,
+    engagement.TOO_SOON,
+    engagement.BURST,
+    engagement.TRAP,
+)
+
+
 def _response_schemas() -> dict[str, Schema]:
     touch = obj(
         {
@@ -246,7 +259,21 @@ def _response_schemas() -> dict[str, Schema]:
     }
     email_row = {
         **{metric: INTEGER for metric in EMAIL_METRICS},
-        "rates": {**rates(EMAIL_METRICS[1:]), "description": "relative to emails sent (as SES computes them)"},
+        "opened": {**INTEGER, "description": "leads a person opened the email of (each once)"},
+        "clicked": {**INTEGER, "description": "leads a person clicked in the email of (each once)"},
+        **{
+            metric: {
+                **INTEGER,
+                "description": f"leads whose email a machine {metric.removeprefix('machine_')} (a link scanner, "
+                "Apple's proxy; each once): not in the rates; a lead whose email a scanner and then its person "
+                "clicked is counted in both",
+            }
+            for metric in MACHINE_METRICS
+        },
+        "rates": {
+            **rates(EMAIL_METRICS[1:]),
+            "description": "relative to emails sent (as SES computes them); opens and clicks are people's",
+        },
     }
     funnel_row = {
         "reached": {**counts(FUNNEL_STAGES), "description": "leads that reached each stage (each counted once)"},
@@ -329,6 +356,10 @@ def _response_schemas() -> dict[str, Schema]:
                         "reset_at": nullable(TIMESTAMP),
                     }
                 ),
+                "email_engagement": {
+                    **obj({label: counts(("opened", "clicked")) for label in (engagement.HUMAN, engagement.MACHINE)}),
+                    "description": "the timeline's opens and clicks, a person's and a machine's apart",
+                },
                 "enrolments": array(
                     obj(
                         {
@@ -344,7 +375,27 @@ def _response_schemas() -> dict[str, Schema]:
                     **array(
                         {
                             "oneOf": [
-                                obj({"at": TIMESTAMP, "kind": {"const": "event"}, "type": STRING, "data": ANY_OBJECT}),
+                                obj(
+                                    {
+                                        "at": TIMESTAMP,
+                                        "kind": {"const": "event"},
+                                        "type": STRING,
+                                        "data": ANY_OBJECT,
+                                        "verdict": {
+                                            "type": "string",
+                                            "enum": [engagement.HUMAN, engagement.MACHINE],
+                                            "description": "opens and clicks only: a person's or a machine's; "
+                                            "only a person's count for score, stage, handoff and nurture",
+                                        },
+                                        "reasons": {
+                                            **array(STRING),
+                                            "description": "opens and clicks only: why a machine's (empty for a "
+                                            "person's), each `<reason>` or `<reason>:<detail>`, reasons: "
+                                            + ", ".join(f"`{r}`" for r in _VERDICT_REASONS),
+                                        },
+                                    },
+                                    required=["at", "kind", "type", "data"],
+                                ),
                                 obj(
                                     {
                                         "at": TIMESTAMP,
@@ -554,6 +605,18 @@ def _public(summary: str, responses: dict[str, Any], tag: str, **fields: Any) ->
     return operation
 
 
+def _with_head(item: dict[str, Any], who: str) -> dict[str, Any]:
+    """A path item whose GET is answered to HEAD too: the same statuses and headers, no body."""
+    get = item["get"]
+    head = {
+        **copy.deepcopy(get),
+        "summary": f"{get['summary']} (HEAD)",
+        "description": f"Answered as the GET, without a body. Recorded like it, as a machine's ({who}: "
+        "people's mail apps and browsers GET).",
+    }
+    return {**item, "head": head}
+
+
 def _json_body(schema: Schema, description: str = "") -> dict[str, Any]:
     body: dict[str, Any] = {"required": True, "content": _content(schema)}
     if description:
@@ -659,31 +722,43 @@ def _paths(submission: Schema, event: Schema, spend: Schema) -> dict[str, Any]:
                 parameters=[_ORIGIN, preflight_request_method],
             ),
         },
-        "/t/c/{token}": {
-            "parameters": [_TOKEN],
-            "get": _public(
-                "Tracked click: record it, redirect to the signed destination",
-                {"302": {"description": "to the destination", "headers": _LOCATION}, **html_errors},
-                "email",
-            ),
-        },
-        "/t/o/{token}": {
-            "parameters": [_TOKEN],
-            "get": _public(
-                "Open pixel: record the open",
-                {
-                    "200": {"description": "a 1x1 transparent GIF", "content": _content({}, GIF)},
-                    "404": {"description": "not a valid pixel (empty body)", "content": _content({}, GIF)},
-                    "400": _json(
-                        "the request's Accept header names neither `image/gif` nor `*/*` (Chalice answers binary "
-                        "responses only to requests that accept them)",
-                        ref("ChaliceError"),
-                    ),
-                    "503": _use("Unavailable"),
-                },
-                "email",
-            ),
-        },
+        "/t/c/{token}": _with_head(
+            {
+                "parameters": [_TOKEN],
+                "get": _public(
+                    "Tracked click: record it, redirect to the signed destination",
+                    {"302": {"description": "to the destination", "headers": _LOCATION}, **html_errors},
+                    "email",
+                    description="Recorded with its verdict's signals (method, user agent): a machine's click "
+                    "(a link scanner's, a headless browser's, one sooner after the send than anyone reads) is "
+                    "redirected too and counts for nothing. The destination gets a lead token only for a "
+                    "person's click.",
+                ),
+            },
+            "a link scanner's HEAD",
+        ),
+        "/t/o/{token}": _with_head(
+            {
+                "parameters": [_TOKEN],
+                "get": _public(
+                    "Open pixel: record the open",
+                    {
+                        "200": {"description": "a 1x1 transparent GIF", "content": _content({}, GIF)},
+                        "404": {"description": "not a valid pixel (empty body)", "content": _content({}, GIF)},
+                        "400": _json(
+                            "the request's Accept header names neither `image/gif` nor `*/*` (Chalice answers "
+                            "binary responses only to requests that accept them)",
+                            ref("ChaliceError"),
+                        ),
+                        "503": _use("Unavailable"),
+                    },
+                    "email",
+                    description="Recorded with its verdict's signals: Apple's Mail Privacy Protection "
+                    "(user agent `Mozilla/5.0`, or from 17.0.0.0/8) and machines' fetches count for nothing.",
+                ),
+            },
+            "a scanner's HEAD of the pixel",
+        ),
         "/u/{token}": {
             "parameters": [_TOKEN],
             "get": _public(

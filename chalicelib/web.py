@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from chalicelib.capture import CaptureResult, RequestMeta, field_errors
 from chalicelib.config import MAX_BODY_BYTES
 from chalicelib.credentials import CredentialsUnavailable
+from chalicelib.engagement import HUMAN, MACHINE
 from chalicelib.entities import Lead, iso
 from chalicelib.errors import (
     ConfigError,
@@ -33,9 +34,10 @@ from chalicelib.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from chalicelib.models import LeadExportParams, LeadListParams, SpendUpdate
+from chalicelib.models import EngagementRules, LeadExportParams, LeadListParams, SpendUpdate
 from chalicelib.rendering import render_page
-from chalicelib.store import LeadQuery
+from chalicelib.store import LeadQuery, LeadRecord
+from chalicelib.tracking import EMAIL_CLICKED, EMAIL_OPENED, engagement_verdicts
 
 if TYPE_CHECKING:  # annotations only: the runtime's services are imported where first built
     from chalicelib.runtime import Runtime
@@ -519,11 +521,33 @@ def admin_get_lead(runtime: Runtime, lead_id: str, request: Request) -> Response
             raise NotFound("lead", lead_id)
     except TrellisError as e:
         return error_response(e)
+    body = lead_detail(record, runtime.campaign.engagement)
+    return Response(json.dumps(body, default=str), status_code=200, headers={"Content-Type": JSON})
+
+
+# What the lead detail counts of a lead's engagement with its emails, people's and machines' apart.
+_ENGAGEMENT_COUNTED = {EMAIL_OPENED: "opened", EMAIL_CLICKED: "clicked"}
+
+
+def lead_detail(record: LeadRecord, rules: EngagementRules) -> dict[str, Any]:
+    """The lead detail's body. Each open and click on the timeline carries its verdict and
+    reasons (``chalicelib.engagement``), judged from the whole record as scoring judges it, so
+    the team sees why a scanner's clicks earned no points."""
     lead = record.lead
-    timeline = [{"at": e.at, "kind": "event", "type": e.type, "data": e.data} for e in record.events] + [
+    verdicts = engagement_verdicts(record.events, record.messages, rules)
+    engaged = {label: dict.fromkeys(_ENGAGEMENT_COUNTED.values(), 0) for label in (HUMAN, MACHINE)}
+    timeline: list[dict[str, Any]] = []
+    for e in record.events:
+        entry: dict[str, Any] = {"at": e.at, "kind": "event", "type": e.type, "data": e.data}
+        verdict = verdicts.get(e.event_id)
+        if verdict is not None:
+            entry.update(verdict.to_json())
+            engaged[verdict.label][_ENGAGEMENT_COUNTED[e.type]] += 1
+        timeline.append(entry)
+    timeline += [
         {"at": m.sent_at, "kind": "message", "message_id": m.message_id, "subject": m.subject} for m in record.messages
     ]
-    body = {
+    return {
         "lead": {
             **_lead_summary(lead),
             "updated_at": lead.updated_at,
@@ -543,6 +567,7 @@ def admin_get_lead(runtime: Runtime, lead_id: str, request: Request) -> Response
             "events_counted": lead.score_events,
             "reset_at": lead.score_reset_at,
         },
+        "email_engagement": engaged,
         "enrolments": [
             {
                 "sequence": e.sequence_id,
@@ -555,7 +580,6 @@ def admin_get_lead(runtime: Runtime, lead_id: str, request: Request) -> Response
         ],
         "timeline": sorted(timeline, key=lambda entry: str(entry["at"]), reverse=True),
     }
-    return Response(json.dumps(body, default=str), status_code=200, headers={"Content-Type": JSON})
 
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -11,7 +13,7 @@ import pytest
 
 from chalicelib import aws
 from chalicelib.entities import iso, parse_iso
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, PUBLIC_URL
 from tests.helpers import RequestCounter, body, post_json
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -163,6 +165,58 @@ def test_one_lead_with_consent_attribution_score_and_timeline(client, deliver, t
     assert ("message", "ebook-nurture.ebook-delivery") in kinds
     moments = [entry["at"] for entry in record["timeline"]]
     assert moments == sorted(moments, reverse=True)
+
+
+# A person's browser (Chrome on Windows): no machine signal of its own.
+BROWSER = {
+    "User-Agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+}
+_HIDDEN = re.compile(r"<div hidden[^>]*>.*?</div>", re.DOTALL)  # the trap link people never see
+
+
+def visible_tracked_links(message: Any) -> list[str]:
+    """The tracked links of an email a person can see (not the hidden trap), as paths."""
+    page = _HIDDEN.sub("", message.get_body(("html",)).get_content())
+    hrefs = [html.unescape(h) for h in re.findall(r'href="([^"]+)"', page)]
+    return [h[len(PUBLIC_URL) :] for h in hrefs if h.startswith(f"{PUBLIC_URL}/t/c/")]
+
+
+def pixel_of(message: Any) -> str:
+    [src] = [html.unescape(s) for s in re.findall(r'<img src="([^"]+)"', message.get_body(("html",)).get_content())]
+    return src[len(PUBLIC_URL) :]
+
+
+def test_each_open_and_click_on_the_timeline_shows_its_verdict_and_reasons(client, clock, deliver, outbox):
+    lead_id = body(post_json(client, "/forms/newsletter", {"email": "vic@example.com", "consent": True}))["lead_id"]
+    deliver()
+    [welcome] = [m for m in outbox() if m["To"] == "vic@example.com"]
+    [link] = visible_tracked_links(welcome)
+
+    # A scanner's HEAD a second after the send, then the person's browser a quarter of an hour on.
+    clock.advance(1)
+    assert client.http.head(link).status_code == 302
+    clock.advance(15 * 60)
+    assert client.http.get(link, headers=BROWSER).status_code == 302
+    # Apple's Mail Privacy Protection fetches the pixel, whether or not anyone reads the mail.
+    apple_proxy = {"User-Agent": "Mozilla/5.0", "Accept": "image/*"}
+    assert client.http.get(pixel_of(welcome), headers=apple_proxy).status_code == 200
+
+    record = body(client.http.get(f"/admin/leads/{lead_id}", headers=AUTH))
+    clicks = [e for e in record["timeline"] if e.get("type") == "email_clicked"]
+    person, scanner = clicks  # newest first
+    assert (person["verdict"], person["reasons"]) == ("human", [])
+    assert scanner["verdict"] == "machine"
+    assert {"method:HEAD", "agent:none", "too_soon:1s"} <= set(scanner["reasons"]), scanner["reasons"]
+    [apple] = [e for e in record["timeline"] if e.get("type") == "email_opened"]
+    assert (apple["verdict"], apple["reasons"]) == ("machine", ["apple_proxy"])
+    assert record["email_engagement"] == {
+        "human": {"opened": 0, "clicked": 1},
+        "machine": {"opened": 1, "clicked": 1},
+    }
+    # Only opens and clicks have a verdict.
+    others = [e for e in record["timeline"] if e.get("type") not in ("email_clicked", "email_opened")]
+    assert others and all("verdict" not in e and "reasons" not in e for e in others)
 
 
 def test_one_lead_needs_the_token_and_unknown_is_404(client, captured):

@@ -216,6 +216,8 @@ def test_public_responses_match_the_document(client, checker):
     _check(checker, "/events", "post", post_json(client, "/events", {**event, "type": "email_opened"}), 400)
     _check(checker, "/health", "get", client.http.get("/health"), 200)
     _check(checker, "/t/c/{token}", "get", client.http.get("/t/c/x.y"), 400)
+    _check(checker, "/t/c/{token}", "head", client.http.head("/t/c/x.y"), 400)
+    _check(checker, "/t/o/{token}", "head", client.http.head("/t/o/x.y", headers={"Accept": "image/gif"}), 404)
     _check(checker, "/t/o/{token}", "get", client.http.get("/t/o/x.y", headers={"Accept": "image/gif"}), 404)
     _check(checker, "/t/o/{token}", "get", client.http.get("/t/o/x.y"), 400)  # chalice: binary needs Accept
     _check(checker, "/u/{token}", "get", client.http.get("/u/x.y"), 400)
@@ -228,9 +230,15 @@ EBOOK = {"email": "Dee@Example.com", "first_name": "Dee", "consent": True, "utm_
 NEWSLETTER = {"email": "ann@example.com", "consent": "on"}
 
 
-def test_admin_responses_match_the_document(client, checker):
+def test_admin_responses_match_the_document(client, checker, rt):
     lead_id = body(post_json(client, "/forms/ebook", EBOOK))["lead_id"]
     lead = "/admin/leads/{lead_id}"
+    # Engagement with a verdict on the timeline: a scanner's HEAD of a link and of the pixel.
+    message_id, now = "ebook-nurture.ebook-delivery", rt.clock.now()
+    click = rt.links.click(lead_id, message_id, "https://example.com/guide", now).removeprefix(PUBLIC_URL)
+    pixel = rt.links.open_pixel(lead_id, message_id, now).removeprefix(PUBLIC_URL)
+    _check(checker, "/t/c/{token}", "head", client.http.head(click), 302)
+    _check(checker, "/t/o/{token}", "head", client.http.head(pixel, headers={"Accept": "image/gif"}), 200)
 
     def admin(method: str, path: str, payload: Any = None) -> Any:
         headers = dict(AUTH)
@@ -242,7 +250,9 @@ def test_admin_responses_match_the_document(client, checker):
     _check(checker, "/admin/leads", "get", admin("GET", "/admin/leads?" + urlencode({"limit": 0})), 400)
     _check(checker, "/admin/leads", "get", client.http.get("/admin/leads"), 401)
     _check(checker, "/admin/leads", "get", client.http.get("/admin/leads", headers={"Authorization": "Bearer x"}), 401)
-    _check(checker, lead, "get", admin("GET", f"/admin/leads/{lead_id}"), 200)
+    detail = _check(checker, lead, "get", admin("GET", f"/admin/leads/{lead_id}"), 200)
+    verdicts = [(e["type"], e["verdict"]) for e in body(detail)["timeline"] if "verdict" in e]
+    assert sorted(verdicts) == [("email_clicked", "machine"), ("email_opened", "machine")]
     _check(checker, lead, "get", admin("GET", "/admin/leads/" + "0" * 32), 404)
     _check(checker, lead, "patch", admin("PATCH", f"/admin/leads/{lead_id}", {"stage": "opportunity"}), 200)
     _check(checker, lead, "patch", admin("PATCH", f"/admin/leads/{lead_id}", {"stage": "mql"}), 400)
