@@ -542,13 +542,21 @@ def funnel_row(label: str, row: Mapping[str, Any], currency: Optional[str]) -> F
 
 @dataclass(frozen=True)
 class StepRow:
+    """A step's (or the campaign's) email counts as the table shows them. Opens and clicks are
+    people's, with their rates; machines' (link scanners, Apple's proxy) are counts beside them,
+    in no rate: they say how much of the raw engagement was never a person."""
+
     sequence_id: str
     step_id: str
     subject: str
     sent: str
     delivered: str
     opened: str
+    opened_rate: str
     clicked: str
+    clicked_rate: str
+    machine_opened: str
+    machine_clicked: str
     unsubscribed: str
     bounced: str
     complained: str
@@ -562,8 +570,12 @@ def step_row(step: Mapping[str, Any], *, sequence_id: str = "", step_id: str = "
         subject=str(step.get("subject", subject)),
         sent=format_count(step["sent"]),
         delivered=format_count(step["delivered"]),
-        opened=format_percent(rates.get("opened")),
-        clicked=format_percent(rates.get("clicked")),
+        opened=format_count(step["opened"]),
+        opened_rate=format_percent(rates.get("opened")),
+        clicked=format_count(step["clicked"]),
+        clicked_rate=format_percent(rates.get("clicked")),
+        machine_opened=format_count(step["machine_opened"]),
+        machine_clicked=format_count(step["machine_clicked"]),
         unsubscribed=format_count(step["unsubscribed"]),
         bounced=format_count(step["bounced"]),
         complained=format_count(step["complained"]),

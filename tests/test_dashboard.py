@@ -19,7 +19,7 @@ from chalicelib import aws, dashboard
 from chalicelib.clock import FixedClock
 from chalicelib.config import load_campaign
 from chalicelib.credentials import CredentialsUnavailable, StaticAdminToken
-from chalicelib.reports import funnel_report, sequence_report
+from chalicelib.reports import MACHINE_METRICS, funnel_report, sequence_report
 from chalicelib.store import Store
 from chalicelib.tracking import TokenSigner
 from tests.conftest import ADMIN_TOKEN, START, TEST_TOKEN_KEY
@@ -68,19 +68,44 @@ def funnel(currency: Optional[str] = "EUR", source: str = "linkedin") -> dict[st
 
 
 def step(sequence_id: str, step_id: str, subject: str, sent: int, **counts: int) -> dict[str, Any]:
+    """A step row as chalicelib.reports shapes it: machines' opens and clicks are in no rate."""
     metrics = ("delivered", "opened", "clicked", "unsubscribed", "bounced", "complained")
     result: dict[str, Any] = {"sequence_id": sequence_id, "step_id": step_id, "subject": subject, "sent": sent}
-    result.update({m: counts.get(m, 0) for m in metrics})
+    result.update({m: counts.get(m, 0) for m in (*metrics, *MACHINE_METRICS)})
     result["rates"] = {m: round(result[m] / sent, 4) if sent else None for m in metrics}
     return result
 
 
 def sequences(warnings: Optional[list[str]] = None) -> dict[str, Any]:
     steps = [
-        step("nurture", "welcome", "Welcome aboard", 100, delivered=98, opened=45, clicked=12, bounced=2),
+        step(
+            "nurture",
+            "welcome",
+            "Welcome aboard",
+            100,
+            delivered=98,
+            opened=45,
+            clicked=12,
+            bounced=2,
+            machine_opened=30,
+            machine_clicked=9,
+        ),
         step("nurture", "tip", "A tip for you", 80, delivered=80, opened=20, clicked=4, unsubscribed=3, complained=1),
     ]
-    totals = step("", "", "", 180, delivered=178, opened=65, clicked=16, unsubscribed=3, bounced=2, complained=1)
+    totals = step(
+        "",
+        "",
+        "",
+        180,
+        delivered=178,
+        opened=65,
+        clicked=16,
+        unsubscribed=3,
+        bounced=2,
+        complained=1,
+        machine_opened=30,
+        machine_clicked=9,
+    )
     for key in ("sequence_id", "step_id", "subject"):
         del totals[key]
     return {
@@ -124,7 +149,7 @@ class Elements(HTMLParser):
             self._in_step = dict(attrs).get("class") == "step"
             if self._in_step:
                 self._step_rows.append([])
-        if tag in ("text", "td", "p", "li"):
+        if tag in ("text", "td", "th", "p", "li"):
             self._open.append((tag, dict(attrs), []))
 
     def handle_data(self, data: str) -> None:
@@ -189,7 +214,8 @@ def test_zero_data_page_renders_with_empty_bars_and_dashes():
     empty = sequences()
     empty["steps"] = []
     empty["totals"] = {
-        k: 0 for k in ("sent", "delivered", "opened", "clicked", "unsubscribed", "bounced", "complained")
+        k: 0
+        for k in ("sent", "delivered", "opened", "clicked", "unsubscribed", "bounced", "complained", *MACHINE_METRICS)
     }
     empty["totals"]["rates"] = dict.fromkeys(("delivered", "opened", "clicked", "bounced", "complained"))
     empty["deliverability"].update(bounce_rate=None, complaint_rate=None)
@@ -223,10 +249,24 @@ def test_page_renders_from_the_real_reports_of_an_empty_campaign():
 def test_step_table_has_a_row_per_step_with_counts_and_rates():
     rows = Elements(render()).step_rows()
 
+    # People's opens and clicks with their rates, then machines' as counts: in no rate.
     assert rows == [
-        ["nurture", "welcome", "Welcome aboard", "100", "98", "45.0%", "12.0%", "0", "2", "0"],
-        ["nurture", "tip", "A tip for you", "80", "80", "25.0%", "5.0%", "3", "0", "1"],
+        ["nurture", "welcome", "Welcome aboard", "100", "98", "45.0% (45)", "12.0% (12)", "30", "9", "0", "2", "0"],
+        ["nurture", "tip", "A tip for you", "80", "80", "25.0% (20)", "5.0% (4)", "0", "0", "3", "0", "1"],
     ]
+
+
+def test_step_table_shows_people_and_machines_apart_per_step_and_for_the_campaign():
+    page = Elements(render())
+
+    headers = [text for tag, _, text in page.texts if tag == "th"]
+    emails = headers[headers.index("Sequence") :]
+    assert emails[5:7] == ["People", "Machines"]
+    assert emails[-4:] == ["Opened", "Clicked", "Opened", "Clicked"]  # the second header row, under them
+    machine_cells = [text for tag, attrs, text in page.texts if tag == "td" and attrs.get("class") == "machine"]
+    assert machine_cells == ["30", "9", "0", "0", "30", "9"]  # two steps, then the campaign's total
+    total = [text for tag, attrs, text in page.texts if tag == "td" and attrs.get("class") == "people"][-2:]
+    assert total == ["36.1% (65)", "8.9% (16)"]
 
 
 def test_channel_table_shows_money_with_currency_and_human_durations():

@@ -3,9 +3,9 @@
 Leads arrive from three channels (paid search, LinkedIn ads, direct), some read the pricing
 page, two ask for a demo, bots try the honeypot, ad spend is entered through the API, and the
 clock is fast-forwarded so more of the sequence goes out. Then Chromium signs in through the
-login form (a signed, HttpOnly, SameSite=Strict cookie), sees the funnel and the step table,
-signs out, and is shown the login form again. The page is left in
-``test-artifacts/dashboard.png``.
+login form (a signed, HttpOnly, SameSite=Strict cookie), sees the funnel and the step table
+(people's and machines' opens and clicks apart), signs out, and is shown the login form again.
+The page is left in ``test-artifacts/dashboard.png``.
 """
 
 from __future__ import annotations
@@ -109,6 +109,11 @@ def test_dashboard_behind_the_login_form_shows_the_campaign(twin, tmp_path):
         page = browser.find_element(By.TAG_NAME, "body").text
         for expected in ("google", "linkedin", "(direct)", "Your copy of", "Welcome to the Trellis newsletter"):
             assert expected in page, expected
+        # People's opens and clicks (with the rates) and machines' apart, per step and in total.
+        groups = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#emails thead th.group")]
+        assert groups == ["People", "Machines"]
+        machine_cells = browser.find_elements(By.CSS_SELECTOR, "#emails td.machine")
+        assert len(machine_cells) == 2 * (len(steps) + 1)
         bars = browser.find_elements(By.CSS_SELECTOR, "svg rect")
         assert len(bars) >= len(funnel["stages"])
 
