@@ -313,6 +313,8 @@ class Dispatcher:
             report.failed += 1
             return True
         self._metrics.add("EmailsSent")
+        # When SES accepted it (after the pacer's wait): what a click is timed from (engagement).
+        accepted_at = self._clock.now()
         # From here on an error must not be retried soon: the email went.
         try:
             message = Message(
@@ -321,7 +323,7 @@ class Dispatcher:
                 sequence_id=enrolment.sequence_id,
                 step_id=step.id,
                 subject=rendered.subject,
-                sent_at=iso(now),
+                sent_at=iso(accepted_at),
                 ses_message_id=ses_message_id,
                 enrolled_at=enrolment.enrolled_at,
                 links=rendered.links,
