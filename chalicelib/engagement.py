@@ -8,8 +8,8 @@ stages, handoffs and nurture conditions, so each hit is judged from two kinds of
 
 - what the request itself shows (``hit_signals``, decided once, when the hit arrives, and kept on
   the event): a method other than GET, no user agent or a machine's (scanner, crawler, link
-  preview, headless browser, HTTP library), Apple's proxy (user agent exactly ``Mozilla/5.0``,
-  or an open from Apple's 17.0.0.0/8);
+  preview, headless browser, HTTP library; a mail service's image proxy on a click), Apple's
+  proxy (user agent exactly ``Mozilla/5.0``, or an open from Apple's 17.0.0.0/8);
 - what the message's history shows (``judge``, recomputed from the lead's events and sends
   whenever engagement is read): a click sooner after SES accepted the message than a person can
   read it, most of the message's links hit within a few seconds of each other, and any hit on
@@ -60,7 +60,7 @@ _MACHINE_AGENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"Barracuda|Mimecast|Proofpoint|Symantec|MessageLabs|Forcepoint|Trend ?Micro|Sophos|FireEye|"
             r"IronPort|Zscaler|Trustwave|SpamTitan|Bitdefender|FortiGuard|Fortinet|Cisco|SafeLinks|Safe Links|"
             r"Defender|Check ?Point|Cloudmark|Vade|Hornet|Libraesva|Avanan|Abnormal|Egress|Ironscales|"
-            r"BingPreview",
+            r"Kaspersky|BingPreview|MicrosoftPreview",
             re.IGNORECASE,
         ),
     ),
@@ -70,15 +70,18 @@ _MACHINE_AGENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(
             r"^(?:python-requests|python-urllib|python-httpx|aiohttp|httpx|curl|Wget|Go-http-client|Java/|"
             r"Apache-HttpClient|okhttp|libwww-perl|lwp-request|node-fetch|axios|undici|Ruby|Faraday|PycURL|"
-            r"Dart/|http\.rb|GuzzleHttp|PostmanRuntime|Jakarta|Scrapy|WinHttp|HTTPie|PHP|Deno|Bun/|reqwest)",
+            r"Dart/|http\.rb|GuzzleHttp|PostmanRuntime|Jakarta|Scrapy|WinHttp|HTTPie|PHP|Deno|Bun/|reqwest)"
+            # aiohttp puts the interpreter first: "Python/3.9 aiohttp/3.7.3".
+            r"|\baiohttp/",
             re.IGNORECASE,
         ),
     ),
     (
         "crawler",
         re.compile(
-            r"[A-Za-z]bot\b|crawler|spider|slurp|facebookexternalhit|embedly|WhatsApp|SkypeUriPreview|"
-            r"Slack-ImgProxy|Iframely|\+https?://",
+            # The whole "...bot" token, to name it ("Googlebot", "LinkedInBot"); CUBOT makes phones.
+            r"\b(?!cubot\b)[\w-]*?bot\b|crawler|spider|slurp|facebookexternalhit|embedly|WhatsApp|SkypeUriPreview|"
+            r"Slack-ImgProxy|Iframely|Snap URL Preview|\+https?://[^\s;)]+",
             re.IGNORECASE,
         ),
     ),
@@ -123,6 +126,10 @@ def hit_signals(kind: str, method: str, user_agent: Optional[str], source_ip: Op
         signals.append(APPLE_PROXY if kind == OPEN else f"{AGENT}:bare {APPLE_PROXY_AGENT}")
     else:
         reason = agent_signal(agent)
+        proxy = _READERS_PROXIES.search(agent)
+        if reason is None and proxy and kind != OPEN:
+            # These proxies fetch a message's images for their reader, never its links.
+            reason = f"{AGENT}:proxy {proxy.group(0)}"
         if reason is not None:
             signals.append(reason)
     if kind == OPEN and _from_apple(source_ip) and APPLE_PROXY not in signals:
@@ -175,9 +182,10 @@ def judge(hits: Iterable[Hit], sends: Iterable[Send], rules: EngagementRules) ->
     for message_id, message_hits in by_message.items():
         ordered = sorted(message_hits, key=lambda h: (h.at, h.event_id))
         reasons: dict[str, list[str]] = {h.event_id: list(h.signals) for h in ordered}
-        _too_soon(ordered, sorted(sends_of.get(message_id, []), key=lambda s: s.sent_at), rules, reasons)
-        _bursts(ordered, sends_of.get(message_id, []), rules, reasons)
-        _traps(ordered, rules, reasons)
+        message_sends = sorted(sends_of.get(message_id, []), key=lambda s: s.sent_at)
+        _too_soon(ordered, message_sends, rules, reasons)
+        _bursts(ordered, message_sends, rules, reasons)
+        _traps(ordered, message_sends, rules, reasons)
         for hit in ordered:
             found = tuple(dict.fromkeys(reasons[hit.event_id]))  # each reason once, in order
             verdicts[hit.event_id] = Verdict(not found, found)
@@ -197,6 +205,8 @@ def _too_soon(
     hits: Sequence[Hit], sends: Sequence[Send], rules: EngagementRules, reasons: dict[str, list[str]]
 ) -> None:
     limit = timedelta(seconds=rules.min_seconds_to_click)
+    if not limit:
+        return  # 0 switches the rule off, also for a click recorded a moment before its send
     for hit in hits:
         if hit.kind != CLICK or hit.trap:
             continue
@@ -236,15 +246,18 @@ def _bursts(hits: Sequence[Hit], sends: Sequence[Send], rules: EngagementRules, 
                 reasons[hit.event_id].append(BURST)
 
 
-def _traps(hits: Sequence[Hit], rules: EngagementRules, reasons: dict[str, list[str]]) -> None:
+def _traps(hits: Sequence[Hit], sends: Sequence[Send], rules: EngagementRules, reasons: dict[str, list[str]]) -> None:
     """A trap hit makes the message's engagement until then a machine's, and the rest of the
-    same sweep (``burst_seconds`` after it) too."""
+    same sweep (``burst_seconds`` after it) too: of the send it belongs to, as a message sent
+    again (a recycled lead's) is another delivery, read or scanned apart."""
     traps = [h for h in hits if h.trap]
     if not traps:
         return
     sweep = timedelta(seconds=rules.burst_seconds)
+    reaches = [(trap.at + sweep, _send_before(sends, trap.at)) for trap in traps]
     for hit in hits:
-        if any(hit.at <= trap.at + sweep for trap in traps):
+        send = _send_before(sends, hit.at)
+        if any(hit.at <= until and send == trap_send for until, trap_send in reaches):
             reasons[hit.event_id].append(TRAP)
 
 
