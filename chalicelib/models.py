@@ -393,10 +393,11 @@ class EngagementRules(_Strict):
     """How a person's opens and clicks are told from machines' (``chalicelib.engagement``)."""
 
     # A click sooner than this after SES accepted the message is a machine's: nobody reads that fast.
-    min_seconds_to_click: float = Field(default=10.0, ge=0, le=3600)
+    # 0 turns the rule off. Strict: ``true`` is no number of seconds.
+    min_seconds_to_click: float = Field(default=10.0, ge=0, le=3600, strict=True, allow_inf_nan=False)
     # More than ``burst_share`` of a message's links hit within ``burst_seconds``: a scanner's sweep.
-    burst_seconds: float = Field(default=5.0, ge=0, le=600)
-    burst_share: float = Field(default=0.5, ge=0, lt=1)
+    burst_seconds: float = Field(default=5.0, ge=0, le=600, strict=True, allow_inf_nan=False)
+    burst_share: float = Field(default=0.5, ge=0, lt=1, strict=True, allow_inf_nan=False)
 
 
 # Every event type is capped, also where the campaign file says nothing: a rule without caps

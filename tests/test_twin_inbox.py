@@ -29,6 +29,9 @@ from chalicelib.nurture.feedback import Feedback
 from chalicelib.tracking import CLICK_PURPOSE, LinkBuilder, TokenSigner
 from tests.conftest import ADMIN_TOKEN, TEST_TOKEN_KEY
 from tests.twin_process import OPENER, TwinProcess, running_twin
+
+# One twin for the module's live tests, which run in order: every test of it on one xdist worker.
+pytestmark = pytest.mark.xdist_group("twin-inbox")
 from twin import inbox, stack
 from twin.inbox import (
     APPLE_PROXY,
@@ -542,6 +545,49 @@ def test_live_apple_proxy_opens_and_clicks_nothing(twin: TwinProcess) -> None:
     wait_for("the proxy's open", lambda: "email_opened" in [e["type"] for e in timeline(twin, APPLE_LEAD)], twin, 5)
     assert "email_clicked" not in [e["type"] for e in timeline(twin, APPLE_LEAD)]
     assert not any(e["type"] in ("email_opened", "email_clicked") for e in timeline(twin, PLAIN_LEAD))
+
+
+def admin_lead(twin: TwinProcess, address: str) -> dict[str, Any]:
+    request = urllib.request.Request(f"{twin.api_url}/admin/leads/{lead(twin, address)['lead_id']}", headers=AUTH)
+    with OPENER.open(request, timeout=10) as response:
+        found: dict[str, Any] = json.loads(response.read())
+    return found
+
+
+def test_live_scanner_and_apple_move_no_score_and_a_person_then_does(twin: TwinProcess) -> None:
+    def all_hits_in() -> bool:  # the scanner's clicks and opens, and Apple's open, judged by the stream
+        scanned = [e for e in timeline(twin, SCANNED_LEAD) if e["type"] in ("email_clicked", "email_opened")]
+        return len(scanned) >= 4 and "email_opened" in [e["type"] for e in timeline(twin, APPLE_LEAD)]
+
+    wait_for("the machines' hits", all_hits_in, twin, 5)
+    time.sleep(1.5)  # the stream pump's next rounds rescore them
+    untouched = lead(twin, PLAIN_LEAD)["score"]  # signed up alike, no email touched
+    assert lead(twin, SCANNED_LEAD)["score"] == untouched and lead(twin, APPLE_LEAD)["score"] == untouched
+    detail = admin_lead(twin, SCANNED_LEAD)
+    hits = [e for e in detail["timeline"] if e.get("type") in ("email_clicked", "email_opened")]
+    assert hits and all(e["verdict"] == "machine" and e["reasons"] for e in hits), hits
+    row = welcome_row(twin)
+    assert row["clicked"] == 0 and row["opened"] == 0 and row["machine_clicked"] == 1 and row["machine_opened"] == 2
+
+    # A quarter of an hour later on the twin's clock, the person clicks with a browser: it counts.
+    assert post(f"{twin.console_url}/clock/advance?seconds=900")[0] == 200
+    [welcome] = mail_to(twin, SCANNED_LEAD)
+    [link] = [u for u in parse_mail_html(welcome["html"]).links if "/t/c/" in u and u not in hidden_links(welcome)]
+    browser = {
+        "User-Agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605.1.15"
+    }
+    try:
+        OPENER.open(urllib.request.Request(link, headers=browser), timeout=10)
+    except urllib.error.HTTPError as e:
+        assert e.code == 302  # the redirect, not followed
+    wait_for("the person's click scored", lambda: lead(twin, SCANNED_LEAD)["score"] > untouched, twin, 5)
+    assert wait_for("the person's click counted", lambda: welcome_row(twin)["clicked"] == 1, twin, 5)
+
+
+def hidden_links(message: dict[str, Any]) -> list[str]:
+    from tests.helpers import trap_href
+
+    return [trap_href(message["html"])]
 
 
 def test_live_counts_deliveries_bounces_and_complaints_in_the_sequence_report(twin: TwinProcess) -> None:
