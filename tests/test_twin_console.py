@@ -13,8 +13,10 @@ import pytest
 
 from chalicelib.clock import OffsetFileClock
 from chalicelib.config import load_campaign
+from chalicelib.engagement import Verdict
+from chalicelib.entities import Event
 from tests.twin_process import OPENER
-from twin.console import _FIELDS, _LANDING, Console
+from twin.console import _FIELDS, _LANDING, Console, lead_timeline
 
 RAW = (
     "From: Trellis Demo <hello@demo.trellis.example>\r\nTo: ann@example.com\r\nSubject: Hello <Ann>\r\n"
@@ -24,6 +26,9 @@ RAW = (
 )
 
 
+GUIDE = "https://trellis.example/guides/lead-nurture-basics"
+MACHINE = {"verdict": "machine", "reasons": ["method:HEAD", "agent:none"]}  # a scanner's HEAD, as /leads.json has it
+
 # Where the twin's presigned lead-magnet links point: moto's endpoint and the assets bucket.
 ASSETS_URL = "http://127.0.0.1:5000/trellis-test-assets/"
 
@@ -32,7 +37,11 @@ ASSETS_URL = "http://127.0.0.1:5000/trellis-test-assets/"
 def console(tmp_path) -> Any:
     ticks: list[int] = []
     outbox = [RAW, RAW.replace("Hello", "Second")]
-    leads = [{"lead_id": "abc", "email": "ann@example.com", "stage": "mql", "score": 42, "timeline": []}]
+    timeline = [
+        {"at": "2026-11-23T09:45:00Z", "type": "email_clicked", "url": GUIDE, "verdict": "human", "reasons": []},
+        {"at": "2026-11-23T09:30:01Z", "type": "email_clicked", "url": GUIDE, **MACHINE},
+    ]
+    leads = [{"lead_id": "abc", "email": "ann@example.com", "stage": "mql", "score": 42, "timeline": timeline}]
     running = Console(
         0,
         lambda: {"sent": len(ticks.append(1) or ticks)},
@@ -173,6 +182,36 @@ def test_leads_view(console):
     assert status == 200 and leads[0]["email"] == "ann@example.com"
     status, page = call(running, "GET", "/leads")
     assert status == 200 and "ann@example.com" in page and "<td>mql</td>" in page
+    assert '<span class="verdict machine">machine: method:HEAD, agent:none</span>' in page
+    assert '<span class="verdict human">human</span>' in page
+
+
+def test_lead_timeline_gives_each_open_and_click_its_verdict_newest_first():
+    events = [
+        Event("abc", "e1", "form_submitted", "2026-11-23T09:30:00.000000Z", {"form_id": "newsletter"}),
+        Event("abc", "e2", "email_clicked", "2026-11-23T09:31:00.000000Z", {"message_id": "w.w", "url": GUIDE}),
+        Event("abc", "e3", "email_opened", "2026-11-23T09:32:00.000000Z", {"message_id": "w.w"}),
+        Event("abc", "e4", "email_clicked", "2026-11-23T09:33:00.000000Z", {"message_id": "w.w", "trap": True}),
+    ]
+    verdicts = {"e2": Verdict(False, ("method:HEAD",)), "e3": Verdict(True), "e4": Verdict(False, ("trap",))}
+
+    assert lead_timeline(events, verdicts) == [
+        {
+            "at": "2026-11-23T09:33:00.000000Z",
+            "type": "email_clicked",
+            "trap": True,
+            **Verdict(False, ("trap",)).to_json(),
+        },
+        {"at": "2026-11-23T09:32:00.000000Z", "type": "email_opened", "verdict": "human", "reasons": []},
+        {
+            "at": "2026-11-23T09:31:00.000000Z",
+            "type": "email_clicked",
+            "url": GUIDE,
+            "verdict": "machine",
+            "reasons": ["method:HEAD"],
+        },
+        {"at": "2026-11-23T09:30:00.000000Z", "type": "form_submitted"},
+    ]
 
 
 def test_outbox_buttons_post_and_come_back_to_the_outbox(console, tmp_path):

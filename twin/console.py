@@ -6,7 +6,8 @@
                                       pages that report page views (the thank-you pages link a
                                       ``download_url`` only when it is a presigned link into the
                                       twin's assets bucket)
-    GET  /leads, /leads.json          the newest leads with score, stage and timeline
+    GET  /leads, /leads.json          the newest leads with score, stage and timeline, each open and
+                                      click with its verdict (human or machine) and the reasons
     GET  /outbox.json                 every email SES accepted in the twin, newest first
     GET  /outbox                      the same as a page, each email's HTML with working links,
                                       and buttons for the two POSTs below
@@ -23,7 +24,7 @@ from __future__ import annotations
 import email
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from email import policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,6 +34,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from chalicelib.clock import OffsetFileClock
+from chalicelib.engagement import TRAP_KEY, Verdict
+from chalicelib.entities import Event
+from chalicelib.tracking import EMAIL_CLICKED
 from twin.gate import ClockGate
 
 MAX_ADVANCE_SECONDS = 366 * 24 * 3600
@@ -108,6 +112,25 @@ def parse_outbox(raw_messages: list[str]) -> list[dict[str, Any]]:
             }
         )
     return emails
+
+
+def lead_timeline(events: Iterable[Event], verdicts: Mapping[str, Verdict]) -> list[dict[str, Any]]:
+    """A lead's events as /leads shows them, newest first: each click with its link (a scanner's
+    clicks are every link at once), each open and click with its verdict and the reasons
+    (``chalicelib.engagement``), so a scanned lead's zero score explains itself."""
+    entries = []
+    for event in sorted(events, key=lambda e: e.at, reverse=True):
+        entry: dict[str, Any] = {"at": event.at, "type": event.type}
+        url = event.data.get("url")
+        if event.type == EMAIL_CLICKED and url:
+            entry["url"] = url
+        if event.data.get(TRAP_KEY):
+            entry["trap"] = True  # the hidden link itself (it leads where the first link does)
+        verdict = verdicts.get(event.event_id)
+        if verdict is not None:
+            entry.update(verdict.to_json())
+        entries.append(entry)
+    return entries
 
 
 class Console:

@@ -62,7 +62,6 @@ import yaml
 
 from chalicelib.config import APP_ROOT, MIN_TOKEN_KEY_LENGTH, campaign_path, load_campaign
 from chalicelib.models import Campaign
-from chalicelib.tracking import EMAIL_CLICKED
 from twin import stack
 from twin.gate import ClockGate
 
@@ -631,7 +630,8 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
     from moto.ses.models import ses_backends
 
     from chalicelib.clock import OffsetFileClock
-    from twin.console import Console
+    from chalicelib.tracking import engagement_verdicts
+    from twin.console import Console, lead_timeline
 
     def raw_outbox() -> list[str]:
         # The moto server runs in this process: its SES backend holds every accepted email.
@@ -644,10 +644,16 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
     from chalicelib import runtime
 
     def leads() -> list[dict[str, Any]]:
-        store = runtime.current().store
+        current = runtime.current()
+        store, rules = current.store, current.campaign.engagement
         found = []
         for lead in store.recent_leads(100):
-            timeline = sorted(store.list_events(lead.lead_id), key=lambda e: e.at, reverse=True)
+            # The whole record (one Query, as the events alone were): opens and clicks are judged
+            # human or machine from the lead's sends too, as scoring judges them.
+            record = store.lead_record(lead.lead_id)
+            if record is None:
+                continue  # erased since the list was read
+            verdicts = engagement_verdicts(record.events, record.messages, rules)
             found.append(
                 {
                     "lead_id": lead.lead_id,
@@ -657,7 +663,7 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
                     "owner": (lead.owner or {}).get("name"),
                     "first_touch": lead.first_touch.form_id,
                     "utm_source": lead.first_touch.utm_source,
-                    "timeline": [_timeline_entry(e.at, e.type, e.data) for e in timeline],
+                    "timeline": lead_timeline(record.events, verdicts),
                 }
             )
         return found
@@ -675,14 +681,6 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
         assets_url=f"{os.environ['AWS_ENDPOINT_URL'].rstrip('/')}/{os.environ['TRELLIS_ASSETS_BUCKET']}/",
     )
     twin.start(console)
-
-
-def _timeline_entry(at: str, event_type: str, data: Optional[Mapping[str, Any]]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"at": at, "type": event_type}
-    url = (data or {}).get("url")
-    if event_type == EMAIL_CLICKED and url:
-        entry["url"] = url  # which link: a scanner's clicks are every link at once
-    return entry
 
 
 def _start_inbox(twin: Twin, gate: ClockGate, outputs: Mapping[str, str], sent_messages: Any) -> None:
