@@ -23,14 +23,14 @@ import time
 import traceback
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Optional, Protocol
 
 from chalicelib.clock import Clock
 from chalicelib.engagement import Verdict
-from chalicelib.entities import Enrolment, Event, Handoff, Lead, iso, parse_iso
+from chalicelib.entities import Enrolment, Event, Handoff, Lead, Message, iso, parse_iso
 from chalicelib.errors import NotFound, SendFailed, SendRejected, SendThrottled, ValidationFailed
 from chalicelib.models import Campaign
 from chalicelib.nurture.mailer import Mailer
@@ -231,12 +231,15 @@ class Notifier:
         claim_id = secrets.token_hex(8)
         if not self._store.claim_handoff(handoff, claim_id, iso(now), iso(now + HANDOFF_LEASE)):
             return False
-        lead, events = self._store.lead_with_events(handoff.lead_id)
-        if lead is None:
+        # The whole record (one Query, as profile and events were): the email's timeline tells a
+        # person's opens and clicks from a machine's, judged with the lead's sends.
+        record = self._store.lead_record(handoff.lead_id)
+        if record is None:
             self._store.mark_handoff(handoff, claim_id, {"status": "lead_gone"}, remove_due=True)
             return True
+        lead = record.lead
         payload = self._payload(handoff, lead)
-        raw = self._email_or_none(handoff, lead, events) if handoff.email_sent_at is None else None
+        raw = self._email_or_none(handoff, record) if handoff.email_sent_at is None else None
         if raw is not None:
             try:
                 self._mailer.send(self._campaign.sender.from_address, recipient(handoff.owner_email), raw)
@@ -275,12 +278,12 @@ class Notifier:
         self._store.mark_handoff(handoff, claim_id, {"status": "notified"}, remove_due=True)
         return True
 
-    def _email_or_none(self, handoff: Handoff, lead: Lead, events: list[Event]) -> Optional[bytes]:
+    def _email_or_none(self, handoff: Handoff, record: LeadRecord) -> Optional[bytes]:
         """The owner's email, or None when the lead's data cannot make one (``Unsendable``, or a
         template that breaks on it): SNS and the webhook still go. Logged without the error's
         message, which may quote the lead's data."""
         try:
-            return self._email(handoff, lead, events)
+            return self._email(handoff, record)
         except Exception as e:
             self._metrics.add("ItemErrors")
             frames = "".join(traceback.format_tb(e.__traceback__))
@@ -306,23 +309,41 @@ class Notifier:
             "handoff_at": handoff.at,
         }
 
-    def _email(self, handoff: Handoff, lead: Lead, events: list[Event]) -> bytes:
-        return handoff_email(self._campaign, handoff, lead, events, self._clock.now())
+    def _email(self, handoff: Handoff, record: LeadRecord) -> bytes:
+        return handoff_email(
+            self._campaign, handoff, record.lead, record.events, self._clock.now(), messages=record.messages
+        )
 
 
 TIMELINE_LIMIT = 50
 
 
-def handoff_email(campaign: Campaign, handoff: Handoff, lead: Lead, events: list[Event], now: datetime) -> bytes:
+def handoff_email(
+    campaign: Campaign,
+    handoff: Handoff,
+    lead: Lead,
+    events: list[Event],
+    now: datetime,
+    *,
+    messages: Sequence[Message] = (),
+) -> bytes:
     """The owner's email: who the lead is, why it is an SQL, its timeline (latest first).
+
+    A machine's opens and clicks (link scanners, Apple's proxy: ``chalicelib.engagement``, judged
+    with the lead's sent ``messages``) are left out of the timeline and only counted: sales must
+    not read a scanner's sweep as interest, and a sweep of every link would crowd the person's
+    own events out of the latest ``TIMELINE_LIMIT``.
 
     Company and names are the lead's own input: the Subject gets them through ``compose``'s
     cleaning, the text part through ``one_line``, so a line break cannot forge a header or a line.
     """
+    verdicts = engagement_verdicts(events, messages, campaign.engagement)
+    people = [e for e in events if counts_as_human(e, verdicts)]
     context = {
         "handoff": handoff,
         "lead": lead,
-        "events": sorted(events, key=lambda e: e.at, reverse=True)[:TIMELINE_LIMIT],
+        "events": sorted(people, key=lambda e: e.at, reverse=True)[:TIMELINE_LIMIT],
+        "machine_hits": len(events) - len(people),
         "campaign_title": campaign.title or campaign.name,
         "one_line": _one_line,
     }

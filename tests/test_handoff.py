@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import html
 import json
 import threading
 from collections.abc import Iterator
@@ -47,6 +48,7 @@ HOT = {
 RAISER = {"email": "rae@beta.example", "first_name": "Rae", "consent": True}  # no company: fit 0
 COLD = {"email": "cole@cold.example", "first_name": "Cole", "consent": True}
 PRICING = "https://trellis.example/pricing"
+SCANNED = "https://trellis.example/guides/scanned"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
@@ -203,6 +205,10 @@ def test_two_sqls_get_owners_round_robin_and_sales_hears_once_each_way(
 
     event(client, hot_token, "pricing_view", PRICING + "/teams")
     clicks(rt, hot_id, 3)
+    # A link scanner's click on the ebook email, the moment it was sent: no points, and not news
+    # for sales (judged with the lead's sends, which the notifier reads with the events).
+    scan = {"message_id": "ebook-nurture.ebook-delivery", "url": SCANNED}
+    assert rt.store.record_event(Event(hot_id, "scan", "email_clicked", iso(rt.clock.now()), scan))
     for n in range(3):
         event(client, hot_token, "page_view", f"https://trellis.example/blog/{n}")
     settle(deliver)  # 81: an SQL by score -- the first, so Ada's
@@ -245,6 +251,10 @@ def test_two_sqls_get_owners_round_robin_and_sales_hears_once_each_way(
     for line in (f"pricing_view {PRICING}/teams", f"page_view {PRICING}", "email_clicked", "form_submitted"):
         assert line in text, line
     assert "company_size" in html_of(to_ada) and "51-200" in html_of(to_ada)
+    assert SCANNED not in text and SCANNED not in html_of(to_ada)
+    machines = "Not shown: 1 open or click by machines (link scanners, Apple's privacy proxy), not by the person"
+    assert machines in text and machines in html.unescape(html_of(to_ada))
+    assert "Not shown" not in text_of(to_grace)
     assert "demo_request https://trellis.example/demo" in text_of(to_grace)
 
     # One message each on the sales topic.
