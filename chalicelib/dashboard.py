@@ -551,7 +551,7 @@ class StepRow:
     subject: str
     sent: str
     delivered: str
-    opened: str
+    opened: str  # people's count, "" when there is no rate (nothing sent)
     opened_rate: str
     clicked: str
     clicked_rate: str
@@ -564,15 +564,20 @@ class StepRow:
 
 def step_row(step: Mapping[str, Any], *, sequence_id: str = "", step_id: str = "", subject: str = "") -> StepRow:
     rates = step.get("rates") or {}
+
+    def beside(metric: str) -> str:
+        # The count beside its rate; nothing beside the dash of a step not sent yet.
+        return "" if rates.get(metric) is None else format_count(step[metric])
+
     return StepRow(
         sequence_id=str(step.get("sequence_id", sequence_id)),
         step_id=str(step.get("step_id", step_id)),
         subject=str(step.get("subject", subject)),
         sent=format_count(step["sent"]),
         delivered=format_count(step["delivered"]),
-        opened=format_count(step["opened"]),
+        opened=beside("opened"),
         opened_rate=format_percent(rates.get("opened")),
-        clicked=format_count(step["clicked"]),
+        clicked=beside("clicked"),
         clicked_rate=format_percent(rates.get("clicked")),
         machine_opened=format_count(step["machine_opened"]),
         machine_clicked=format_count(step["machine_clicked"]),

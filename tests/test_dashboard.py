@@ -241,6 +241,10 @@ def test_page_renders_from_the_real_reports_of_an_empty_campaign():
     expected = [(s_id, step.id, step.subject) for s_id, seq in campaign.sequences.items() for step in seq.steps]
     assert [tuple(cells[:3]) for cells in page.step_rows()] == expected
     assert {cells[3] for cells in page.step_rows()} == {"0"}
+    # Nothing sent: people's opens and clicks are a dash with no count beside it; machines' are 0.
+    assert {(cells[5], cells[6], cells[7], cells[8]) for cells in page.step_rows()} == {
+        (dashboard.DASH,) * 2 + ("0",) * 2
+    }
 
 
 # -- tables -----------------------------------------------------------------------------------
