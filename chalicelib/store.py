@@ -736,13 +736,6 @@ class Store:
 
     # -- scoring and handoff --------------------------------------------------------------------
 
-    def lead_with_events(self, lead_id: str) -> tuple[Optional[Lead], list[Event]]:
-        """The profile and every event of a lead: one Query of its partition."""
-        items = self._query_lead(lead_id)
-        lead = next((Lead.from_item(i) for i in items if i["sk"] == "PROFILE"), None)
-        events = [Event.from_item(i) for i in items if str(i["sk"]).startswith("EVENT#")]
-        return lead, events
-
     def lead_record(self, lead_id: str) -> Optional[LeadRecord]:
         """Everything kept in the lead's partition (profile, events, enrolments, messages): one Query."""
         items = self._query_lead(lead_id)
