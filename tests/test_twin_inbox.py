@@ -29,9 +29,6 @@ from chalicelib.nurture.feedback import Feedback
 from chalicelib.tracking import CLICK_PURPOSE, LinkBuilder, TokenSigner
 from tests.conftest import ADMIN_TOKEN, TEST_TOKEN_KEY
 from tests.twin_process import OPENER, TwinProcess, running_twin
-
-# One twin for the module's live tests, which run in order: every test of it on one xdist worker.
-pytestmark = pytest.mark.xdist_group("twin-inbox")
 from twin import inbox, stack
 from twin.inbox import (
     APPLE_PROXY,
@@ -53,6 +50,9 @@ from twin.inbox import (
     parse_mail,
     ses_events,
 )
+
+# One twin for the module's live tests, which run in order: every test of it on one xdist worker.
+pytestmark = pytest.mark.xdist_group("twin-inbox")
 
 API = "http://127.0.0.1:8000"
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
