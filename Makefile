@@ -31,7 +31,7 @@ validate: $(STAMP)
 	$(BIN)/python -m chalicelib.validate campaigns/*.yaml
 
 pytest: $(STAMP) browser
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+	$(BIN)/python -m pytest -n 2 -q
 
 ## Debian's Chromium and ChromeDriver for the real-browser test, installed when missing
 ## (CI runs as root; elsewhere sudo is used when there is one). Never a browser download.

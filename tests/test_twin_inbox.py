@@ -51,9 +51,6 @@ from twin.inbox import (
     ses_events,
 )
 
-# One twin for the module's live tests, which run in order: every test of it on one xdist worker.
-pytestmark = pytest.mark.xdist_group("twin-inbox")
-
 API = "http://127.0.0.1:8000"
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 SENDER = Sender("123456789012", "us-east-1", "trellis-dev")
@@ -501,7 +498,7 @@ def welcome_row(twin: TwinProcess) -> dict[str, Any]:
     return dict(row)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwinProcess]:
     with running_twin(
         tmp_path_factory.mktemp("inbox"), tick_seconds=1.0, extra_env={"TRELLIS_ADMIN_TOKEN": ADMIN_TOKEN}
@@ -521,7 +518,7 @@ def twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwinProcess]:
         yield running
 
 
-def test_live_scanner_clicks_every_link_and_opens(twin: TwinProcess) -> None:
+def live_scanner_clicks_every_link_and_opens(twin: TwinProcess) -> None:
     [welcome] = mail_to(twin, SCANNED_LEAD)
     mail = parse_mail_html(welcome["html"])
     signer = TokenSigner(TEST_TOKEN_KEY.encode())
@@ -541,7 +538,7 @@ def parse_mail_html(html: str) -> inbox.ParsedMail:
     return parse_mail(f"Content-Type: text/html; charset=utf-8\nMIME-Version: 1.0\n\n{html}")
 
 
-def test_live_apple_proxy_opens_and_clicks_nothing(twin: TwinProcess) -> None:
+def live_apple_proxy_opens_and_clicks_nothing(twin: TwinProcess) -> None:
     wait_for("the proxy's open", lambda: "email_opened" in [e["type"] for e in timeline(twin, APPLE_LEAD)], twin, 5)
     assert "email_clicked" not in [e["type"] for e in timeline(twin, APPLE_LEAD)]
     assert not any(e["type"] in ("email_opened", "email_clicked") for e in timeline(twin, PLAIN_LEAD))
@@ -554,7 +551,7 @@ def admin_lead(twin: TwinProcess, address: str) -> dict[str, Any]:
     return found
 
 
-def test_live_scanner_and_apple_move_no_score_and_a_person_then_does(twin: TwinProcess) -> None:
+def live_scanner_and_apple_move_no_score_and_a_person_then_does(twin: TwinProcess) -> None:
     def all_hits_in() -> bool:  # the scanner's clicks and opens, and Apple's open, judged by the stream
         scanned = [e for e in timeline(twin, SCANNED_LEAD) if e["type"] in ("email_clicked", "email_opened")]
         return len(scanned) >= 4 and "email_opened" in [e["type"] for e in timeline(twin, APPLE_LEAD)]
@@ -590,7 +587,7 @@ def hidden_links(message: dict[str, Any]) -> list[str]:
     return [trap_href(message["html"])]
 
 
-def test_live_counts_deliveries_bounces_and_complaints_in_the_sequence_report(twin: TwinProcess) -> None:
+def live_counts_deliveries_bounces_and_complaints_in_the_sequence_report(twin: TwinProcess) -> None:
     # Delivered: the plain, scanned and Apple leads and the complainer (SES delivered, then the
     # complaint). Sends are counted from the stream, the feedback as SES reports it: both settle.
     expected = {"sent": 6, "delivered": 4, "bounced": 2, "complained": 1}
@@ -602,7 +599,7 @@ def test_live_counts_deliveries_bounces_and_complaints_in_the_sequence_report(tw
     wait_for(f"the welcome step counted as {expected}", counted, twin, 10)
 
 
-def test_live_simulator_bounce_and_complaint_suppress_for_good(twin: TwinProcess) -> None:
+def live_simulator_bounce_and_complaint_suppress_for_good(twin: TwinProcess) -> None:
     expected = {BOUNCE: "email_bounced", SUPPRESSION_LIST: "email_bounced", COMPLAINT: "email_complained"}
     for address, event_type in expected.items():
         wait_for(f"{event_type} on a simulator lead", functools.partial(has, twin, address, event_type), twin, 5)
@@ -622,10 +619,20 @@ def test_live_simulator_bounce_and_complaint_suppress_for_good(twin: TwinProcess
         assert len(mail_to(twin, address)) == 1, address
 
 
-def test_live_inbox_logs_no_address(twin: TwinProcess) -> None:
+def live_inbox_logs_no_address(twin: TwinProcess) -> None:
     output = twin.output()
     lines = [line for line in output.splitlines() if '"logger": "twin.inbox"' in line]
     assert len(lines) >= 5, output[-4000:]  # every email a reader touched, and the simulator's
     assert not any("@" in line for line in lines), lines
     for address in (SCANNED_LEAD, APPLE_LEAD, PLAIN_LEAD):
         assert address not in output
+
+
+def test_live_inbox(twin: TwinProcess) -> None:
+    """One twin, the steps in order (each leaves the twin as the next expects: the clock moves)."""
+    live_scanner_clicks_every_link_and_opens(twin)
+    live_apple_proxy_opens_and_clicks_nothing(twin)
+    live_scanner_and_apple_move_no_score_and_a_person_then_does(twin)
+    live_counts_deliveries_bounces_and_complaints_in_the_sequence_report(twin)
+    live_simulator_bounce_and_complaint_suppress_for_good(twin)
+    live_inbox_logs_no_address(twin)
