@@ -86,13 +86,17 @@ class TwinProcess:
             if self.process.poll() is not None:
                 pytest.fail(f"twin exited with {self.process.returncode} before /health answered:\n{self.output()}")
             try:
+                # The API first, the dev console last of all (the twin starts it after its event
+                # sources): both up is the twin ready, as its banner says.
                 with OPENER.open(f"{self.api_url}/health", timeout=2) as response:
-                    if response.status == 200:
+                    api_up = response.status == 200
+                with OPENER.open(f"{self.console_url}/outbox.json", timeout=2) as response:
+                    if api_up and response.status == 200:
                         return
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.25)
-        pytest.fail(f"/health did not answer within {START_TIMEOUT:.0f}s:\n{self.output()}")
+        pytest.fail(f"/health and the console did not answer within {START_TIMEOUT:.0f}s:\n{self.output()}")
 
     def console_json(self, path: str) -> Any:
         with OPENER.open(f"{self.console_url}{path}", timeout=10) as response:
