@@ -7,7 +7,8 @@ which the single-stack template uses too.)
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import Any, Optional
 
 # Per-function Lambda settings: Chalice's ``lambda_functions`` stage keys (memory in MB,
 # timeout in seconds). Chalice's defaults are 128 MB and 60 s for every function.
@@ -39,3 +40,60 @@ DEPLOYED_EXTRA_BINARY_TYPES = ("*/*",)
 def lambda_functions() -> dict[str, dict[str, Any]]:
     """A fresh copy of ``LAMBDA_FUNCTIONS`` for a stage's config (callers may change it)."""
     return {name: dict(values) for name, values in LAMBDA_FUNCTIONS.items()}
+
+
+# -- the Lambda runtime -----------------------------------------------------------------------------
+
+# The functions' runtime, set here and nowhere else. Chalice has no setting for it: ``chalice
+# deploy`` and ``chalice package`` take it from the interpreter running them (and fetch wheels for
+# that version: cp311 for 3.11). So both deploy paths refuse any other interpreter
+# (``check_interpreter``) rather than deploy python3.12 functions with cp312 wheels.
+LAMBDA_RUNTIME = "python3.11"
+
+
+class InterpreterMismatch(Exception):
+    """The running Python would deploy another runtime than ``LAMBDA_RUNTIME``; the message says both."""
+
+
+def interpreter_runtime(version_info: tuple[int, ...]) -> str:
+    """The Lambda runtime Chalice derives from an interpreter's version (``python3.11`` for 3.11.x)."""
+    return f"python{version_info[0]}.{version_info[1]}"
+
+
+def check_interpreter(version_info: Optional[tuple[int, ...]] = None) -> None:
+    """Raise ``InterpreterMismatch`` unless this interpreter (or ``version_info``) is ``LAMBDA_RUNTIME``'s.
+
+    Called first by every command that runs Chalice to deploy or package (infra.package,
+    infra.bootstrap, infra.deploy), before anything is built or touched.
+    """
+    if version_info is None:
+        version_info = (sys.version_info.major, sys.version_info.minor, sys.version_info.micro)
+    running = version_info
+    if interpreter_runtime(running) != LAMBDA_RUNTIME:
+        found = ".".join(str(part) for part in running[:3])
+        wanted = LAMBDA_RUNTIME.removeprefix("python")
+        raise InterpreterMismatch(
+            f"this is Python {found}, which would deploy {interpreter_runtime(running)} functions with "
+            f"cp{running[0]}{running[1]} wheels; the project's runtime is {LAMBDA_RUNTIME} (infra/settings.py "
+            f"LAMBDA_RUNTIME): run it with Python {wanted} (make clean && make venv PYTHON=python{wanted})"
+        )
+
+
+# -- logs and tags ------------------------------------------------------------------------------------
+
+# Days CloudWatch keeps a function's logs (a stage may set another: ``--log-retention-days`` of
+# infra.bootstrap and infra.package, the stack's ``LogRetentionDays`` parameter). Lambda's own
+# log groups never expire; Chalice creates none, so both paths create them with this retention.
+LOG_RETENTION_DAYS = 30
+# What CloudWatch Logs accepts as a retention (PutRetentionPolicy's enum).
+LOG_RETENTION_CHOICES = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)  # fmt: skip
+
+STAGE_TAG = "trellis:stage"
+CAMPAIGN_TAG = "trellis:campaign"
+
+
+def resource_tags(stage: str, campaign: str) -> dict[str, str]:
+    """The tags on every resource of a stage, whichever path creates it (teardown finds them by these)."""
+    return {STAGE_TAG: stage, CAMPAIGN_TAG: campaign}

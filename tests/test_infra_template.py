@@ -14,6 +14,7 @@ from cfnlint.decode.decode import decode_str
 from moto import mock_aws
 
 from chalicelib.observability import METRIC_NAMES, NAMESPACE, STAGE_DIMENSION
+from infra.settings import CAMPAIGN_TAG, LOG_RETENTION_CHOICES, LOG_RETENTION_DAYS, STAGE_TAG
 from twin import stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,3 +119,41 @@ def test_moto_creates_the_stack_with_the_failures_queue_and_the_alarms_topic():
     assert (attributes["SqsManagedSseEnabled"], attributes["MessageRetentionPeriod"]) == ("true", str(14 * 86400))
     assert outputs["AlarmsTopicArn"] in topics
     assert outputs["AlarmsTopicArn"].endswith(":trellis-spring-alarms")
+
+
+def _taggable(resource_type: str) -> bool:
+    """Whether CloudFormation's schema of the type has a Tags property (cfn-lint's copy of it)."""
+    from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
+
+    schema = PROVIDER_SCHEMA_MANAGER.get_resource_schema("us-east-1", resource_type).schema
+    return "Tags" in schema.get("properties", {})
+
+
+def test_every_taggable_resource_carries_the_stage_and_campaign_tags(template):
+    stage_tag = {"Key": STAGE_TAG, "Value": {"Ref": "Stage"}}
+    campaign_tag = {"Key": CAMPAIGN_TAG, "Value": {"Fn::If": ["HasCampaign", {"Ref": "Campaign"}, {"Ref": "Stage"}]}}
+    taggable = {name: r for name, r in template["Resources"].items() if _taggable(r["Type"])}
+    assert {"LeadsTable", "AssetsBucket", "StreamFailuresQueue", "AlarmsTopic", "BounceRateAlarm"} <= set(taggable)
+    for name, resource in taggable.items():
+        assert resource["Properties"].get("Tags") == [stage_tag, campaign_tag], name
+    assert not _taggable("AWS::SNS::TopicPolicy")  # the check can say no
+
+
+def test_log_retention_is_a_stage_parameter_defaulting_to_the_settings(template):
+    parameter = template["Parameters"]["LogRetentionDays"]
+    assert parameter["Default"] == LOG_RETENTION_DAYS == 30
+    assert tuple(parameter["AllowedValues"]) == LOG_RETENTION_CHOICES
+    assert template["Outputs"]["LogRetentionDays"]["Value"] == {"Ref": "LogRetentionDays"}
+
+
+def test_moto_tags_the_table_and_queue_with_the_stage_and_a_default_campaign():
+    with mock_aws():
+        session = boto3.session.Session(region_name="eu-west-1")
+        outputs = stack.deploy("autumn", session)  # no Campaign given: the stage's name
+        table = session.client("dynamodb").describe_table(TableName=outputs["LeadsTableName"])["Table"]
+        table_tags = session.client("dynamodb").list_tags_of_resource(ResourceArn=table["TableArn"])["Tags"]
+        queue = session.client("sqs").get_queue_url(QueueName="trellis-autumn-stream-failures")["QueueUrl"]
+        queue_tags = session.client("sqs").list_queue_tags(QueueUrl=queue)["Tags"]
+    assert {t["Key"]: t["Value"] for t in table_tags} == {STAGE_TAG: "autumn", CAMPAIGN_TAG: "autumn"}
+    assert queue_tags == {STAGE_TAG: "autumn", CAMPAIGN_TAG: "autumn"}
+    assert outputs["LogRetentionDays"] == "30"
