@@ -10,7 +10,8 @@ only what its own work needs (``import app`` stays cheap; see bench/RESULTS.md, 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Optional, Union
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -43,7 +44,7 @@ class Runtime:
         campaign: Campaign,
         clock: Clock,
         store: Store,
-        signer: TokenSigner,
+        signer: Union[TokenSigner, Callable[[], TokenSigner]],
         assets: S3AssetLinks,
         mailer: Optional[Mailer] = None,
         pacer: Optional[Pacer] = None,
@@ -55,7 +56,7 @@ class Runtime:
         self.campaign = campaign
         self.clock = clock
         self.store = store
-        self.signer = signer
+        self._signer = signer
         self.assets = assets
         self._mailer = mailer
         self._pacer = pacer
@@ -76,12 +77,18 @@ class Runtime:
             campaign=campaign or load_campaign(settings.campaign_name, settings.campaigns_dir),
             clock=clock or (OffsetFileClock(settings.clock_file) if settings.clock_file else SystemClock()),
             store=Store(aws.dynamodb, settings.table_name),
-            signer=TokenSigner(_token_key(settings)),
+            signer=lambda: TokenSigner(_token_key(settings)),
             assets=S3AssetLinks(aws.s3, settings.assets_bucket),
             mailer=mailer,
             pacer=pacer,
             metrics=metrics,
         )
+
+    @functools.cached_property
+    def signer(self) -> TokenSigner:
+        # The key is read (from SSM, once per cold start) on first use, not at build: the admin
+        # authorizer never signs, and its role may read the admin token only (infra/iam.py).
+        return self._signer if isinstance(self._signer, TokenSigner) else self._signer()
 
     @functools.cached_property
     def admin_token(self) -> AdminToken:

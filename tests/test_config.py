@@ -196,9 +196,13 @@ def test_deployed_token_key_comes_from_ssm_once_per_cold_start(settings, clock):
     assert built.signer.lead_from_token(token, clock.now()) == LeadClaim("lead-1", MAILBOX)
     ssm.put_parameter(Name="/trellis/dev/short", Value="short", Type="SecureString")
     with pytest.raises(Refused, match="at least 32"):
-        runtime.Runtime.build(dataclasses.replace(deployed, token_key_parameter="/trellis/dev/short"), clock=clock)
+        _ = runtime.Runtime.build(
+            dataclasses.replace(deployed, token_key_parameter="/trellis/dev/short"), clock=clock
+        ).signer
     with pytest.raises(Refused, match="cannot read"):
-        runtime.Runtime.build(dataclasses.replace(deployed, token_key_parameter="/trellis/dev/none"), clock=clock)
+        _ = runtime.Runtime.build(
+            dataclasses.replace(deployed, token_key_parameter="/trellis/dev/none"), clock=clock
+        ).signer
 
 
 def test_token_key_from_both_places_is_refused():
