@@ -13,6 +13,11 @@
    Bearer`` instead of ``{"message": "Unauthorized"}``, and ``*/*`` among the binary media types
    (API Gateway reads only the first Accept type: the open pixel must be bytes for ``*/*``
    too; infra/settings.py says why not in app.py); then a deployment of the API's stage.
+3. Logs and tags. Chalice creates no log groups (Lambda makes one on a function's first run, kept
+   forever): each function's ``/aws/lambda/<function name>`` is created, or found, with the stack's
+   ``LogRetentionDays`` and the stage's ``trellis:stage`` / ``trellis:campaign`` tags
+   (infra/settings.py). Chalice tags only its functions (the stage's ``tags`` key, written by
+   infra/bootstrap.py): the API's stage, the functions' roles and the schedule's rule get the tags here.
 
 Idempotent. Run it after every ``chalice deploy``: a deploy re-imports the API in overwrite mode
 (which drops gateway responses) and rewrites the function's environment from .chalice/config.json.
@@ -33,7 +38,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from infra.bootstrap import CHALICE_DIR, stack_name
-from infra.settings import DEPLOYED_EXTRA_BINARY_TYPES
+from infra.settings import DEPLOYED_EXTRA_BINARY_TYPES, resource_tags
 
 STREAM_HANDLER = "on_lead_change"  # app.py's function (Chalice names it trellis-<stage>-on_lead_change)
 # Every action of the handler is idempotent, so retrying is safe, and a transient error (throttling,
@@ -78,6 +83,9 @@ class AfterDeployed:
     gateway_responses_changed: list[str] = field(default_factory=list)
     deployment_id: str = ""
     binary_types_added: list[str] = field(default_factory=list)
+    log_groups_changed: list[str] = field(default_factory=list)  # created, or retention or tags set
+    log_retention_days: int = 0
+    tagged: list[str] = field(default_factory=list)  # the other resources tagged (their ARNs)
 
 
 def deployed_resources(stage: str, chalice_dir: Path = CHALICE_DIR) -> dict[str, dict[str, Any]]:
@@ -104,14 +112,28 @@ def _resource(resources: dict[str, dict[str, Any]], name: str, key: str, stage: 
     return str(value)
 
 
-def stack_outputs(cloudformation: Any, stage: str) -> dict[str, str]:
+def _stack(cloudformation: Any, stage: str) -> dict[str, Any]:
     name = stack_name(stage)
     try:
-        stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
+        stack: dict[str, Any] = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
     except ClientError as e:
         raise AfterDeployError(f"no stack {name} ({e}): run make bootstrap STAGE={stage} first") from e
+    return stack
+
+
+def stack_tags(cloudformation: Any, stage: str) -> dict[str, str]:
+    """The stage's tags, its campaign read from the stack's ``Campaign`` parameter (empty: the stage's name)."""
+    parameters = {
+        p["ParameterKey"]: p.get("ParameterValue", "") for p in _stack(cloudformation, stage).get("Parameters", [])
+    }
+    return resource_tags(stage, parameters.get("Campaign") or stage)
+
+
+def stack_outputs(cloudformation: Any, stage: str) -> dict[str, str]:
+    name = stack_name(stage)
+    stack = _stack(cloudformation, stage)
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-    for key in ("LeadsTableStreamArn", "StreamFailuresQueueArn"):
+    for key in ("LeadsTableStreamArn", "StreamFailuresQueueArn", "LogRetentionDays"):
         if key not in outputs:
             raise AfterDeployError(
                 f"stack {name} has no output {key}, it predates infra/trellis.yaml: run make bootstrap STAGE={stage}"
@@ -258,6 +280,64 @@ def configure_gateway_responses(apigateway: Any, rest_api_id: str, api_stage: st
     return changed, str(deployment["id"])
 
 
+def log_group_name(function_arn: str) -> str:
+    """Where Lambda writes a function's logs: ``/aws/lambda/<function name>`` (the ARN's last part)."""
+    return "/aws/lambda/" + function_arn.split(":")[6]
+
+
+def configure_log_group(logs: Any, name: str, retention_days: int, tags: dict[str, str]) -> bool:
+    """Create the log group with the retention and tags, or give an existing one them: True when changed.
+
+    One Lambda made itself on a first run (before this step, or by an older deploy) is kept, its
+    events with it.
+    """
+    try:
+        logs.create_log_group(logGroupName=name, tags=tags)
+        created = True
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") != "ResourceAlreadyExistsException":
+            raise
+        created = False
+    groups = logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]
+    group: dict[str, Any] = next((g for g in groups if g["logGroupName"] == name), {})
+    changed = created
+    if group.get("retentionInDays") != retention_days:
+        logs.put_retention_policy(logGroupName=name, retentionInDays=retention_days)
+        changed = True
+    present = logs.list_tags_log_group(logGroupName=name).get("tags", {})
+    if any(present.get(key) != value for key, value in tags.items()):
+        logs.tag_log_group(logGroupName=name, tags=tags)
+        changed = True
+    return changed
+
+
+def tag_chalice_resources(
+    session: Any, resources: dict[str, dict[str, Any]], api_stage: str, tags: dict[str, str]
+) -> list[str]:
+    """Tag what chalice deploy creates but does not tag (its ``tags`` reach only the functions): the
+    API's stage (where API Gateway's costs are allocated), the functions' roles and the schedule's
+    rule. Their ARNs (tagging again changes nothing)."""
+    tagged = []
+    region = session.region_name
+    for resource in resources.values():
+        kind = resource.get("resource_type")
+        if kind == "rest_api":
+            arn = f"arn:aws:apigateway:{region}::/restapis/{resource['rest_api_id']}/stages/{api_stage}"
+            session.client("apigateway").tag_resource(resourceArn=arn, tags=tags)
+        elif kind == "iam_role":
+            arn = resource["role_arn"]
+            pairs = [{"Key": key, "Value": value} for key, value in tags.items()]
+            session.client("iam").tag_role(RoleName=resource["role_name"], Tags=pairs)
+        elif kind == "cloudwatch_event" and resource.get("rule_name"):
+            events = session.client("events")
+            arn = events.describe_rule(Name=resource["rule_name"])["Arn"]
+            events.tag_resource(ResourceARN=arn, Tags=[{"Key": key, "Value": value} for key, value in tags.items()])
+        else:
+            continue
+        tagged.append(arn)
+    return tagged
+
+
 def after_deploy(stage: str, session: Any, chalice_dir: Path = CHALICE_DIR, sleep: Any = time.sleep) -> AfterDeployed:
     resources = deployed_resources(stage, chalice_dir)
     function_arn = _resource(resources, STREAM_HANDLER, "lambda_arn", stage)
@@ -272,8 +352,25 @@ def after_deploy(stage: str, session: Any, chalice_dir: Path = CHALICE_DIR, slee
     apigateway = session.client("apigateway")
     binary_types = configure_binary_types(apigateway, rest_api_id)
     changed, deployment_id = configure_gateway_responses(apigateway, rest_api_id, api_stage)
+    retention = int(outputs["LogRetentionDays"])
+    tags = stack_tags(session.client("cloudformation"), stage)
+    logs = session.client("logs")
+    functions = [r["lambda_arn"] for r in resources.values() if r.get("resource_type") == "lambda_function"]
+    log_groups = [name for name in map(log_group_name, functions) if configure_log_group(logs, name, retention, tags)]
+    tagged = tag_chalice_resources(session, resources, api_stage, tags)
     return AfterDeployed(
-        stage, uuid, mapping_changed, reports_enabled, rest_api_id, api_stage, changed, deployment_id, binary_types
+        stage,
+        uuid,
+        mapping_changed,
+        reports_enabled,
+        rest_api_id,
+        api_stage,
+        changed,
+        deployment_id,
+        binary_types,
+        log_groups,
+        retention,
+        tagged,
     )
 
 
@@ -295,6 +392,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"  set {REPORT_FAILURES_VARIABLE}=true on trellis-{result.stage}-{STREAM_HANDLER}")
     if result.binary_types_added:
         print(f"  binary media types added: {', '.join(result.binary_types_added)} (the open pixel's Accept)")
+    groups = ", ".join(result.log_groups_changed) or "already set"
+    print(f"  log groups ({result.log_retention_days} days, tagged): {groups}")
+    if result.tagged:
+        print(f"  tagged the API's stage, the roles and the schedule ({len(result.tagged)} resources)")
     responses = ", ".join(result.gateway_responses_changed) or "already set"
     print(
         f"  gateway responses {responses}; API {result.rest_api_id} stage {result.api_stage} "

@@ -22,6 +22,7 @@ from infra.after_deploy import (
     AfterDeployError,
     after_deploy,
 )
+from infra.settings import CAMPAIGN_TAG, LOG_RETENTION_DAYS, STAGE_TAG
 from twin import stack
 
 # moto's CloudFormation warns of each resource type it skips (the SES ones, the alarms, ...).
@@ -103,6 +104,11 @@ def deployed(aws, tmp_path: Path):
         StartingPosition="LATEST",
     )["UUID"]
     rest_api_id = _rest_api(aws.client("apigateway"), api_arn)
+    rule_arn = aws.client("events").put_rule(
+        Name=f"trellis-{STAGE}-dispatch-event", ScheduleExpression="rate(1 minute)"
+    )
+    # The stream handler ran once already: Lambda made its log group itself, kept forever, untagged.
+    aws.client("logs").create_log_group(logGroupName=f"/aws/lambda/trellis-{STAGE}-on_lead_change")
     (tmp_path / "config.json").write_text(
         json.dumps({"version": "2.0", "app_name": "trellis", "stages": {STAGE: {"api_gateway_stage": "api"}}})
     )
@@ -119,13 +125,27 @@ def deployed(aws, tmp_path: Path):
                 "lambda_arn": handler_arn,
             },
             {"name": "rest_api", "resource_type": "rest_api", "rest_api_id": rest_api_id, "rest_api_url": url},
+            {"name": "default-role", "resource_type": "iam_role", "role_name": f"trellis-{STAGE}", "role_arn": role},
+            {
+                "name": "dispatch-event",
+                "resource_type": "cloudwatch_event",
+                "rule_name": f"trellis-{STAGE}-dispatch-event",
+            },
         ],
         "schema_version": "2.0",
         "backend": "api",
     }
     (tmp_path / "deployed").mkdir()
     (tmp_path / "deployed" / f"{STAGE}.json").write_text(json.dumps(record))
-    return {"dir": tmp_path, "outputs": outputs, "uuid": uuid, "handler": handler_arn, "rest_api_id": rest_api_id}
+    return {
+        "dir": tmp_path,
+        "outputs": outputs,
+        "uuid": uuid,
+        "handler": handler_arn,
+        "rest_api_id": rest_api_id,
+        "role": role,
+        "rule": rule_arn["RuleArn"],
+    }
 
 
 def _run(aws, deployed):
@@ -265,3 +285,47 @@ def test_the_flag_it_sets_is_the_one_the_app_reads():
     }
     assert Settings.from_env(env).stream_report_failures is False
     assert Settings.from_env({**env, REPORT_FAILURES_VARIABLE: "true"}).stream_report_failures is True
+
+
+def test_function_log_groups_get_the_stages_retention_and_tags_as_do_the_api_stage_roles_and_rule(
+    aws, deployed, monkeypatch
+):
+    logs = aws.client("logs")
+    tags = {STAGE_TAG: STAGE, CAMPAIGN_TAG: STAGE}  # the twin's stack names no campaign: the stage's
+    result = _run(aws, deployed)
+
+    names = [f"/aws/lambda/trellis-{STAGE}-api_handler", f"/aws/lambda/trellis-{STAGE}-on_lead_change"]
+    assert sorted(result.log_groups_changed) == names  # one created, one Lambda had made
+    groups = {g["logGroupName"]: g for g in logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/")["logGroups"]}
+    assert sorted(groups) == names
+    for name in names:
+        assert groups[name]["retentionInDays"] == LOG_RETENTION_DAYS == result.log_retention_days
+        assert logs.list_tags_log_group(logGroupName=name)["tags"] == tags
+    rest_api = f"arn:aws:apigateway:{REGION}::/restapis/{deployed['rest_api_id']}/stages/api"
+    assert aws.client("apigateway").get_stage(restApiId=deployed["rest_api_id"], stageName="api")["tags"] == tags
+    role_tags = aws.client("iam").list_role_tags(RoleName=f"trellis-{STAGE}")["Tags"]
+    assert {t["Key"]: t["Value"] for t in role_tags} == tags
+    rule_tags = aws.client("events").list_tags_for_resource(ResourceARN=deployed["rule"])["Tags"]
+    assert {t["Key"]: t["Value"] for t in rule_tags} == tags
+    assert sorted(result.tagged) == sorted([rest_api, deployed["role"], deployed["rule"]])
+
+    # Again: nothing to change; a stage's own retention (the stack's LogRetentionDays) is applied.
+    assert _run(aws, deployed).log_groups_changed == []
+    outputs = {**deployed["outputs"], "LogRetentionDays": "90"}
+    monkeypatch.setattr(after_deploying, "stack_outputs", lambda cloudformation, stage: outputs)
+    assert sorted(_run(aws, deployed).log_groups_changed) == names
+    assert {g["retentionInDays"] for g in logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/")["logGroups"]} == {
+        90
+    }
+
+
+def test_the_tags_name_the_stacks_campaign():
+    class Stack:
+        def describe_stacks(self, StackName: str) -> dict[str, Any]:
+            parameters = [
+                {"ParameterKey": "Stage", "ParameterValue": STAGE},
+                {"ParameterKey": "Campaign", "ParameterValue": "demo"},
+            ]
+            return {"Stacks": [{"StackName": StackName, "Parameters": parameters}]}
+
+    assert after_deploying.stack_tags(Stack(), STAGE) == {STAGE_TAG: STAGE, CAMPAIGN_TAG: "demo"}
