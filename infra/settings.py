@@ -67,7 +67,7 @@ def check_interpreter(version_info: Optional[tuple[int, ...]] = None) -> None:
     infra.bootstrap, infra.deploy), before anything is built or touched.
     """
     if version_info is None:
-        version_info = (sys.version_info.major, sys.version_info.minor, sys.version_info.micro)
+        version_info = (sys.version_info[0], sys.version_info[1], sys.version_info[2])
     running = version_info
     if interpreter_runtime(running) != LAMBDA_RUNTIME:
         found = ".".join(str(part) for part in running[:3])
