@@ -9,14 +9,21 @@
 3. writes ``.chalice/policy-<stage>.json``, the least-privilege role policy (infra/iam.py);
 4. writes the stage into ``.chalice/config.json`` (other stages and keys kept): the resources'
    names and ARNs (and the stage's name) as ``environment_variables``, ``autogen_policy: false``,
-   the policy file and the per-function memory, timeout and concurrency (infra/settings.py).
+   the policy file, the per-function memory, timeout and concurrency (infra/settings.py) and the
+   ``trellis:stage`` and ``trellis:campaign`` tags Chalice puts on what it creates.
+
+The stack takes the campaign (its resources' ``trellis:campaign`` tag) and the stage's log
+retention (``--log-retention-days``, default infra/settings.py ``LOG_RETENTION_DAYS``; an update
+without it keeps the stack's), which infra/after_deploy.py gives each function's log group. It
+refuses to run on another Python than infra/settings.py ``LAMBDA_RUNTIME``'s.
 
 ``--secrets-only`` does step 2 alone: the single-stack path (``make package``, one SAM template
 with the app and its resources) needs the secrets to exist before its stack is deployed.
 
-Then ``chalice deploy --stage <stage>``. The API's URL exists only after the first deploy: run
+Then ``make deploy STAGE=<stage>`` (chalice deploy and infra/after_deploy.py; never plain
+``chalice deploy``, which skips the second). The API's URL exists only after the first deploy: run
 the bootstrap again with ``--public-url "$(chalice url --stage <stage>)"`` (or your domain) and
-deploy again. Secret values are never printed or written to the repo.
+``make deploy`` again. Secret values are never printed or written to the repo.
 """
 
 from __future__ import annotations
@@ -37,7 +44,14 @@ from botocore.exceptions import ClientError
 from chalicelib.config import load_campaign
 from chalicelib.errors import ConfigError
 from infra.iam import lambda_policy
-from infra.settings import lambda_functions
+from infra.settings import (
+    LOG_RETENTION_CHOICES,
+    LOG_RETENTION_DAYS,
+    InterpreterMismatch,
+    check_interpreter,
+    lambda_functions,
+    resource_tags,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "infra" / "trellis.yaml"
@@ -86,11 +100,28 @@ def secret_names(stage: str) -> dict[str, str]:
     }
 
 
-def deploy_stack(cloudformation: Any, stage: str, alarm_email: Optional[str] = None) -> dict[str, str]:
+def _parameter(key: str, value: Optional[str], exists: bool, default: str) -> dict[str, Any]:
+    """A stack parameter: ``value`` when given, else the stack's current one (a new stack: ``default``)."""
+    if value is not None:
+        return {"ParameterKey": key, "ParameterValue": value}
+    if exists:
+        return {"ParameterKey": key, "UsePreviousValue": True}
+    return {"ParameterKey": key, "ParameterValue": default}
+
+
+def deploy_stack(
+    cloudformation: Any,
+    stage: str,
+    alarm_email: Optional[str] = None,
+    campaign: Optional[str] = None,
+    log_retention_days: Optional[int] = None,
+) -> dict[str, str]:
     """Create the stage's stack, or update it to the current template; its outputs by key.
 
-    ``alarm_email`` subscribes an address to the alarms; without it an update keeps the
-    stack's current one (a new stack has none).
+    ``alarm_email`` subscribes an address to the alarms and ``log_retention_days`` sets the
+    functions' log retention; without them an update keeps the stack's current values (a new
+    stack: no address, ``LOG_RETENTION_DAYS``). ``campaign`` (default: the stage's name) is the
+    ``trellis:campaign`` tag of the stack and of every resource in it.
     """
     name = stack_name(stage)
     try:
@@ -98,17 +129,21 @@ def deploy_stack(cloudformation: Any, stage: str, alarm_email: Optional[str] = N
         exists = True
     except ClientError:
         exists = False
-    alarm: dict[str, Any] = {"ParameterKey": "AlarmEmail"}
-    if alarm_email is not None:
-        alarm["ParameterValue"] = alarm_email
-    elif exists:
-        alarm["UsePreviousValue"] = True
-    else:
-        alarm["ParameterValue"] = ""
+    if log_retention_days is not None and log_retention_days not in LOG_RETENTION_CHOICES:
+        raise BootstrapError(f"log retention {log_retention_days} days: CloudWatch Logs keeps {LOG_RETENTION_CHOICES}")
+    retention = None if log_retention_days is None else str(log_retention_days)
+    campaign = campaign or stage
     arguments = {
         "StackName": name,
         "TemplateBody": TEMPLATE.read_text(),
-        "Parameters": [{"ParameterKey": "Stage", "ParameterValue": stage}, alarm],
+        "Parameters": [
+            {"ParameterKey": "Stage", "ParameterValue": stage},
+            {"ParameterKey": "Campaign", "ParameterValue": campaign},
+            _parameter("AlarmEmail", alarm_email, exists, ""),
+            _parameter("LogRetentionDays", retention, exists, str(LOG_RETENTION_DAYS)),
+        ],
+        # On the stack itself too (found by its tags when its name is not known).
+        "Tags": [{"Key": key, "Value": value} for key, value in resource_tags(stage, campaign).items()],
     }
     try:
         if exists:
@@ -172,9 +207,10 @@ def bootstrap(
     public_url: Optional[str] = None,
     chalice_dir: Path = CHALICE_DIR,
     alarm_email: Optional[str] = None,
+    log_retention_days: Optional[int] = None,
 ) -> Bootstrapped:
     campaign = load_campaign(campaign_name)  # a broken campaign file stops here, before AWS is touched
-    outputs = deploy_stack(session.client("cloudformation"), stage, alarm_email)
+    outputs = deploy_stack(session.client("cloudformation"), stage, alarm_email, campaign_name, log_retention_days)
     outputs.setdefault("ConfigurationSetName", configuration_set(session.client("sesv2"), stage))
     ssm = session.client("ssm")
     names = secret_names(stage)
@@ -211,11 +247,24 @@ def bootstrap(
             "iam_policy_file": policy_file.name,
             "environment_variables": environment,
             "lambda_functions": lambda_functions(),
+            # Chalice tags what it creates with these (next to its own aws-chalice tag).
+            "tags": resource_tags(stage, campaign_name),
         }
     )
     config["stages"][stage] = entry
     _write_json(config_path, config)
     return Bootstrapped(stage, outputs, environment, policy_file, created)
+
+
+def next_step(result: Bootstrapped) -> str:
+    """The closing hint: ``make deploy`` (chalice deploy, then infra/after_deploy.py), never plain chalice deploy."""
+    deploy = f"make deploy STAGE={result.stage}"
+    if "TRELLIS_PUBLIC_URL" in result.environment:
+        return f"next: {deploy}"
+    campaign = result.environment["TRELLIS_CAMPAIGN"]
+    again = f"make bootstrap STAGE={result.stage}" + (f" CAMPAIGN={campaign}" if campaign != result.stage else "")
+    url = f'PUBLIC_URL="$(.venv/bin/chalice url --stage {result.stage})"'
+    return f"next: {deploy}\nthen, for the email links: {again} {url} && {deploy}"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -226,6 +275,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument(
         "--alarm-email",
         help="subscribe this address to the stage's alarms ('' for none; default: keep the stack's)",
+    )
+    parser.add_argument(
+        "--log-retention-days",
+        type=int,
+        choices=LOG_RETENTION_CHOICES,
+        metavar="DAYS",
+        help=f"days the functions' logs are kept (default: the stack's, {LOG_RETENTION_DAYS} for a new one)",
     )
     parser.add_argument(
         "--secrets-only",
@@ -244,12 +300,19 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"  SSM SecureString {name}: {state}")
         return 0
     try:
+        # Before AWS is touched: the stage it writes is deployed by chalice with this interpreter's runtime.
+        check_interpreter()
+    except InterpreterMismatch as e:
+        print(f"bootstrap refused: {e}", file=sys.stderr)
+        return 2
+    try:
         result = bootstrap(
             args.stage,
             args.campaign or args.stage,
             boto3.session.Session(),
             args.public_url,
             alarm_email=args.alarm_email,
+            log_retention_days=args.log_retention_days,
         )
     except (BootstrapError, ClientError, ConfigError) as e:
         print(f"bootstrap failed: {e}", file=sys.stderr)
@@ -258,11 +321,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for name in result.created_secrets:
         print(f"  created SSM SecureString {name} (random; read it with aws ssm get-parameter --with-decryption)")
     print(f"  wrote .chalice/{result.policy_file.name} and the stage in .chalice/config.json")
-    if "TRELLIS_PUBLIC_URL" not in result.environment:
-        print(f"next: chalice deploy --stage {result.stage}, then run this again with")
-        print(f'      --public-url "$(chalice url --stage {result.stage})" and deploy again')
-    else:
-        print(f"next: chalice deploy --stage {result.stage}")
+    print(next_step(result))
     return 0
 
 

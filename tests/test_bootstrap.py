@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -11,8 +12,9 @@ from moto import mock_aws
 
 from chalicelib.config import EventSources, Settings
 from infra import bootstrap as bootstrapping
+from infra import settings
 from infra.bootstrap import BootstrapError, bootstrap
-from infra.settings import LAMBDA_FUNCTIONS
+from infra.settings import CAMPAIGN_TAG, LAMBDA_FUNCTIONS, LAMBDA_RUNTIME, LOG_RETENTION_DAYS, STAGE_TAG
 
 # moto's CloudFormation warns of each resource type it skips (the SES ones, the topic policy).
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse")  # no "::" here: the filter splits at ":"
@@ -151,3 +153,50 @@ def test_the_alarm_email_is_set_then_kept_by_a_later_bootstrap(aws, chalice_dir)
     assert alarm_email() == "ops@example.com"
     bootstrap("spring", "demo", aws, chalice_dir=chalice_dir, alarm_email="")
     assert alarm_email() == ""
+
+
+def test_the_stage_and_its_stack_are_tagged_and_keep_their_log_retention(aws, chalice_dir):
+    bootstrap("spring", "demo", aws, chalice_dir=chalice_dir)
+    tags = {STAGE_TAG: "spring", CAMPAIGN_TAG: "demo"}
+    # Chalice's own resources: the stage's tags key.
+    assert json.loads((chalice_dir / "config.json").read_text())["stages"]["spring"]["tags"] == tags
+
+    def stack() -> dict[str, Any]:
+        found: dict[str, Any] = aws.client("cloudformation").describe_stacks(StackName="trellis-spring")["Stacks"][0]
+        return found
+
+    def parameters() -> dict[str, str]:
+        return {p["ParameterKey"]: p["ParameterValue"] for p in stack()["Parameters"]}
+
+    assert {t["Key"]: t["Value"] for t in stack()["Tags"]} == tags
+    assert (parameters()["Campaign"], parameters()["LogRetentionDays"]) == ("demo", str(LOG_RETENTION_DAYS))
+    table = aws.client("dynamodb").describe_table(TableName="trellis-spring-leads")["Table"]["TableArn"]
+    table_tags = aws.client("dynamodb").list_tags_of_resource(ResourceArn=table)["Tags"]
+    assert {t["Key"]: t["Value"] for t in table_tags} == tags
+    bootstrap("spring", "demo", aws, chalice_dir=chalice_dir, log_retention_days=90)
+    assert parameters()["LogRetentionDays"] == "90"
+    bootstrap("spring", "demo", aws, chalice_dir=chalice_dir)  # kept by a run without it
+    assert parameters()["LogRetentionDays"] == "90"
+    with pytest.raises(BootstrapError, match="log retention 31 days"):
+        bootstrap("spring", "demo", aws, chalice_dir=chalice_dir, log_retention_days=31)
+
+
+def test_the_closing_hint_says_make_deploy_never_plain_chalice_deploy(aws, chalice_dir):
+    first = bootstrap("spring", "demo", aws, chalice_dir=chalice_dir)
+    hint = bootstrapping.next_step(first)
+    assert hint.splitlines()[0] == "next: make deploy STAGE=spring"
+    assert 'make bootstrap STAGE=spring CAMPAIGN=demo PUBLIC_URL="$(.venv/bin/chalice url --stage spring)"' in hint
+    assert hint.endswith("&& make deploy STAGE=spring")
+    assert "chalice deploy" not in hint
+    known = bootstrap("spring", "demo", aws, public_url="https://x.example/api", chalice_dir=chalice_dir)
+    assert bootstrapping.next_step(known) == "next: make deploy STAGE=spring"
+
+
+def test_another_python_is_refused_before_aws_is_touched(aws, monkeypatch, capsys):
+    monkeypatch.setattr(settings.sys, "version_info", (3, 12, 4, "final", 0))
+    monkeypatch.setattr(bootstrapping.boto3.session, "Session", lambda: aws)
+    assert bootstrapping.main(["--stage", "spring", "--campaign", "demo"]) == 2
+    err = capsys.readouterr().err
+    assert "Python 3.12.4" in err and "python3.12" in err and "cp312" in err
+    assert LAMBDA_RUNTIME == "python3.11" and f"runtime is {LAMBDA_RUNTIME}" in err
+    assert aws.client("cloudformation").describe_stacks()["Stacks"] == []
