@@ -6,10 +6,11 @@
 1. creates or updates the CloudFormation stack ``trellis-<stage>`` from infra/trellis.yaml;
 2. creates the stage's two SSM SecureStrings (token key, admin token) with random values when
    they do not exist yet; an existing one is never overwritten (rotate with put-parameter);
-3. writes ``.chalice/policy-<stage>.json``, the least-privilege role policy (infra/iam.py);
+3. writes ``.chalice/policy-<stage>-<function>.json``, each function's least-privilege role
+   policy (infra/iam.py);
 4. writes the stage into ``.chalice/config.json`` (other stages and keys kept): the resources'
    names and ARNs (and the stage's name) as ``environment_variables``, ``autogen_policy: false``,
-   the policy file, the per-function memory, timeout and concurrency (infra/settings.py) and the
+   per function its policy file, memory, timeout and concurrency (infra/settings.py) and the
    ``trellis:stage`` and ``trellis:campaign`` tags Chalice puts on what it creates.
 
 The stack takes the campaign (its resources' ``trellis:campaign`` tag) and the stage's log
@@ -43,7 +44,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.config import load_campaign
 from chalicelib.errors import ConfigError
-from infra.iam import lambda_policy
+from infra.iam import FUNCTIONS, function_policies
 from infra.settings import (
     LOG_RETENTION_CHOICES,
     LOG_RETENTION_DAYS,
@@ -85,7 +86,7 @@ class Bootstrapped:
     stage: str
     outputs: dict[str, str]
     environment: dict[str, str]
-    policy_file: Path
+    policy_files: dict[str, Path]  # function name -> its role policy
     created_secrets: list[str]
 
 
@@ -174,6 +175,16 @@ def configuration_set(sesv2: Any, stage: str) -> str:
     return name
 
 
+def policy_file_name(stage: str, function: str) -> str:
+    """A function's role policy file in .chalice/ (what its ``iam_policy_file`` names)."""
+    return f"policy-{stage}-{function}.json"
+
+
+def stage_policy_files(chalice_dir: Path, stage: str) -> list[Path]:
+    """Every role policy file of the stage: one per function, and an older bootstrap's one for all."""
+    return [chalice_dir / f"policy-{stage}.json", *(chalice_dir / policy_file_name(stage, f) for f in FUNCTIONS)]
+
+
 def ensure_secret(ssm: Any, name: str) -> bool:
     """Create the SecureString with a random value unless it exists. True when created."""
     try:
@@ -216,15 +227,22 @@ def bootstrap(
     names = secret_names(stage)
     created = ensure_secrets(ssm, stage)
     account = session.client("sts").get_caller_identity()["Account"]
-    policy = lambda_policy(
+    policies = function_policies(
         region=session.region_name,
         account=account,
+        stage=stage,
         outputs=outputs,
         sender=campaign.sender.from_address,
-        secret_parameters=list(names.values()),
+        token_key_parameter=names["TRELLIS_TOKEN_KEY_PARAMETER"],
+        admin_token_parameter=names["TRELLIS_ADMIN_TOKEN_PARAMETER"],
     )
-    policy_file = chalice_dir / f"policy-{stage}.json"
-    _write_json(policy_file, policy)
+    policy_files = {function: chalice_dir / policy_file_name(stage, function) for function in policies}
+    for function, policy in policies.items():
+        _write_json(policy_files[function], policy)
+    # Chalice reads iam_policy_file per function: each function's role gets its own policy.
+    functions = lambda_functions()
+    for function, path in policy_files.items():
+        functions[function]["iam_policy_file"] = path.name
 
     environment = {
         "TRELLIS_CAMPAIGN": campaign_name,
@@ -244,16 +262,16 @@ def bootstrap(
         {
             "api_gateway_stage": entry.get("api_gateway_stage", "api"),
             "autogen_policy": False,
-            "iam_policy_file": policy_file.name,
             "environment_variables": environment,
-            "lambda_functions": lambda_functions(),
+            "lambda_functions": functions,
             # Chalice tags what it creates with these (next to its own aws-chalice tag).
             "tags": resource_tags(stage, campaign_name),
         }
     )
+    entry.pop("iam_policy_file", None)  # an older bootstrap's one policy for every function
     config["stages"][stage] = entry
     _write_json(config_path, config)
-    return Bootstrapped(stage, outputs, environment, policy_file, created)
+    return Bootstrapped(stage, outputs, environment, policy_files, created)
 
 
 def next_step(result: Bootstrapped) -> str:
@@ -320,7 +338,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"stage {result.stage}: stack {stack_name(result.stage)}, table {result.outputs['LeadsTableName']}")
     for name in result.created_secrets:
         print(f"  created SSM SecureString {name} (random; read it with aws ssm get-parameter --with-decryption)")
-    print(f"  wrote .chalice/{result.policy_file.name} and the stage in .chalice/config.json")
+    print(f"  wrote .chalice/{policy_file_name(result.stage, '<function>')} (one per function)")
+    print("  and the stage in .chalice/config.json")
     print(next_step(result))
     return 0
 

@@ -1,15 +1,24 @@
-"""The least-privilege policy of a campaign stage's Lambda role (``autogen_policy: false``).
+"""The least-privilege policy of each of a campaign stage's Lambda functions (``autogen_policy: false``).
 
-Chalice's policy generator misses calls made through helpers (``Store._call("query", ...)``),
-transactions and SES v2, and grants on ``*``. This policy names each action the code calls on
-the one resource it calls it on; ``tests/test_iam_policy.py`` scans the code's boto3 calls and
-fails when one is missing here, or when this grants an action nothing calls.
+Chalice gives every function its own role (``trellis-<stage>-<function>``) and reads each one's
+policy file from the stage's ``lambda_functions`` (``iam_policy_file``). Chalice's policy
+generator misses calls made through helpers (``Store._call("query", ...)``), transactions and
+SES v2, and grants on ``*``; these policies name each action a function's code path calls, on the
+one resource it calls it on, and nothing else: the admin authorizer reads the admin token and
+writes its logs. ``tests/test_iam_policy.py`` scans the code's boto3 calls (each must be granted
+to some function) and runs a whole campaign loop, each handler's real calls checked against its
+own policy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
+
+from infra.settings import LAMBDA_FUNCTIONS
+
+APP_NAME = "trellis"  # Chalice's app_name: functions are named <app>-<stage>-<function>
+FUNCTIONS = tuple(LAMBDA_FUNCTIONS)
 
 # What the code does to each resource (IAM actions). A transaction needs the actions of its parts.
 TABLE_ACTIONS = (
@@ -20,6 +29,15 @@ TABLE_ACTIONS = (
     "dynamodb:GetItem",
     "dynamodb:PutItem",
     "dynamodb:Query",
+    "dynamodb:UpdateItem",
+)
+# SES feedback suppresses the address, notes the event on the lead and counts it once (a
+# transaction of a marker Put, an Update and a ConditionCheck; uncounting Deletes the marker).
+FEEDBACK_TABLE_ACTIONS = (
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
     "dynamodb:UpdateItem",
 )
 INDEX_ACTIONS = ("dynamodb:Query",)
@@ -35,51 +53,93 @@ PUBLISH_ACTIONS = ("sns:Publish",)
 PARAMETER_ACTIONS = ("ssm:GetParameter",)
 LOG_ACTIONS = ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents")
 
+# What each function's code path touches (the grants below), from what its handler calls:
+# api_handler: every route (capture writes and magnet links, tracking, unsubscribe, the admin
+#   API and dashboard: reads, erasure, exports, reports; sessions signed with the token key and
+#   bound to the admin token);
+# admin_auth: the admin token, nothing else;
+# dispatch: due steps (rendered with signed links and magnet links), sends and the send rate,
+#   and due handoff retries (the owner's email, the sales topic);
+# on_lead_change: the stream (read by Lambda with this role, failures to its queue), scoring,
+#   handoffs, the tally and the dispatcher's first sends;
+# on_ses_feedback: suppressions, the lead's timeline and the counts.
+FUNCTION_GRANTS: dict[str, tuple[str, ...]] = {
+    "api_handler": ("table", "indexes", "assets", "token_key", "admin_token"),
+    "dispatch": ("table", "indexes", "assets", "send", "quota", "publish", "token_key"),
+    "on_lead_change": ("table", "indexes", "stream", "failures", "assets", "send", "quota", "publish", "token_key"),
+    "on_ses_feedback": ("feedback_table",),
+    "admin_auth": ("admin_token",),
+}
 
-def lambda_policy(
-    *, region: str, account: str, outputs: Mapping[str, str], sender: str, secret_parameters: Sequence[str]
-) -> dict[str, Any]:
-    """The role policy for one stage, from its infra stack's outputs.
+
+def log_group(stage: str, function: str) -> str:
+    """The function's log group, as Lambda names it for a function Chalice named."""
+    return f"/aws/lambda/{APP_NAME}-{stage}-{function}"
+
+
+def function_policies(
+    *,
+    region: str,
+    account: str,
+    stage: str,
+    outputs: Mapping[str, str],
+    sender: str,
+    token_key_parameter: str,
+    admin_token_parameter: str,
+) -> dict[str, dict[str, Any]]:
+    """Each function's role policy (by its name in infra/settings.py), from the stage's infra outputs.
 
     ``sender`` is the campaign's from address: SES checks the send against its identity (the
     address or its domain, whichever is verified) and the configuration set.
-    ``secret_parameters``: the SSM SecureStrings of the token key and the admin token.
+    ``*_parameter``: the SSM SecureStrings' names.
     """
     table = f"arn:aws:dynamodb:{region}:{account}:table/{outputs['LeadsTableName']}"
     ses = f"arn:aws:ses:{region}:{account}"
     domain = sender.rpartition("@")[2]
-    parameters = [f"arn:aws:ssm:{region}:{account}:parameter/{name.lstrip('/')}" for name in secret_parameters]
+
+    def parameter(name: str) -> str:
+        return f"arn:aws:ssm:{region}:{account}:parameter/{name.lstrip('/')}"
 
     def allow(sid: str, actions: tuple[str, ...], resources: list[str], **extra: Any) -> dict[str, Any]:
         return {"Sid": sid, "Effect": "Allow", "Action": list(actions), "Resource": resources, **extra}
 
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            allow("LeadsTable", TABLE_ACTIONS, [table]),
-            allow("LeadsTableIndexes", INDEX_ACTIONS, [f"{table}/index/*"]),
-            allow("LeadsTableStream", STREAM_ACTIONS, [outputs["LeadsTableStreamArn"]]),
-            allow("StreamFailures", DESTINATION_ACTIONS, [outputs["StreamFailuresQueueArn"]]),
-            allow("MagnetAssets", ASSET_ACTIONS, [f"arn:aws:s3:::{outputs['AssetsBucketName']}/*"]),
-            allow(
-                "SendNurtureEmail",
-                SEND_ACTIONS,
-                [
-                    f"{ses}:identity/{sender}",
-                    f"{ses}:identity/{domain}",
-                    f"{ses}:configuration-set/{outputs['ConfigurationSetName']}",
-                ],
-            ),
-            allow("ReadSendRate", QUOTA_ACTIONS, ["*"]),
-            allow("NotifySales", PUBLISH_ACTIONS, [outputs["SalesTopicArn"]]),
-            allow("ReadSecrets", PARAMETER_ACTIONS, parameters),
-            # The SecureStrings are encrypted with the account's aws/ssm key: decrypt only via SSM.
-            allow(
-                "DecryptSecrets",
-                ("kms:Decrypt",),
-                [f"arn:aws:kms:{region}:{account}:key/*"],
-                Condition={"StringEquals": {"kms:ViaService": f"ssm.{region}.amazonaws.com"}},
-            ),
-            allow("Logs", LOG_ACTIONS, [f"arn:aws:logs:{region}:{account}:*"]),
-        ],
+    grants = {
+        "table": allow("LeadsTable", TABLE_ACTIONS, [table]),
+        "feedback_table": allow("LeadsTable", FEEDBACK_TABLE_ACTIONS, [table]),
+        "indexes": allow("LeadsTableIndexes", INDEX_ACTIONS, [f"{table}/index/*"]),
+        "stream": allow("LeadsTableStream", STREAM_ACTIONS, [outputs["LeadsTableStreamArn"]]),
+        "failures": allow("StreamFailures", DESTINATION_ACTIONS, [outputs["StreamFailuresQueueArn"]]),
+        "assets": allow("MagnetAssets", ASSET_ACTIONS, [f"arn:aws:s3:::{outputs['AssetsBucketName']}/*"]),
+        "send": allow(
+            "SendEmail",
+            SEND_ACTIONS,
+            [
+                f"{ses}:identity/{sender}",
+                f"{ses}:identity/{domain}",
+                f"{ses}:configuration-set/{outputs['ConfigurationSetName']}",
+            ],
+        ),
+        "quota": allow("ReadSendRate", QUOTA_ACTIONS, ["*"]),
+        "publish": allow("NotifySales", PUBLISH_ACTIONS, [outputs["SalesTopicArn"]]),
     }
+    secrets = {"token_key": parameter(token_key_parameter), "admin_token": parameter(admin_token_parameter)}
+
+    policies: dict[str, dict[str, Any]] = {}
+    for function, names in FUNCTION_GRANTS.items():
+        statements = [grants[name] for name in names if name in grants]
+        read = [secrets[name] for name in names if name in secrets]
+        if read:
+            statements.append(allow("ReadSecrets", PARAMETER_ACTIONS, read))
+            # The SecureStrings are encrypted with the account's aws/ssm key: decrypt only via SSM.
+            statements.append(
+                allow(
+                    "DecryptSecrets",
+                    ("kms:Decrypt",),
+                    [f"arn:aws:kms:{region}:{account}:key/*"],
+                    Condition={"StringEquals": {"kms:ViaService": f"ssm.{region}.amazonaws.com"}},
+                )
+            )
+        group = f"arn:aws:logs:{region}:{account}:log-group:{log_group(stage, function)}"
+        statements.append(allow("OwnLogs", LOG_ACTIONS, [group, f"{group}:*"]))
+        policies[function] = {"Version": "2012-10-17", "Statement": statements}
+    return policies

@@ -14,8 +14,8 @@ No AWS credentials, no AWS call. In order:
    API Gateway's 401 answers and binary media types;
 3. runs ``chalice package --stage S --merge-template <out>/merge.json <out>`` on a temporary
    copy of the project whose ``.chalice/config.json`` has a package-only entry for the stage
-   (per-function settings from infra/settings.py; the role policy from infra/iam.py with
-   ``Fn::Sub`` ARNs). The checkout's own ``.chalice/`` is never written: a stage that
+   (per-function settings from infra/settings.py; each function's role policy from infra/iam.py
+   with ``Fn::Sub`` ARNs). The checkout's own ``.chalice/`` is never written: a stage that
    ``make bootstrap`` wrote for ``chalice deploy`` stays as it was;
 4. checks the result (no placeholder ARN left, no ``__pycache__`` in the zip) and runs cfn-lint
    on ``<out>/sam.json``: any finding fails;
@@ -53,8 +53,8 @@ from infra.after_deploy import (
     PARTIAL_BATCH_RESPONSES,
     REPORT_FAILURES_VARIABLE,
 )
-from infra.bootstrap import OUTPUT_VARIABLES, secret_names
-from infra.iam import lambda_policy
+from infra.bootstrap import OUTPUT_VARIABLES, policy_file_name, secret_names
+from infra.iam import APP_NAME, function_policies
 from infra.settings import DEPLOYED_EXTRA_BINARY_TYPES, lambda_functions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,18 +147,21 @@ def _subbed(value: Any) -> Any:
     return value
 
 
-def role_policy(template: Mapping[str, Any], stage: str, sender: str) -> dict[str, Any]:
-    """infra/iam.py's policy, its ARNs as ``Fn::Sub`` of this stack's region, account and resources."""
+def role_policies(template: Mapping[str, Any], sender: str) -> dict[str, dict[str, Any]]:
+    """infra/iam.py's policy of each function, its ARNs as ``Fn::Sub`` of this stack's region,
+    account, ``Stage`` (the secrets, the functions' log groups) and resources."""
     outputs = _sub_placeholders(template.get("Outputs", {}))
-    policy = lambda_policy(
+    secrets = secret_names("${Stage}")
+    policies = function_policies(
         region="${AWS::Region}",
         account="${AWS::AccountId}",
+        stage="${Stage}",
         outputs=outputs,
         sender=sender.replace("${", "${!"),  # a literal "${" in Fn::Sub is written "${!"
-        secret_parameters=list(secret_names(stage).values()),
+        token_key_parameter=secrets["TRELLIS_TOKEN_KEY_PARAMETER"],
+        admin_token_parameter=secrets["TRELLIS_ADMIN_TOKEN_PARAMETER"],
     )
-    subbed: dict[str, Any] = _subbed(policy)
-    return subbed
+    return {function: _subbed(policy) for function, policy in policies.items()}
 
 
 def _output_value(template: Mapping[str, Any], key: str) -> Any:
@@ -211,6 +214,9 @@ def merge_template(
         fallback = {"Ref": "AWS::NoValue"} if logical_id in behind_the_api else execute_api_url
         variables = {**environment, "TRELLIS_PUBLIC_URL": {"Fn::If": ["HasPublicUrl", {"Ref": "PublicUrl"}, fallback]}}
         resources[logical_id] = {"Properties": {"Environment": {"Variables": variables}}}
+    for name, logical_id in functions.items():
+        # Named as chalice deploy names them: each role's policy names its function's log group.
+        resources[logical_id]["Properties"]["FunctionName"] = {"Fn::Sub": f"{APP_NAME}-${{Stage}}-{name}"}
 
     stream_event: dict[str, Any] = {
         "Type": "DynamoDB",
@@ -387,14 +393,16 @@ def package(
     with tempfile.TemporaryDirectory(prefix="trellis-package-") as scratch:
         copy, home = Path(scratch) / "project", Path(scratch) / "home"
         home.mkdir()
-        policy_file = f"policy-{stage}.json"
+        # Each function's role (Chalice makes one per function) gets its own policy.
+        policies = role_policies(template, campaign.sender.from_address)
+        for name, function_settings in settings.items():
+            function_settings["iam_policy_file"] = policy_file_name(stage, name)
         _copy_project(
             project,
             copy,
             {
                 "api_gateway_stage": api_gateway_stage,
                 "autogen_policy": False,
-                "iam_policy_file": policy_file,
                 # The real values are in merge.json (they name this stack's resources). This one
                 # only makes Chalice write the SNS event's Topic as a string, which the merge
                 # replaces: a dict there (Chalice's Fn::Sub) would be merged key by key with ours.
@@ -403,7 +411,8 @@ def package(
             },
             stage,
         )
-        _write_json(copy / ".chalice" / policy_file, role_policy(template, stage, campaign.sender.from_address))
+        for name, policy in policies.items():
+            _write_json(copy / ".chalice" / policy_file_name(stage, name), policy)
         result = subprocess.run(  # noqa: S603 - the venv's chalice, our arguments
             [
                 str(BIN / "chalice"),

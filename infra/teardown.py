@@ -34,7 +34,7 @@ from typing import Any, Optional
 import boto3
 from botocore.exceptions import ClientError
 
-from infra.bootstrap import CHALICE_DIR, _write_json, secret_names, stack_name
+from infra.bootstrap import CHALICE_DIR, _write_json, secret_names, stack_name, stage_policy_files
 
 WAIT_SECONDS = 900  # a backup of a large table takes a while
 
@@ -212,9 +212,10 @@ def teardown(
         del config["stages"][stage]
         _write_json(config_path, config)
         report.config_removed = True
-    if policy_file.exists():
-        policy_file.unlink()
-        report.policy_removed = True
+    for path in stage_policy_files(chalice_dir, stage):  # the functions' role policies
+        if path.exists():
+            path.unlink()
+            report.policy_removed = True
     return report
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
+from chalice.config import Config
 from moto import mock_aws
 
 from chalicelib.config import EventSources, Settings
@@ -45,11 +46,8 @@ def test_bootstrap_deploys_the_stack_creates_secrets_and_writes_the_stage(aws, c
     config = json.loads((chalice_dir / "config.json").read_text())
     assert config["stages"]["dev"] == DEV_STAGE  # other stages kept as they were
     stage = config["stages"]["spring"]
-    assert (stage["autogen_policy"], stage["iam_policy_file"], stage["api_gateway_stage"]) == (
-        False,
-        "policy-spring.json",
-        "api",
-    )
+    assert (stage["autogen_policy"], stage["api_gateway_stage"]) == (False, "api")
+    assert "iam_policy_file" not in stage  # one per function, below
     env = stage["environment_variables"]
     table = aws.client("dynamodb").describe_table(TableName=env["TRELLIS_TABLE"])["Table"]
     assert env["TRELLIS_STREAM_ARN"] == table["LatestStreamArn"]
@@ -61,7 +59,16 @@ def test_bootstrap_deploys_the_stack_creates_secrets_and_writes_the_stage(aws, c
     assert env["TRELLIS_STAGE"] == "spring"
     assert "TRELLIS_PUBLIC_URL" not in env  # unknown before the first deploy
     # Per-function memory, timeout and concurrency: the same settings as the single-stack path.
-    assert stage["lambda_functions"] == LAMBDA_FUNCTIONS
+    functions = stage["lambda_functions"]
+    assert {name: {k: v for k, v in f.items() if k != "iam_policy_file"} for name, f in functions.items()} == (
+        LAMBDA_FUNCTIONS
+    )
+    # Each function's own policy file, as Chalice reads it (per function, with a role per function).
+    read = Config(chalice_stage="spring", config_from_disk=config)
+    for name in LAMBDA_FUNCTIONS:
+        assert (
+            read.scope("spring", name).iam_policy_file == f"policy-spring-{name}.json" == result.policy_files[name].name
+        )
     assert stage["lambda_functions"]["dispatch"]["reserved_concurrency"] == 1
 
     # Secrets: created in SSM as SecureStrings, named in the config, their values nowhere in it.
@@ -71,9 +78,14 @@ def test_bootstrap_deploys_the_stack_creates_secrets_and_writes_the_stage(aws, c
         parameter = ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]
         assert parameter["Type"] == "SecureString" and len(parameter["Value"]) >= 32
         assert parameter["Value"] not in (chalice_dir / "config.json").read_text()
-    policy = json.loads((chalice_dir / "policy-spring.json").read_text())
-    table_grant = next(s for s in policy["Statement"] if s["Sid"] == "LeadsTable")
+    policies = {name: json.loads((chalice_dir / f"policy-spring-{name}.json").read_text()) for name in LAMBDA_FUNCTIONS}
+    table_grant = next(s for s in policies["api_handler"]["Statement"] if s["Sid"] == "LeadsTable")
     assert table_grant["Resource"] == [table["TableArn"]]
+    # The authorizer's: the admin token (and its decryption via SSM) and its own logs, nothing else.
+    grants = {s["Sid"]: s["Resource"] for s in policies["admin_auth"]["Statement"]}
+    assert set(grants) == {"ReadSecrets", "DecryptSecrets", "OwnLogs"}
+    assert grants["ReadSecrets"] == ["arn:aws:ssm:eu-west-1:123456789012:parameter/trellis/spring/admin-token"]
+    assert grants["OwnLogs"][0].endswith(":log-group:/aws/lambda/trellis-spring-admin_auth")
 
     # What Chalice and the app read from this stage's environment works.
     sources = EventSources.from_env(env)

@@ -165,30 +165,46 @@ def test_per_function_memory_timeout_and_concurrency(resources):
     assert _props(resources, "Dispatch")["ReservedConcurrentExecutions"] == 1
 
 
-def test_the_role_policy_is_least_privilege_on_this_stacks_resources(resources):
-    policies = [
-        policy["PolicyDocument"]
-        for resource in resources.values()
-        if resource["Type"] == "AWS::IAM::Role"
-        for policy in resource["Properties"]["Policies"]
+def test_each_function_has_its_own_role_with_its_own_policy_on_this_stacks_resources(resources):
+    documents = {}
+    for name, logical_id in FUNCTIONS.items():
+        # Named as chalice deploy names it: its role's policy names its log group.
+        assert _props(resources, logical_id)["FunctionName"] == {"Fn::Sub": f"trellis-${{Stage}}-{name}"}
+        [role, attribute] = _props(resources, logical_id)["Role"]["Fn::GetAtt"]
+        assert (resources[role]["Type"], attribute) == ("AWS::IAM::Role", "Arn")
+        [policy] = _props(resources, role)["Policies"]
+        documents[name] = policy["PolicyDocument"]
+    roles = {_props(resources, logical_id)["Role"]["Fn::GetAtt"][0] for logical_id in FUNCTIONS.values()}
+    assert len(roles) == len(FUNCTIONS)  # one role per function (autogen_policy: false)
+    sids = {name: {s["Sid"]: s for s in document["Statement"]} for name, document in documents.items()}
+
+    def sub(arn: str) -> dict[str, str]:
+        return {"Fn::Sub": arn}
+
+    parameter = "arn:aws:ssm:${AWS::Region}:${AWS::AccountId}:parameter/trellis/${Stage}/"
+    # The authorizer reads the admin token and writes its own logs, nothing else.
+    assert set(sids["admin_auth"]) == {"ReadSecrets", "DecryptSecrets", "OwnLogs"}
+    assert sids["admin_auth"]["ReadSecrets"]["Resource"] == [sub(parameter + "admin-token")]
+    condition = sids["admin_auth"]["DecryptSecrets"]["Condition"]["StringEquals"]["kms:ViaService"]
+    assert condition == sub("ssm.${AWS::Region}.amazonaws.com")
+    assert sids["admin_auth"]["OwnLogs"]["Resource"][0] == sub(
+        "arn:aws:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/lambda/trellis-${Stage}-admin_auth"
+    )
+    table = sub("arn:aws:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${LeadsTable}")
+    for name in ("api_handler", "dispatch", "on_lead_change", "on_ses_feedback"):
+        assert sids[name]["LeadsTable"]["Resource"] == [table], name
+    # Only the stream handler's role reads the stream (its mapping uses it) and sends to its failures queue.
+    assert [name for name, s in sids.items() if "LeadsTableStream" in s] == ["on_lead_change"]
+    assert sids["on_lead_change"]["LeadsTableStream"]["Resource"] == [sub("${LeadsTable.StreamArn}")]
+    assert sorted(name for name, s in sids.items() if "NotifySales" in s) == ["dispatch", "on_lead_change"]
+    assert sids["dispatch"]["NotifySales"]["Resource"] == [sub("${SalesTopic}")]
+    assert sids["api_handler"]["ReadSecrets"]["Resource"] == [
+        sub(parameter + "token-key"),
+        sub(parameter + "admin-token"),
     ]
-    assert len(policies) == len(FUNCTIONS)  # one role per function (autogen_policy: false), one policy
-    for document in policies:
-        statements = {s["Sid"]: s for s in document["Statement"]}
-        assert statements["LeadsTable"]["Resource"] == [
-            {"Fn::Sub": "arn:aws:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${LeadsTable}"}
-        ]
-        assert statements["LeadsTableStream"]["Resource"] == [{"Fn::Sub": "${LeadsTable.StreamArn}"}]
-        assert statements["NotifySales"]["Resource"] == [{"Fn::Sub": "${SalesTopic}"}]
-        parameters = statements["ReadSecrets"]["Resource"]
-        assert parameters == [
-            {"Fn::Sub": f"arn:aws:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter{name}"}
-            for name in secret_names(STAGE).values()
-        ]
-        condition = statements["DecryptSecrets"]["Condition"]["StringEquals"]["kms:ViaService"]
-        assert condition == {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"}
+    for name, statements in sids.items():
         wildcards = [sid for sid, s in statements.items() if "*" in s["Resource"]]
-        assert wildcards == ["ReadSendRate"]  # ses:GetSendQuota has no resource ARN
+        assert wildcards == (["ReadSendRate"] if name in ("dispatch", "on_lead_change") else []), name
 
 
 def test_alarms_watch_the_functions_of_this_stack(built, resources):
