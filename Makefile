@@ -50,12 +50,13 @@ bootstrap: $(STAMP)
 	@test -n "$(STAGE)" || { echo "make bootstrap: set STAGE=<campaign stage>" >&2; exit 2; }
 	$(BIN)/python -m infra.bootstrap --stage "$(STAGE)" $(if $(CAMPAIGN),--campaign "$(CAMPAIGN)") $(if $(PUBLIC_URL),--public-url "$(PUBLIC_URL)") $(if $(ALARM_EMAIL),--alarm-email "$(ALARM_EMAIL)")
 
-## make deploy STAGE=<campaign>: chalice deploy, then what it cannot set (infra/after_deploy.py: the
-## stream mapping's retries and failure queue, the API's 401 gateway responses). After a bootstrap.
+## make deploy STAGE=<campaign>: from any checkout, under the stage's lock: the deploy state from AWS
+## (infra/deploy.py), chalice deploy, the state back to AWS, then what chalice cannot set
+## (infra/after_deploy.py: the stream mapping's retries and failure queue, the API's 401 gateway
+## responses). After a bootstrap.
 deploy: $(STAMP)
 	@test -n "$(STAGE)" || { echo "make deploy: set STAGE=<campaign stage>" >&2; exit 2; }
-	$(BIN)/chalice deploy --stage "$(STAGE)"
-	$(BIN)/python -m infra.after_deploy --stage "$(STAGE)"
+	$(BIN)/python -m infra.deploy --stage "$(STAGE)"
 
 ## make teardown STAGE=<campaign> [DELETE_DATA=yes]: chalice delete, the stack, the secrets and the
 ## stage's config; the table and bucket are kept (and named) unless DELETE_DATA=yes (backup first).
