@@ -58,8 +58,9 @@ deploy: $(STAMP)
 	@test -n "$(STAGE)" || { echo "make deploy: set STAGE=<campaign stage>" >&2; exit 2; }
 	$(BIN)/python -m infra.deploy --stage "$(STAGE)"
 
-## make teardown STAGE=<campaign> [DELETE_DATA=yes]: chalice delete, the stack, the secrets and the
-## stage's config; the table and bucket are kept (and named) unless DELETE_DATA=yes (backup first).
+## make teardown STAGE=<campaign> [DELETE_DATA=yes]: from any checkout, what make deploy made (found by
+## name too), the stack, the secrets and the stage's config; the table and bucket are kept (and
+## named, also in SSM) unless DELETE_DATA=yes (backup first). It lists what it deleted and kept.
 teardown: $(STAMP)
 	@test -n "$(STAGE)" || { echo "make teardown: set STAGE=<campaign stage>" >&2; exit 2; }
 	$(BIN)/python -m infra.teardown --stage "$(STAGE)" $(if $(filter yes,$(DELETE_DATA)),--delete-data)

@@ -1,28 +1,38 @@
-"""Tear a campaign stage down: what ``make bootstrap`` and ``chalice deploy`` made for it.
+"""Tear a campaign stage down: what ``make bootstrap`` and ``make deploy`` made for it.
 
     make teardown STAGE=spring [DELETE_DATA=yes]
     python -m infra.teardown --stage spring [--delete-data] [--yes]
 
-1. ``chalice delete --stage <stage>`` (functions, API, role, subscriptions, schedule), when
-   .chalice/deployed/<stage>.json exists;
-2. the stack ``trellis-<stage>``: its topics, queue, alarms and SES configuration set. The leads
-   table and the assets bucket outlive it (``DeletionPolicy: Retain``): their names and the
-   commands that delete them for good are printed. With ``--delete-data`` (``DELETE_DATA=yes``)
-   the table is first backed up (on-demand backup ``trellis-<stage>-final-<date>``, waited for),
-   then deleted, and the bucket emptied (every version) and deleted; nothing is exported;
-3. the stage's SSM parameters ``/trellis/<stage>/token-key`` and ``/trellis/<stage>/admin-token``;
-4. the stage's entry in .chalice/config.json (other stages kept) and .chalice/policy-<stage>.json.
+Under the stage's deploy lock (infra/deploy.py), from any checkout:
 
-In a terminal it asks for the stage's name first (``--yes`` skips that); run from a script or CI
-(stdin not a terminal) it asks nothing. A stage with nothing on AWS and no policy file (one only
-ever run locally, like ``dev``) is refused, its config entry left alone.
+1. what ``chalice deploy`` made: the resources the deploy state in AWS records (infra/deploy.py),
+   and those found by name whatever the state says (``find_stage_resources``: a deploy that failed
+   partway records nothing; a second API or mapping from an old clone's deploy): the stream
+   mapping, the SNS subscription, the schedule rule, the REST API, the functions, their roles and
+   their log groups. "Already deleted" counts as deleted; then it looks again, and anything still
+   there stops the teardown (named) before the stack is touched;
+2. the stack ``trellis-<stage>``: its topics, queue, alarms and SES configuration set. The leads
+   table and the assets bucket outlive it (``DeletionPolicy: Retain``): their names are recorded
+   first in the SSM parameter ``/trellis/<stage>/kept-data`` (so a later ``DELETE_DATA=yes`` finds
+   them from any checkout), and they and the commands that delete them for good are printed. With
+   ``--delete-data`` (``DELETE_DATA=yes``) the table is first backed up (on-demand backup
+   ``trellis-<stage>-final-<date>``, waited for), then deleted, and the bucket emptied (every
+   version) and deleted; nothing is exported. When their names cannot be found (no stack, no
+   record, no config entry) it refuses before deleting anything, and says what to do;
+3. the stage's SSM parameters ``/trellis/<stage>/token-key`` and ``/trellis/<stage>/admin-token``;
+4. the stage's entry in .chalice/config.json (other stages kept), its policy files and its local
+   ``.chalice/deployed/<stage>.json``.
+
+It lists what it deleted and what it kept. In a terminal it asks for the stage's name first
+(``--yes`` skips that); run from a script or CI (stdin not a terminal) it asks nothing. A stage with
+nothing on AWS and no policy file (one only ever run locally, like ``dev``) is refused, its config
+entry left alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -35,10 +45,19 @@ import boto3
 from botocore.exceptions import ClientError
 
 from infra.bootstrap import CHALICE_DIR, _write_json, secret_names, stack_name, stage_policy_files
+from infra.deploy import (
+    LOCK_WAIT_SECONDS,
+    delete_state,
+    deployed_file,
+    describe,
+    find_stage_resources,
+    merged_record,
+    read_state,
+    stage_lock,
+    state_key,
+)
 
 WAIT_SECONDS = 900  # a backup of a large table takes a while
-
-Runner = Callable[[list[str], Path], int]
 
 
 class TeardownError(Exception):
@@ -49,7 +68,6 @@ class TeardownError(Exception):
 class TornDown:
     stage: str
     region: str
-    chalice_deleted: bool = False
     stack_deleted: bool = False
     table: Optional[str] = None  # the leads table's name, kept unless data_deleted
     bucket: Optional[str] = None  # the assets bucket's name, kept unless data_deleted
@@ -59,17 +77,12 @@ class TornDown:
     parameters_deleted: list[str] = field(default_factory=list)
     config_removed: bool = False
     policy_removed: bool = False
+    deleted: list[str] = field(default_factory=list)  # what this run deleted (or found already deleted)
+    kept: list[str] = field(default_factory=list)
 
 
 def backup_name(stage: str, today: date) -> str:
     return f"trellis-{stage}-final-{today.isoformat()}"
-
-
-def run_chalice(command: list[str], project_dir: Path) -> int:
-    """Run the virtualenv's chalice (else the one on PATH) in the project directory."""
-    chalice = Path(sys.executable).parent / "chalice"
-    executable = str(chalice) if chalice.exists() else "chalice"
-    return subprocess.run([executable, *command], cwd=project_dir, check=False).returncode  # noqa: S603
 
 
 def _stack_outputs(cloudformation: Any, stage: str) -> Optional[dict[str, str]]:
@@ -152,62 +165,200 @@ def empty_and_delete_bucket(s3: Any, bucket: str) -> bool:
     return True
 
 
+def kept_data_parameter(stage: str) -> str:
+    """Where a teardown records the names of the table and bucket it kept (the stack that named them is gone)."""
+    return f"/trellis/{stage}/kept-data"
+
+
+def _read_kept(ssm: Any, stage: str) -> dict[str, str]:
+    try:
+        value = ssm.get_parameter(Name=kept_data_parameter(stage))["Parameter"]["Value"]
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") == "ParameterNotFound":
+            return {}
+        raise
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return {}
+    return {key: str(data[key]) for key in ("table", "bucket") if data.get(key)} if isinstance(data, dict) else {}
+
+
+def _gone(e: ClientError) -> bool:
+    """An error that says the resource is not there: already deleted counts as deleted."""
+    return e.response.get("Error", {}).get("Code") in _NOT_FOUND
+
+
+_NOT_FOUND = {"ResourceNotFoundException", "NotFoundException", "NoSuchEntity", "NotFound", "ParameterNotFound"}
+# The order chalice delete uses too: what invokes a function first, the roles last.
+_DELETE_ORDER = (
+    "dynamodb_event",
+    "sns_event",
+    "cloudwatch_event",
+    "rest_api",
+    "lambda_function",
+    "log_group",
+    "iam_role",
+)
+
+
+def _delete_resource(session: Any, record: dict[str, Any]) -> None:
+    kind = record["resource_type"]
+    try:
+        if kind == "dynamodb_event":
+            session.client("lambda").delete_event_source_mapping(UUID=record["event_uuid"])
+        elif kind == "sns_event":
+            session.client("sns").unsubscribe(SubscriptionArn=record["subscription_arn"])
+        elif kind == "cloudwatch_event":
+            events = session.client("events")
+            targets = events.list_targets_by_rule(Rule=record["rule_name"])["Targets"]
+            if targets:
+                events.remove_targets(Rule=record["rule_name"], Ids=[t["Id"] for t in targets])
+            events.delete_rule(Name=record["rule_name"])
+        elif kind == "rest_api":
+            session.client("apigateway").delete_rest_api(restApiId=record["rest_api_id"])
+        elif kind == "lambda_function":
+            session.client("lambda").delete_function(FunctionName=record["lambda_arn"])
+        elif kind == "log_group":
+            session.client("logs").delete_log_group(logGroupName=record["log_group_name"])
+        elif kind == "iam_role":
+            iam, role = session.client("iam"), record["role_name"]
+            for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+                iam.delete_role_policy(RoleName=role, PolicyName=name)
+            for attached in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]:
+                iam.detach_role_policy(RoleName=role, PolicyArn=attached["PolicyArn"])
+            iam.delete_role(RoleName=role)
+    except ClientError as e:
+        if not _gone(e):
+            raise
+
+
+def _stage_records(
+    session: Any, stage: str, state: Optional[dict[str, Any]], local: Optional[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Every Chalice-made resource of the stage: recorded (in AWS or locally) or found by name."""
+    found = find_stage_resources(session, stage)
+    records = merged_record(state, local, found=found)["resources"] + found.extras
+    records += [{"name": group, "resource_type": "log_group", "log_group_name": group} for group in found.log_groups]
+    unique: dict[str, dict[str, Any]] = {}
+    for record in records:
+        unique.setdefault(describe(record), record)
+    return list(unique.values())
+
+
+def _read_local(path: Path) -> Optional[dict[str, Any]]:
+    try:
+        record = json.loads(path.read_text()) if path.exists() else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def teardown(
     stage: str,
     session: Any,
     *,
     delete_data: bool = False,
     chalice_dir: Path = CHALICE_DIR,
-    run: Runner = run_chalice,
     today: Optional[date] = None,
     sleep: Any = time.sleep,
+    lock_wait_seconds: float = LOCK_WAIT_SECONDS,
 ) -> TornDown:
     if not stage:
         raise TeardownError("which stage? set STAGE=<campaign stage>")
     report = TornDown(stage, session.region_name)
-    deployed = chalice_dir / "deployed" / f"{stage}.json"
+    deployed = deployed_file(stage, chalice_dir)
     policy_file = chalice_dir / f"policy-{stage}.json"
     config_path = chalice_dir / "config.json"
     config: dict[str, Any] = json.loads(config_path.read_text()) if config_path.exists() else {}
     entry = config.get("stages", {}).get(stage)
-    cloudformation, ssm = session.client("cloudformation"), session.client("ssm")
+    cloudformation, ssm, s3 = session.client("cloudformation"), session.client("ssm"), session.client("s3")
     outputs = _stack_outputs(cloudformation, stage)
     parameters = _existing_parameters(ssm, list(secret_names(stage).values()))
-    if outputs is None and not deployed.exists() and not policy_file.exists() and not parameters:
+    kept = _read_kept(ssm, stage)
+    environment = (entry or {}).get("environment_variables", {})
+    report.table = (outputs or {}).get("LeadsTableName") or kept.get("table") or environment.get("TRELLIS_TABLE")
+    report.bucket = (
+        (outputs or {}).get("AssetsBucketName") or kept.get("bucket") or environment.get("TRELLIS_ASSETS_BUCKET")
+    )
+    state = read_state(s3, report.bucket, stage) if report.bucket and _bucket_exists(s3, report.bucket) else None
+    records = _stage_records(session, stage, state, _read_local(deployed))
+    nothing = outputs is None and not records and not deployed.exists() and not policy_file.exists()
+    if nothing and not parameters and not (delete_data and kept):
         raise TeardownError(
-            f"nothing of stage {stage} to tear down: no stack {stack_name(stage)}, no .chalice/deployed/{stage}.json, "
-            f"no .chalice/policy-{stage}.json, no SSM parameters (a stage only run locally is left alone)"
+            f"nothing of stage {stage} to tear down: no stack {stack_name(stage)}, no functions, API or roles "
+            f"named trellis-{stage}, no .chalice/policy-{stage}.json, no SSM parameters "
+            "(a stage only run locally is left alone)"
+        )
+    if delete_data and not (report.table or report.bucket):
+        # Refused before anything is deleted: a success that deleted nothing would be a lie.
+        raise TeardownError(
+            f"DELETE_DATA=yes: the names of stage {stage}'s table and bucket are unknown "
+            f"(no stack {stack_name(stage)}, "
+            f"no SSM parameter {kept_data_parameter(stage)}, no stage entry in .chalice/config.json); nothing was "
+            f"deleted. Find them with aws dynamodb list-tables (trellis-{stage}-leads) and aws s3 ls "
+            f"(trellis-{stage}-assetsbucket-...), back the table up and delete both by hand"
         )
 
-    # 1. What chalice deploy made. It stops here when that fails: the data is not touched.
-    if deployed.exists():
-        code = run(["delete", "--stage", stage], chalice_dir.parent)
-        if code != 0:
-            raise TeardownError(f"chalice delete --stage {stage} failed (exit {code}); nothing else was deleted")
-        report.chalice_deleted = True
-
-    # 2. The stack; the table and bucket it retains (names from the stack, else from the stage's config).
-    environment = (entry or {}).get("environment_variables", {})
-    report.table = (outputs or {}).get("LeadsTableName") or environment.get("TRELLIS_TABLE")
-    report.bucket = (outputs or {}).get("AssetsBucketName") or environment.get("TRELLIS_ASSETS_BUCKET")
-    if outputs is not None:
-        cloudformation.delete_stack(StackName=stack_name(stage))
-        cloudformation.get_waiter("stack_delete_complete").wait(StackName=stack_name(stage), WaiterConfig={"Delay": 5})
-        report.stack_deleted = True
-    if delete_data:
-        report.backup_name = backup_name(stage, today or datetime.now(UTC).date())
-        if report.table:
-            report.backup_arn = back_up_and_delete_table(
-                session.client("dynamodb"), report.table, report.backup_name, sleep
+    with stage_lock(ssm, stage, wait_seconds=lock_wait_seconds, sleep=sleep):
+        # 1. What chalice deploy made, recorded or not; then a second look: nothing may remain.
+        for kind in _DELETE_ORDER:
+            for record in records:
+                if record["resource_type"] == kind:
+                    _delete_resource(session, record)
+                    report.deleted.append(describe(record))
+        unknown = [describe(r) for r in records if r["resource_type"] not in _DELETE_ORDER]
+        left = [describe(r) for r in _stage_records(session, stage, None, None)] + unknown
+        if left:
+            raise TeardownError(
+                f"stage {stage}: still there after deleting: {', '.join(left)}; the stack, secrets and data "
+                "were not touched: delete these by hand (or run make teardown again)"
             )
-        if report.bucket:
-            empty_and_delete_bucket(session.client("s3"), report.bucket)
-        report.data_deleted = True
+        if deployed.exists():
+            deployed.unlink()
+        if report.bucket and delete_state(s3, report.bucket, stage):
+            report.deleted.append(f"deploy state s3://{report.bucket}/{state_key(stage)}")
 
-    # 3. The secrets, 4. the stage's config (written whole, other stages as they were) and policy.
-    if parameters:
-        ssm.delete_parameters(Names=parameters)
-        report.parameters_deleted = parameters
+        # 2. The stack; the names of the table and bucket it retains recorded first.
+        if report.table or report.bucket:
+            names = {"table": report.table or "", "bucket": report.bucket or ""}
+            ssm.put_parameter(Name=kept_data_parameter(stage), Value=json.dumps(names), Type="String", Overwrite=True)
+        if outputs is not None:
+            cloudformation.delete_stack(StackName=stack_name(stage))
+            cloudformation.get_waiter("stack_delete_complete").wait(
+                StackName=stack_name(stage), WaiterConfig={"Delay": 5}
+            )
+            report.stack_deleted = True
+            report.deleted.append(f"stack {stack_name(stage)}")
+        if delete_data:
+            report.backup_name = backup_name(stage, today or datetime.now(UTC).date())
+            if report.table:
+                report.backup_arn = back_up_and_delete_table(
+                    session.client("dynamodb"), report.table, report.backup_name, sleep
+                )
+                state_of_table = "backed up as " + report.backup_name if report.backup_arn else "already deleted"
+                report.deleted.append(f"table {report.table} ({state_of_table})")
+            if report.bucket:
+                emptied = empty_and_delete_bucket(s3, report.bucket)
+                report.deleted.append(f"bucket {report.bucket} ({'emptied' if emptied else 'already deleted'})")
+            _delete_kept_record(ssm, stage)
+            report.data_deleted = True
+        else:
+            report.kept = [
+                *([f"table {report.table}"] if report.table else []),
+                *([f"bucket {report.bucket}"] if report.bucket else []),
+                *(
+                    [f"SSM parameter {kept_data_parameter(stage)} (their names)"]
+                    if report.table or report.bucket
+                    else []
+                ),
+            ]
+
+        # 3. The secrets, 4. the stage's config (written whole, other stages as they were) and policy.
+        if parameters:
+            ssm.delete_parameters(Names=parameters)
+            report.parameters_deleted = parameters
+            report.deleted.extend(f"SSM parameter {name}" for name in parameters)
     if entry is not None:
         del config["stages"][stage]
         _write_json(config_path, config)
@@ -217,6 +368,14 @@ def teardown(
             path.unlink()
             report.policy_removed = True
     return report
+
+
+def _delete_kept_record(ssm: Any, stage: str) -> None:
+    try:
+        ssm.delete_parameter(Name=kept_data_parameter(stage))
+    except ClientError as e:
+        if not _gone(e):
+            raise
 
 
 def retained_commands(report: TornDown) -> list[str]:
@@ -234,26 +393,21 @@ def retained_commands(report: TornDown) -> list[str]:
 
 def _print_report(report: TornDown) -> None:
     stage = report.stage
-    if report.chalice_deleted:
-        print(f"stage {stage}: chalice delete --stage {stage} done")
-    print(f"  stack {stack_name(stage)}: {'deleted' if report.stack_deleted else 'not found (already deleted)'}")
-    if report.data_deleted:
-        if report.backup_arn:
-            print(f"  table {report.table}: backed up as {report.backup_name} ({report.backup_arn}), then deleted")
-        print(f"  bucket {report.bucket}: emptied and deleted")
-    elif report.table or report.bucket:
+    print(f"stage {stage}: torn down")
+    if not report.stack_deleted:
+        print(f"  stack {stack_name(stage)}: not found (already deleted)")
+    print("  deleted:" if report.deleted else "  deleted: nothing (all already gone)")
+    for what in report.deleted:
+        print(f"    {what}")
+    if report.kept:
         print("  kept, as the stack's DeletionPolicy says (the data outlives the stage):")
-        if report.table:
-            print(f"    table  {report.table} (its leads, events and messages)")
-        if report.bucket:
-            print(f"    bucket {report.bucket} (the lead-magnet assets)")
+        for what in report.kept:
+            print(f"    {what}")
         print(f"  to delete them for good: make teardown STAGE={stage} DELETE_DATA=yes, or")
         for command in retained_commands(report):
             print(f"    {command}")
-    for name in report.parameters_deleted:
-        print(f"  deleted SSM parameter {name}")
     if report.config_removed or report.policy_removed:
-        print(f"  removed stage {stage} from .chalice/config.json and .chalice/policy-{stage}.json")
+        print(f"  removed stage {stage} from .chalice/config.json and its .chalice/policy-{stage}*.json")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
