@@ -23,7 +23,9 @@ AWS, and every deploy:
 4. uploads what Chalice recorded, also when it failed (the file as it then is);
 5. runs the after-deploy step (infra/after_deploy.py) and releases the lock, always.
 
-The functions' own policies (infra/iam.py) grant neither the lock parameter nor the state object.
+Neither the lock parameter nor the state object is for the functions: their policies (infra/iam.py)
+name their SSM parameters one by one, so the lock is not theirs; the state object is under the
+assets' ``s3:GetObject`` on ``<bucket>/*`` until infra/iam.py excludes ``_trellis/*`` (to do there).
 """
 
 from __future__ import annotations
