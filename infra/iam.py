@@ -61,12 +61,13 @@ LOG_ACTIONS = ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents
 # dispatch: due steps (rendered with signed links and magnet links), sends and the send rate,
 #   and due handoff retries (the owner's email, the sales topic);
 # on_lead_change: the stream (read by Lambda with this role, failures to its queue), scoring,
-#   handoffs, the tally and the dispatcher's first sends;
+#   handoffs, the tally and the dispatcher's first sends (no index: only the admin's lead lists
+#   and the dispatcher's tick query one);
 # on_ses_feedback: suppressions, the lead's timeline and the counts.
 FUNCTION_GRANTS: dict[str, tuple[str, ...]] = {
     "api_handler": ("table", "indexes", "assets", "token_key", "admin_token"),
     "dispatch": ("table", "indexes", "assets", "send", "quota", "publish", "token_key"),
-    "on_lead_change": ("table", "indexes", "stream", "failures", "assets", "send", "quota", "publish", "token_key"),
+    "on_lead_change": ("table", "stream", "failures", "assets", "send", "quota", "publish", "token_key"),
     "on_ses_feedback": ("feedback_table",),
     "admin_auth": ("admin_token",),
 }
