@@ -21,7 +21,22 @@ No AWS credentials, no AWS call. In order:
    on ``<out>/sam.json``: any finding fails;
 5. prints the template's resources and the size of ``<out>/deployment.zip``.
 
-Deploy with ``aws cloudformation package`` + ``deploy`` (README "The single-stack path").
+Every stage-dependent name and ARN derives from the template's ``Stage`` parameter (its default
+is ``--stage``): the functions' ``TRELLIS_STAGE`` and secret names, the role policies' secret and
+log-group ARNs, the alarms' names and dimensions, the tags. The parameter is kept rather than
+removed because deriving makes an override safe: a stack deployed with ``Stage=other`` names,
+watches and reads ``other``'s resources and secrets throughout, never half of each. The campaign
+is another matter: its file is in the zip, so the ``Campaign`` parameter allows that one value.
+
+What both deploy paths share (infra/settings.py): the Lambda runtime (this must run on that
+Python: Chalice takes the runtime from the interpreter), the log retention (the
+``LogRetentionDays`` parameter, default ``--log-retention-days``; one ``AWS::Logs::LogGroup`` per
+function, ``/aws/lambda/<function name>``) and the ``trellis:stage`` / ``trellis:campaign`` tags
+on every taggable resource. The zip holds only this stage's campaign file.
+
+Deploy with ``aws cloudformation package --s3-bucket`` + ``deploy --s3-bucket`` or ``sam deploy
+--resolve-s3`` (README "The single-stack path"): the template is over the 51,200 bytes
+``aws cloudformation deploy`` accepts inline.
 """
 
 from __future__ import annotations
@@ -55,7 +70,18 @@ from infra.after_deploy import (
 )
 from infra.bootstrap import OUTPUT_VARIABLES, policy_file_name, secret_names
 from infra.iam import APP_NAME, function_policies
-from infra.settings import DEPLOYED_EXTRA_BINARY_TYPES, lambda_functions
+from infra.settings import (
+    CAMPAIGN_TAG,
+    DEPLOYED_EXTRA_BINARY_TYPES,
+    LAMBDA_RUNTIME,
+    LOG_RETENTION_CHOICES,
+    LOG_RETENTION_DAYS,
+    STAGE_TAG,
+    InterpreterMismatch,
+    check_interpreter,
+    lambda_functions,
+    resource_tags,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -180,10 +206,20 @@ def merge_template(
     api_gateway_stage: str,
     binary_types: list[str],
     functions: Mapping[str, str],
+    log_retention_days: int = LOG_RETENTION_DAYS,
 ) -> dict[str, Any]:
     """infra/trellis.yaml plus the overrides of Chalice's resources (``functions``: name -> id)."""
     merged: dict[str, Any] = json.loads(json.dumps(template))  # a deep copy, and proof it is plain JSON
     merged["Parameters"]["Stage"]["Default"] = stage
+    # The zip holds this campaign's file only: no other value would run.
+    merged["Parameters"]["Campaign"].update(
+        {
+            "Default": campaign,
+            "AllowedValues": [campaign],
+            "Description": "The campaign whose file is in the zip (the one value allowed): the trellis:campaign tag.",
+        }
+    )
+    merged["Parameters"]["LogRetentionDays"]["Default"] = log_retention_days
     merged["Parameters"]["PublicUrl"] = {
         "Type": "String",
         "Default": public_url,
@@ -203,9 +239,9 @@ def merge_template(
     }
     environment: dict[str, Any] = {
         "TRELLIS_CAMPAIGN": campaign,
-        "TRELLIS_STAGE": stage,
+        "TRELLIS_STAGE": {"Ref": "Stage"},
         **{variable: _output_value(template, output) for variable, output in OUTPUT_VARIABLES.items()},
-        **secret_names(stage),
+        **{variable: {"Fn::Sub": name} for variable, name in secret_names("${Stage}").items()},
         # The mapping below has ReportBatchItemFailures from its creation on.
         REPORT_FAILURES_VARIABLE: "true",
     }
@@ -267,7 +303,75 @@ def merge_template(
             }
         }
     }
+
+    # Chalice creates no log groups and Lambda's own never expire: one per function, with the
+    # stage's retention, going with the stack (the data is in the table, not the logs). Named
+    # after the function's FunctionName (above), not a !Ref of it: the function depends on its
+    # log group, so none of its runs (the schedule's first tick) can make Lambda's own first.
+    for logical_id in functions.values():
+        group = log_group_id(logical_id)
+        function_name = resources[logical_id]["Properties"]["FunctionName"]["Fn::Sub"]
+        resources[group] = {
+            "Type": "AWS::Logs::LogGroup",
+            "DeletionPolicy": "Delete",
+            "UpdateReplacePolicy": "Delete",
+            "Properties": {
+                "LogGroupName": {"Fn::Sub": f"/aws/lambda/{function_name}"},
+                "RetentionInDays": {"Ref": "LogRetentionDays"},
+            },
+        }
+        resources[logical_id]["DependsOn"] = [group]
     return merged
+
+
+def log_group_id(function_id: str) -> str:
+    """The logical id of a function's log group in the packaged template."""
+    return f"{function_id}LogGroup"
+
+
+# Chalice's SAM types and how they take tags (a map; PropagateTags passes them on to what SAM
+# generates from them: the schedule's rule, the stream mapping, the API's stage and deployment).
+_SAM_TAGGED = ("AWS::Serverless::Function", "AWS::Serverless::Api")
+CHALICE_TAG = "aws-chalice"  # the tag Chalice adds to every function
+
+
+def _taggable(resource_type: str) -> bool:
+    """Whether CloudFormation's schema of the type (cfn-lint's copy) has a ``Tags`` property."""
+    from cfnlint.schema import PROVIDER_SCHEMA_MANAGER  # type: ignore[import-untyped]  # the linter run below
+
+    schema = PROVIDER_SCHEMA_MANAGER.get_resource_schema("us-east-1", resource_type).schema
+    return "Tags" in schema.get("properties", {})
+
+
+def tag_resources(template: dict[str, Any]) -> list[str]:
+    """The ``trellis:stage`` (``Ref Stage``) and ``trellis:campaign`` (``Ref Campaign``) tags on every
+    taggable resource still without them (Chalice's functions, API and roles, the log groups; the
+    ones from infra/trellis.yaml carry them already): the logical ids tagged."""
+    tags = {STAGE_TAG: {"Ref": "Stage"}, CAMPAIGN_TAG: {"Ref": "Campaign"}}
+    tagged = []
+    for logical_id, resource in template["Resources"].items():
+        kind = resource.get("Type", "")
+        properties = resource.setdefault("Properties", {})
+        if kind in _SAM_TAGGED:
+            # Chalice wrote the stage config's tags as strings: the stage's tag follows Stage, and
+            # so does the stage in its own tag (version=...:stage=<stage>:app=trellis).
+            present = dict(properties.get("Tags", {}))
+            chalice = present.get(CHALICE_TAG)
+            if isinstance(chalice, str):
+                present[CHALICE_TAG] = {"Fn::Sub": re.sub(r"(^|:)stage=[^:]*", r"\1stage=${Stage}", chalice)}
+            properties["Tags"] = {**present, **tags}
+            properties["PropagateTags"] = True
+        elif kind.startswith("AWS::Serverless::") or not _taggable(kind):
+            continue
+        else:
+            present = properties.get("Tags", [])
+            if {t.get("Key") for t in present} >= set(tags):
+                continue
+            properties["Tags"] = [t for t in present if t.get("Key") not in tags] + [
+                {"Key": key, "Value": value} for key, value in tags.items()
+            ]
+        tagged.append(logical_id)
+    return tagged
 
 
 # -- chalice package on a copy -------------------------------------------------------------------
@@ -278,8 +382,13 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def _copy_project(project: Path, dest: Path, stage_entry: dict[str, Any], stage: str) -> None:
+def _copy_project(project: Path, dest: Path, stage_entry: dict[str, Any], stage: str, campaign: str) -> None:
     shutil.copytree(project, dest, symlinks=True, ignore=_NOT_COPIED)
+    # Only this stage's campaign file goes into the zip (vendor/campaigns links to campaigns/):
+    # another team's campaign is not this stage's to ship.
+    for other in (dest / "campaigns").glob("*.yaml"):
+        if other.stem != campaign:
+            other.unlink()
     config_path = project / ".chalice" / "config.json"
     config: dict[str, Any] = (
         json.loads(config_path.read_text()) if config_path.exists() else {"version": "2.0", "app_name": "trellis"}
@@ -325,7 +434,7 @@ def _app_binary_types(project: Path) -> list[str]:
     return types
 
 
-def _check(template: dict[str, Any], zip_path: Path, functions: Mapping[str, str]) -> None:
+def _check(template: dict[str, Any], zip_path: Path, functions: Mapping[str, str], campaign: str) -> None:
     resources = template["Resources"]
     missing = [logical_id for logical_id in functions.values() if resources.get(logical_id, {}).get("Type") is None]
     if missing:
@@ -334,13 +443,20 @@ def _check(template: dict[str, Any], zip_path: Path, functions: Mapping[str, str
         events = resources[logical_id]["Properties"].get("Events", {})
         if len(events) > 1:  # an override under a name Chalice no longer uses
             raise PackageError(f"{logical_id} has events {sorted(events)}: did Chalice's names change?")
+    runtimes = {resources[logical_id]["Properties"].get("Runtime") for logical_id in functions.values()}
+    if runtimes != {LAMBDA_RUNTIME}:  # check_interpreter ran first; this is Chalice's side of it
+        raise PackageError(f"the functions' runtimes are {sorted(map(str, runtimes))}, not {LAMBDA_RUNTIME}")
     text = json.dumps(template)
     if PLACEHOLDER in text or "000000000000" in text:
         raise PackageError("the template still names a placeholder resource (TRELLIS_*-not-set)")
     with zipfile.ZipFile(zip_path) as zf:
-        cached = [n for n in zf.namelist() if "__pycache__" in n or n.endswith(".pyc")]
+        names = zf.namelist()
+    cached = [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     if cached:
         raise PackageError(f"bytecode in the zip: {cached[:5]}")
+    campaigns = sorted(n for n in names if n.startswith("campaigns/") and not n.endswith("/"))
+    if campaigns != [f"campaigns/{campaign}.yaml"]:
+        raise PackageError(f"the zip's campaign files are {campaigns}, not campaigns/{campaign}.yaml alone")
 
 
 def cfn_lint(template: Path) -> tuple[int, str]:
@@ -360,9 +476,12 @@ def package(
     out: Path,
     public_url: str = "",
     project: Path = ROOT,
+    log_retention_days: int = LOG_RETENTION_DAYS,
 ) -> Packaged:
     if not STAGE_NAME.fullmatch(stage):
         raise PackageError(f"stage {stage!r}: 1 to 40 of a-z, 0-9 and -")
+    if log_retention_days not in LOG_RETENTION_CHOICES:
+        raise PackageError(f"log retention {log_retention_days} days: CloudWatch Logs keeps {LOG_RETENTION_CHOICES}")
     campaign = load_campaign(campaign_name)  # a broken campaign file stops here
     template = load_template(project / "infra" / "trellis.yaml")
     config_path = project / ".chalice" / "config.json"
@@ -387,6 +506,7 @@ def package(
             api_gateway_stage=api_gateway_stage,
             binary_types=binary_types,
             functions=functions,
+            log_retention_days=log_retention_days,
         ),
     )
 
@@ -408,8 +528,10 @@ def package(
                 # replaces: a dict there (Chalice's Fn::Sub) would be merged key by key with ours.
                 "environment_variables": {"TRELLIS_SES_EVENTS_TOPIC": _TOPIC_PLACEHOLDER},
                 "lambda_functions": settings,
+                "tags": resource_tags(stage, campaign_name),  # Chalice's functions; tag_resources does the rest
             },
             stage,
+            campaign_name,
         )
         for name, policy in policies.items():
             _write_json(copy / ".chalice" / policy_file_name(stage, name), policy)
@@ -435,7 +557,9 @@ def package(
 
     sam, zip_path = out / "sam.json", out / "deployment.zip"
     packaged = json.loads(sam.read_text())
-    _check(packaged, zip_path, functions)
+    tag_resources(packaged)
+    sam.write_text(json.dumps(packaged, indent=2) + "\n")
+    _check(packaged, zip_path, functions, campaign_name)
     resources = {logical_id: resource["Type"] for logical_id, resource in packaged["Resources"].items()}
     return Packaged(sam, zip_path, merge_path, resources)
 
@@ -446,9 +570,28 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--campaign", help="campaign file name in campaigns/ (default: the stage name)")
     parser.add_argument("--public-url", default="", help="the API's base URL, when known (the PublicUrl default)")
     parser.add_argument("--out", default="dist", type=Path, help="output directory (default: dist)")
+    parser.add_argument(
+        "--log-retention-days",
+        type=int,
+        default=LOG_RETENTION_DAYS,
+        choices=LOG_RETENTION_CHOICES,
+        metavar="DAYS",
+        help=f"days the functions' logs are kept (the LogRetentionDays default; default {LOG_RETENTION_DAYS})",
+    )
     args = parser.parse_args(argv)
     try:
-        result = package(args.stage, args.campaign or args.stage, args.out, args.public_url)
+        check_interpreter()  # first: chalice package would build for this interpreter's runtime
+    except InterpreterMismatch as e:
+        print(f"package refused: {e}", file=sys.stderr)
+        return 2
+    try:
+        result = package(
+            args.stage,
+            args.campaign or args.stage,
+            args.out,
+            args.public_url,
+            log_retention_days=args.log_retention_days,
+        )
     except (PackageError, ConfigError) as e:
         print(f"package failed: {e}", file=sys.stderr)
         return 1

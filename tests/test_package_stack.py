@@ -22,10 +22,11 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 
 from chalicelib.entities import lead_id_for
-from infra import after_deploy
+from infra import after_deploy, settings
 from infra.bootstrap import OUTPUT_VARIABLES, secret_names
 from infra.package import cfn_lint, load_template, offline_environment
-from infra.settings import LAMBDA_FUNCTIONS
+from infra.package import main as package_main
+from infra.settings import CAMPAIGN_TAG, LAMBDA_FUNCTIONS, LAMBDA_RUNTIME, LOG_RETENTION_DAYS, STAGE_TAG
 from tests.conftest import PUBLIC_URL
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,6 +47,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     project, out, home = base / "project", base / "dist", base / "home"
     shutil.copytree(REPO, project, symlinks=True, ignore=_NOT_COPIED)  # .chalice/config.json included
     (project / "requirements.txt").write_text("")
+    # Another stage's campaign in the checkout: it must stay out of this stage's zip.
+    other = (project / "campaigns" / "demo.yaml").read_text().replace("name: demo", "name: other", 1)
+    (project / "campaigns" / "other.yaml").write_text(other)
     home.mkdir()
     config_before = (project / ".chalice" / "config.json").read_text()
     env = offline_environment(home, region=None)  # not even a region: packaging needs no AWS
@@ -138,10 +142,10 @@ def test_every_function_points_at_this_stacks_resources(built, resources):
         for variable, output in OUTPUT_VARIABLES.items():
             assert variables[variable] == outputs[output]["Value"], (logical_id, variable)
         assert variables["TRELLIS_TABLE"] == {"Ref": "LeadsTable"}
-        assert variables["TRELLIS_STAGE"] == STAGE
+        assert variables["TRELLIS_STAGE"] == {"Ref": "Stage"}
         assert variables["TRELLIS_CAMPAIGN"] == "demo"
-        for variable, name in secret_names(STAGE).items():
-            assert variables[variable] == name
+        for variable, name in secret_names("${Stage}").items():
+            assert variables[variable] == {"Fn::Sub": name}
         condition, given, fallback = variables["TRELLIS_PUBLIC_URL"]["Fn::If"]
         assert (condition, given) == ("HasPublicUrl", {"Ref": "PublicUrl"})
         # The API's own functions cannot name the API (a circular reference); the others can.
@@ -239,7 +243,9 @@ def test_cfn_lint_finds_nothing(built):
 def test_the_zip_holds_the_app_without_bytecode_and_the_checkout_is_untouched(built):
     with zipfile.ZipFile(built["zip"]) as zf:
         names = zf.namelist()
-    assert "app.py" in names and "chalicelib/config.py" in names and "campaigns/demo.yaml" in names
+    assert "app.py" in names and "chalicelib/config.py" in names
+    # This stage's campaign file alone (the checkout copy holds other.yaml too).
+    assert sorted(n for n in names if n.startswith("campaigns/")) == ["campaigns/demo.yaml"]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     # The project's own .chalice/config.json is not where the package-only stage goes.
     assert built["config_after"] == built["config_before"]
@@ -324,3 +330,84 @@ def test_base64_encoded_bodies_and_any_accept_work_as_deployed(client, rt, clock
         assert opened["headers"]["Content-Type"] == "image/gif"
         if opened["statusCode"] == 200:
             assert _decoded(opened).startswith(b"GIF89a")
+
+
+# -- the Stage parameter, tags, logs, runtime ------------------------------------------------------
+
+
+def test_every_stage_dependent_name_derives_from_the_stage_parameter(built, resources):
+    template = json.loads(json.dumps(built["sam"]))
+    assert template["Parameters"]["Stage"].pop("Default") == STAGE
+    # The packaged stage's name is nowhere else: overriding Stage moves every name and ARN with it.
+    assert STAGE not in json.dumps(template)
+    alarms = {k: r["Properties"] for k, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert alarms["BounceRateAlarm"]["AlarmName"] == {"Fn::Sub": "trellis-${Stage}-bounce-rate"}
+    [bounces, *_] = alarms["BounceRateAlarm"]["Metrics"]
+    assert bounces["MetricStat"]["Metric"]["Dimensions"] == [{"Name": "Stage", "Value": {"Ref": "Stage"}}]
+    # The campaign's file is in the zip: that one value only.
+    assert built["sam"]["Parameters"]["Campaign"]["AllowedValues"] == ["demo"]
+
+
+def test_every_taggable_resource_carries_the_stage_and_campaign_tags(resources):
+    from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
+
+    stage, campaign = {"Ref": "Stage"}, {"Ref": "Campaign"}
+    checked = []
+    for logical_id, resource in resources.items():
+        kind, tags = resource["Type"], resource["Properties"].get("Tags")
+        if kind in ("AWS::Serverless::Function", "AWS::Serverless::Api"):
+            assert {k: tags[k] for k in (STAGE_TAG, CAMPAIGN_TAG)} == {STAGE_TAG: stage, CAMPAIGN_TAG: campaign}
+            assert resource["Properties"]["PropagateTags"] is True, logical_id  # to SAM's rule, mapping, stage
+            if kind == "AWS::Serverless::Function":
+                assert (
+                    tags["aws-chalice"]["Fn::Sub"].startswith("version=")
+                    and ":stage=${Stage}:" in tags["aws-chalice"]["Fn::Sub"]
+                )
+        elif "Tags" in PROVIDER_SCHEMA_MANAGER.get_resource_schema("us-east-1", kind).schema["properties"]:
+            pairs = {t["Key"]: t["Value"] for t in tags or []}
+            assert pairs[STAGE_TAG] == stage, logical_id
+            assert pairs[CAMPAIGN_TAG] in (campaign, {"Fn::If": ["HasCampaign", campaign, stage]}), logical_id
+        else:
+            continue
+        checked.append(kind)
+    assert {"AWS::IAM::Role", "AWS::Logs::LogGroup", "AWS::DynamoDB::Table", "AWS::Serverless::Api"} <= set(checked)
+
+
+def test_each_function_has_a_log_group_with_the_stages_retention(built, resources):
+    parameter = built["sam"]["Parameters"]["LogRetentionDays"]
+    assert parameter["Default"] == LOG_RETENTION_DAYS == 30
+    groups = {k: r for k, r in resources.items() if r["Type"] == "AWS::Logs::LogGroup"}
+    assert sorted(groups) == sorted(f"{logical_id}LogGroup" for logical_id in FUNCTIONS.values())
+    for logical_id in FUNCTIONS.values():
+        group = groups[f"{logical_id}LogGroup"]
+        function_name = _props(resources, logical_id)["FunctionName"]["Fn::Sub"]
+        assert group["Properties"]["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/{function_name}"}
+        # Created before the function: no run of it can make Lambda's own (never-expiring) group first.
+        assert resources[logical_id]["DependsOn"] == [f"{logical_id}LogGroup"]
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        assert group["DeletionPolicy"] == "Delete"
+
+
+def test_the_runtime_is_the_projects(resources):
+    assert {_props(resources, logical_id)["Runtime"] for logical_id in FUNCTIONS.values()} == {LAMBDA_RUNTIME}
+
+
+def test_another_python_is_refused_before_anything_is_built(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(settings.sys, "version_info", (3, 12, 1, "final", 0))
+    assert package_main(["--stage", STAGE, "--campaign", "demo", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "Python 3.12.1" in err and "python3.12" in err and f"runtime is {LAMBDA_RUNTIME}" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_readme_deploys_the_template_through_s3():
+    """The template is over `aws cloudformation deploy`'s 51,200-byte inline limit: every deploy
+    command of the README's single-stack path names a bucket (or lets SAM make one)."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### The single-stack path", 1)[1].split("\n### ", 1)[0]
+    # Code-block commands (continuation lines joined) and inline ones (`sam deploy ...`, wrapped).
+    commands = " ".join(section.split("\\\n")).splitlines() + " ".join(section.split("\n")).split("`")
+    deploys = [c for c in commands if ("cloudformation deploy" in c or "sam deploy" in c) and "--template-file" in c]
+    assert len(deploys) >= 3  # the two CloudFormation deploys and SAM's
+    for command in deploys:
+        assert "--s3-bucket" in command or "--resolve-s3" in command, command
