@@ -230,11 +230,25 @@ class Form(_Strict):
         return self
 
 
+RESERVED_ASSET_PREFIX = "_trellis/"
+
+
 class Magnet(_Strict):
     title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     asset_key: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
     # SigV4 presigned URLs cannot outlive seven days.
     link_lifetime: Duration = timedelta(days=1)
+
+    @field_validator("asset_key")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        # The stage's deploy state lives under this prefix of the assets bucket (infra/deploy.py),
+        # and the functions may read only the magnets' own keys.
+        if value.startswith(RESERVED_ASSET_PREFIX):
+            raise ValueError(
+                f"asset_key may not start with {RESERVED_ASSET_PREFIX!r}: reserved for Trellis's deploy state"
+            )
+        return value
 
     @field_validator("link_lifetime")
     @classmethod

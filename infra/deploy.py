@@ -49,6 +49,7 @@ from typing import Any, Optional
 import boto3
 from botocore.exceptions import ClientError
 
+from chalicelib.models import RESERVED_ASSET_PREFIX
 from infra.after_deploy import AfterDeployError, after_deploy, api_gateway_stage, stack_outputs
 from infra.bootstrap import CHALICE_DIR, _write_json
 from infra.settings import LAMBDA_FUNCTIONS
@@ -58,7 +59,7 @@ API_FUNCTION = "api_handler"  # Chalice names the routes' function trellis-<stag
 STREAM_FUNCTION = "on_lead_change"
 SNS_FUNCTION = "on_ses_feedback"
 SCHEDULED_FUNCTION = "dispatch"
-STATE_PREFIX = "_trellis/deployed/"  # reserved in the assets bucket: no lead magnet lives there
+STATE_PREFIX = f"{RESERVED_ASSET_PREFIX}deployed/"  # reserved in the assets bucket: no magnet may live there
 LOCK_SECONDS = 30 * 60  # longer than any deploy; a dead deploy's lock is taken over after it
 LOCK_WAIT_SECONDS = 60
 LOCK_POLL_SECONDS = 5

@@ -52,6 +52,11 @@ def test_demo_campaign_has_what_design_promises():
         (lambda d: d["forms"]["newsletter"].update(colour="red"), "forms.newsletter.colour", "Extra inputs"),
         (lambda d: d["magnets"]["ebook"].update(link_lifetime="30d"), "magnets.ebook.link_lifetime", "7d"),
         (lambda d: d["magnets"]["ebook"].update(link_lifetime="soon"), "magnets.ebook.link_lifetime", "duration"),
+        (
+            lambda d: d["magnets"]["ebook"].update(asset_key="_trellis/deployed/x.json"),
+            "magnets.ebook.asset_key",
+            "reserved",
+        ),
         (lambda d: d["sequences"]["welcome"].update(steps=[]), "sequences.welcome.steps", "at least 1"),
         (lambda d: d["scoring"].update(sql_threshold=10), "scoring", "above mql_threshold"),
         (lambda d: d.update(timezone="Mars/Olympus"), "timezone", "unknown time zone"),
