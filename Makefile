@@ -44,11 +44,11 @@ browser:
 	elif command -v sudo >/dev/null; then sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive $(APT_INSTALL); \
 	else echo "make: the browser test needs Debian's chromium and chromium-driver: run '$(APT_INSTALL)' as root" >&2; exit 1; fi
 
-## make bootstrap STAGE=<campaign> [CAMPAIGN=<file>] [PUBLIC_URL=<url>] [ALARM_EMAIL=<address>]: the stage's stack, secrets,
+## make bootstrap STAGE=<campaign> [CAMPAIGN=<file>] [PUBLIC_URL=<url>] [ALARM_EMAIL=<address>] [LOG_RETENTION_DAYS=30]: the stage's stack, secrets,
 ## policy and .chalice/config.json entry (AWS credentials from the usual places); then chalice deploy.
 bootstrap: $(STAMP)
 	@test -n "$(STAGE)" || { echo "make bootstrap: set STAGE=<campaign stage>" >&2; exit 2; }
-	$(BIN)/python -m infra.bootstrap --stage "$(STAGE)" $(if $(CAMPAIGN),--campaign "$(CAMPAIGN)") $(if $(PUBLIC_URL),--public-url "$(PUBLIC_URL)") $(if $(ALARM_EMAIL),--alarm-email "$(ALARM_EMAIL)")
+	$(BIN)/python -m infra.bootstrap --stage "$(STAGE)" $(if $(CAMPAIGN),--campaign "$(CAMPAIGN)") $(if $(PUBLIC_URL),--public-url "$(PUBLIC_URL)") $(if $(ALARM_EMAIL),--alarm-email "$(ALARM_EMAIL)") $(if $(LOG_RETENTION_DAYS),--log-retention-days "$(LOG_RETENTION_DAYS)")
 
 ## make deploy STAGE=<campaign>: from any checkout, under the stage's lock: the deploy state from AWS
 ## (infra/deploy.py), chalice deploy, the state back to AWS, then what chalice cannot set
@@ -65,12 +65,12 @@ teardown: $(STAMP)
 	@test -n "$(STAGE)" || { echo "make teardown: set STAGE=<campaign stage>" >&2; exit 2; }
 	$(BIN)/python -m infra.teardown --stage "$(STAGE)" $(if $(filter yes,$(DELETE_DATA)),--delete-data)
 
-## make package STAGE=<campaign> [CAMPAIGN=<file>] [PUBLIC_URL=<url>] [OUT=dist]: the single-stack
+## make package STAGE=<campaign> [CAMPAIGN=<file>] [PUBLIC_URL=<url>] [OUT=dist] [LOG_RETENTION_DAYS=30]: the single-stack
 ## path, one SAM template (app + resources) in $(OUT)/sam.json with $(OUT)/deployment.zip, cfn-linted.
 ## No AWS credentials needed. The stage check comes first, before the virtualenv is touched.
 OUT ?= dist
 package: package-stage $(STAMP)
-	$(BIN)/python -m infra.package --stage "$(STAGE)" $(if $(CAMPAIGN),--campaign "$(CAMPAIGN)") $(if $(PUBLIC_URL),--public-url "$(PUBLIC_URL)") --out "$(OUT)"
+	$(BIN)/python -m infra.package --stage "$(STAGE)" $(if $(CAMPAIGN),--campaign "$(CAMPAIGN)") $(if $(PUBLIC_URL),--public-url "$(PUBLIC_URL)") $(if $(LOG_RETENTION_DAYS),--log-retention-days "$(LOG_RETENTION_DAYS)") --out "$(OUT)"
 
 package-stage:
 	@test -n "$(STAGE)" || { echo "make package: set STAGE=<campaign stage>" >&2; exit 2; }
