@@ -47,6 +47,9 @@ STREAM_ACTIONS = ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:Ge
 # on-failure destination, infra/after_deploy.py), again with the function's role.
 DESTINATION_ACTIONS = ("sqs:SendMessage",)
 ASSET_ACTIONS = ("s3:GetObject",)  # the presigned download links are signed with the role's credentials
+# Reserved in the assets bucket for the deploy tooling (infra/deploy.py keeps the stage's deploy
+# state there): no function may read it, whatever a download link names.
+RESERVED_ASSET_PREFIX = "_trellis/"
 SEND_ACTIONS = ("ses:SendEmail",)  # SES v2 SendEmail (raw MIME content)
 QUOTA_ACTIONS = ("ses:GetSendQuota",)  # account-level: only "*" exists as its resource
 PUBLISH_ACTIONS = ("sns:Publish",)
@@ -104,13 +107,15 @@ def function_policies(
     def allow(sid: str, actions: tuple[str, ...], resources: list[str], **extra: Any) -> dict[str, Any]:
         return {"Sid": sid, "Effect": "Allow", "Action": list(actions), "Resource": resources, **extra}
 
+    bucket = f"arn:aws:s3:::{outputs['AssetsBucketName']}"
+
     grants = {
         "table": allow("LeadsTable", TABLE_ACTIONS, [table]),
         "feedback_table": allow("LeadsTable", FEEDBACK_TABLE_ACTIONS, [table]),
         "indexes": allow("LeadsTableIndexes", INDEX_ACTIONS, [f"{table}/index/*"]),
         "stream": allow("LeadsTableStream", STREAM_ACTIONS, [outputs["LeadsTableStreamArn"]]),
         "failures": allow("StreamFailures", DESTINATION_ACTIONS, [outputs["StreamFailuresQueueArn"]]),
-        "assets": allow("MagnetAssets", ASSET_ACTIONS, [f"arn:aws:s3:::{outputs['AssetsBucketName']}/*"]),
+        "assets": allow("MagnetAssets", ASSET_ACTIONS, [f"{bucket}/*"]),
         "send": allow(
             "SendEmail",
             SEND_ACTIONS,
@@ -128,6 +133,9 @@ def function_policies(
     policies: dict[str, dict[str, Any]] = {}
     for function, names in FUNCTION_GRANTS.items():
         statements = [grants[name] for name in names if name in grants]
+        if "assets" in names:  # an explicit Deny wins over the Allow above
+            reserved = f"{bucket}/{RESERVED_ASSET_PREFIX}*"
+            statements.append({**allow("NotTheDeployState", ASSET_ACTIONS, [reserved]), "Effect": "Deny"})
         read = [secrets[name] for name in names if name in secrets]
         if read:
             statements.append(allow("ReadSecrets", PARAMETER_ACTIONS, read))

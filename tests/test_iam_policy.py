@@ -29,11 +29,13 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from chalicelib import aws, runtime
 from chalicelib.entities import lead_id_for
 from chalicelib.nurture.dispatcher import Pacer
+from infra import deploy
 from infra.iam import (
     DESTINATION_ACTIONS,
     FUNCTION_GRANTS,
     FUNCTIONS,
     LOG_ACTIONS,
+    RESERVED_ASSET_PREFIX,
     STREAM_ACTIONS,
     function_policies,
     log_group,
@@ -98,18 +100,21 @@ POLICIES = policies_for(EXAMPLE_OUTPUTS)
 # -- the evaluator -------------------------------------------------------------------------------
 
 
+def matches(statement: dict[str, Any], action: str, resource: str) -> bool:
+    """The statement names the action and the resource (IAM's ``*`` and ``?``, actions
+    case-insensitive; conditions are not evaluated: the one there, kms:ViaService, is met by
+    SSM's own decryption)."""
+    actions = [a.lower() for a in statement["Action"]]
+    return any(fnmatch.fnmatchcase(action.lower(), pattern) for pattern in actions) and any(
+        fnmatch.fnmatchcase(resource, pattern) for pattern in statement["Resource"]
+    )
+
+
 def allows(policy: dict[str, Any], action: str, resource: str) -> bool:
-    """Whether an Allow statement matches the action and the resource (IAM's ``*`` and ``?``,
-    case-insensitive actions; conditions are not evaluated: the one there, kms:ViaService, is
-    met by SSM's own decryption)."""
-    for statement in policy["Statement"]:
-        assert statement["Effect"] == "Allow"  # no Deny to reason about
-        actions = [a.lower() for a in statement["Action"]]
-        if any(fnmatch.fnmatchcase(action.lower(), pattern) for pattern in actions) and any(
-            fnmatch.fnmatchcase(resource, pattern) for pattern in statement["Resource"]
-        ):
-            return True
-    return False
+    """An Allow statement matches and no Deny does (an explicit Deny wins)."""
+    effects = {s["Effect"] for s in policy["Statement"] if matches(s, action, resource)}
+    assert effects <= {"Allow", "Deny"}
+    return effects == {"Allow"}
 
 
 def refused(policy: dict[str, Any], calls: set[Call]) -> list[Call]:
@@ -140,6 +145,11 @@ def test_the_evaluator_refuses_what_a_policy_does_not_grant():
     assert not allows(POLICIES["api_handler"], "dynamodb:Scan", table)
     assert not allows(POLICIES["api_handler"], "ses:SendEmail", f"arn:aws:ses:{REGION}:{ACCOUNT}:identity/x@y.z")
     assert not allows(POLICIES["on_ses_feedback"], "dynamodb:BatchWriteItem", table)
+    # A magnet's object may be read; the deploy state kept in the same bucket may not (the Deny).
+    bucket = f"arn:aws:s3:::{EXAMPLE_OUTPUTS['AssetsBucketName']}"
+    assert allows(POLICIES["dispatch"], "s3:GetObject", f"{bucket}/magnets/guide.pdf")
+    assert not allows(POLICIES["dispatch"], "s3:GetObject", f"{bucket}/{RESERVED_ASSET_PREFIX}deployed/test.json")
+    assert deploy.STATE_PREFIX.startswith(RESERVED_ASSET_PREFIX)
     assert refused(authorizer, {("ssm:GetParameter", token), ("dynamodb:PutItem", table)}) == [
         ("dynamodb:PutItem", table)
     ]
@@ -150,6 +160,7 @@ def test_one_policy_per_function_and_each_grant_names_its_resource():
     for function, policy in POLICIES.items():
         statements = {s["Sid"]: s for s in policy["Statement"]}
         assert len(statements) == len(policy["Statement"]), function  # no Sid twice
+        assert {s["Effect"] for s in statements.values() if s["Sid"] != "NotTheDeployState"} == {"Allow"}
         wildcards = {sid for sid, s in statements.items() if "*" in s["Resource"]}
         assert wildcards <= {"ReadSendRate"}, function  # ses:GetSendQuota: IAM has no resource for it
         assert all("*" not in action for s in statements.values() for action in s["Action"])
@@ -199,7 +210,13 @@ def scanned_actions() -> set[str]:
 
 
 def granted_anywhere() -> set[str]:
-    return {action for policy in POLICIES.values() for s in policy["Statement"] for action in s["Action"]}
+    return {
+        action
+        for policy in POLICIES.values()
+        for s in policy["Statement"]
+        if s["Effect"] == "Allow"
+        for action in s["Action"]
+    }
 
 
 def test_the_scan_finds_the_calls_we_know_of():
@@ -440,7 +457,11 @@ def test_each_function_calls_only_what_its_own_policy_grants(client, functions, 
     # Every grant of each function was used by the loop, or is one of these (so a grant added
     # for nothing fails here).
     unused = {
-        name: {s["Sid"] for s in policies[name]["Statement"] if not any(allows({"Statement": [s]}, *c) for c in made)}
+        name: {
+            s["Sid"]
+            for s in policies[name]["Statement"]
+            if s["Effect"] == "Allow" and not any(matches(s, *call) for call in made)
+        }
         for name, made in calls.items()
     }
     assert {name: sids for name, sids in unused.items() if sids} == {
