@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from chalicelib.models import RESERVED_ASSET_PREFIX
 from infra.settings import LAMBDA_FUNCTIONS
 
 APP_NAME = "trellis"  # Chalice's app_name: functions are named <app>-<stage>-<function>
@@ -47,9 +48,6 @@ STREAM_ACTIONS = ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:Ge
 # on-failure destination, infra/after_deploy.py), again with the function's role.
 DESTINATION_ACTIONS = ("sqs:SendMessage",)
 ASSET_ACTIONS = ("s3:GetObject",)  # the presigned download links are signed with the role's credentials
-# Reserved in the assets bucket for the deploy tooling (infra/deploy.py keeps the stage's deploy
-# state there): no function may read it, whatever a download link names.
-RESERVED_ASSET_PREFIX = "_trellis/"
 SEND_ACTIONS = ("ses:SendEmail",)  # SES v2 SendEmail (raw MIME content)
 QUOTA_ACTIONS = ("ses:GetSendQuota",)  # account-level: only "*" exists as its resource
 PUBLISH_ACTIONS = ("sns:Publish",)
@@ -133,7 +131,9 @@ def function_policies(
     policies: dict[str, dict[str, Any]] = {}
     for function, names in FUNCTION_GRANTS.items():
         statements = [grants[name] for name in names if name in grants]
-        if "assets" in names:  # an explicit Deny wins over the Allow above
+        # The deploy state lives under the reserved prefix (infra/deploy.py): no function may
+        # read it, whatever a download link names. An explicit Deny wins over the Allow above.
+        if "assets" in names:
             reserved = f"{bucket}/{RESERVED_ASSET_PREFIX}*"
             statements.append({**allow("NotTheDeployState", ASSET_ACTIONS, [reserved]), "Effect": "Deny"})
         read = [secrets[name] for name in names if name in secrets]

@@ -28,6 +28,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 
 from chalicelib import aws, runtime
 from chalicelib.entities import lead_id_for
+from chalicelib.models import RESERVED_ASSET_PREFIX
 from chalicelib.nurture.dispatcher import Pacer
 from infra import deploy
 from infra.iam import (
@@ -35,7 +36,6 @@ from infra.iam import (
     FUNCTION_GRANTS,
     FUNCTIONS,
     LOG_ACTIONS,
-    RESERVED_ASSET_PREFIX,
     STREAM_ACTIONS,
     function_policies,
     log_group,
