@@ -268,7 +268,7 @@ def teardown(
         raise TeardownError("which stage? set STAGE=<campaign stage>")
     report = TornDown(stage, session.region_name)
     deployed = deployed_file(stage, chalice_dir)
-    policy_file = chalice_dir / f"policy-{stage}.json"
+    policy_files = [path for path in stage_policy_files(chalice_dir, stage) if path.exists()]
     config_path = chalice_dir / "config.json"
     config: dict[str, Any] = json.loads(config_path.read_text()) if config_path.exists() else {}
     entry = config.get("stages", {}).get(stage)
@@ -283,11 +283,11 @@ def teardown(
     )
     state = read_state(s3, report.bucket, stage) if report.bucket and _bucket_exists(s3, report.bucket) else None
     records = _stage_records(session, stage, state, _read_local(deployed))
-    nothing = outputs is None and not records and not deployed.exists() and not policy_file.exists()
+    nothing = outputs is None and not records and not deployed.exists() and not policy_files
     if nothing and not parameters and not (delete_data and kept):
         raise TeardownError(
             f"nothing of stage {stage} to tear down: no stack {stack_name(stage)}, no functions, API or roles "
-            f"named trellis-{stage}, no .chalice/policy-{stage}.json, no SSM parameters "
+            f"named trellis-{stage}, no .chalice/policy-{stage}-*.json, no SSM parameters "
             "(a stage only run locally is left alone)"
         )
     if delete_data and not (report.table or report.bucket):

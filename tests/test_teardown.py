@@ -226,3 +226,13 @@ def test_in_a_terminal_it_asks_for_the_stage_name(aws, monkeypatch, capsys):
     monkeypatch.setattr("builtins.input", lambda prompt: "not-it")
     assert tearing_down.main(["--stage", "spring"]) == 1
     assert "teardown cancelled" in capsys.readouterr().err
+
+
+def test_a_stage_left_with_only_its_functions_policy_files_has_them_removed(aws, stages):
+    # What a bootstrap whose stack was deleted by hand leaves: one policy file per function.
+    leftovers = [stages["dir"] / f"policy-autumn-{name}.json" for name in LAMBDA_FUNCTIONS]
+    for path in leftovers:
+        path.write_text("{}")
+    report = teardown("autumn", aws, chalice_dir=stages["dir"])
+    assert report.policy_removed and not any(path.exists() for path in leftovers)
+    assert (stages["dir"] / "policy-spring-admin_auth.json").exists()  # another stage's kept
