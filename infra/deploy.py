@@ -34,9 +34,11 @@ import argparse
 import getpass
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -52,7 +54,8 @@ from botocore.exceptions import ClientError
 from chalicelib.models import RESERVED_ASSET_PREFIX
 from infra.after_deploy import AfterDeployError, after_deploy, api_gateway_stage, stack_outputs
 from infra.bootstrap import CHALICE_DIR, _write_json
-from infra.settings import LAMBDA_FUNCTIONS
+from infra.package import keep_only_campaign
+from infra.settings import LAMBDA_FUNCTIONS, InterpreterMismatch, check_interpreter
 
 APP_NAME = "trellis"  # .chalice/config.json's app_name: Chalice's prefix of every name
 API_FUNCTION = "api_handler"  # Chalice names the routes' function trellis-<stage>, no suffix
@@ -436,10 +439,41 @@ def _read_local(path: Path) -> Optional[dict[str, Any]]:
 
 
 def run_chalice_deploy(stage: str, project_dir: Path) -> int:
-    """``chalice deploy --stage <stage>`` with the virtualenv's chalice (else the one on PATH)."""
+    """``chalice deploy --stage <stage>`` with the virtualenv's chalice (else the one on PATH), run
+    in a copy of the project that holds only the stage's campaign file (as ``make package``
+    ships it); what Chalice records there is copied back to ``.chalice/deployed/``."""
     chalice = Path(sys.executable).parent / "chalice"
     executable = str(chalice) if chalice.exists() else "chalice"
-    return subprocess.run([executable, "deploy", "--stage", stage], cwd=project_dir, check=False).returncode  # noqa: S603
+    record = deployed_file(stage, project_dir / ".chalice")
+    with tempfile.TemporaryDirectory(prefix=f"trellis-deploy-{stage}-") as scratch:
+        copy = Path(scratch) / "project"
+        shutil.copytree(project_dir, copy, symlinks=True, ignore=_not_deployed)
+        keep_only_campaign(copy, _stage_campaign(stage, project_dir / ".chalice"))
+        code = subprocess.run([executable, "deploy", "--stage", stage], cwd=copy, check=False).returncode  # noqa: S603
+        copied = deployed_file(stage, copy / ".chalice")
+        if copied.exists():
+            record.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(copied, record)
+    return code
+
+
+def _not_deployed(directory: str, names: list[str]) -> set[str]:
+    """What a deploy's project copy leaves out: the checkout's caches and virtualenv, and
+    Chalice's own caches (its deployment zips, its build venv); the config, the policies and the
+    deployed record stay."""
+    skipped = {n for n in names if n in {".git", ".venv", ".twin", "dist", "preview", "__pycache__"}}
+    skipped |= {n for n in names if n.endswith((".pyc", "_cache"))}
+    if Path(directory).name == ".chalice":
+        skipped |= {n for n in names if n in {"deployments", "venv"}}
+    return skipped
+
+
+def _stage_campaign(stage: str, chalice_dir: Path) -> str:
+    config = json.loads((chalice_dir / "config.json").read_text())
+    campaign = config.get("stages", {}).get(stage, {}).get("environment_variables", {}).get("TRELLIS_CAMPAIGN")
+    if not campaign:
+        raise DeployError(f"{chalice_dir / 'config.json'}: stage {stage} names no TRELLIS_CAMPAIGN: run make bootstrap")
+    return str(campaign)
 
 
 @dataclass
@@ -509,6 +543,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.deploy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage", required=True, help="the campaign stage (after make bootstrap STAGE=...)")
     args = parser.parse_args(argv)
+    try:
+        check_interpreter()  # first: chalice deploy builds for the interpreter it runs on
+    except InterpreterMismatch as e:
+        print(f"deploy refused: {e}", file=sys.stderr)
+        return 2
     try:
         result = deploy(args.stage, boto3.session.Session())
     except (DeployError, ClientError) as e:

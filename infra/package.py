@@ -382,13 +382,17 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def _copy_project(project: Path, dest: Path, stage_entry: dict[str, Any], stage: str, campaign: str) -> None:
-    shutil.copytree(project, dest, symlinks=True, ignore=_NOT_COPIED)
-    # Only this stage's campaign file goes into the zip (vendor/campaigns links to campaigns/):
-    # another team's campaign is not this stage's to ship.
-    for other in (dest / "campaigns").glob("*.yaml"):
+def keep_only_campaign(project_copy: Path, campaign: str) -> None:
+    """Only this stage's campaign file goes into the zip (vendor/campaigns links to campaigns/):
+    another team's campaign is not this stage's to ship. Both deploy paths use it."""
+    for other in (project_copy / "campaigns").glob("*.yaml"):
         if other.stem != campaign:
             other.unlink()
+
+
+def _copy_project(project: Path, dest: Path, stage_entry: dict[str, Any], stage: str, campaign: str) -> None:
+    shutil.copytree(project, dest, symlinks=True, ignore=_NOT_COPIED)
+    keep_only_campaign(dest, campaign)
     config_path = project / ".chalice" / "config.json"
     config: dict[str, Any] = (
         json.loads(config_path.read_text()) if config_path.exists() else {"version": "2.0", "app_name": "trellis"}

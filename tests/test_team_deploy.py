@@ -274,3 +274,49 @@ def test_a_second_deploy_of_a_stage_at_once_is_refused_naming_the_owner(
     deploying.release_lock(ssm, "locked", stale)  # no longer bob's: left alone
     assert json.loads(ssm.get_parameter(Name="/trellis/locked/deploy-lock")["Parameter"]["Value"])["owner"] == "cy@home"
     deploying.release_lock(ssm, "locked", taken)
+
+
+def test_chalice_deploys_a_copy_that_holds_only_the_stages_campaign(tmp_path: Path, monkeypatch: Any) -> None:
+    import subprocess
+
+    project = tmp_path / "project"
+    (project / ".chalice" / "deployments").mkdir(parents=True)
+    (project / ".chalice" / "deployments" / "cached.zip").write_bytes(b"zip")
+    (project / "campaigns").mkdir()
+    for name in ("autumn", "other"):
+        (project / "campaigns" / f"{name}.yaml").write_text(f"name: {name}\n")
+    (project / "vendor").mkdir()
+    (project / "vendor" / "campaigns").symlink_to("../campaigns")
+    config = {"stages": {"autumn": {"environment_variables": {"TRELLIS_CAMPAIGN": "autumn"}}}}
+    (project / ".chalice" / "config.json").write_text(json.dumps(config))
+    (project / ".chalice" / "policy-autumn-dispatch.json").write_text("{}")
+    seen: dict[str, Any] = {}
+
+    def chalice(command: list[str], cwd: Path, check: bool) -> Any:
+        seen["cwd"] = Path(cwd)
+        seen["shipped"] = sorted(p.name for p in (Path(cwd) / "vendor" / "campaigns").iterdir())
+        seen["chalice_dir"] = sorted(p.name for p in (Path(cwd) / ".chalice").iterdir())
+        (Path(cwd) / ".chalice" / "deployed").mkdir(exist_ok=True)
+        (Path(cwd) / ".chalice" / "deployed" / "autumn.json").write_text('{"resources": ["api"]}')
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(deploying.subprocess, "run", chalice)
+
+    assert deploying.run_chalice_deploy("autumn", project) == 0
+    assert seen["cwd"] != project and seen["shipped"] == ["autumn.yaml"]  # another campaign is not shipped
+    assert "policy-autumn-dispatch.json" in seen["chalice_dir"] and "deployments" not in seen["chalice_dir"]
+    assert json.loads((project / ".chalice" / "deployed" / "autumn.json").read_text()) == {"resources": ["api"]}
+    assert (project / "campaigns" / "other.yaml").exists()  # the checkout keeps every campaign
+
+
+def test_make_deploy_refuses_an_interpreter_of_another_runtime(monkeypatch: Any, capsys: Any) -> None:
+    from infra.settings import InterpreterMismatch
+
+    def mismatch() -> None:
+        raise InterpreterMismatch("this is Python 3.12; the functions run python3.11: deploy with python3.11")
+
+    monkeypatch.setattr(deploying, "check_interpreter", mismatch)
+    monkeypatch.setattr(deploying, "deploy", lambda *a, **k: pytest.fail("deployed with the wrong interpreter"))
+
+    assert deploying.main(["--stage", "autumn"]) == 2
+    assert "3.12" in capsys.readouterr().err
