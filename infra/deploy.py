@@ -24,8 +24,11 @@ AWS, and every deploy:
 5. runs the after-deploy step (infra/after_deploy.py) and releases the lock, always.
 
 Neither the lock parameter nor the state object is for the functions: their policies (infra/iam.py)
-name their SSM parameters one by one, so the lock is not theirs; the state object is under the
-assets' ``s3:GetObject`` on ``<bucket>/*`` until infra/iam.py excludes ``_trellis/*`` (to do there).
+name their SSM parameters one by one, and deny the assets bucket's ``_trellis/`` prefix, which no
+magnet may use (chalicelib.models ``RESERVED_ASSET_PREFIX``).
+
+Chalice runs in a copy of the project that holds only the stage's campaign file, as ``make
+package`` ships it; the interpreter must build for the functions' runtime (infra/settings.py).
 """
 
 from __future__ import annotations
