@@ -16,8 +16,11 @@ from chalicelib.clock import FixedClock
 from chalicelib.config import Settings
 from chalicelib.entities import lead_id_for
 from chalicelib.nurture.dispatcher import Pacer
-from testkit import moto_patches
+from testkit import moto_patches, shared_loader
 from twin import stack
+
+# Service models parsed once per test process, not once per session (testkit/shared_loader.py).
+shared_loader.install()
 
 TEST_TOKEN_KEY = "test-token-key-0123456789abcdef0123456789"
 PUBLIC_URL = "https://trellis.test/api"

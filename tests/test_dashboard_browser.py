@@ -56,6 +56,7 @@ def api(twin: TwinProcess, method: str, path: str, data: Any = None, headers: di
 def twin(tmp_path: Path) -> Iterator[TwinProcess]:
     with running_twin(tmp_path, tick_seconds=1.0, extra_env={"TRELLIS_ADMIN_TOKEN": ADMIN_TOKEN}) as running:
         running.wait_for_health()
+        running.start_on_a_monday_morning()  # the days it walks through meet the same send windows
         yield running
 
 

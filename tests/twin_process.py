@@ -15,11 +15,14 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Optional
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from chalicelib.config import load_campaign
 from tests.conftest import TEST_TOKEN_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +100,18 @@ class TwinProcess:
                 pass
             time.sleep(0.25)
         pytest.fail(f"/health and the console did not answer within {START_TIMEOUT:.0f}s:\n{self.output()}")
+
+    def start_on_a_monday_morning(self) -> None:
+        """Move the twin's clock (offset 0 at start) to the next Monday, 10:00 in the demo
+        campaign's time zone: a test that walks through days of nurture then meets the same send
+        windows (Monday to Friday, 9 to 17) and weekend whenever it runs."""
+        zone = ZoneInfo(load_campaign("demo").timezone)
+        now = datetime.now(zone)
+        monday = (now + timedelta(days=7 - now.weekday())).replace(hour=10, minute=0, second=0, microsecond=0)
+        seconds = int((monday - now).total_seconds()) + 1
+        request = urllib.request.Request(f"{self.console_url}/clock/advance?seconds={seconds}", data=b"", method="POST")
+        with OPENER.open(request, timeout=10) as response:
+            assert response.status == 200
 
     def console_json(self, path: str) -> Any:
         with OPENER.open(f"{self.console_url}{path}", timeout=10) as response:
