@@ -181,21 +181,26 @@ class Dispatcher:
             self._pacer = None
         workers = send_workers(self.pacer.rate)
         run = _TickRun(workers)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send") as pool:
-            for enrolment in self._store.due_enrolments(iso(self._clock.now())):
-                run.free_slot()  # at most `workers` in flight: the loop waits for one to finish
-                if run.stopping() or remaining_ms() < SAFETY_MARGIN_MS:
-                    run.slot_unused()
-                    report.stopped_early = True
-                    break
-                if isinstance(enrolment, Handoff):
-                    run.slot_unused()
-                    # A sales webhook waiting for its retry shares the due index with the steps.
-                    if not self._handoff(enrolment, report):
+        # The tick's stop signal, for its send workers (each task runs in a copy of this context).
+        signal = _TICK_STOP.set(run.stop_signal)
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send") as pool:
+                for enrolment in self._store.due_enrolments(iso(self._clock.now())):
+                    run.free_slot()  # at most `workers` in flight: the loop waits for one to finish
+                    if run.stopping() or remaining_ms() < SAFETY_MARGIN_MS:
+                        run.slot_unused()
                         report.stopped_early = True
                         break
-                    continue
-                run.submit(pool, enrolment.lead_id, self.dispatch, enrolment)
+                    if isinstance(enrolment, Handoff):
+                        run.slot_unused()
+                        # A sales webhook waiting for its retry shares the due index with the steps.
+                        if not self._handoff(enrolment, report):
+                            report.stopped_early = True
+                            break
+                        continue
+                    run.submit(pool, enrolment.lead_id, self.dispatch, enrolment)
+        finally:
+            _TICK_STOP.reset(signal)
         report = run.merged_into(report)
         # Quiet when the tick found nothing to do (once a minute, every minute).
         idle = report == TickReport()
@@ -210,6 +215,8 @@ class Dispatcher:
         now = self._clock.now()
         if enrolment.due_at is None or enrolment.status != "active" or enrolment.due_at > iso(now):
             return True
+        if _new_work_stopped():
+            return False  # the tick was throttled since this was handed out: take nothing new
         claim_id = secrets.token_hex(8)
         try:
             claimed = self._store.claim(enrolment, claim_id, iso(now + LEASE))
@@ -295,6 +302,7 @@ class Dispatcher:
             # The envelope as To carries it: an international domain in punycode.
             ses_message_id = self._mailer.send(self._campaign.sender.from_address, recipient(lead.email), raw)
         except SendThrottled:
+            _stop_new_work()  # first: the other send workers take nothing new while this backs off
             self._metrics.add("SendFailures")
             self._store.release(enrolment, claim_id, iso(now + backoff(attempts)), reset_attempts=False)
             self.pacer.slow_down()
@@ -453,6 +461,23 @@ def _iso_or_none(moment: Optional[datetime]) -> Optional[str]:
     return None if moment is None else iso(moment)
 
 
+# The running tick's stop signal, seen by its send workers through their copied context: a
+# throttled send raises it the moment SES answers, before its own bookkeeping, so that no other
+# worker claims new work in between. Outside a tick (the stream's first sends) there is none.
+_TICK_STOP: contextvars.ContextVar[Optional[threading.Event]] = contextvars.ContextVar("tick_stop", default=None)
+
+
+def _new_work_stopped() -> bool:
+    stop = _TICK_STOP.get()
+    return stop is not None and stop.is_set()
+
+
+def _stop_new_work() -> None:
+    stop = _TICK_STOP.get()
+    if stop is not None:
+        stop.set()
+
+
 class _TickRun:
     """The bookkeeping of one concurrent tick: slots, per-lead order, reports, the stop signal."""
 
@@ -472,6 +497,10 @@ class _TickRun:
 
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    @property
+    def stop_signal(self) -> threading.Event:
+        return self._stop
 
     def submit(
         self, pool: ThreadPoolExecutor, lead_id: str, dispatch: Callable[[Enrolment, TickReport], bool], item: Enrolment
