@@ -46,7 +46,7 @@ PRICES: dict[str, dict[str, Any]] = {
 PRICES_AS_OF = "2026, us-east-1, on-demand"
 DEFAULT_MEMORY_MB = 256
 TICKS_PER_MONTH = 30 * 24 * 60
-STEP = timedelta(hours=3)  # fast-forward between ticks (the schedule runs every minute; see README)
+STEP = timedelta(hours=3)  # fast-forward between ticks (the schedule runs every minute; see docs/nurture.md)
 DAYS = 12
 SALES = "@sales.demo.trellis.example"
 

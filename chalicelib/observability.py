@@ -11,7 +11,7 @@ EMF line on stdout, which CloudWatch Logs turns into metrics in the ``Trellis`` 
 one dimension ``Stage``.
 
 aws-lambda-powertools does all of this and more, but costs ~7.6 MB in the package and ~14 ms
-of cold-start import for the little of it used here (README, "Logs and metrics").
+of cold-start import for the little of it used here (docs/operations.md, "Logs and metrics").
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ function, ``/aws/lambda/<function name>``) and the ``trellis:stage`` / ``trellis
 on every taggable resource. The zip holds only this stage's campaign file.
 
 Deploy with ``aws cloudformation package --s3-bucket`` + ``deploy --s3-bucket`` or ``sam deploy
---resolve-s3`` (README "The single-stack path"): the template is over the 51,200 bytes
+--resolve-s3`` (docs/deploy.md, "The single-stack path"): the template is over the 51,200 bytes
 ``aws cloudformation deploy`` accepts inline.
 """
 

@@ -402,8 +402,8 @@ def test_another_python_is_refused_before_anything_is_built(tmp_path, monkeypatc
 
 def test_the_readme_deploys_the_template_through_s3():
     """The template is over `aws cloudformation deploy`'s 51,200-byte inline limit: every deploy
-    command of the README's single-stack path names a bucket (or lets SAM make one)."""
-    readme = (REPO / "README.md").read_text()
+    command of the manual's single-stack path names a bucket (or lets SAM make one)."""
+    readme = (REPO / "docs" / "deploy.md").read_text()
     section = readme.split("### The single-stack path", 1)[1].split("\n### ", 1)[0]
     # Code-block commands (continuation lines joined) and inline ones (`sam deploy ...`, wrapped).
     commands = " ".join(section.split("\\\n")).splitlines() + " ".join(section.split("\n")).split("`")

@@ -80,7 +80,7 @@ def _enable_ttl(session: Any, table_name: str) -> None:
 def verify_sender(session: Any, from_address: str) -> None:
     """moto, like SES, refuses to send from an unverified identity: verify the sender's domain.
 
-    On AWS this is a DNS step done once per domain (README "Deploy a campaign").
+    On AWS this is a DNS step done once per domain (docs/deploy.md, "Deploy a campaign").
     """
     domain = from_address.rpartition("@")[2]
     session.client("ses").verify_domain_identity(Domain=domain)
