@@ -40,11 +40,17 @@ from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.rendering import environment
 from chalicelib.scoring import ScoredEvent, next_stage, score_lead
 from chalicelib.store import LeadRecord, Store
-from chalicelib.tracking import EMAIL_CLICKED, EMAIL_OPENED, counts_as_human, engagement_verdicts, is_trusted
+from chalicelib.tracking import (
+    EMAIL_CLICKED,
+    EMAIL_OPENED,
+    STAGE_CHANGED,
+    counts_as_human,
+    engagement_verdicts,
+    is_trusted,
+)
 
 logger = logging.getLogger(__name__)
 
-STAGE_CHANGED = "stage_changed"
 # The profile's sets of messages a person clicked and opened ("<sequence>.<step>"): what step
 # conditions (``clicked:``, ``opened:``) read.
 ENGAGED_ATTRIBUTES = {"clicked": EMAIL_CLICKED, "opened": EMAIL_OPENED}

@@ -17,13 +17,13 @@ from typing import Any, Optional
 from chalicelib.clock import Clock
 from chalicelib.entities import Enrolment, Event, Handoff, Message, iso
 from chalicelib.errors import InvalidRequest
-from chalicelib.handoff import STAGE_CHANGED, Notifier, Qualifier
+from chalicelib.handoff import Notifier, Qualifier
 from chalicelib.models import Campaign
 from chalicelib.nurture.dispatcher import Dispatcher, TickReport
 from chalicelib.observability import correlated
 from chalicelib.reports import Tally
 from chalicelib.store import Store, parse_stream_image
-from chalicelib.tracking import ENGAGEMENT_KINDS, engagement_verdicts, is_trusted
+from chalicelib.tracking import ENGAGEMENT_KINDS, STAGE_CHANGED, engagement_verdicts, is_trusted
 
 logger = logging.getLogger(__name__)
 
