@@ -66,19 +66,12 @@ class Qualifier:
     def __init__(self, campaign: Campaign, store: Store, clock: Clock, metrics: MetricsSink = NO_METRICS) -> None:
         self._metrics = metrics
         self._campaign = campaign
-        self._engagement = campaign.engagement
         self._store = store
         self._clock = clock
 
-    def rescore(self, lead_id: str) -> Optional[str]:
-        """Recompute a lead's score and stage. Returns the new stage when it changed."""
-        record = self._store.lead_record(lead_id)
-        if record is None:
-            return None  # gone
-        return self.rescore_record(record, engagement_verdicts(record.events, record.messages, self._engagement))
-
     def rescore_record(self, record: LeadRecord, verdicts: Mapping[str, Verdict]) -> Optional[str]:
-        """``rescore`` from a lead's record as read, with its opens' and clicks' verdicts.
+        """Recompute a lead's score and stage from its record as read, with its opens' and clicks'
+        verdicts. Returns the new stage when it changed.
 
         Only a person's engagement counts (``chalicelib.engagement``): a machine's opens and
         clicks stay on the timeline and count for nothing, here and in what nurture reads of

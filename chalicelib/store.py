@@ -1053,17 +1053,7 @@ class Store:
                     }
                 }
             )
-        for attempt in range(_COUNT_ATTEMPTS):
-            try:
-                self._transact(operations)
-                return True
-            except ConditionFailed:
-                return False
-            except WriteConflict:
-                if attempt == _COUNT_ATTEMPTS - 1:
-                    raise
-                time.sleep(0.05 * 2**attempt)
-        return False  # unreachable: the last attempt returns or raises
+        return self._transact_counts(operations)
 
     def uncount(self, lead_id: str, marker: str, subtracts: Mapping[Counter, Mapping[str, int]]) -> bool:
         """Take back what ``count_once`` counted under this lead's ``marker``: the marker deleted
@@ -1092,6 +1082,11 @@ class Store:
                     }
                 }
             )
+        return self._transact_counts(operations)
+
+    def _transact_counts(self, operations: list[dict[str, Any]]) -> bool:
+        """A counting transaction: False when its condition fails (counted, or taken back, already);
+        retried a few times when it collides with another on a hot STATS item."""
         for attempt in range(_COUNT_ATTEMPTS):
             try:
                 self._transact(operations)

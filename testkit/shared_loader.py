@@ -16,7 +16,6 @@ import botocore.session
 
 _shared: Any = None
 _Session: Any = botocore.session.Session  # its component registry is private: typed loosely
-_original = _Session._register_data_loader
 
 
 def _register_shared_loader(self: Any) -> None:
@@ -32,7 +31,3 @@ def _register_shared_loader(self: Any) -> None:
 def install() -> None:
     """From now on, every new botocore (and boto3) session in this process shares one loader."""
     _Session._register_data_loader = _register_shared_loader
-
-
-def uninstall() -> None:
-    _Session._register_data_loader = _original
