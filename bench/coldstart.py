@@ -80,9 +80,9 @@ def import_times(runs: int) -> dict[str, Timing]:
 
 def package_zip() -> int:
     """Bytes of the deployment zip from `chalice package`, on a copy with an empty requirements.txt
-    (as tests/test_package.py builds it: our own files only)."""
+    (as tests/infra/test_package.py builds it: our own files only)."""
     from infra.package import offline_environment
-    from tests.test_package import CHALICE, _copy_project
+    from tests.infra.test_package import CHALICE, _copy_project
 
     with tempfile.TemporaryDirectory() as base_dir:
         base = Path(base_dir)

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             "index), half wait a week (in it, not due). The wall time that grows is moto's: it answers a "
             "Query on a global secondary index by sorting and filtering the whole table, so its "
             "`Query` time grows with the table; DynamoDB's does not. Seeding writes items with "
-            "`BatchWriteItem` in the exact shape capture writes (tests/test_dispatch_scaling.py's helpers)."
+            "`BatchWriteItem` in the exact shape capture writes (tests/integration/test_dispatch_scaling.py's helpers)."
             f" ({time.perf_counter() - t:.0f} s)",
         ],
     )

@@ -1,6 +1,6 @@
 """Item 2: a dispatcher tick with the same 100 due enrolments among more and more idle leads.
 
-The setup is tests/test_dispatch_scaling.py's, at larger sizes: 100 leads captured through the
+The setup is tests/integration/test_dispatch_scaling.py's, at larger sizes: 100 leads captured through the
 form, idle leads bulk-written in the exact shape capture writes (half finished their sequence and
 are out of the due index, half wait a week for their next step), and, before each measurement,
 the 100 due leads put back exactly as captured.
@@ -18,7 +18,7 @@ from bench.meter import Usage
 from bench.world import bulk_load, world
 from chalicelib import aws
 from chalicelib.entities import lead_id_for
-from tests.test_dispatch_scaling import _batch_get, _batch_write, _idle_items, _key, _lead_items, _put_all
+from tests.integration.test_dispatch_scaling import _batch_get, _batch_write, _idle_items, _key, _lead_items, _put_all
 
 DUE = 100
 

@@ -21,7 +21,7 @@ from chalicelib import aws
 from chalicelib.entities import iso, lead_id_for
 from chalicelib.nurture.dispatcher import SAFETY_MARGIN_MS, Pacer
 from chalicelib.store import due_shard
-from tests.test_dispatch_scaling import _key, _lead_items, _put_all
+from tests.integration.test_dispatch_scaling import _key, _lead_items, _put_all
 from twin.pump import LambdaContext
 
 SEND_LATENCY = 0.050

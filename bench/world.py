@@ -258,12 +258,12 @@ def fast_moto() -> Iterator[None]:
 
 @contextlib.contextmanager
 def bulk_load(table_name: str) -> Iterator[None]:
-    """For seeding only: no stream record per item (nothing reads them: tests/test_dispatch_scaling's
+    """For seeding only: no stream record per item (nothing reads them: tests/integration/test_dispatch_scaling's
     ``_stream_paused``) and no 400 KB item-size check on every attribute set (moto recomputes the
     whole item's size per attribute, quadratic; our items are about 1 KB)."""
     from moto.dynamodb.models.dynamo_type import LimitedSizeDict
 
-    from tests.test_dispatch_scaling import _stream_paused
+    from tests.integration.test_dispatch_scaling import _stream_paused
 
     with _stream_paused(table_name), mock.patch.object(LimitedSizeDict, "__setitem__", dict.__setitem__):
         yield

@@ -3,7 +3,7 @@
 Built in code: request schemas come from the pydantic models that validate the requests
 (``model_json_schema``), constants (stages, report metrics, limits) from the modules that use
 them, so the document cannot quietly drift from what the code accepts. Response shapes are
-written out here (the routes build them as plain dicts); ``tests/test_openapi.py`` checks them
+written out here (the routes build them as plain dicts); ``tests/integration/test_openapi.py`` checks them
 against real responses and checks that every route Chalice serves is documented, and only those.
 """
 

@@ -5,7 +5,7 @@ policy file from the stage's ``lambda_functions`` (``iam_policy_file``). Chalice
 generator misses calls made through helpers (``Store._call("query", ...)``), transactions and
 SES v2, and grants on ``*``; these policies name each action a function's code path calls, on the
 one resource it calls it on, and nothing else: the admin authorizer reads the admin token and
-writes its logs. ``tests/test_iam_policy.py`` scans the code's boto3 calls (each must be granted
+writes its logs. ``tests/infra/test_iam_policy.py`` scans the code's boto3 calls (each must be granted
 to some function) and runs a whole campaign loop, each handler's real calls checked against its
 own policy.
 """

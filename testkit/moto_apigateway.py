@@ -5,7 +5,7 @@ moto 5.2's ``ImportRestApi`` and ``PutRestApi`` accept only OpenAPI 3 (a ``swagg
 with ``InvalidOpenApiDocVersionException``) and read ``info.description``, which Chalice does not
 send. Both are the same document to moto's importer (paths, methods and their
 ``x-amazon-apigateway-integration``), so the document is handed to moto as OpenAPI 3.0.1 with an
-empty description. Only the end-to-end deploy test (tests/test_team_deploy.py) uses it, around its
+empty description. Only the end-to-end deploy test (tests/infra/test_team_deploy.py) uses it, around its
 moto server; the deployed API's integrations (the function ARNs) are moto's as imported.
 """
 

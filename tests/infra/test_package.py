@@ -21,7 +21,7 @@ import pytest
 
 from infra.package import offline_environment
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CHALICE = Path(sys.executable).parent / "chalice"
 
 # Kept out of the copy that gets packaged: local state and caches, none of it ours to ship.

@@ -17,7 +17,7 @@ from chalicelib.observability import METRIC_NAMES, NAMESPACE, STAGE_DIMENSION
 from infra.settings import CAMPAIGN_TAG, LOG_RETENTION_CHOICES, LOG_RETENTION_DAYS, STAGE_TAG
 from twin import stack
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra" / "trellis.yaml"
 
 

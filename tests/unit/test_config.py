@@ -13,7 +13,7 @@ from chalicelib.config import CAMPAIGNS_DIR, Settings, load_campaign, load_campa
 from chalicelib.errors import ConfigError
 from chalicelib.tracking import MAILBOX, LeadClaim
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_campaign(tmp_path: Path, name: str, mutate) -> Path:

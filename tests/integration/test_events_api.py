@@ -2,7 +2,7 @@
 
 202 and one event for the token's lead; anything else a clear 4xx with nothing stored. Trellis's
 own event types cannot be forged from a page, and only the campaign's own origins get CORS.
-What a token may make count is tested in tests/test_lead_takeover.py.
+What a token may make count is tested in tests/integration/test_lead_takeover.py.
 """
 
 from __future__ import annotations

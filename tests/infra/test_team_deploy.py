@@ -37,7 +37,7 @@ from tests.twin_process import free_ports
 
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse")  # moto's CloudFormation, skipped types
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 REGION = "eu-west-1"
 STAGE, OTHER = "autumn", "winter"
 # What chalice needs of a checkout (vendor/ holds symlinks to templates/ and campaigns/).
@@ -243,7 +243,7 @@ def test_two_clones_deploy_one_stage_a_failed_deploy_is_recovered_and_teardown_t
     assert empty["rest_apis"] == []
 
     with capsys.disabled():
-        print("\nresources after each step (tests/test_team_deploy.py):")
+        print("\nresources after each step (tests/infra/test_team_deploy.py):")
         for step, resources in steps.items():
             print(f"  {step}: {json.dumps({k: v for k, v in resources.items() if v})}")
 

@@ -21,7 +21,7 @@ from chalicelib.reports import (
 from chalicelib.store import Counter
 from tests.conftest import ADMIN_TOKEN, LambdaContext
 from tests.helpers import BROWSER_UA, RequestCounter, body, post_json
-from tests.test_feedback import bounce
+from tests.integration.test_feedback import bounce
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 HOUR = 3600
@@ -392,7 +392,7 @@ def test_a_double_opt_in_sign_up_counts_from_its_confirmation(client, rt, delive
 
 def test_a_complaint_after_unsubscribing_still_counts(client, rt, clock, campaign_run, deliver):
     from app import on_ses_feedback
-    from tests.test_feedback import complaint
+    from tests.integration.test_feedback import complaint
 
     dee = lead_id_for("dee@example.com")
     path = urlsplit(rt.links.unsubscribe(dee, "welcome.welcome", clock.now())).path.removeprefix("/api")

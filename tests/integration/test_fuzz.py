@@ -43,12 +43,12 @@ from chalicelib.store import LIMIT_PREFIX
 from chalicelib.tracking import CLICK_PURPOSE, CONFIRM_PURPOSE, LEAD_TOKEN_PURPOSE, OPEN_PURPOSE, UNSUBSCRIBE_PURPOSE
 from tests.conftest import ADMIN_TOKEN, PUBLIC_URL, START
 from tests.helpers import post_json
-from tests.test_openapi import ResponseChecker, header, media_type
+from tests.integration.test_openapi import ResponseChecker, header, media_type
 
 DOC = document(PUBLIC_URL)
 SCHEMA = schemathesis.openapi.from_dict(DOC)
 CHECKER = ResponseChecker(DOC)
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 BASE = "http://trellis.test"  # requests builds the URL; only its path and query reach the app
 
 FORMS = ("newsletter", "ebook")

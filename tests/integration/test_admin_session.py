@@ -20,7 +20,7 @@ from chalicelib.assets import S3AssetLinks
 from chalicelib.clock import OffsetFileClock
 from tests.conftest import ADMIN_TOKEN, PUBLIC_URL, START
 from tests.helpers import body
-from tests.test_twin_console import call
+from tests.e2e.test_twin_console import call
 from twin.console import Console
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

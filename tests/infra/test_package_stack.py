@@ -2,7 +2,7 @@
 resources, cfn-lint passes on it, and it is wired to itself (no placeholder left).
 
 It runs once per module, on a copy of the project with an EMPTY requirements.txt (as
-tests/test_package.py does: third-party wheels are Chalice's job, and would need the network),
+tests/infra/test_package.py does: third-party wheels are Chalice's job, and would need the network),
 in an environment without AWS credentials: packaging calls no AWS API.
 """
 
@@ -29,7 +29,7 @@ from infra.package import main as package_main
 from infra.settings import CAMPAIGN_TAG, LAMBDA_FUNCTIONS, LAMBDA_RUNTIME, LOG_RETENTION_DAYS, STAGE_TAG
 from tests.conftest import PUBLIC_URL
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STAGE = "spring"
 FUNCTIONS = {
     "api_handler": "APIHandler",

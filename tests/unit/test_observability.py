@@ -350,7 +350,7 @@ def test_api_gateway_request_id_is_the_correlation_id_and_echoed():
 # -- the whole loop ---------------------------------------------------------------------------
 
 ZENOBIA = {"email": "Zenobia.Quist@Newsletter.example", "first_name": "Zenobia", "consent": True}
-# A hand-raiser: demo_request makes it an SQL (see tests/test_handoff.py).
+# A hand-raiser: demo_request makes it an SQL (see tests/integration/test_handoff.py).
 QUILLON = {"email": "quillon.vasquez@hotlead.example", "first_name": "Quillon", "company": "Xylofirm", "consent": True}
 BOT = {"email": "ottoline.bot@spam.example", "first_name": "Ottoline", "consent": "on", "website": "http://spam"}
 SECRETS = ("zenobia", "quist", "quillon", "vasquez", "xylofirm", "ottoline", "newsletter.example", "hotlead.example")

@@ -31,8 +31,8 @@ from chalicelib.store import DUE_SHARDS, due_shard
 from chalicelib.streams import StreamBatchFailed
 from tests.conftest import ADMIN_TOKEN, START, LambdaContext
 from tests.helpers import SalesInbox, body, post_json
-from tests.test_dispatcher_guarantees import message_items, recipients
-from tests.test_handoff import (
+from tests.integration.test_dispatcher_guarantees import message_items, recipients
+from tests.integration.test_handoff import (
     ADA,
     GRACE,
     RAISER,

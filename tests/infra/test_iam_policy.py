@@ -44,7 +44,7 @@ from infra.settings import LAMBDA_FUNCTIONS
 from tests.conftest import ADMIN_TOKEN, TEST_TOKEN_KEY, LambdaContext
 from tests.helpers import FORM_HEADERS, post_json
 
-CHALICELIB = Path(__file__).resolve().parent.parent / "chalicelib"
+CHALICELIB = Path(__file__).resolve().parents[2] / "chalicelib"
 IAM_PREFIX = {"dynamodb": "dynamodb", "sesv2": "ses", "ses": "ses", "sns": "sns", "ssm": "ssm", "s3": "s3"}
 # Which client each attribute holds, where the code keeps one (file, attribute) or anywhere (attribute).
 CLIENT_ATTRIBUTES = {

@@ -485,7 +485,7 @@ def test_every_admin_route_is_behind_the_admin_authorizer():
         for method, entry in methods.items()
     }
     # The dashboard's three pages check the session cookie themselves (a token authorizer would
-    # refuse a browser before the login form shows); tests/test_dashboard_http.py covers them.
+    # refuse a browser before the login form shows); tests/integration/test_dashboard_http.py covers them.
     cookie_pages = {("/admin/dashboard", "GET"), ("/admin/login", "POST"), ("/admin/logout", "POST")}
     assert admin_routes.keys() >= cookie_pages
     for key, entry in admin_routes.items():
