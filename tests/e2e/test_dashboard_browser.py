@@ -21,8 +21,8 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from tests.helpers import with_rendered_at
 from tests.e2e.test_browser_e2e import ARTIFACTS, DAY, chromium, console_post, wait_for
+from tests.helpers import with_rendered_at
 from tests.twin_process import OPENER, TwinProcess, running_twin
 
 ADMIN_TOKEN = "dashboard-test-admin-token-0123456789abcdef"

@@ -19,8 +19,8 @@ from chalicelib import aws, dashboard
 from chalicelib.assets import S3AssetLinks
 from chalicelib.clock import OffsetFileClock
 from tests.conftest import ADMIN_TOKEN, PUBLIC_URL, START
-from tests.helpers import body
 from tests.e2e.test_twin_console import call
+from tests.helpers import body
 from twin.console import Console
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
