@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.meter import Usage
 from bench.world import Invocation, World, world
-from tests.conftest import PUBLIC_URL
+from testkit.world import PUBLIC_URL
 
 # us-east-1, on-demand, list prices as published by AWS (pricing pages of each service), read 2026.
 PRICES: dict[str, dict[str, Any]] = {

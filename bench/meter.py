@@ -9,7 +9,7 @@ moto answers ``ReturnConsumedCapacity`` with constants (0.5 or 1.0 per request, 
 sizes), so the capacity units here are computed by DynamoDB's rules and moto's figure is only kept
 for comparison:
 
-- reads: ``tests.integration.test_dispatch_scaling.read_units`` (4 KB blocks per item for GetItem and
+- reads: ``testkit.items.read_units`` (4 KB blocks per item for GetItem and
   BatchGetItem, the page's summed size for Query; eventually consistent half price; transactional
   double);
 - writes: per item written, 1 unit per started KB of the larger of its before and after images
@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from tests.integration.test_dispatch_scaling import item_size, read_units
+from testkit.items import item_size, read_units
 
 READS = frozenset({"GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems"})
 WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})

@@ -18,7 +18,7 @@ from bench.meter import Usage
 from bench.world import bulk_load, world
 from chalicelib import aws
 from chalicelib.entities import lead_id_for
-from tests.integration.test_dispatch_scaling import _batch_get, _batch_write, _idle_items, _key, _lead_items, _put_all
+from testkit.items import batch_get, batch_write, idle_items, item_key, lead_items, put_all
 
 DUE = 100
 
@@ -40,8 +40,8 @@ def measure(sizes: tuple[int, ...]) -> list[Point]:
         for i in range(DUE):
             answer = w.post_json("/forms/newsletter", {"email": f"lead{i}@example.com", "consent": True})
             assert answer.status_code == 200, answer.body
-        as_captured = [item for lead_id in due_leads for item in _lead_items(ddb, table, lead_id)]
-        captured = {_key(i): i for i in as_captured}
+        as_captured = [item for lead_id in due_leads for item in lead_items(ddb, table, lead_id)]
+        captured = {item_key(i): i for i in as_captured}
         profile = captured[(f"LEAD#{due_leads[0]}", "PROFILE")]
         enrolment = captured[(f"LEAD#{due_leads[0]}", "ENROL#welcome")]
         loader = boto3.client("dynamodb", config=Config(parameter_validation=False))
@@ -49,7 +49,7 @@ def measure(sizes: tuple[int, ...]) -> list[Point]:
         for idle in sizes:
             start = time.perf_counter()
             with bulk_load(table):
-                _put_all(loader, table, _idle_items(profile, enrolment, written, idle - written))
+                put_all(loader, table, idle_items(profile, enrolment, written, idle - written))
             if points:  # the same due work again: the 100 leads as captured, their messages gone
                 # The welcome's message keys, known from the enrolments (a Query per lead would be
                 # O(table) in moto).
@@ -58,13 +58,13 @@ def measure(sizes: tuple[int, ...]) -> list[Point]:
                     for i in as_captured
                     if i["sk"]["S"] == "ENROL#welcome"
                 ]
-                assert len(_batch_get(loader, table, messages)) == DUE
+                assert len(batch_get(loader, table, messages)) == DUE
                 with bulk_load(table):
-                    _batch_write(loader, table, [{"DeleteRequest": {"Key": key}} for key in messages])
-                    _put_all(loader, table, as_captured)
+                    batch_write(loader, table, [{"DeleteRequest": {"Key": key}} for key in messages])
+                    put_all(loader, table, as_captured)
                 keys = [{"pk": i["pk"], "sk": i["sk"]} for i in as_captured]
-                restored = _batch_get(loader, table, keys + messages)
-                assert sorted(restored, key=_key) == sorted(as_captured, key=_key)
+                restored = batch_get(loader, table, keys + messages)
+                assert sorted(restored, key=item_key) == sorted(as_captured, key=item_key)
             seed_seconds = time.perf_counter() - start
             written = idle
             sent_before = w.sent_count()

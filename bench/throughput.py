@@ -21,7 +21,7 @@ from chalicelib import aws
 from chalicelib.entities import iso, lead_id_for
 from chalicelib.nurture.dispatcher import SAFETY_MARGIN_MS, Pacer
 from chalicelib.store import due_shard
-from tests.integration.test_dispatch_scaling import _key, _lead_items, _put_all
+from testkit.items import item_key, lead_items, put_all
 from twin.pump import LambdaContext
 
 SEND_LATENCY = 0.050
@@ -68,7 +68,7 @@ def dispatch(work_seconds: float) -> Dispatch:
         ddb, table = aws.dynamodb(), w.settings.table_name
         template_email = "due0@example.com"
         assert w.post_json("/forms/newsletter", {"email": template_email, "consent": True}).status_code == 200
-        items = {_key(i)[1]: i for i in _lead_items(ddb, table, lead_id_for(template_email))}
+        items = {item_key(i)[1]: i for i in lead_items(ddb, table, lead_id_for(template_email))}
         profile, enrolment = items["PROFILE"], items["ENROL#welcome"]
         now = iso(w.clock.now())
         clones = []
@@ -96,7 +96,7 @@ def dispatch(work_seconds: float) -> Dispatch:
             )
         loader = boto3.client("dynamodb", config=Config(parameter_validation=False))
         with bulk_load(table):
-            _put_all(loader, table, clones)
+            put_all(loader, table, clones)
         w.stream.read()  # what the seeding wrote is not this benchmark's
         budget = work_seconds + SAFETY_MARGIN_MS / 1000
         with w.meter.window() as usage:

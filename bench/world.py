@@ -1,4 +1,4 @@
-"""One Trellis stage on in-process moto, built the way the tests build it (tests/conftest.py).
+"""One Trellis stage on in-process moto, built the way the tests build it (testkit).
 
 ``world()`` deploys the stack from ``infra/trellis.yaml`` into moto, builds the runtime with a
 ``FixedClock`` (fast-forwarded by the benchmarks) and serves the Chalice app through
@@ -32,50 +32,17 @@ from chalicelib.config import Settings
 from chalicelib.nurture.dispatcher import Pacer
 from chalicelib.nurture.mailer import Mailer
 from testkit import moto_patches
-from tests import conftest
-from tests.conftest import START, FakeSleep, LambdaContext
-from tests.helpers import JSON_HEADERS, with_rendered_at
+from testkit.items import stream_paused
+from testkit.requests import JSON_HEADERS, with_rendered_at
+from testkit.world import SENDER, START, FakeSleep, LambdaContext, stage_environment
 from twin import stack
 
 STAGE = "bench"
-SENDER = "hello@demo.trellis.example"
-
-
-class _RecordingMonkeypatch:
-    """Stands in for pytest's monkeypatch when the tests' ``settings`` fixture is called directly."""
-
-    def __init__(self) -> None:
-        self.env: dict[str, str] = {}
-
-    def setenv(self, name: str, value: str) -> None:
-        self.env[name] = value
 
 
 def bench_env(outputs: dict[str, str]) -> dict[str, str]:
-    """The environment the tests' ``settings`` fixture sets (read from it at run time), stage "bench".
-
-    Falls back to a copy of that fixture's variables if it cannot be called.
-    """
-    recorder = _RecordingMonkeypatch()
-    fixture: Any = conftest.settings
-    function = getattr(fixture, "_get_wrapped_function", None)
-    try:
-        wrapped = function() if function is not None else fixture.__wrapped__
-        with contextlib.suppress(Exception):  # Settings.from_env may refuse an env that lacks a new variable
-            wrapped(stack_outputs=outputs, monkeypatch=recorder)
-    except AttributeError:
-        pass
-    env = recorder.env or {
-        "TRELLIS_CAMPAIGN": "demo",
-        "TRELLIS_TABLE": outputs["LeadsTableName"],
-        "TRELLIS_ASSETS_BUCKET": outputs["AssetsBucketName"],
-        "TRELLIS_TOKEN_KEY": conftest.TEST_TOKEN_KEY,
-        "TRELLIS_PUBLIC_URL": conftest.PUBLIC_URL,
-        "TRELLIS_SES_CONFIGURATION_SET": outputs["ConfigurationSetName"],
-        "TRELLIS_SALES_TOPIC_ARN": outputs["SalesTopicArn"],
-        "TRELLIS_ADMIN_TOKEN": conftest.ADMIN_TOKEN,
-    }
-    env = {**env, "TRELLIS_STAGE": STAGE}
+    """The tests' stage environment (testkit.world.stage_environment), stage "bench"."""
+    env = stage_environment(outputs, STAGE)
     if os.environ.get("BENCH_LOG_LEVEL"):  # development only: the default is the tests' (INFO)
         env["TRELLIS_LOG_LEVEL"] = os.environ["BENCH_LOG_LEVEL"]
     return env
@@ -258,12 +225,10 @@ def fast_moto() -> Iterator[None]:
 
 @contextlib.contextmanager
 def bulk_load(table_name: str) -> Iterator[None]:
-    """For seeding only: no stream record per item (nothing reads them: tests/integration/test_dispatch_scaling's
-    ``_stream_paused``) and no 400 KB item-size check on every attribute set (moto recomputes the
+    """For seeding only: no stream record per item (nothing reads them: testkit.items.stream_paused)
+    and no 400 KB item-size check on every attribute set (moto recomputes the
     whole item's size per attribute, quadratic; our items are about 1 KB)."""
     from moto.dynamodb.models.dynamo_type import LimitedSizeDict
 
-    from tests.integration.test_dispatch_scaling import _stream_paused
-
-    with _stream_paused(table_name), mock.patch.object(LimitedSizeDict, "__setitem__", dict.__setitem__):
+    with stream_paused(table_name), mock.patch.object(LimitedSizeDict, "__setitem__", dict.__setitem__):
         yield

@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -17,15 +16,20 @@ from chalicelib.config import Settings
 from chalicelib.entities import lead_id_for
 from chalicelib.nurture.dispatcher import Pacer
 from testkit import moto_patches, shared_loader
+from testkit.world import ADMIN_TOKEN as ADMIN_TOKEN  # re-exported: tests import these from here
+from testkit.world import PUBLIC_URL as PUBLIC_URL
+from testkit.world import (
+    SENDER,
+    START,
+    FakeSleep,
+    LambdaContext,
+    stage_environment,
+)
+from testkit.world import TEST_TOKEN_KEY as TEST_TOKEN_KEY
 from twin import stack
 
 # Service models parsed once per test process, not once per session (testkit/shared_loader.py).
 shared_loader.install()
-
-TEST_TOKEN_KEY = "test-token-key-0123456789abcdef0123456789"
-PUBLIC_URL = "https://trellis.test/api"
-ADMIN_TOKEN = "test-admin-token-0123456789abcdef0123456789"
-START = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)
@@ -76,23 +80,13 @@ def _moto_as_the_twin_runs_it() -> Iterator[None]:
 def stack_outputs() -> Iterator[dict[str, str]]:
     with mock_aws():
         outputs = stack.deploy("test")
-        stack.verify_sender(boto3.session.Session(), "hello@demo.trellis.example")
+        stack.verify_sender(boto3.session.Session(), SENDER)
         yield outputs
 
 
 @pytest.fixture
 def settings(stack_outputs: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    env = {
-        "TRELLIS_CAMPAIGN": "demo",
-        "TRELLIS_STAGE": "test",
-        "TRELLIS_TABLE": stack_outputs["LeadsTableName"],
-        "TRELLIS_ASSETS_BUCKET": stack_outputs["AssetsBucketName"],
-        "TRELLIS_TOKEN_KEY": TEST_TOKEN_KEY,
-        "TRELLIS_PUBLIC_URL": PUBLIC_URL,
-        "TRELLIS_SES_CONFIGURATION_SET": stack_outputs["ConfigurationSetName"],
-        "TRELLIS_SALES_TOPIC_ARN": stack_outputs["SalesTopicArn"],
-        "TRELLIS_ADMIN_TOKEN": ADMIN_TOKEN,
-    }
+    env = stage_environment(stack_outputs, "test")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return Settings.from_env(env)
@@ -101,21 +95,6 @@ def settings(stack_outputs: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(START)
-
-
-class FakeSleep:
-    """Pacing without waiting: records the sleeps the pacer asked for and moves a fake monotonic time."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture
@@ -148,18 +127,6 @@ def table_items(settings: Settings) -> Any:
         return sorted(table.scan(ConsistentRead=True)["Items"], key=lambda i: (i["pk"], i["sk"]))
 
     return scan
-
-
-class LambdaContext:
-    """What the handlers read of Lambda's context object."""
-
-    def __init__(self, remaining_ms: int = 60_000) -> None:
-        self.remaining_ms = remaining_ms
-        self.function_name = "trellis-test"
-        self.aws_request_id = "test-request"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
 
 
 @pytest.fixture

@@ -8,19 +8,10 @@ from urllib.parse import urlencode
 
 import boto3
 
-JSON_HEADERS = {"Content-Type": "application/json"}
+from testkit.requests import JSON_HEADERS, with_rendered_at
+from testkit.requests import RENDERED_LONG_AGO as RENDERED_LONG_AGO  # re-exported
+
 FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-# A form rendered long before any test's clock: what a landing page's script sends with a JSON post
-# (a JSON submission without it is a bot's). Tests of the bot defence set their own.
-RENDERED_LONG_AGO = "1577836800000"  # 2020-01-01T00:00:00Z in ms
-
-
-def with_rendered_at(path: str, data: Any) -> Any:
-    if path.startswith("/forms/") and isinstance(data, dict) and "rendered_at" not in data:
-        return {**data, "rendered_at": RENDERED_LONG_AGO}
-    return data
 
 
 def post_json(client: Any, path: str, data: Any, headers: dict[str, str] | None = None) -> Any:

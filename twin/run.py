@@ -62,6 +62,7 @@ import yaml
 
 from chalicelib.config import APP_ROOT, MIN_TOKEN_KEY_LENGTH, campaign_path, load_campaign
 from chalicelib.models import Campaign
+from testkit.world import resource_environment
 from twin import stack
 from twin.gate import ClockGate
 
@@ -545,12 +546,9 @@ def run(config: TwinConfig, twin: Twin) -> None:
             **{k: v for k, v in os.environ.items() if not k.startswith("TRELLIS_")},
             **stage_env,
             "TRELLIS_STAGE": STAGE,
-            "TRELLIS_TABLE": outputs["LeadsTableName"],
-            "TRELLIS_ASSETS_BUCKET": outputs["AssetsBucketName"],
+            **resource_environment(outputs),
             "TRELLIS_TOKEN_KEY": config.token_key,
             "TRELLIS_PUBLIC_URL": f"http://{HOST}:{config.ports['api']}",
-            "TRELLIS_SES_CONFIGURATION_SET": outputs["ConfigurationSetName"],
-            "TRELLIS_SALES_TOPIC_ARN": outputs["SalesTopicArn"],
             "TRELLIS_ADMIN_TOKEN": config.admin_token,
             # The shared, fast-forwardable clock of every process of the twin.
             "TRELLIS_CLOCK_FILE": str(run_dir / "clock-offset"),

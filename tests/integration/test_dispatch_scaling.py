@@ -13,12 +13,8 @@ item sizes and formats" and "Read consistency").
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import math
 from collections import Counter
-from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 import boto3
@@ -26,9 +22,19 @@ import pytest
 from botocore.config import Config
 
 from chalicelib import aws
-from chalicelib.entities import iso, lead_id_for
-from chalicelib.store import DUE_SHARDS, due_shard
-from tests.conftest import START
+from chalicelib.entities import lead_id_for
+from chalicelib.store import DUE_SHARDS
+from testkit.items import (
+    batch_get,
+    batch_write,
+    idle_items,
+    item_key,
+    item_size,
+    lead_items,
+    put_all,
+    read_units,
+    stream_paused,
+)
 from tests.helpers import post_json
 
 DUE = 100
@@ -36,72 +42,6 @@ IDLE_SIZES = (1_000, 10_000)
 
 
 # -- DynamoDB's item size and read-unit rules -------------------------------------------------
-
-
-def _number_size(text: str) -> int:
-    """About one byte per two significant digits, plus one (leading and trailing zeros trimmed)."""
-    mantissa = text.lstrip("+-").lower().partition("e")[0]
-    digits = mantissa.replace(".", "").strip("0") or "0"
-    return (len(digits) + 1) // 2 + 1 + (1 if text.startswith("-") else 0)
-
-
-def value_size(value: dict[str, Any]) -> int:
-    """Bytes of one attribute value in DynamoDB JSON (the attribute name is counted by the caller)."""
-    [(kind, data)] = value.items()
-    if kind == "S":
-        return len(data.encode())
-    if kind == "N":
-        return _number_size(data)
-    if kind == "B":
-        return len(data)
-    if kind in ("BOOL", "NULL"):
-        return 1
-    if kind == "SS":
-        return sum(len(s.encode()) for s in data)
-    if kind == "NS":
-        return sum(_number_size(n) for n in data)
-    if kind == "BS":
-        return sum(len(b) for b in data)
-    if kind == "L":  # 3 bytes of overhead, 1 per element
-        return 3 + sum(1 + value_size(v) for v in data)
-    if kind == "M":  # 3 bytes of overhead, 1 per element, plus the keys
-        return 3 + sum(len(k.encode()) + 1 + value_size(v) for k, v in data.items())
-    raise ValueError(f"unknown DynamoDB type {kind}")
-
-
-def item_size(item: dict[str, Any]) -> int:
-    """An item's size as DynamoDB bills it: attribute name bytes plus value bytes."""
-    return sum(len(name.encode()) + value_size(value) for name, value in item.items())
-
-
-def _units(size: int, consistent: bool) -> float:
-    """Read units for ``size`` bytes: 4 KB blocks (at least one), half price when eventually consistent."""
-    blocks = max(1, math.ceil(size / 4096))
-    return blocks * (1.0 if consistent else 0.5)
-
-
-def read_units(operation: str, params: dict[str, Any], parsed: dict[str, Any]) -> float:
-    """Read units one successful response consumed, from what it returned."""
-    if operation in ("Query", "Scan"):
-        # One page: the sizes of the items read, summed, then rounded up to 4 KB (GSIs are
-        # eventually consistent only).
-        size = sum(item_size(i) for i in parsed.get("Items", []))
-        return _units(size, bool(params.get("ConsistentRead")))
-    if operation == "GetItem":
-        item = parsed.get("Item")
-        return _units(item_size(item) if item else 0, bool(params.get("ConsistentRead")))
-    if operation == "BatchGetItem":
-        # Each key separately rounded up; a key that found nothing costs the minimum.
-        units = 0.0
-        for table, request in params["RequestItems"].items():
-            found = parsed.get("Responses", {}).get(table, [])
-            consistent = bool(request.get("ConsistentRead"))
-            units += sum(_units(item_size(i), consistent) for i in found)
-            units += (len(request["Keys"]) - len(found)) * _units(0, consistent)
-        return units
-    if operation == "TransactGetItems":
-        return sum(2 * _units(item_size(r.get("Item", {})), True) for r in parsed.get("Responses", []))
-    return 0.0
 
 
 class DynamoMeter:
@@ -178,77 +118,6 @@ def fast_moto(monkeypatch):
     monkeypatch.setattr(Table, "all_items", _all_items_sorted_by_plain_keys)
 
 
-@contextlib.contextmanager
-def _stream_paused(table_name: str) -> Iterator[None]:
-    """Bulk-load without moto recording a stream record per item (nothing here reads the stream)."""
-    from moto.core import DEFAULT_ACCOUNT_ID
-    from moto.dynamodb.models import dynamodb_backends
-
-    table = dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].get_table(table_name)
-    shard, table.stream_shard = table.stream_shard, None
-    try:
-        yield
-    finally:
-        table.stream_shard = shard
-
-
-def _idle_items(profile: dict[str, Any], enrolment: dict[str, Any], first: int, count: int) -> list[dict[str, Any]]:
-    """Idle leads shaped exactly like a captured one: half finished their sequence (out of the due
-    index), half wait a week for their next step (in the due index, but not due)."""
-    week_later = iso(START + timedelta(days=7))
-    items = []
-    for i in range(first, first + count):
-        email = f"idle{i}@example.com"
-        lead_id = lead_id_for(email)
-        pk = {"S": f"LEAD#{lead_id}"}
-        items.append(
-            {**profile, "pk": pk, "lead_id": {"S": lead_id}, "email": {"S": email}, "email_identity": {"S": email}}
-        )
-        enrol = {**enrolment, "pk": pk, "lead_id": {"S": lead_id}}
-        if i % 2:
-            enrol.update(step_index={"N": "1"}, due_at={"S": week_later}, due_shard={"S": due_shard(lead_id)})
-        else:
-            del enrol["due_at"], enrol["due_shard"]
-            enrol.update(step_index={"N": "3"}, status={"S": "completed"})
-        items.append(enrol)
-    return items
-
-
-def _batch_write(ddb: Any, table: str, requests: list[dict[str, Any]]) -> None:
-    for start in range(0, len(requests), 25):
-        pending = {table: requests[start : start + 25]}
-        while pending:
-            pending = ddb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
-
-
-def _put_all(ddb: Any, table: str, items: list[dict[str, Any]]) -> None:
-    _batch_write(ddb, table, [{"PutRequest": {"Item": i}} for i in items])
-
-
-def _lead_items(ddb: Any, table: str, lead_id: str) -> list[dict[str, Any]]:
-    return ddb.query(
-        TableName=table,
-        KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": f"LEAD#{lead_id}"}},
-        ConsistentRead=True,
-    )["Items"]
-
-
-def _batch_get(ddb: Any, table: str, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    for start in range(0, len(keys), 100):
-        request = {table: {"Keys": keys[start : start + 100], "ConsistentRead": True}}
-        while request:
-            response = ddb.batch_get_item(RequestItems=request)
-            found.extend(response["Responses"][table])
-            request = response.get("UnprocessedKeys") or {}
-    return found
-
-
-def _key(item: dict[str, Any]) -> tuple[str, str]:
-    return item["pk"]["S"], item["sk"]["S"]
-
-
 def _measure_tick(ddb: Any, outbox: Any, tick: Any) -> dict[str, Any]:
     meter = DynamoMeter(ddb)
     sent_before = len(outbox())
@@ -271,8 +140,8 @@ def test_tick_reads_grow_with_due_work_not_with_leads(client, rt, settings, outb
     for i in range(DUE):
         response = post_json(client, "/forms/newsletter", {"email": f"lead{i}@example.com", "consent": True})
         assert response.status_code == 200
-    as_captured = [item for lead_id in due_leads for item in _lead_items(ddb, table, lead_id)]
-    captured = {_key(i): i for i in as_captured}
+    as_captured = [item for lead_id in due_leads for item in lead_items(ddb, table, lead_id)]
+    captured = {item_key(i): i for i in as_captured}
     profile = captured[(f"LEAD#{due_leads[0]}", "PROFILE")]  # the shapes capture writes
     enrolment = captured[(f"LEAD#{due_leads[0]}", "ENROL#welcome")]
 
@@ -282,21 +151,21 @@ def test_tick_reads_grow_with_due_work_not_with_leads(client, rt, settings, outb
     loader = boto3.client("dynamodb", config=Config(parameter_validation=False))
     written = 0
     for idle in IDLE_SIZES:
-        with _stream_paused(table):
-            _put_all(loader, table, _idle_items(profile, enrolment, written, idle - written))
+        with stream_paused(table):
+            put_all(loader, table, idle_items(profile, enrolment, written, idle - written))
         written = idle
         if results:  # put the due leads back as captured: the same due work among more idle leads
             messages = [
                 {"pk": i["pk"], "sk": i["sk"]}
                 for lead_id in due_leads
-                for i in _lead_items(ddb, table, lead_id)
+                for i in lead_items(ddb, table, lead_id)
                 if i["sk"]["S"].startswith("MSG#")
             ]
             assert len(messages) == DUE
-            _batch_write(ddb, table, [{"DeleteRequest": {"Key": key}} for key in messages])
-            _put_all(ddb, table, as_captured)
-            restored = _batch_get(ddb, table, [{"pk": i["pk"], "sk": i["sk"]} for i in as_captured] + messages)
-            assert sorted(restored, key=_key) == sorted(as_captured, key=_key)
+            batch_write(ddb, table, [{"DeleteRequest": {"Key": key}} for key in messages])
+            put_all(ddb, table, as_captured)
+            restored = batch_get(ddb, table, [{"pk": i["pk"], "sk": i["sk"]} for i in as_captured] + messages)
+            assert sorted(restored, key=item_key) == sorted(as_captured, key=item_key)
         results[idle] = _measure_tick(ddb, outbox, tick)
 
     assert everything.errors == {}  # every request succeeded: no transaction needed moto's rollback
