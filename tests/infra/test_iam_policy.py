@@ -190,7 +190,11 @@ def scanned_actions() -> set[str]:
         for node in ast.walk(tree):
             if isinstance(node, ast.Dict):
                 for key in node.keys:
-                    if isinstance(key, ast.Constant) and key.value in TRANSACTION_PARTS and path.name == "store.py":
+                    if (
+                        isinstance(key, ast.Constant)
+                        and key.value in TRANSACTION_PARTS
+                        and path.relative_to(CHALICELIB).parts[0] in ("store", "store.py")
+                    ):
                         actions.add(f"dynamodb:{TRANSACTION_PARTS[key.value]}")
             if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
                 continue
