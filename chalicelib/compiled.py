@@ -1,0 +1,149 @@
+"""The compiled campaign: what a cold start loads instead of the campaign file.
+
+``make validate`` and packaging validate the campaign file with its pydantic schema
+(``chalicelib.models``) and compile it (``chalicelib.compiler``) into JSON holding every field,
+defaults filled in. A cold start reads that JSON into the read-only records of
+``chalicelib.campaign_types`` (generated from the schema: same classes, fields and types) without
+PyYAML, pydantic or email-validator, and without validating again: what was validated is what runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from datetime import time, timedelta
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Optional, Self, TypeVar, Union
+
+from chalicelib.errors import ConfigError
+
+if TYPE_CHECKING:
+    from chalicelib.campaign_types import Campaign
+
+# Next to the campaign file: campaigns/<name>.yaml -> campaigns/<name>.compiled.json.
+COMPILED_SUFFIX = ".compiled.json"
+# Bumped when the compiled layout (not the schema, which the source hash covers) changes.
+FORMAT = 1
+
+_R = TypeVar("_R", bound="Record")
+
+
+def compiled_path(source: Path) -> Path:
+    return source.with_name(source.stem + COMPILED_SUFFIX)
+
+
+def source_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Record:
+    """Base of the generated records: the part of pydantic's model API tests and the twin use,
+    so a compiled campaign stands in wherever the validated one did."""
+
+    __slots__ = ()
+
+    def model_copy(self, *, update: Optional[dict[str, Any]] = None) -> Self:
+        return dataclasses.replace(self, **(update or {}))  # type: ignore[type-var]
+
+    def model_dump(
+        self, *, mode: Literal["python", "json"] = "python", by_alias: bool = False, exclude: Optional[set[str]] = None
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = to_data(self, json_mode=mode == "json", by_alias=by_alias)
+        return {key: value for key, value in data.items() if key not in (exclude or ())}
+
+
+def to_data(value: Any, *, json_mode: bool = True, by_alias: bool = False) -> Any:
+    """A record or a pydantic model as plain data: field by field, durations in seconds and times
+    as ISO text in JSON mode. The compiler writes a validated campaign with it."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = [(f.name, f.metadata.get("alias", f.name)) for f in dataclasses.fields(value)]
+    elif isinstance(getattr(type(value), "model_fields", None), dict):
+        names = [(name, info.alias or name) for name, info in type(value).model_fields.items()]
+    elif isinstance(value, (list, tuple)):
+        return [to_data(item, json_mode=json_mode, by_alias=by_alias) for item in value]
+    elif isinstance(value, dict):
+        return {
+            to_data(key, json_mode=json_mode): to_data(item, json_mode=json_mode, by_alias=by_alias)
+            for key, item in value.items()
+        }
+    elif json_mode and isinstance(value, Enum):
+        return value.value
+    elif json_mode and isinstance(value, timedelta):
+        seconds = value.total_seconds()
+        return int(seconds) if seconds.is_integer() else seconds
+    elif json_mode and isinstance(value, time):
+        return value.isoformat()
+    else:
+        return value
+    return {
+        alias if by_alias else name: to_data(getattr(value, name), json_mode=json_mode, by_alias=by_alias)
+        for name, alias in names
+    }
+
+
+def loads(text: str) -> Campaign:
+    """The campaign from its compiled JSON."""
+    from chalicelib.campaign_types import Campaign
+
+    document = json.loads(text)
+    if document.get("format") != FORMAT:
+        raise ConfigError(f"compiled campaign format {document.get('format')!r}, expected {FORMAT}: compile it again")
+    return _build(Campaign, document["campaign"])
+
+
+def load(path: Path, source: Optional[Path] = None) -> Campaign:
+    """The compiled campaign at ``path``. When its campaign file ``source`` is there too, it must
+    be the file it was compiled from: an edited file is never served from a stale compilation."""
+    text = path.read_text(encoding="utf-8")
+    campaign = loads(text)
+    if source is not None and source.is_file():
+        recorded = json.loads(text).get("source_sha256")
+        if recorded != source_digest(source.read_text(encoding="utf-8")):
+            raise ConfigError(f"{path}: compiled from another version of {source.name}: compile it again")
+    return campaign
+
+
+def _build(cls: type[_R], data: dict[str, Any]) -> _R:
+    hints = _hints(cls)
+    return cls(**{f.name: _convert(hints[f.name], data[f.name]) for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _convert(hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Union or origin is types.UnionType:
+        if value is None:
+            return None
+        members = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return _convert(members[0], value) if len(members) == 1 else value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return [_convert(item, v) for v in value]
+    if origin is dict:
+        key, item = typing.get_args(hint)
+        return {_convert(key, k): _convert(item, v) for k, v in value.items()}
+    if origin is Literal or hint in (str, int, bool, Any):
+        return value
+    if hint is float:
+        return float(value)
+    if hint is timedelta:
+        return timedelta(seconds=value)
+    if hint is time:
+        return time.fromisoformat(value)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return hint(value)
+    if dataclasses.is_dataclass(hint):
+        return _build(typing.cast(type[Record], hint), value)
+    raise TypeError(f"no conversion for {hint!r}")
