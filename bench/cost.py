@@ -14,6 +14,7 @@ from typing import Any
 
 from bench.meter import Usage
 from bench.world import Invocation, World, world
+from chalicelib.store import LeadQuery
 from testkit.world import PUBLIC_URL
 
 # us-east-1, on-demand, list prices as published by AWS (pricing pages of each service), read 2026.
@@ -129,7 +130,7 @@ def journey(leads: int) -> Journey:
         outbox = w.outbox()
         to_sales = sum(1 for m in outbox if SALES in str(m["To"]))
         stages: Counter[str] = Counter()
-        for item in w.rt.store.recent_leads(limit=leads + 10):
+        for item in w.rt.store.find_leads(LeadQuery(), leads + 10)[0]:
             stages[str(item.stage)] += 1
         return Journey(
             leads,

@@ -640,12 +640,14 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
     campaign = load_campaign(os.environ["TRELLIS_CAMPAIGN"], Path(os.environ["TRELLIS_CAMPAIGNS_DIR"]))
     consent_texts = {form_id: form.consent.text for form_id, form in campaign.forms.items() if form.consent}
     from chalicelib import runtime
+    from chalicelib.store import LeadQuery
 
     def leads() -> list[dict[str, Any]]:
         current = runtime.current()
         store, rules = current.store, current.campaign.engagement
         found = []
-        for lead in store.recent_leads(100):
+        # The newest first: the lead list's unfiltered page (one Query on the by_created index).
+        for lead in store.find_leads(LeadQuery(), 100)[0]:
             # The whole record (one Query, as the events alone were): opens and clicks are judged
             # human or machine from the lead's sends too, as scoring judges them.
             record = store.lead_record(lead.lead_id)

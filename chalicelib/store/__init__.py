@@ -382,19 +382,6 @@ class Store:
                 )
         self._transact(operations[:100])  # a pending lead has a handful of items
 
-    def recent_leads(self, limit: int = 50) -> list[Lead]:
-        """The newest leads first, from the by_created index (one Query, no Scan)."""
-        response = self._call(
-            "query",
-            TableName=self.table_name,
-            IndexName=CREATED_INDEX,
-            KeyConditionExpression="lead_list = :leads",
-            ExpressionAttributeValues=_serialize({":leads": LEAD_LIST}),
-            ScanIndexForward=False,
-            Limit=limit,
-        )
-        return [Lead.from_item(_deserialize(i)) for i in response.get("Items", [])]
-
     def find_leads(
         self, query: LeadQuery, limit: int, start: Optional[dict[str, Any]] = None
     ) -> tuple[list[Lead], Optional[dict[str, Any]]]:
@@ -473,9 +460,6 @@ class Store:
         else:
             key.update({"lead_list": LEAD_LIST, "created_at": profile.get("created_at")})
         return _serialize(key)
-
-    def list_events(self, lead_id: str) -> list[Event]:
-        return [Event.from_item(i) for i in self._query_lead(lead_id, "EVENT#")]
 
     # -- nurture: due work, claims, commits ---------------------------------------------------
 

@@ -91,7 +91,9 @@ def handoffs(table_items: Any) -> list[dict[str, Any]]:
 
 
 def stage_changes(rt: Any, lead_id: str) -> list[tuple[str, str, str]]:
-    events = sorted((e for e in rt.store.list_events(lead_id) if e.type == "stage_changed"), key=lambda e: e.at)
+    record = rt.store.lead_record(lead_id)
+    assert record is not None
+    events = sorted((e for e in record.events if e.type == "stage_changed"), key=lambda e: e.at)
     return [(e.data["from"], e.data["to"], e.data["reason"]) for e in events]
 
 
