@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Optional
 
+from chalicelib.vocabulary import ConsentStatus, HandoffStatus
+
 
 def iso(moment: datetime) -> str:
     """UTC timestamps in one fixed-width format, so they sort as strings in DynamoDB keys."""
@@ -71,15 +73,15 @@ class Touch:
         return cls(**{k: item.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
 
 
-GRANTED = "granted"
-PENDING_CONFIRMATION = "pending_confirmation"
+GRANTED = ConsentStatus.GRANTED
+PENDING_CONFIRMATION = ConsentStatus.PENDING_CONFIRMATION
 
 
 @dataclass(frozen=True)
 class ConsentRecord:
     """Marketing consent as given: which wording (version), when, on which form."""
 
-    status: str  # "granted" or "pending_confirmation" (double opt-in)
+    status: str  # a ConsentStatus
     version: str
     text: str
     form_id: str
@@ -203,13 +205,13 @@ class Enrolment:
 
     lead_id: str
     sequence_id: str
-    status: str  # "active", "awaiting_confirmation", "completed", "exited"
+    status: str  # an EnrolmentStatus
     step_index: int
     enrolled_at: str
     due_at: Optional[str]
     attempts: int = 0  # claims of the current step so far (backoff after failures)
     claim_id: Optional[str] = None
-    exit_reason: Optional[str] = None
+    exit_reason: Optional[str] = None  # an ExitReason, or "<prefix>:<detail>" (chalicelib.vocabulary)
 
     def to_item(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -267,7 +269,7 @@ class Suppression:
     """An address that must never be mailed again: bounced, complained, unsubscribed, erased."""
 
     lead_id: str
-    reason: str
+    reason: str  # a SuppressionReason
     at: str
     detail: str = ""
 
@@ -290,10 +292,10 @@ class Handoff:
     owner_email: str
     reason: str
     score: float
-    status: str = "pending"  # pending -> notifying -> notified
+    status: str = HandoffStatus.PENDING
     email_sent_at: Optional[str] = None
     sns_sent_at: Optional[str] = None
-    webhook_status: Optional[str] = None  # None (no webhook), "pending", "delivered", "failed"
+    webhook_status: Optional[str] = None  # a WebhookStatus; None when there is no webhook
     webhook_attempts: int = 0
     claim_id: Optional[str] = None
 

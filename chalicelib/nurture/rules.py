@@ -10,6 +10,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chalicelib.entities import Enrolment, Lead, Suppression, iso, parse_iso
 from chalicelib.models import WEEKDAYS, Campaign, Condition, FrequencyCap, SendWindow, Sequence, SequenceExit, Step
+from chalicelib.vocabulary import (
+    EXIT_GOAL,
+    EXIT_STAGE,
+    EXIT_SUPPRESSED,
+    ConsentStatus,
+    DeferReason,
+    ExitReason,
+    exit_reason,
+)
 
 # The double opt-in email travels as a one-step sequence of its own, so it gets every delivery
 # guarantee the nurture steps get. Campaign sequence ids cannot start with "_".
@@ -17,10 +26,9 @@ CONFIRM_SEQUENCE = "_confirm"
 CONFIRM_STEP = "confirm"
 
 # Exit reasons the dispatcher gives (the rules below give theirs: lead_gone, stage:..., goal:...).
-# The sequence report counts exits by reason.
-REJECTED = "rejected"  # SES refused the message for good (MessageRejected); the address is suppressed
-INVALID_ADDRESS = "invalid_address"  # no valid email can be built for the address; suppressed, with this reason
-UNDELIVERABLE = "undeliverable"  # errors up to the dispatcher's MAX_ATTEMPTS, or a send that cannot be recorded
+REJECTED = ExitReason.REJECTED
+INVALID_ADDRESS = ExitReason.INVALID_ADDRESS
+UNDELIVERABLE = ExitReason.UNDELIVERABLE
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,7 @@ class Advance:
 @dataclass(frozen=True)
 class Defer:
     until: datetime
-    reason: str  # "window" or "frequency_cap"
+    reason: str  # a DeferReason
 
 
 @dataclass(frozen=True)
@@ -76,21 +84,25 @@ def decide(
 ) -> Decision:
     """What to do with a due enrolment now. Exits win over everything; then conditions, then timing."""
     if lead is None:
-        return Exit("lead_gone")
+        return Exit(ExitReason.LEAD_GONE)
     if suppression is not None:
-        return Exit(f"suppressed:{suppression.reason}")
+        return Exit(exit_reason(EXIT_SUPPRESSED, suppression.reason))
     if lead.unsubscribed_at is not None:
-        return Exit("unsubscribed")
+        return Exit(ExitReason.UNSUBSCRIBED)
     sequence = sequence_for(campaign, enrolment.sequence_id)
     if sequence is None:
-        return Exit("sequence_removed")
-    if enrolment.sequence_id == CONFIRM_SEQUENCE and lead.consent is not None and lead.consent.status == "granted":
-        return Exit("already_confirmed")
+        return Exit(ExitReason.SEQUENCE_REMOVED)
+    if (
+        enrolment.sequence_id == CONFIRM_SEQUENCE
+        and lead.consent is not None
+        and lead.consent.status == ConsentStatus.GRANTED
+    ):
+        return Exit(ExitReason.ALREADY_CONFIRMED)
     if lead.stage in sequence.exit.stages:
-        return Exit(f"stage:{lead.stage}")
+        return Exit(exit_reason(EXIT_STAGE, lead.stage))
     for goal in sequence.exit.events:
         if goal in lead.event_types:
-            return Exit(f"goal:{goal}")
+            return Exit(exit_reason(EXIT_GOAL, goal))
 
     steps = sequence.steps
     enrolled_at = parse_iso(enrolment.enrolled_at)
@@ -119,6 +131,23 @@ def decide(
 def step_due(step: Step, *, previous_at: datetime, enrolled_at: datetime) -> datetime:
     base = enrolled_at if step.after == "enrolment" else previous_at
     return base + step.delay
+
+
+def first_step_due(sequence: Sequence, starts_at: datetime) -> datetime:
+    """When an enrolment's first step falls due: its delay after the enrolment starts, which is
+    when the lead enters the sequence, or when it confirms a double opt-in it entered waiting."""
+    return step_due(sequence.steps[0], previous_at=starts_at, enrolled_at=starts_at)
+
+
+def magnet_for(campaign: Campaign, sequence_id: str, lead: Lead) -> Optional[str]:
+    """The asset a sequence's emails are about: the magnet of a magnet form enrolling into the
+    sequence, else what first caught the lead, else any magnet it took."""
+    for form in campaign.forms.values():
+        if form.sequence == sequence_id and form.magnet is not None:
+            return form.magnet
+    if lead.first_touch.magnet in campaign.magnets:
+        return lead.first_touch.magnet
+    return next((m for m in lead.magnets if m in campaign.magnets), None)
 
 
 # -- conditions -------------------------------------------------------------------------------
@@ -188,14 +217,14 @@ def earliest_send_time(now: datetime, campaign: Campaign, lead: Lead) -> tuple[d
     """The first moment at or after ``now`` inside the send window and under the frequency cap."""
     zone = lead_zone(campaign, lead)
     sends = [parse_iso(s) for s in lead.recent_sends]
-    moment, reason = now, "window"
+    moment, reason = now, DeferReason.WINDOW
     # The two constraints can push each other forward; a few rounds always settle them.
     for _ in range(16):
         capped = cap_free_at(moment, campaign.frequency_cap, sends)
         opened = window_opening(capped, campaign.send_window, zone)
         if opened == moment:
             break
-        reason = "frequency_cap" if capped > moment else "window"
+        reason = DeferReason.FREQUENCY_CAP if capped > moment else DeferReason.WINDOW
         moment = opened
     return moment, reason
 

@@ -35,6 +35,7 @@ from chalicelib.nurture.rules import (
     cap_free_at,
     decide,
     earliest_send_time,
+    first_step_due,
     holds,
     is_skipped,
     recent_sends_after,
@@ -620,6 +621,18 @@ def test_step_due_after_enrolment() -> None:
 def test_step_due_zero_delay() -> None:
     s = Step.model_validate(step("s", "0s"))
     assert step_due(s, previous_at=MON_INSIDE, enrolled_at=ENROLLED) == MON_INSIDE
+
+
+def test_first_step_due_counts_from_when_the_enrolment_starts() -> None:
+    # Whatever the first step's "after" says: the sequence starts at enrolment, or at confirmation.
+    for after in ("previous", "enrolment"):
+        seq = Sequence.model_validate({"steps": [step("a", "2h", after=after), step("b", "1d")]})
+        assert first_step_due(seq, MON_INSIDE) == MON_INSIDE + timedelta(hours=2)
+
+
+def test_first_step_due_immediately_for_a_zero_delay() -> None:
+    seq = Sequence.model_validate({"steps": [step("a", "0s")]})
+    assert first_step_due(seq, MON_INSIDE) == MON_INSIDE
 
 
 # -- sequence_for ------------------------------------------------------------------------------

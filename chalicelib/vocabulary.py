@@ -1,0 +1,165 @@
+"""Trellis's domain words, named once: stages (in lifecycle order, from which every stage set
+derives), statuses, consent, exit and suppression reasons, event types.
+
+Each is a ``StrEnum``: a member *is* its string (``Stage.SQL == "sql"``, ``json.dumps`` and
+boto3 write ``"sql"``), so stored items, the API and the campaign file keep the words they had.
+Only the standard library here: every function imports this on its cold start.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+# -- lifecycle stages ---------------------------------------------------------------------------
+
+
+class Stage(StrEnum):
+    """Where a lead is. The members run in lifecycle order, then the two stages off it."""
+
+    SUBSCRIBER = "subscriber"
+    LEAD = "lead"
+    MQL = "mql"
+    SQL = "sql"
+    OPPORTUNITY = "opportunity"
+    CUSTOMER = "customer"
+    RECYCLED = "recycled"  # sales sent it back to nurture
+    DISQUALIFIED = "disqualified"  # sales ruled it out
+
+
+# The path a lead walks, in order; the stages after it are where sales puts a lead off that path.
+OFF_FUNNEL_STAGES: Final[tuple[Stage, ...]] = (Stage.RECYCLED, Stage.DISQUALIFIED)
+LIFECYCLE: Final[tuple[Stage, ...]] = tuple(s for s in Stage if s not in OFF_FUNNEL_STAGES)
+
+# What a form may make of a new lead.
+CAPTURE_STAGES: Final[tuple[Stage, ...]] = LIFECYCLE[: LIFECYCLE.index(Stage.LEAD) + 1]
+# Scoring moves a lead along the lifecycle up to SQL; from SQL on, and out of it, sales decides
+# (scoring never moves a lead out of these, and by default they end a nurture sequence).
+SALES_STAGES: Final[tuple[Stage, ...]] = (*LIFECYCLE[LIFECYCLE.index(Stage.SQL) :], Stage.DISQUALIFIED)
+SCORED_STAGES: Final[tuple[Stage, ...]] = LIFECYCLE[: LIFECYCLE.index(Stage.SQL) + 1]
+# What sales may set through the feedback endpoint: the stages after SQL, and back to nurture.
+FEEDBACK_STAGES: Final[tuple[Stage, ...]] = (
+    *LIFECYCLE[LIFECYCLE.index(Stage.SQL) + 1 :],
+    Stage.DISQUALIFIED,
+    Stage.RECYCLED,
+)
+# How far along the scored part of the lifecycle each stage is; a recycled lead starts over as a
+# lead. Stages outside (sales's) rank 0, but scoring never moves those.
+SCORING_RANKS: Final[dict[str, int]] = {
+    **{stage: rank for rank, stage in enumerate(SCORED_STAGES)},
+    Stage.RECYCLED: SCORED_STAGES.index(Stage.LEAD),
+}
+
+
+# -- the reports' funnel ------------------------------------------------------------------------
+
+# Every lead's first funnel step, whichever stage its form gave it.
+CAPTURED: Final = "captured"
+# The funnel report's steps: captured, then the lifecycle from lead on.
+FUNNEL_STAGES: Final[tuple[str, ...]] = (CAPTURED, *LIFECYCLE[LIFECYCLE.index(Stage.LEAD) :])
+# The stages whose time-to-reach the reports measure (lead velocity).
+VELOCITY_STAGES: Final[tuple[Stage, ...]] = (Stage.MQL, Stage.SQL)
+
+
+def stages_reached(stage: str) -> tuple[str, ...]:
+    """The report stages a lead has reached when it is in ``stage``: the funnel up to it."""
+    if stage in OFF_FUNNEL_STAGES:
+        return (stage,)
+    if stage in FUNNEL_STAGES:
+        return FUNNEL_STAGES[: FUNNEL_STAGES.index(stage) + 1]
+    return (CAPTURED,)  # subscriber: captured, not yet a lead
+
+
+# -- statuses -----------------------------------------------------------------------------------
+
+
+class EnrolmentStatus(StrEnum):
+    ACTIVE = "active"  # a step waits (due_at set) or is being sent
+    AWAITING_CONFIRMATION = "awaiting_confirmation"  # double opt-in: starts when the lead confirms
+    COMPLETED = "completed"
+    EXITED = "exited"  # with an exit reason
+
+
+class HandoffStatus(StrEnum):
+    """A handoff's notifications: pending -> notifying (claimed) -> notified."""
+
+    PENDING = "pending"
+    NOTIFYING = "notifying"
+    NOTIFIED = "notified"
+
+
+class WebhookStatus(StrEnum):
+    """A handoff's sales webhook (none at all when the campaign has no webhook)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class ConsentStatus(StrEnum):
+    GRANTED = "granted"
+    PENDING_CONFIRMATION = "pending_confirmation"  # double opt-in: the confirm link not yet followed
+
+
+# -- reasons ------------------------------------------------------------------------------------
+
+
+class SuppressionReason(StrEnum):
+    """Why an address may never be mailed again."""
+
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    UNSUBSCRIBED = "unsubscribed"
+    ERASED = "erased"
+
+
+class ExitReason(StrEnum):
+    """Why an enrolment exited; the sequence report counts exits by reason. Three more are
+    written with a detail (``exit_reason``): see the prefixes below."""
+
+    LEAD_GONE = "lead_gone"
+    UNSUBSCRIBED = "unsubscribed"
+    SEQUENCE_REMOVED = "sequence_removed"
+    ALREADY_CONFIRMED = "already_confirmed"
+    REJECTED = "rejected"  # SES refused the message for good (MessageRejected); the address is suppressed
+    INVALID_ADDRESS = "invalid_address"  # no valid email can be built for the address; suppressed, with this reason
+    UNDELIVERABLE = "undeliverable"  # errors up to the dispatcher's MAX_ATTEMPTS, or a send that cannot be recorded
+
+
+# "<prefix>:<detail>" exit reasons: the suppression's reason, the exit stage, the goal event.
+EXIT_SUPPRESSED: Final = "suppressed"
+EXIT_STAGE: Final = "stage"
+EXIT_GOAL: Final = "goal"
+
+
+def exit_reason(prefix: str, detail: str) -> str:
+    return f"{prefix}:{detail}"
+
+
+class DeferReason(StrEnum):
+    """Why a due step waits."""
+
+    WINDOW = "window"  # outside the send window
+    FREQUENCY_CAP = "frequency_cap"
+
+
+# -- event types --------------------------------------------------------------------------------
+
+
+class EventType(StrEnum):
+    """The timeline's own event types. A campaign names others (landing-page events, goals);
+    these it may not take as public events (``INTERNAL_EVENT_TYPES``)."""
+
+    FORM_SUBMITTED = "form_submitted"
+    SUBSCRIPTION_CONFIRMED = "subscription_confirmed"
+    EMAIL_OPENED = "email_opened"
+    EMAIL_CLICKED = "email_clicked"
+    EMAIL_BOUNCED = "email_bounced"
+    EMAIL_COMPLAINED = "email_complained"
+    UNSUBSCRIBED = "unsubscribed"
+    STAGE_CHANGED = "stage_changed"
+
+
+INTERNAL_EVENT_TYPES: Final[frozenset[str]] = frozenset(EventType)
+# The one landing-page event every campaign takes, whatever else it names.
+PAGE_VIEW: Final = "page_view"
