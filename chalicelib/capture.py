@@ -26,7 +26,7 @@ from chalicelib.models import (
     Tracking,
     submission_model,
 )
-from chalicelib.nurture.rules import CONFIRM_SEQUENCE
+from chalicelib.nurture.rules import CONFIRM_SEQUENCE, first_step_due
 from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.store import CaptureWrite, Store
 from chalicelib.tracking import CLAIMED, CREATOR, MAILBOX, TRUST_KEY, VOID, TokenSigner
@@ -220,7 +220,6 @@ class Capture:
         enrolments = []
         pending = consent is not None and consent.status == "pending_confirmation"
         if form.sequence is not None and (known is None or form.sequence not in known.sequences):
-            first_step = self._campaign.sequences[form.sequence].steps[0]
             enrolments.append(
                 Enrolment(
                     lead_id=lead_id,
@@ -228,7 +227,7 @@ class Capture:
                     status="awaiting_confirmation" if pending else "active",
                     step_index=0,
                     enrolled_at=at,
-                    due_at=None if pending else iso(now + first_step.delay),
+                    due_at=None if pending else iso(first_step_due(self._campaign.sequences[form.sequence], now)),
                 )
             )
         if pending and (known is None or CONFIRM_SEQUENCE not in known.sequences):

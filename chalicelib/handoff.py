@@ -35,7 +35,7 @@ from chalicelib.errors import NotFound, SendFailed, SendRejected, SendThrottled,
 from chalicelib.models import Campaign
 from chalicelib.nurture.mailer import Mailer
 from chalicelib.nurture.mime import compose, header_text, recipient
-from chalicelib.nurture.rules import lead_zone
+from chalicelib.nurture.rules import first_step_due, lead_zone
 from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.rendering import environment
 from chalicelib.scoring import ScoredEvent, next_stage, score_lead
@@ -398,8 +398,8 @@ class SalesFeedback:
             )
             recycle = self._campaign.sales.recycle_sequence
             if recycle is not None:
-                first = self._campaign.sequences[recycle].steps[0]
-                enrolment = Enrolment(lead_id, recycle, "active", 0, iso(now), iso(now + first.delay))
+                due = first_step_due(self._campaign.sequences[recycle], now)
+                enrolment = Enrolment(lead_id, recycle, "active", 0, iso(now), iso(due))
                 fields["sequences"] = set(lead.sequences) | {recycle}
         fields = {k: v for k, v in fields.items() if v is not None}
         event = Event(

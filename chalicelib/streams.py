@@ -20,6 +20,7 @@ from chalicelib.errors import InvalidRequest
 from chalicelib.handoff import Notifier, Qualifier
 from chalicelib.models import Campaign
 from chalicelib.nurture.dispatcher import Dispatcher, TickReport
+from chalicelib.nurture.rules import first_step_due
 from chalicelib.observability import correlated
 from chalicelib.reports import Tally
 from chalicelib.store import Store, parse_stream_image
@@ -190,7 +191,6 @@ class StreamProcessor:
             # Nobody vouches for it, or it may be a machine's open or click: it enrols nobody.
             return 0
         for sequence_id in self._entry.get(event.type, []):
-            first_step = self._campaign.sequences[sequence_id].steps[0]
             now = self._clock.now()
             enrolment = Enrolment(
                 lead_id=event.lead_id,
@@ -198,7 +198,7 @@ class StreamProcessor:
                 status="active",
                 step_index=0,
                 enrolled_at=iso(now),
-                due_at=iso(now + first_step.delay),
+                due_at=iso(first_step_due(self._campaign.sequences[sequence_id], now)),
             )
             enrolled += self._store.enrol(enrolment)
         return enrolled

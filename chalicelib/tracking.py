@@ -27,6 +27,7 @@ from chalicelib.clock import Clock
 from chalicelib.entities import Event, Lead, Message, Suppression, iso
 from chalicelib.errors import ConditionFailed, InvalidToken, NotFound, RateLimited, ValidationFailed
 from chalicelib.models import BehaviourEventIn, Campaign, EngagementRules
+from chalicelib.nurture.rules import first_step_due
 from chalicelib.store import Store
 
 _MAC_BYTES = 16
@@ -259,7 +260,7 @@ class Tracker:
         for sequence_id in lead.sequences:
             sequence = self._campaign.sequences.get(sequence_id)
             if sequence is not None:
-                due[sequence_id] = iso(now + sequence.steps[0].delay)
+                due[sequence_id] = iso(first_step_due(sequence, now))
         try:
             self._store.confirm_lead(lead_id, iso(now), due, _event(lead_id, CONFIRMED, now, {}))
         except ConditionFailed:

@@ -271,7 +271,7 @@ class Dispatcher:
         assert sequence is not None
         step = sequence.steps[decision.step_index]
         message_id = message_id_for(enrolment.sequence_id, step.id)
-        magnet_id = self._magnet_for(enrolment.sequence_id, lead)
+        magnet_id = rules.magnet_for(self._campaign, enrolment.sequence_id, lead)
         download_url = None
         if magnet_id is not None:
             magnet = self._campaign.magnets[magnet_id]
@@ -446,15 +446,6 @@ class Dispatcher:
             *args,
             extra={"error_type": type(e).__name__, "error_frames": "".join(traceback.format_tb(e.__traceback__))},
         )
-
-    def _magnet_for(self, sequence_id: str, lead: Lead) -> Optional[str]:
-        """The asset this sequence is about: its magnet form's, else what first caught the lead."""
-        for form in self._campaign.forms.values():
-            if form.sequence == sequence_id and form.magnet is not None:
-                return form.magnet
-        if lead.first_touch.magnet in self._campaign.magnets:
-            return lead.first_touch.magnet
-        return next((m for m in lead.magnets if m in self._campaign.magnets), None)
 
 
 def _iso_or_none(moment: Optional[datetime]) -> Optional[str]:

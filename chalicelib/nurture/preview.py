@@ -24,7 +24,7 @@ from chalicelib.entities import Lead, Touch, iso, lead_id_for
 from chalicelib.errors import ConfigError
 from chalicelib.models import Campaign, Step
 from chalicelib.nurture.render import RenderedEmail, Renderer, template_exists
-from chalicelib.nurture.rules import CONFIRM_SEQUENCE, sequence_for
+from chalicelib.nurture.rules import CONFIRM_SEQUENCE, magnet_for, sequence_for
 from chalicelib.tracking import LinkBuilder, TokenSigner
 
 PREVIEW_PUBLIC_URL = "http://127.0.0.1:8000"
@@ -97,17 +97,6 @@ def sample_lead(
         sequences=(sequence_id,),
         submissions=1,
     )
-
-
-def magnet_for(campaign: Campaign, sequence_id: str, lead: Lead) -> Optional[str]:
-    """The asset a step's email is about, chosen as the dispatcher chooses it: the magnet of a
-    magnet form enrolling into the sequence, else what first caught the lead, else any it took."""
-    for form in campaign.forms.values():
-        if form.sequence == sequence_id and form.magnet is not None:
-            return form.magnet
-    if lead.first_touch.magnet in campaign.magnets:
-        return lead.first_touch.magnet
-    return next((m for m in lead.magnets if m in campaign.magnets), None)
 
 
 def find_step(campaign: Campaign, sequence_id: str, step_id: str) -> Step:
