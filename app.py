@@ -1,24 +1,27 @@
-"""Trellis: Chalice routes and event sources. Bodies stay thin: the work is in chalicelib."""
+"""Trellis: Chalice routes and event sources. Bodies stay thin: the work is in chalicelib.
+
+Each route is declared once with what its OpenAPI operation says (``chalicelib.http``): the
+document at ``/openapi.json`` is generated from these declarations and the models they name.
+"""
+
+from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chalice.app import (
-    AuthRequest,
-    AuthResponse,
-    Chalice,
-    CloudWatchEvent,
-    DynamoDBEvent,
-    Rate,
-    Request,
-    Response,
-    SNSEvent,
-)
+from chalice.app import AuthRequest, AuthResponse, Chalice, CloudWatchEvent, DynamoDBEvent, Rate, Response, SNSEvent
 
 # Only what every function needs: the five Lambda functions share this file, and modules only some
-# routes or handlers use (dashboard, reports, scoring, the dispatcher...) load on first use.
+# routes or handlers use (dashboard, reports, scoring, the dispatcher, pydantic...) load on first use.
 from chalicelib import observability, runtime, web
 from chalicelib.config import EventSources
+from chalicelib.errors import NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from chalicelib.http import JSON, Api, Reply, page_errors
+from chalicelib.http.auth import authorize_admin
+
+if TYPE_CHECKING:
+    from chalicelib.http import bodies
+    from chalicelib.models import LeadExportParams, LeadListParams, SpendUpdate, StageChange
 
 # configure_logs=False: app.log propagates to the root logger, whose lines are JSON (observability).
 app = Chalice(app_name="trellis", configure_logs=False)
@@ -27,6 +30,7 @@ app = Chalice(app_name="trellis", configure_logs=False)
 # Gateway matches only the FIRST Accept type (infra/settings.py); not here: Chalice would then
 # base64 every response, fail on text bodies and 400 requests without Accept (aws/chalice#1523).
 app.api.binary_types.append("image/*")
+api = Api(app)
 sources = EventSources.from_env()
 
 
@@ -36,150 +40,221 @@ def observe(event: Any, get_response: Callable[[Any], Any]) -> Any:
     return observability.observe(event, get_response, runtime.pending_metrics)
 
 
-def _request() -> Request:
-    request = app.current_request
-    assert request is not None, "only called while Chalice handles a request"
-    return request
+@api.route("/health", "GET", summary="Liveness", tag="ops", ok=(200, Reply("alive", "Health")))
+def health() -> bodies.Health:
+    return web.health()
 
 
-@app.route("/health", methods=["GET"])
-def health() -> dict[str, str]:
-    return {"status": "ok"}
+@api.route(
+    "/openapi.json",
+    "GET",
+    summary="This document",
+    tag="integrators",
+    ok=(200, Reply("the OpenAPI document", media=(JSON,))),
+)
+def openapi_document() -> Response:
+    return web.openapi(runtime.current())
 
 
-# content_types="*/*" lets Trellis answer unsupported encodings itself (415 with its JSON error
-# body or an HTML page) instead of Chalice's generic reply.
-@app.route("/forms/{form_id}", methods=["POST"], content_types=["*/*"])
+# -- landing pages ---------------------------------------------------------------------------------
+
+
+@api.route("/forms/{form_id}", "POST", any_content=True, errors_as=web.form_errors, **web.FORM_POST)
 def submit_form(form_id: str) -> Response:
-    return web.submit_form(runtime.current(), form_id, _request())
+    return web.submit_form(runtime.current(), form_id, api.request)
 
 
-@app.route("/forms/{form_id}", methods=["OPTIONS"])
+@api.route("/forms/{form_id}", "OPTIONS", errors=(NotFound,), **web.PREFLIGHT, summary="CORS preflight of a form post")
 def form_preflight(form_id: str) -> Response:
-    return web.preflight(runtime.current(), form_id, _request())
+    return web.preflight(runtime.current(), form_id, api.request)
 
 
-@app.route("/events", methods=["POST"], content_types=["*/*"])
+@api.route("/events", "POST", any_content=True, errors_as=web.event_errors, **web.EVENT_POST)
 def record_event() -> Response:
-    return web.record_event(runtime.current(), _request())
+    return web.record_event(runtime.current(), api.request)
 
 
-@app.route("/events", methods=["OPTIONS"])
+@api.route("/events", "OPTIONS", **web.PREFLIGHT, summary="CORS preflight of an event post")
 def events_preflight() -> Response:
-    return web.events_preflight(runtime.current(), _request())
+    return web.events_preflight(runtime.current(), api.request)
 
 
-# HEAD too: link scanners ask it first, and their hits are recorded as a machine's.
-@app.route("/t/c/{token}", methods=["GET", "HEAD"])
+# -- email links: HEAD too, as link scanners ask it first (their hits are recorded as a machine's) --
+
+
+@api.route("/t/c/{token}", ("GET", "HEAD"), errors_as=page_errors, **web.CLICK)
 def tracked_click(token: str) -> Response:
-    return web.click(runtime.current(), token, _request())
+    return web.click(runtime.current(), token, api.request)
 
 
-@app.route("/t/o/{token}", methods=["GET", "HEAD"])
+@api.route("/t/o/{token}", ("GET", "HEAD"), **web.PIXEL)
 def tracked_open(token: str) -> Response:
-    return web.open_pixel(runtime.current(), token, _request())
+    return web.open_pixel(runtime.current(), token, api.request)
 
 
-@app.route("/u/{token}", methods=["GET"])
+@api.route("/u/{token}", "GET", errors_as=page_errors, **web.link_page("Unsubscribe page", "the page"))
 def unsubscribe_page(token: str) -> Response:
     return web.unsubscribe_page(runtime.current(), token)
 
 
 # RFC 8058 one-click posts come as form data (urlencoded or multipart); the body is not needed.
-@app.route("/u/{token}", methods=["POST"], content_types=["*/*"])
+@api.route("/u/{token}", "POST", any_content=True, errors_as=page_errors, **web.UNSUBSCRIBE)
 def unsubscribe(token: str) -> Response:
     return web.unsubscribe(runtime.current(), token)
 
 
-@app.route("/confirm/{token}", methods=["GET"])
+@api.route("/confirm/{token}", "GET", errors_as=page_errors, **web.link_page("Double opt-in page", web.CONFIRM_PAGE))
 def confirm_page(token: str) -> Response:
     return web.confirm_page(runtime.current(), token)
 
 
 # The confirm page's button: a plain form post with an empty body; the token is what counts.
-@app.route("/confirm/{token}", methods=["POST"], content_types=["*/*"])
+@api.route("/confirm/{token}", "POST", any_content=True, errors_as=page_errors, **web.CONFIRM)
 def confirm_subscription(token: str) -> Response:
     return web.confirm(runtime.current(), token)
 
 
+# -- the team's API: every route behind the admin authorizer and its verdict -----------------------
+
+
 # Cached by API Gateway per token for a minute: a rotated admin token stops working within it.
+@api.admin_authorizer
 @app.authorizer(ttl_seconds=60)
 def admin_auth(auth_request: AuthRequest) -> AuthResponse:
-    return web.authorize_admin(runtime.current(), auth_request)
+    return authorize_admin(runtime.current().admin_token, auth_request)
 
 
-@app.route("/admin/leads", methods=["GET"], authorizer=admin_auth)
-def admin_list_leads() -> Response:
-    return web.admin_list_leads(runtime.current(), _request())
+@api.route(
+    "/admin/leads",
+    "GET",
+    admin=True,
+    query_model="LeadListParams",
+    summary="List leads: filters and cursor pagination",
+    ok=(200, Reply("one page, newest first", "LeadList")),
+    errors=(ValidationFailed,),
+)
+def admin_list_leads(query: LeadListParams) -> bodies.LeadList:
+    return runtime.current().directory.leads(query)
 
 
-@app.route("/admin/leads/{lead_id}", methods=["GET"], authorizer=admin_auth)
-def admin_get_lead(lead_id: str) -> Response:
-    return web.admin_get_lead(runtime.current(), lead_id, _request())
+@api.route(
+    "/admin/leads/{lead_id}",
+    "GET",
+    admin=True,
+    summary="A lead: profile, consent, attribution, score and timeline",
+    ok=(200, Reply("the lead", "LeadDetail")),
+    errors=(NotFound,),
+)
+def admin_get_lead(lead_id: str) -> bodies.LeadDetail:
+    return runtime.current().directory.lead(lead_id)
 
 
-@app.route("/admin/leads/{lead_id}", methods=["PATCH"], content_types=["*/*"], authorizer=admin_auth)
-def admin_set_stage(lead_id: str) -> Response:
-    return web.admin_set_stage(runtime.current(), lead_id, _request())
+@api.route(
+    "/admin/leads/{lead_id}",
+    "PATCH",
+    admin=True,
+    any_content=True,
+    body="StageChange",
+    summary="Change a lead's stage (sales feedback)",
+    ok=(200, Reply("the changed lead", "StageChanged")),
+    errors=(ValidationFailed, NotFound, PayloadTooLarge, UnsupportedMediaType),
+)
+def admin_set_stage(lead_id: str, body: StageChange) -> bodies.StageChanged:
+    return runtime.current().sales_feedback.change_stage(lead_id, body)
 
 
-@app.route("/admin/leads/{lead_id}", methods=["DELETE"], authorizer=admin_auth)
-def admin_erase_lead(lead_id: str) -> Response:
-    return web.admin_erase_lead(runtime.current(), lead_id, _request())
+@api.route(
+    "/admin/leads/{lead_id}",
+    "DELETE",
+    admin=True,
+    summary="Erase a lead (GDPR art. 17) and suppress the address for good",
+    ok=(200, Reply("erased", "LeadErased")),
+    errors=(ValidationFailed, NotFound),
+    path_help={"lead_id": web.LEAD_ID_OR_EMAIL},
+)
+def admin_erase_lead(lead_id: str) -> bodies.LeadErased:
+    return runtime.current().privacy.erase(lead_id)
 
 
-@app.route("/admin/leads/{lead_id}/export", methods=["GET"], authorizer=admin_auth)
-def admin_export_lead(lead_id: str) -> Response:
-    return web.admin_export_lead(runtime.current(), lead_id, _request())
+@api.route(
+    "/admin/leads/{lead_id}/export",
+    "GET",
+    admin=True,
+    summary="Export everything stored about a lead (GDPR art. 15)",
+    ok=(200, Reply("the lead's data", "LeadExport")),
+    errors=(ValidationFailed, NotFound),
+    path_help={"lead_id": web.LEAD_ID_OR_EMAIL},
+)
+def admin_export_lead(lead_id: str) -> bodies.LeadExport:
+    return runtime.current().privacy.export(lead_id)
 
 
-@app.route("/admin/export/leads.csv", methods=["GET"], authorizer=admin_auth)
-def admin_export_csv() -> Response:
-    return web.admin_export_csv(runtime.current(), _request())
+@api.route("/admin/export/leads.csv", "GET", admin=True, query_model="LeadExportParams", **web.CSV_EXPORT)
+def admin_export_csv(query: LeadExportParams) -> Response:
+    return web.admin_export_csv(runtime.current(), query, api.request)
 
 
-@app.route("/admin/reports/funnel", methods=["GET"], authorizer=admin_auth)
-def admin_funnel_report() -> Response:
-    return web.admin_funnel_report(runtime.current(), _request())
+@api.route(
+    "/admin/reports/funnel",
+    "GET",
+    admin=True,
+    summary="Funnel by stage, channel and utm_campaign: conversion, velocity, cost per lead",
+    ok=(200, Reply("the report", "FunnelReport")),
+)
+def admin_funnel_report() -> bodies.FunnelReport:
+    return runtime.current().reports.funnel()
 
 
-@app.route("/admin/reports/sequences", methods=["GET"], authorizer=admin_auth)
-def admin_sequence_report() -> Response:
-    return web.admin_sequence_report(runtime.current(), _request())
+@api.route(
+    "/admin/reports/sequences",
+    "GET",
+    admin=True,
+    summary="Email statistics per sequence step, and deliverability against SES's limits",
+    ok=(200, Reply("the report", "SequenceReport")),
+)
+def admin_sequence_report() -> bodies.SequenceReport:
+    return runtime.current().reports.sequences()
 
 
-@app.route("/admin/reports/spend", methods=["PUT"], content_types=["*/*"], authorizer=admin_auth)
-def admin_set_spend() -> Response:
-    return web.admin_set_spend(runtime.current(), _request())
+@api.route(
+    "/admin/reports/spend",
+    "PUT",
+    admin=True,
+    any_content=True,
+    body="SpendUpdate",
+    summary="Set the spend to date on one channel (replaces the campaign file's)",
+    ok=(200, Reply("the spend now counted", "SpendSet")),
+    errors=(ValidationFailed, PayloadTooLarge, UnsupportedMediaType),
+)
+def admin_set_spend(body: SpendUpdate) -> bodies.SpendSet:
+    return runtime.current().reports.set_spend(body)
 
 
 # The dashboard's pages check the session cookie themselves: an API Gateway authorizer would
 # answer a browser without the Authorization header with 401 before the login form could show.
-@app.route("/admin/dashboard", methods=["GET"])
+@api.route("/admin/dashboard", "GET", **web.DASHBOARD)
 def admin_dashboard() -> Response:
     from chalicelib import dashboard
 
-    return dashboard.page(runtime.current(), _request())
+    return dashboard.page(runtime.current(), api.request)
 
 
 # Any content type: what is not a form is a wrong token, answered with the login page.
-@app.route("/admin/login", methods=["POST"], content_types=["*/*"])
+@api.route("/admin/login", "POST", any_content=True, **web.LOGIN)
 def admin_login() -> Response:
     from chalicelib import dashboard
 
-    return dashboard.login(runtime.current(), _request())
+    return dashboard.login(runtime.current(), api.request)
 
 
-@app.route("/admin/logout", methods=["POST"], content_types=["*/*"])
+@api.route("/admin/logout", "POST", any_content=True, **web.LOGOUT)
 def admin_logout() -> Response:
     from chalicelib import dashboard
 
-    return dashboard.logout(runtime.current(), _request())
+    return dashboard.logout(runtime.current(), api.request)
 
 
-@app.route("/openapi.json", methods=["GET"])
-def openapi_document() -> Response:
-    return web.openapi(runtime.current())
+# -- event sources -------------------------------------------------------------------------------
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))

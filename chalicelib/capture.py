@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from chalicelib.clock import Clock
 from chalicelib.entities import GRANTED, ConsentRecord, Enrolment, Event, Lead, Touch, iso, lead_id_for
-from chalicelib.errors import InvalidToken, NotFound, ValidationFailed, WriteConflict
+from chalicelib.errors import InvalidToken, NotFound, ValidationFailed, WriteConflict, field_errors
 from chalicelib.models import (
     CONSENT_FIELD,
     LEAD_TOKEN_FIELD,
@@ -341,13 +341,3 @@ def _truthy(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     return isinstance(value, str) and value.strip().lower() in _TRUE_VALUES
-
-
-def field_errors(error: ValidationError, whole: str = "body") -> dict[str, str]:
-    """Each bad field's first reason; ``whole`` names errors about the input as a whole."""
-    fields: dict[str, str] = {}
-    for item in error.errors():
-        name = str(item["loc"][0]) if item["loc"] else whole
-        message = item["msg"].removeprefix("Value error, ")
-        fields.setdefault(name, message)
-    return fields

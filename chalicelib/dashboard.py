@@ -39,11 +39,14 @@ from chalicelib.config import MAX_BODY_BYTES, Settings
 from chalicelib.credentials import AdminToken, CredentialsUnavailable
 from chalicelib.entities import iso
 from chalicelib.errors import InvalidToken, TrellisError
+from chalicelib.http import bodies, error_response
+from chalicelib.http.auth import bearer_token, token_matches
+from chalicelib.http.bodies import FunnelReport, SequenceReport
+from chalicelib.http.requests import FORM, media_type
 from chalicelib.rendering import environment, render_page
 from chalicelib.runtime import Runtime
 from chalicelib.store import Store
 from chalicelib.tracking import TokenSigner
-from chalicelib.web import error_response
 
 logger = logging.getLogger(__name__)
 
@@ -188,18 +191,9 @@ def cookies_from_headers(headers: Mapping[str, Any], name: str = SESSION_COOKIE)
 
 
 def bearer_valid(context: SessionContext, headers: Mapping[str, Any]) -> bool:
-    """``Authorization: Bearer <admin token>``, compared in constant time as the authorizer does."""
-    header = headers.get("authorization") or headers.get("Authorization") or ""
-    scheme, _, token = str(header).partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return _token_matches(context, token.strip())
-
-
-def _token_matches(context: SessionContext, candidate: str) -> bool:
-    expected = context.admin_token.value()
-    # An empty expected token must never match an empty candidate.
-    return bool(expected) and hmac.compare_digest(candidate.encode(), expected)
+    """``Authorization: Bearer <admin token>``, checked as the authorizer checks it."""
+    header = headers.get("authorization") or headers.get("Authorization")
+    return token_matches(bearer_token(header), context.admin_token)
 
 
 def session_open(context: SessionContext, headers: Mapping[str, Any]) -> bool:
@@ -388,13 +382,12 @@ def login(runtime: Runtime, request: Request) -> Response:
     """
     if not same_origin(runtime, request.headers):
         return _cross_site()
-    media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-    token = _submitted_token(request.raw_body) if media_type == "application/x-www-form-urlencoded" else None
+    token = _submitted_token(request.raw_body) if media_type(request.headers) == FORM else None
     try:
         if _throttled(runtime, request):
             logger.warning("admin login throttled")
             return _throttled_page(runtime)
-        if token is None or not _token_matches(runtime, token.strip()):
+        if token is None or not token_matches(token.strip(), runtime.admin_token):
             logger.warning("admin login rejected")
             if not _count_failure(runtime, request):
                 return _throttled_page(runtime)
@@ -482,11 +475,11 @@ class Bar:
     text_y: int
 
 
-def funnel_bars(funnel: Mapping[str, Any]) -> list[Bar]:
+def funnel_bars(funnel: FunnelReport) -> list[Bar]:
     """One bar per funnel stage, widths proportional to the largest count (all zero: no width)."""
-    reached: Mapping[str, int] = funnel["total"]["reached"]
-    rates = {(c["from"], c["to"]): c["rate"] for c in funnel["total"]["conversion"]}
-    stages: list[str] = list(funnel["stages"])
+    reached = funnel.total.reached.model_dump()
+    rates = {(c.low, c.high): c.rate for c in funnel.total.conversion}
+    stages = list(funnel.stages)
     largest = max((int(reached.get(stage, 0)) for stage in stages), default=0)
     bars = []
     for index, stage in enumerate(stages):
@@ -524,19 +517,19 @@ class FunnelRow:
     to_sql_leads: int
 
 
-def funnel_row(label: str, row: Mapping[str, Any], currency: Optional[str]) -> FunnelRow:
-    velocity = row["velocity"]
+def funnel_row(label: str, row: bodies.FunnelRow, currency: Optional[str]) -> FunnelRow:
+    velocity = row.velocity
     return FunnelRow(
         label=label,
-        captured=format_count(row["reached"].get("captured", 0)),
-        sqls=format_count(row["reached"].get("sql", 0)),
-        spend=format_money(row.get("spend"), currency),
-        cost_per_lead=format_money(row.get("cost_per_lead"), currency),
-        cost_per_sql=format_money(row.get("cost_per_sql"), currency),
-        to_mql=format_duration(velocity["mql"]["median_seconds"]),
-        to_sql=format_duration(velocity["sql"]["median_seconds"]),
-        to_mql_leads=int(velocity["mql"]["leads"]),
-        to_sql_leads=int(velocity["sql"]["leads"]),
+        captured=format_count(row.reached.captured),
+        sqls=format_count(row.reached.sql),
+        spend=format_money(row.spend, currency),
+        cost_per_lead=format_money(row.cost_per_lead, currency),
+        cost_per_sql=format_money(row.cost_per_sql, currency),
+        to_mql=format_duration(velocity.mql.median_seconds),
+        to_sql=format_duration(velocity.sql.median_seconds),
+        to_mql_leads=velocity.mql.leads,
+        to_sql_leads=velocity.sql.leads,
     )
 
 
@@ -562,28 +555,29 @@ class StepRow:
     complained: str
 
 
-def step_row(step: Mapping[str, Any], *, sequence_id: str = "", step_id: str = "", subject: str = "") -> StepRow:
-    rates = step.get("rates") or {}
+def step_row(step: bodies.EmailRow, *, subject: str = "") -> StepRow:
+    rates = step.rates
 
     def beside(metric: str) -> str:
         # The count beside its rate; nothing beside the dash of a step not sent yet.
-        return "" if rates.get(metric) is None else format_count(step[metric])
+        return "" if getattr(rates, metric) is None else format_count(getattr(step, metric))
 
+    named = step if isinstance(step, bodies.StepRow) else None
     return StepRow(
-        sequence_id=str(step.get("sequence_id", sequence_id)),
-        step_id=str(step.get("step_id", step_id)),
-        subject=str(step.get("subject", subject)),
-        sent=format_count(step["sent"]),
-        delivered=format_count(step["delivered"]),
+        sequence_id=named.sequence_id if named else "",
+        step_id=named.step_id if named else "",
+        subject=named.subject if named else subject,
+        sent=format_count(step.sent),
+        delivered=format_count(step.delivered),
         opened=beside("opened"),
-        opened_rate=format_percent(rates.get("opened")),
+        opened_rate=format_percent(rates.opened),
         clicked=beside("clicked"),
-        clicked_rate=format_percent(rates.get("clicked")),
-        machine_opened=format_count(step["machine_opened"]),
-        machine_clicked=format_count(step["machine_clicked"]),
-        unsubscribed=format_count(step["unsubscribed"]),
-        bounced=format_count(step["bounced"]),
-        complained=format_count(step["complained"]),
+        clicked_rate=format_percent(rates.clicked),
+        machine_opened=format_count(step.machine_opened),
+        machine_clicked=format_count(step.machine_clicked),
+        unsubscribed=format_count(step.unsubscribed),
+        bounced=format_count(step.bounced),
+        complained=format_count(step.complained),
     )
 
 
@@ -599,35 +593,29 @@ def _gauge(label: str, rate: Optional[float], limit: float, digits: int) -> Gaug
     return Gauge(label, format_percent(rate, digits), format_percent(limit, digits), rate is not None and rate > limit)
 
 
-def _bots(funnel: Mapping[str, Any], sequences: Mapping[str, Any]) -> tuple[int, list[tuple[str, str]]]:
-    blocked = funnel.get("bots_blocked") or {}
-    total = int(blocked.get("total", sequences.get("bots_blocked", 0)))
-    by_form = [
+def _bots(funnel: FunnelReport) -> list[tuple[str, str]]:
+    return [
         (form_id, ", ".join(f"{reason} {format_count(n)}" for reason, n in sorted(reasons.items())))
-        for form_id, reasons in sorted((blocked.get("by_form") or {}).items())
+        for form_id, reasons in sorted(funnel.bots_blocked.by_form.items())
     ]
-    return total, by_form
 
 
-def render_dashboard(
-    funnel: Mapping[str, Any], sequences: Mapping[str, Any], *, campaign_title: str, now: datetime
-) -> str:
+def render_dashboard(funnel: FunnelReport, sequences: SequenceReport, *, campaign_title: str, now: datetime) -> str:
     """The dashboard page from the two reports (``Reports.funnel()``, ``Reports.sequences()``)."""
-    currency: Optional[str] = funnel.get("currency")
-    total = funnel["total"]
+    currency = funnel.currency
+    total = funnel.total
     bars = funnel_bars(funnel)
-    deliverability = sequences["deliverability"]
-    bots_total, bots_by_form = _bots(funnel, sequences)
+    deliverability = sequences.deliverability
     context = {
         "campaign_title": campaign_title,
         "generated_at": now.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "tiles": [
-            ("Captured", format_count(total["reached"].get("captured", 0))),
-            ("SQLs", format_count(total["reached"].get("sql", 0))),
-            ("Customers", format_count(total["reached"].get("customer", 0))),
-            ("Spend", format_money(total.get("spend"), currency)),
-            ("Cost per lead", format_money(total.get("cost_per_lead"), currency)),
-            ("Cost per SQL", format_money(total.get("cost_per_sql"), currency)),
+            ("Captured", format_count(total.reached.captured)),
+            ("SQLs", format_count(total.reached.sql)),
+            ("Customers", format_count(total.reached.customer)),
+            ("Spend", format_money(total.spend, currency)),
+            ("Cost per lead", format_money(total.cost_per_lead, currency)),
+            ("Cost per SQL", format_money(total.cost_per_sql, currency)),
         ],
         "bars": bars,
         "chart": {
@@ -637,21 +625,19 @@ def render_dashboard(
             "bar_max": _BAR_MAX,
             "bar_height": _BAR_HEIGHT,
         },
-        "off_funnel": [(stage_label(stage), format_count(n)) for stage, n in total.get("off_funnel", {}).items()],
-        "channels": [
-            funnel_row(f"{c['utm_source']} / {c['utm_medium']}", c, currency) for c in funnel.get("channels", [])
-        ],
-        "utm_campaigns": [funnel_row(c["utm_campaign"], c, currency) for c in funnel.get("utm_campaigns", [])],
+        "off_funnel": [(stage_label(stage), format_count(n)) for stage, n in total.off_funnel.model_dump().items()],
+        "channels": [funnel_row(f"{c.utm_source} / {c.utm_medium}", c, currency) for c in funnel.channels],
+        "utm_campaigns": [funnel_row(c.utm_campaign, c, currency) for c in funnel.utm_campaigns],
         "total_row": funnel_row("All channels", total, currency),
-        "steps": [step_row(step) for step in sequences.get("steps", [])],
-        "step_totals": step_row(sequences["totals"], subject="All emails"),
+        "steps": [step_row(step) for step in sequences.steps],
+        "step_totals": step_row(sequences.totals, subject="All emails"),
         "gauges": [
-            _gauge("Bounce rate", deliverability["bounce_rate"], deliverability["bounce_limit"], 1),
-            _gauge("Complaint rate", deliverability["complaint_rate"], deliverability["complaint_limit"], 2),
+            _gauge("Bounce rate", deliverability.bounce_rate, deliverability.bounce_limit, 1),
+            _gauge("Complaint rate", deliverability.complaint_rate, deliverability.complaint_limit, 2),
         ],
-        "warnings": list(deliverability.get("warnings") or []),
-        "bots_total": format_count(bots_total),
-        "bots_by_form": bots_by_form,
+        "warnings": list(deliverability.warnings),
+        "bots_total": format_count(funnel.bots_blocked.total),
+        "bots_by_form": _bots(funnel),
     }
     return environment().get_template("admin/dashboard.html").render(**context)
 

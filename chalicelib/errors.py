@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TrellisError(Exception):
     """Base of every error Trellis raises on purpose."""
@@ -92,3 +94,14 @@ class RateLimited(TrellisError):
         super().__init__(f"too many {what}; try again in {retry_after_seconds} s")
         self.what = what
         self.retry_after = retry_after_seconds
+
+
+def field_errors(error: Any, whole: str = "body") -> dict[str, str]:
+    """Each bad field's first reason, from a pydantic ``ValidationError`` (read by its
+    ``errors()``, so this module needs no pydantic); ``whole`` names errors about the input as a whole."""
+    fields: dict[str, str] = {}
+    for item in error.errors():
+        name = str(item["loc"][0]) if item["loc"] else whole
+        message = item["msg"].removeprefix("Value error, ")
+        fields.setdefault(name, message)
+    return fields

@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from chalicelib.clock import Clock
 from chalicelib.engagement import Verdict
@@ -48,6 +48,11 @@ from chalicelib.tracking import (
     engagement_verdicts,
     is_trusted,
 )
+from chalicelib.vocabulary import FEEDBACK_STAGES
+
+if TYPE_CHECKING:
+    from chalicelib.http.bodies import StageChanged
+    from chalicelib.models import StageChange
 
 logger = logging.getLogger(__name__)
 
@@ -363,9 +368,6 @@ def _one_line(value: Any) -> str:
     return "" if value is None else header_text(str(value))
 
 
-FEEDBACK_STAGES = ("opportunity", "customer", "disqualified", "recycled")
-
-
 class SalesFeedback:
     """Sales moves a lead on (opportunity, customer), out (disqualified) or back to nurture.
 
@@ -410,3 +412,10 @@ class SalesFeedback:
         updated = self._store.get_lead(lead_id)
         assert updated is not None
         return updated
+
+    def change_stage(self, lead_id: str, change: StageChange) -> StageChanged:
+        """``PATCH /admin/leads/{lead_id}``: the answer is the lead's stage and score after it."""
+        from chalicelib.http.bodies import StageChanged
+
+        lead = self.set_stage(lead_id, change.stage, change.note)
+        return StageChanged(lead_id=lead.lead_id, stage=lead.stage, stage_reason=lead.stage_reason, score=lead.score)

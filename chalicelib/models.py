@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from chalicelib.vocabulary import FEEDBACK_STAGES
+
 # ---------------------------------------------------------------------------------------------
 # Shared field types
 
@@ -683,8 +685,12 @@ class BehaviourEventIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
-    token: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
-    type: Identifier
+    token: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=4096),
+        Field(description="the `lead_token` a form submission answered with"),
+    ]
+    type: Annotated[Identifier, Field(description="an event type the campaign scores, enrols or exits on")]
     url: Optional[HttpUrl] = None
 
 
@@ -697,15 +703,26 @@ class LeadListParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
-    stage: Optional[Stage] = None
-    min_score: Optional[Score] = None
-    max_score: Optional[Score] = None
-    form: Optional[Annotated[str, Field(min_length=1, max_length=64)]] = None
-    utm_source: Optional[Annotated[str, Field(min_length=1, max_length=200)]] = None
-    created_from: Optional[datetime] = None
-    created_to: Optional[datetime] = None
-    limit: int = Field(default=50, ge=1, le=200)
-    cursor: Optional[Annotated[str, Field(max_length=2000)]] = None
+    stage: Optional[Stage] = Field(default=None, description="only leads in this stage (highest score first)")
+    min_score: Optional[Score] = Field(default=None, description="only leads scoring at least this")
+    max_score: Optional[Score] = Field(default=None, description="only leads scoring at most this")
+    form: Optional[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default=None, description="only leads first captured through this form"
+    )
+    utm_source: Optional[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default=None, description="only leads whose first touch had this utm_source"
+    )
+    created_from: Optional[datetime] = Field(
+        default=None, description="only leads created at or after this moment (with a time zone)"
+    )
+    created_to: Optional[datetime] = Field(
+        default=None, description="only leads created at or before this moment (with a time zone)"
+    )
+    limit: int = Field(default=50, ge=1, le=200, description="page size")
+    cursor: Optional[Annotated[str, Field(max_length=2000)]] = Field(
+        default=None,
+        description="the `next_cursor` of the previous page (valid for one day, with the same filters)",
+    )
 
     @field_validator("created_from", "created_to")
     @classmethod
@@ -736,7 +753,17 @@ class SpendUpdate(AdSpend):
     """``PUT /admin/reports/spend``: the spend to date on one channel (replaces the file's)."""
 
 
+class StageChange(BaseModel):
+    """``PATCH /admin/leads/{lead_id}``: sales feedback on a lead (which stages it may set is the
+    feedback's rule: ``vocabulary.FEEDBACK_STAGES``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
+
+    stage: Annotated[str, Field(json_schema_extra={"enum": list(FEEDBACK_STAGES)}, description="the new stage")]
+    note: Optional[Annotated[str, Field(max_length=500)]] = None
+
+
 class LeadExportParams(LeadListParams):
     """``GET /admin/export/leads.csv``: the list's filters, in bigger pages."""
 
-    limit: int = Field(default=1000, ge=1, le=5000)
+    limit: int = Field(default=1000, ge=1, le=5000, description="page size")

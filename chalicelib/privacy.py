@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from chalicelib.clock import Clock
@@ -18,8 +18,12 @@ from chalicelib.entities import Suppression, iso, lead_id_for
 from chalicelib.errors import NotFound, ValidationFailed
 from chalicelib.models import normalise_email
 from chalicelib.store import Store
+from chalicelib.vocabulary import SuppressionReason
 
-ERASED = "erased"
+if TYPE_CHECKING:
+    from chalicelib.http.bodies import LeadErased, LeadExport
+
+ERASED = SuppressionReason.ERASED
 _LEAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -43,16 +47,20 @@ class Privacy:
         self._store = store
         self._clock = clock
 
-    def export(self, lead_id_or_email: str) -> dict[str, Any]:
+    def export(self, lead_id_or_email: str) -> LeadExport:
+        from chalicelib.http.bodies import LeadExport
+
         lead_id = resolve_lead_id(lead_id_or_email)
         stored = self._store.export_lead(lead_id)
         if stored is None:
             raise NotFound("lead", lead_id)
-        return {"lead_id": lead_id, "exported_at": iso(self._clock.now()), **asdict(stored)}
+        return LeadExport(lead_id=lead_id, exported_at=iso(self._clock.now()), **asdict(stored))
 
-    def erase(self, lead_id_or_email: str) -> dict[str, Any]:
+    def erase(self, lead_id_or_email: str) -> LeadErased:
+        from chalicelib.http.bodies import LeadErased
+
         lead_id = resolve_lead_id(lead_id_or_email)
         deleted = self._store.erase_lead(lead_id, Suppression(lead_id, ERASED, iso(self._clock.now())))
         if deleted is None:
             raise NotFound("lead", lead_id)
-        return {"lead_id": lead_id, "erased": True, "items_deleted": deleted, "suppressed": True}
+        return LeadErased(lead_id=lead_id, items_deleted=deleted)

@@ -29,6 +29,7 @@ from chalicelib.capture import SUBMISSION_EVENT
 from chalicelib.clock import Clock
 from chalicelib.engagement import Verdict
 from chalicelib.entities import Enrolment, Event, Lead, Message, iso, parse_iso
+from chalicelib.http import bodies
 from chalicelib.models import Campaign, SpendUpdate
 from chalicelib.nurture.rules import CONFIRM_SEQUENCE, CONFIRM_STEP
 from chalicelib.store import Counter, LeadRecord, Store
@@ -41,10 +42,16 @@ from chalicelib.tracking import (
     STAGE_CHANGED,
     UNSUBSCRIBED,
 )
+from chalicelib.vocabulary import (
+    CAPTURED,
+    FUNNEL_STAGES,
+    OFF_FUNNEL_STAGES,
+    VELOCITY_STAGES,
+    ConsentStatus,
+    EnrolmentStatus,
+    Stage,
+)
 
-FUNNEL_STAGES = ("captured", "lead", "mql", "sql", "opportunity", "customer")
-OFF_FUNNEL_STAGES = ("recycled", "disqualified")
-VELOCITY_STAGES = ("mql", "sql")
 EMAIL_METRICS = ("sent", "delivered", "opened", "clicked", "unsubscribed", "bounced", "complained")
 # Opens and clicks judged a machine's (chalicelib.engagement), counted apart: rates use people's.
 MACHINE_METRICS = ("machine_opened", "machine_clicked")
@@ -84,7 +91,7 @@ def stages_reached(stage: str) -> tuple[str, ...]:
         return (stage,)
     if stage in FUNNEL_STAGES:
         return FUNNEL_STAGES[: FUNNEL_STAGES.index(stage) + 1]
-    return ("captured",)  # subscriber: captured, not yet a lead
+    return (CAPTURED,)  # subscriber: captured, not yet a lead
 
 
 def velocity_bucket(seconds: float) -> int:
@@ -133,32 +140,34 @@ def funnel_counters(lead: Lead) -> list[Counter]:
 
 
 def funnel_row(counts: Mapping[str, Any], spend: Optional[float]) -> dict[str, Any]:
+    """The fields of a funnel row (``bodies.FunnelRow``) from a counter's counts."""
     reached = {stage: int(counts.get(f"reached_{stage}", 0)) for stage in FUNNEL_STAGES}
     velocity = {}
     for stage in VELOCITY_STAGES:
         histogram = {i: int(counts.get(f"to_{stage}_{i}", 0)) for i in range(len(VELOCITY_BUCKETS) + 1)}
         median = median_seconds(histogram)
-        velocity[stage] = {
-            "leads": sum(histogram.values()),
-            "median_seconds": round(median) if median is not None else None,
-        }
+        velocity[stage] = bodies.Speed(
+            leads=sum(histogram.values()), median_seconds=round(median) if median is not None else None
+        )
     return {
-        "reached": reached,
-        "off_funnel": {stage: int(counts.get(f"reached_{stage}", 0)) for stage in OFF_FUNNEL_STAGES},
+        "reached": bodies.FunnelCounts(**reached),
+        "off_funnel": bodies.OffFunnelCounts(
+            **{stage: int(counts.get(f"reached_{stage}", 0)) for stage in OFF_FUNNEL_STAGES}
+        ),
         "conversion": [
-            {"from": low, "to": high, "rate": _rate(reached[high], reached[low])}
+            bodies.Conversion(low=low, high=high, rate=_rate(reached[high], reached[low]))
             for low, high in itertools.pairwise(FUNNEL_STAGES)
         ],
-        "velocity": velocity,
+        "velocity": bodies.Velocity(**velocity),
         "spend": spend,
-        "cost_per_lead": _money(spend, reached["captured"]),
-        "cost_per_sql": _money(spend, reached["sql"]),
+        "cost_per_lead": _money(spend, reached[CAPTURED]),
+        "cost_per_sql": _money(spend, reached[Stage.SQL]),
     }
 
 
 def funnel_report(
     campaign: Campaign, counters: Mapping[Counter, Mapping[str, Any]], bots: Mapping[str, int]
-) -> dict[str, Any]:
+) -> bodies.FunnelReport:
     spend: dict[tuple[str, str], float] = {(s.utm_source, s.utm_medium): s.amount for s in campaign.ad_spend}
     for counter, fields in counters.items():
         if counter.kind == "spend" and len(counter.parts) == 2:
@@ -175,35 +184,35 @@ def funnel_report(
         form_id, _, reason = name.partition(":")
         if reason:
             by_form.setdefault(form_id, {})[reason] = int(count)
-    return {
-        "campaign": campaign.name,
-        "currency": campaign.currency,
-        "stages": list(FUNNEL_STAGES),
-        "total": funnel_row(
-            counters.get(Counter("funnel", ("all",)), {}), round(sum(spend.values()), 2) if spend else None
-        ),
-        "channels": [
-            {"utm_source": source, "utm_medium": medium, **funnel_row(fields, spend.get((source, medium)))}
+    total_spend = round(sum(spend.values()), 2) if spend else None
+    return bodies.FunnelReport(
+        campaign=campaign.name,
+        currency=campaign.currency,
+        stages=list(FUNNEL_STAGES),
+        total=bodies.FunnelRow(**funnel_row(counters.get(Counter("funnel", ("all",)), {}), total_spend)),
+        channels=[
+            bodies.ChannelRow(utm_source=source, utm_medium=medium, **funnel_row(fields, spend.get((source, medium))))
             for (source, medium), fields in sorted(channels.items())
         ],
-        "utm_campaigns": [
-            {"utm_campaign": name, **funnel_row(fields, None)} for name, fields in sorted(utm_campaigns.items())
+        utm_campaigns=[
+            bodies.CampaignRow(utm_campaign=name, **funnel_row(fields, None))
+            for name, fields in sorted(utm_campaigns.items())
         ],
-        "bots_blocked": {"total": int(bots.get("blocked", 0)), "by_form": by_form},
-    }
+        bots_blocked=bodies.BotsBlocked(total=int(bots.get("blocked", 0)), by_form=by_form),
+    )
 
 
-def _email_row(counts: Mapping[str, Any]) -> dict[str, Any]:
+def _email_counts(counts: Mapping[str, Any]) -> dict[str, Any]:
     """A step's (or the campaign's) counts; ``opened`` and ``clicked`` are people's, and only
     they make the rates. A lead whose email a scanner and then its person clicked is in both."""
     row: dict[str, Any] = {metric: int(counts.get(metric, 0)) for metric in (*EMAIL_METRICS, *MACHINE_METRICS)}
-    row["rates"] = {metric: _rate(row[metric], row["sent"]) for metric in EMAIL_METRICS[1:]}
+    row["rates"] = bodies.EmailRates(**{metric: _rate(row[metric], row["sent"]) for metric in EMAIL_METRICS[1:]})
     return row
 
 
 def sequence_report(
     campaign: Campaign, counters: Mapping[Counter, Mapping[str, Any]], bots: Mapping[str, int]
-) -> dict[str, Any]:
+) -> bodies.SequenceReport:
     """Per step, in campaign order, then any step counted that the campaign no longer has.
 
     Rates are relative to emails sent, as SES computes bounce and complaint rates.
@@ -221,9 +230,10 @@ def sequence_report(
     for key in [*subjects, *sorted(step_counts.keys() - subjects.keys())]:
         if key[0] == CONFIRM_SEQUENCE and key not in step_counts:
             continue  # no double opt-in form in use: no confirmation row
-        row = _email_row(step_counts.get(key, {}))
-        steps.append({"sequence_id": key[0], "step_id": key[1], "subject": subjects.get(key, ""), **row})
-    totals = _email_row({metric: sum(int(s[metric]) for s in steps) for metric in (*EMAIL_METRICS, *MACHINE_METRICS)})
+        row = _email_counts(step_counts.get(key, {}))
+        steps.append(bodies.StepRow(sequence_id=key[0], step_id=key[1], subject=subjects.get(key, ""), **row))
+    metrics = (*EMAIL_METRICS, *MACHINE_METRICS)
+    totals = bodies.EmailRow(**_email_counts({m: sum(int(getattr(s, m)) for s in steps) for m in metrics}))
     exits: dict[str, dict[str, int]] = {
         c.parts[0]: {reason: int(n) for reason, n in sorted(fields.items())}
         for c, fields in sorted(counters.items(), key=lambda item: item[0].parts)
@@ -233,7 +243,7 @@ def sequence_report(
     for by_reason in exits.values():
         for reason, count in by_reason.items():
             exits_total[reason] = exits_total.get(reason, 0) + count
-    bounce_rate, complaint_rate = totals["rates"]["bounced"], totals["rates"]["complained"]
+    bounce_rate, complaint_rate = totals.rates.bounced, totals.rates.complained
     warnings = []
     if bounce_rate is not None and bounce_rate > SES_BOUNCE_LIMIT:
         warnings.append(
@@ -245,19 +255,19 @@ def sequence_report(
             f"Complaint rate {complaint_rate:.2%} is above SES's {SES_COMPLAINT_LIMIT:.1%}: SES may pause "
             "sending. Check consent wording, frequency and the unsubscribe link."
         )
-    return {
-        "steps": steps,
-        "totals": totals,
-        "deliverability": {
-            "bounce_rate": bounce_rate,
-            "complaint_rate": complaint_rate,
-            "bounce_limit": SES_BOUNCE_LIMIT,
-            "complaint_limit": SES_COMPLAINT_LIMIT,
-            "warnings": warnings,
-        },
-        "exits": {"total": dict(sorted(exits_total.items())), "by_sequence": exits},
-        "bots_blocked": int(bots.get("blocked", 0)),
-    }
+    return bodies.SequenceReport(
+        steps=steps,
+        totals=totals,
+        deliverability=bodies.Deliverability(
+            bounce_rate=bounce_rate,
+            complaint_rate=complaint_rate,
+            bounce_limit=SES_BOUNCE_LIMIT,
+            complaint_limit=SES_COMPLAINT_LIMIT,
+            warnings=warnings,
+        ),
+        exits=bodies.Exits(total=dict(sorted(exits_total.items())), by_sequence=exits),
+        bots_blocked=int(bots.get("blocked", 0)),
+    )
 
 
 def _step_of(message_id: object) -> Optional[tuple[str, str]]:
@@ -290,7 +300,7 @@ class Tally:
             return self._count_reaction(image.lead_id, image.data.get("message_id"), image.type, image.at)
         if image.type == SUBMISSION_EVENT:
             form = self._campaign.forms.get(str(image.data.get("form_id")))
-            return self._count_stages(image, ("captured", *stages_reached(form.stage if form else "subscriber")))
+            return self._count_stages(image, (CAPTURED, *stages_reached(form.stage if form else Stage.SUBSCRIBER)))
         if image.type == CONFIRMED:  # a double opt-in sign-up counts from its confirmation
             return self._count_stages(image, None)
         if image.type == STAGE_CHANGED:
@@ -332,7 +342,7 @@ class Tally:
         return self._count_reaction(lead_id, message_id, event_type, at)
 
     def _count_exit(self, enrolment: Enrolment) -> int:
-        if enrolment.status != "exited" or not enrolment.exit_reason:
+        if enrolment.status != EnrolmentStatus.EXITED or not enrolment.exit_reason:
             return 0
         # Per enrolment (a re-enrolment has a new enrolled_at), kept: a later write to the exited
         # enrolment's item comes down the stream again and must not count it twice.
@@ -368,11 +378,11 @@ class Tally:
         lead = self._store.get_lead(event.lead_id)
         if lead is None:
             return 0  # erased (or expired unconfirmed) since: nothing to attribute
-        if lead.consent is not None and lead.consent.status == "pending_confirmation":
+        if lead.consent is not None and lead.consent.status == ConsentStatus.PENDING_CONFIRMATION:
             return 0  # not a lead until confirmed (and gone by TTL if never)
         if stages is None:
             form = self._campaign.forms.get(lead.first_touch.form_id)
-            stages = ("captured", *stages_reached(form.stage if form else "subscriber"))
+            stages = (CAPTURED, *stages_reached(form.stage if form else Stage.SUBSCRIBER))
         counted = 0
         for stage in dict.fromkeys(stages):
             increments = {f"reached_{stage}": 1}
@@ -390,23 +400,23 @@ class Reports:
     store: Store
     clock: Clock
 
-    def funnel(self) -> dict[str, Any]:
+    def funnel(self) -> bodies.FunnelReport:
         return funnel_report(self.campaign, self.store.report_counters(), self.store.bot_counts())
 
-    def sequences(self) -> dict[str, Any]:
+    def sequences(self) -> bodies.SequenceReport:
         return sequence_report(self.campaign, self.store.report_counters(), self.store.bot_counts())
 
-    def both(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    def both(self) -> tuple[bodies.FunnelReport, bodies.SequenceReport]:
         """The funnel and the sequence report from one read of the counters (the dashboard)."""
         counters, bots = self.store.report_counters(), self.store.bot_counts()
         return funnel_report(self.campaign, counters, bots), sequence_report(self.campaign, counters, bots)
 
-    def set_spend(self, update: SpendUpdate) -> dict[str, Any]:
+    def set_spend(self, update: SpendUpdate) -> bodies.SpendSet:
         counter = Counter("spend", (update.utm_source, update.utm_medium))
         self.store.set_counter_fields(counter, {"amount": update.amount, "updated_at": iso(self.clock.now())})
-        return {
-            "utm_source": update.utm_source,
-            "utm_medium": update.utm_medium,
-            "amount": update.amount,
-            "currency": self.campaign.currency,
-        }
+        return bodies.SpendSet(
+            utm_source=update.utm_source,
+            utm_medium=update.utm_medium,
+            amount=update.amount,
+            currency=self.campaign.currency,
+        )

@@ -27,6 +27,7 @@ from chalicelib.tracking import LinkBuilder, TokenSigner, Tracker
 if TYPE_CHECKING:  # the services below are imported where they are first built
     from chalicelib.capture import Capture
     from chalicelib.credentials import AdminToken
+    from chalicelib.directory import Directory
     from chalicelib.handoff import Notifier, Qualifier, SalesFeedback
     from chalicelib.models import Campaign
     from chalicelib.nurture.dispatcher import Dispatcher, Pacer
@@ -171,6 +172,12 @@ class Runtime:
             self.clock,
             self.metrics,
         )
+
+    @functools.cached_property
+    def directory(self) -> Directory:
+        from chalicelib.directory import Directory
+
+        return Directory(self.campaign, self.store, self.signer, self.clock)
 
     @functools.cached_property
     def privacy(self) -> Privacy:

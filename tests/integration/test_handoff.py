@@ -509,8 +509,10 @@ def test_every_admin_route_is_behind_the_admin_authorizer():
 def test_admin_authorizer_verdicts(rt, header, verdict):
     from chalice.app import AuthRequest
 
-    from chalicelib.web import authorize_admin
+    from chalicelib.http.auth import authorize_admin
 
-    answer = authorize_admin(rt, AuthRequest("TOKEN", header, "arn:aws:execute-api:us-east-1:1:api/api/GET/admin"))
+    answer = authorize_admin(
+        rt.admin_token, AuthRequest("TOKEN", header, "arn:aws:execute-api:us-east-1:1:api/api/GET/admin")
+    )
 
     assert answer.principal_id == verdict

@@ -193,13 +193,13 @@ def test_csv_needs_the_token(client, ada):
 
 
 def test_csv_pages_end_early_at_the_byte_cap_and_resume_after_the_last_row(client, clock, monkeypatch):
-    from chalicelib import web
+    from chalicelib import directory
 
     for n in range(5):
         fields = {"email": f"big{n}@example.com", "first_name": "B" * 90, "consent": True}
         assert post_json(client, "/forms/newsletter", fields).status_code == 200
         clock.advance(60)
-    monkeypatch.setattr(web, "CSV_PAGE_BYTES", 900)  # the header and two rows of ~300 bytes
+    monkeypatch.setattr(directory, "CSV_PAGE_BYTES", 900)  # the header and two rows of ~300 bytes
 
     seen: list[str] = []
     path: str | None = "/admin/export/leads.csv?limit=5000"

@@ -59,7 +59,7 @@ def test_median_is_interpolated_inside_its_bucket():
 def test_rates_are_of_emails_sent_and_warnings_start_above_ses_limits(rt):
     def report(sent: int, bounced: int, complained: int) -> dict[str, Any]:
         counts = {Counter("step", ("welcome", "welcome")): {"sent": sent, "bounced": bounced, "complained": complained}}
-        return sequence_report(rt.campaign, counts, {})
+        return sequence_report(rt.campaign, counts, {}).model_dump(mode="json")
 
     at_limits = report(1000, 50, 1)
     assert at_limits["deliverability"]["bounce_rate"] == SES_BOUNCE_LIMIT
@@ -79,7 +79,7 @@ def test_rates_are_of_emails_sent_and_warnings_start_above_ses_limits(rt):
 
 
 def test_every_campaign_step_has_a_row_in_order_even_before_any_send(rt):
-    rows = sequence_report(rt.campaign, {}, {})["steps"]
+    rows = sequence_report(rt.campaign, {}, {}).model_dump(mode="json")["steps"]
     expected = [(s, step.id) for s, seq in rt.campaign.sequences.items() for step in seq.steps]
     assert [(r["sequence_id"], r["step_id"]) for r in rows] == expected
     assert all(r["sent"] == 0 for r in rows)

@@ -19,6 +19,7 @@ from chalicelib import aws, dashboard
 from chalicelib.clock import FixedClock
 from chalicelib.config import load_campaign
 from chalicelib.credentials import CredentialsUnavailable, StaticAdminToken
+from chalicelib.http.bodies import FunnelReport, SequenceReport
 from chalicelib.reports import MACHINE_METRICS, funnel_report, sequence_report
 from chalicelib.store import Store
 from chalicelib.tracking import TokenSigner
@@ -118,17 +119,21 @@ def sequences(warnings: Optional[list[str]] = None) -> dict[str, Any]:
             "complaint_limit": 0.001,
             "warnings": warnings or [],
         },
+        "exits": {"total": {"stage:sql": 2}, "by_sequence": {"nurture": {"stage:sql": 2}}},
         "bots_blocked": 7,
     }
 
 
 def render(funnel_data=None, sequence_data=None, title="Demo campaign") -> str:
-    return dashboard.render_dashboard(
-        funnel_data if funnel_data is not None else funnel(),
-        sequence_data if sequence_data is not None else sequences(),
-        campaign_title=title,
-        now=START,
-    )
+    """The page from report data: the JSON shape (as the API answers it) read into the report
+    models the dashboard reads, or the models themselves."""
+    funnel_data = funnel_data if funnel_data is not None else funnel()
+    sequence_data = sequence_data if sequence_data is not None else sequences()
+    if isinstance(funnel_data, dict):
+        funnel_data = FunnelReport.model_validate(funnel_data)
+    if isinstance(sequence_data, dict):
+        sequence_data = SequenceReport.model_validate(sequence_data)
+    return dashboard.render_dashboard(funnel_data, sequence_data, campaign_title=title, now=START)
 
 
 class Elements(HTMLParser):
@@ -217,7 +222,9 @@ def test_zero_data_page_renders_with_empty_bars_and_dashes():
         k: 0
         for k in ("sent", "delivered", "opened", "clicked", "unsubscribed", "bounced", "complained", *MACHINE_METRICS)
     }
-    empty["totals"]["rates"] = dict.fromkeys(("delivered", "opened", "clicked", "bounced", "complained"))
+    empty["totals"]["rates"] = dict.fromkeys(
+        ("delivered", "opened", "clicked", "unsubscribed", "bounced", "complained")
+    )
     empty["deliverability"].update(bounce_rate=None, complaint_rate=None)
 
     html = render(data, empty)
@@ -385,7 +392,9 @@ def context(public_url: str = "https://trellis.test/api", token: str = ADMIN_TOK
         settings=SimpleNamespace(public_url=public_url),
         store=store,
         campaign=SimpleNamespace(title="Demo campaign", name="demo"),
-        reports=SimpleNamespace(both=lambda: (funnel(), sequences())),
+        reports=SimpleNamespace(
+            both=lambda: (FunnelReport.model_validate(funnel()), SequenceReport.model_validate(sequences()))
+        ),
     )
 
 
