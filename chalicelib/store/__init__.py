@@ -18,7 +18,7 @@ aggregate, each a file here:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from chalicelib.entities import Enrolment, Event, Handoff, Message
 from chalicelib.store import keys
@@ -43,9 +43,6 @@ from chalicelib.store.keys import (
 from chalicelib.store.leads import CaptureWrite, LeadQuery, LeadRecord, Leads
 from chalicelib.store.nurture import Nurture
 from chalicelib.store.sessions import Sessions
-
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
 
 __all__ = [
     "ADMIN_SESSION_PREFIX",
@@ -77,14 +74,14 @@ class Store(Leads, Erasure, Nurture, Handoffs, Counters, Sessions):
     callers that want a single store (runtime, twin, bench) while each file stays one aggregate.
     """
 
-    def __init__(
-        self,
-        client: Callable[[], DynamoDBClient],
-        table_name: str,
-        *,
-        sleep: Optional[Callable[[float], None]] = None,
-    ) -> None:
-        super().__init__(client, table_name, sleep)
+
+# The items the stream handler reacts to, by the sort key's prefix.
+_STREAMED: tuple[tuple[str, Callable[[dict[str, Any]], Enrolment | Event | Handoff | Message]], ...] = (
+    (keys.ENROL_PREFIX, Enrolment.from_item),
+    (keys.EVENT_PREFIX, Event.from_item),
+    (keys.HANDOFF_PREFIX, Handoff.from_item),
+    (keys.MESSAGE_PREFIX, Message.from_item),
+)
 
 
 def parse_stream_image(image: Mapping[str, Any]) -> Optional[Enrolment | Event | Handoff | Message]:
@@ -92,12 +89,4 @@ def parse_stream_image(image: Mapping[str, Any]) -> Optional[Enrolment | Event |
     if not image or "sk" not in image:
         return None
     item = deserialize(image)
-    if keys.is_kind(item, keys.ENROL_PREFIX):
-        return Enrolment.from_item(item)
-    if keys.is_kind(item, keys.EVENT_PREFIX):
-        return Event.from_item(item)
-    if keys.is_kind(item, keys.HANDOFF_PREFIX):
-        return Handoff.from_item(item)
-    if keys.is_kind(item, keys.MESSAGE_PREFIX):
-        return Message.from_item(item)
-    return None
+    return next((entity(item) for prefix, entity in _STREAMED if keys.is_kind(item, prefix)), None)

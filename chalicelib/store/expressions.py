@@ -9,6 +9,7 @@ method below wrote is sent.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Optional, Union
 
 from chalicelib.store.codec import serialize
@@ -47,38 +48,37 @@ class Expression:
     # -- updates ----------------------------------------------------------------------------------
 
     def set(self, path: Path, value: Any) -> Expression:
-        self._sets.append(f"{self.name(path)} = {self.value(value)}")
-        return self
-
-    def set_all(self, attributes: dict[str, Any]) -> Expression:
-        for attribute, value in attributes.items():
-            self.set(attribute, value)
-        return self
+        return self._clause(self._sets, f"{self.name(path)} = {self.value(value)}")
 
     def set_if_absent(self, path: Path, value: Any) -> Expression:
         """Set unless already there: what the first write decided stays."""
         name = self.name(path)
-        self._sets.append(f"{name} = if_not_exists({name}, {self.value(value)})")
-        return self
+        return self._clause(self._sets, f"{name} = if_not_exists({name}, {self.value(value)})")
 
     def increment(self, path: Path, by: Any, start: Any) -> Expression:
         """``start + by`` on an item without the attribute."""
         name = self.name(path)
-        self._sets.append(f"{name} = if_not_exists({name}, {self.value(start)}) + {self.value(by)}")
-        return self
+        return self._clause(self._sets, f"{name} = if_not_exists({name}, {self.value(start)}) + {self.value(by)}")
 
     def remove(self, *paths: Path) -> Expression:
-        self._removes.extend(self.name(path) for path in paths)
-        return self
+        return self._clause(self._removes, *(self.name(path) for path in paths))
 
     def add(self, path: Path, value: Any) -> Expression:
         """ADD: a number added, or members added to a set."""
-        self._adds.append(f"{self.name(path)} {self.value(value)}")
+        return self._clause(self._adds, f"{self.name(path)} {self.value(value)}")
+
+    def set_all(self, attributes: Mapping[str, Any]) -> Expression:
+        for attribute, value in attributes.items():
+            self.set(attribute, value)
         return self
 
-    def add_all(self, attributes: dict[str, Any]) -> Expression:
+    def add_all(self, attributes: Mapping[str, Any]) -> Expression:
         for attribute, value in attributes.items():
             self.add(attribute, value)
+        return self
+
+    def _clause(self, clause: list[str], *parts: str) -> Expression:
+        clause.extend(parts)
         return self
 
     def update(self) -> str:

@@ -146,10 +146,10 @@ def marker_names(items: Iterable[dict[str, Any]]) -> list[str]:
     return [str(item["sk"])[len(MARKER_PREFIX) :] for item in of_kind(items, MARKER_PREFIX)]
 
 
-def index_key(lead_id: str, item: Mapping[str, Any], by_stage: bool) -> dict[str, Any]:
-    """A profile's key in by_stage (``by_stage``) or by_created: where a Query of it resumes."""
+def index_key(lead_id: str, item: Mapping[str, Any], index: str) -> dict[str, Any]:
+    """A profile's key in one of the lead indexes: where a Query of that index resumes after it."""
     key: dict[str, Any] = profile(lead_id)
-    if by_stage:
+    if index == STAGE_INDEX:
         key.update({"stage": item.get("stage"), "score": item.get("score")})
     else:
         key.update({LEAD_LIST_ATTRIBUTE: LEAD_LIST, "created_at": item.get("created_at")})

@@ -248,8 +248,8 @@ class Leads(Table):
     ) -> tuple[list[Lead], Optional[dict[str, Any]]]:
         """Up to ``limit`` leads matching ``query`` and the key to go on from (None at the end).
 
-        Never a Scan: with a stage, the by_stage index (highest score first, the score range in
-        the key condition); without, the by_created index (newest first, the created range in the
+        Never a Scan: with a stage, the stage index (highest score first, the score range in
+        the key condition); without, the creation index (newest first, the created range in the
         key condition). The other filters are filter expressions on that index. Each Query asks
         for no more items than are still wanted, so the returned key is exactly where to resume.
         """
@@ -257,16 +257,14 @@ class Leads(Table):
         score = listed.between("score", query.min_score, query.max_score)
         created = listed.between("created_at", query.created_from, query.created_to)
         if query.stage is not None:
-            index, condition = keys.STAGE_INDEX, all_of(listed.eq("stage", query.stage), score)
-            filters = [created]
+            condition, filters = all_of(listed.eq("stage", query.stage), score), [created]
         else:
-            index, condition = keys.CREATED_INDEX, all_of(listed.eq(keys.LEAD_LIST_ATTRIBUTE, keys.LEAD_LIST), created)
-            filters = [score]
+            condition, filters = all_of(listed.eq(keys.LEAD_LIST_ATTRIBUTE, keys.LEAD_LIST), created), [score]
         for attribute, wanted in (("form_id", query.form_id), ("utm_source", query.utm_source)):
             if wanted is not None:
                 filters.append(listed.eq(("first_touch", attribute), wanted))
         request = {
-            "IndexName": index,
+            "IndexName": _index(query),
             "ScanIndexForward": False,
             **listed.params(KeyConditionExpression=condition, FilterExpression=all_of(*filters)),
         }
@@ -280,4 +278,8 @@ class Leads(Table):
     def resume_key(self, query: LeadQuery, lead_id: str) -> dict[str, Any]:
         """Where ``find_leads(query)`` goes on right after this lead: its key in the index used."""
         profile = self._get(keys.profile(lead_id)) or {}
-        return serialize(keys.index_key(lead_id, profile, by_stage=query.stage is not None))
+        return serialize(keys.index_key(lead_id, profile, _index(query)))
+
+
+def _index(query: LeadQuery) -> str:
+    return keys.STAGE_INDEX if query.stage is not None else keys.CREATED_INDEX

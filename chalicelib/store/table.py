@@ -35,11 +35,36 @@ def backoff(attempt: int) -> float:
     return 0.05 * (1 << attempt)
 
 
+def _code(error: Exception) -> Optional[str]:
+    return error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
+
+
+def _failure(operation: str, error: Exception, *, refusal_is_invalid: bool = True) -> StoreError:
+    """The domain error (chalicelib/errors.py) a failed request raises.
+
+    ``refusal_is_invalid=False`` keeps a single conditional write's ValidationException a plain
+    StoreError, as it always was: callers that give up on InvalidRequest never saw one there.
+    """
+    code = _code(error)
+    if code == "TransactionCanceledException" and isinstance(error, ClientError):
+        reasons = {r.get("Code") for r in error.response.get("CancellationReasons", [])}
+        if "ConditionalCheckFailed" in reasons:
+            return ConditionFailed("an item was not as the write expected")
+        if "TransactionConflict" in reasons:
+            return WriteConflict("a concurrent transaction touched the same items; retry")
+        if "ValidationError" in reasons:
+            return InvalidRequest(f"{operation} refused: {error}")
+    if code == "ValidationException" and refusal_is_invalid:
+        return InvalidRequest(f"{operation} refused: {error}")
+    return StoreError(f"{operation} failed: {error}")
+
+
 class Table:
     def __init__(
         self,
         client: Callable[[], DynamoDBClient],
         table_name: str,
+        *,
         sleep: Optional[Callable[[float], None]] = None,
     ) -> None:
         """``client`` makes (or returns the cached) client on first request: creating one loads
@@ -62,42 +87,24 @@ class Table:
     def _call(self, operation: str, **kwargs: Any) -> Any:
         try:
             return getattr(self._client, operation)(**kwargs)
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") == "ValidationException":
-                raise InvalidRequest(f"{operation} refused: {e}") from e
-            raise StoreError(f"{operation} failed: {e}") from e
-        except BotoCoreError as e:
-            raise StoreError(f"{operation} failed: {e}") from e
+        except (ClientError, BotoCoreError) as e:
+            raise _failure(operation, e) from e
 
     def _write_if(self, operation: str, kwargs: dict[str, Any]) -> bool:
         """A conditional single-item write: True when written, False when its condition failed."""
         try:
             getattr(self._client, operation)(**kwargs)
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+        except (ClientError, BotoCoreError) as e:
+            if _code(e) == "ConditionalCheckFailedException":
                 return False
-            raise StoreError(f"{operation} failed: {e}") from e
-        except BotoCoreError as e:
-            raise StoreError(f"{operation} failed: {e}") from e
+            raise _failure(operation, e, refusal_is_invalid=False) from e
         return True
 
     def _transact(self, operations: list[dict[str, Any]]) -> None:
         try:
             self._client.transact_write_items(TransactItems=operations)  # type: ignore[arg-type]
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") == "TransactionCanceledException":
-                reasons = {r.get("Code") for r in e.response.get("CancellationReasons", [])}
-                if "ConditionalCheckFailed" in reasons:
-                    raise ConditionFailed("an item was not as the write expected") from e
-                if "TransactionConflict" in reasons:
-                    raise WriteConflict("a concurrent transaction touched the same items; retry") from e
-                if "ValidationError" in reasons:
-                    raise InvalidRequest(f"transaction refused: {e}") from e
-            if e.response.get("Error", {}).get("Code") == "ValidationException":
-                raise InvalidRequest(f"transaction refused: {e}") from e
-            raise StoreError(f"transaction failed: {e}") from e
-        except BotoCoreError as e:
-            raise StoreError(f"transaction failed: {e}") from e
+        except (ClientError, BotoCoreError) as e:
+            raise _failure("transaction", e) from e
 
     def _transact_if(self, operations: list[dict[str, Any]], *, conflict_attempts: int = 1) -> bool:
         """A transaction: True when written, False when one of its conditions failed.
