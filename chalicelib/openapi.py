@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from functools import cache
-from typing import Any, get_args
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -20,17 +20,7 @@ from chalicelib.credentials import CredentialsUnavailable
 from chalicelib.http import FORM, GIF, JSON, Operation, Reply
 from chalicelib.http.endpoint import ANSWER_MODELS, REQUEST_MODELS, model
 from chalicelib.http.errors import Unauthorized, documented_statuses, status_of
-from chalicelib.models import (
-    CONSENT_FIELD,
-    LEAD_TOKEN_FIELD,
-    RENDERED_AT_FIELD,
-    TRACKING_FIELDS,
-    BotDefence,
-    Form,
-    StandardField,
-    Tracking,
-    submission_model,
-)
+from chalicelib.http.form_schema import form_submission, urlencoded, without_null
 from chalicelib.web import ADMIN_COOKIE
 
 OPENAPI_VERSION = "3.1.0"
@@ -70,17 +60,6 @@ class _Components:
         return ref(name)
 
 
-def _without_null(schema: Schema) -> Schema:
-    """An ``Optional[X]`` that is absent rather than null (a query parameter, an answer's
-    field left out when it has no value) is X."""
-    variants = schema.get("anyOf")
-    if variants is None:
-        return schema
-    rest = [v for v in variants if v != {"type": "null"}]
-    stripped = {k: v for k, v in schema.items() if k != "anyOf" and not (k == "default" and v is None)}
-    return {**rest[0], **stripped} if len(rest) == 1 else {**stripped, "anyOf": rest}
-
-
 def _opened(schema: Schema) -> Schema:
     """An answer's object stays open for clients (adding a field is not a breaking change), and
     a field that may be left out is never null."""
@@ -89,9 +68,7 @@ def _opened(schema: Schema) -> Schema:
         return schema
     required = set(schema.get("required", ()))
     opened = {k: v for k, v in schema.items() if k != "additionalProperties"}
-    opened["properties"] = {
-        name: prop if name in required else _without_null(prop) for name, prop in properties.items()
-    }
+    opened["properties"] = {name: prop if name in required else without_null(prop) for name, prop in properties.items()}
     return opened
 
 
@@ -100,7 +77,7 @@ def _query_parameters(cls: type[BaseModel]) -> list[Schema]:
     required = set(schema.get("required", ()))
     parameters = []
     for name, prop in schema["properties"].items():
-        plain = {k: v for k, v in _without_null(prop).items() if k not in ("title", "description")}
+        plain = {k: v for k, v in without_null(prop).items() if k not in ("title", "description")}
         parameters.append(
             {
                 "name": name,
@@ -113,75 +90,6 @@ def _query_parameters(cls: type[BaseModel]) -> list[Schema]:
     return parameters
 
 
-def _submission(components: _Components) -> Schema:
-    """Every field a form may declare, from the model a form with all standard fields builds.
-
-    Which fields a form requires, which custom fields it takes and whether consent is required
-    are per form, in the campaign file; unknown fields are ignored, never stored.
-    """
-    every_field = Form(
-        kind="signup",
-        thank_you_url="https://example.com/thanks",
-        fields={"email": "required", **dict.fromkeys(get_args(StandardField)[1:], "optional")},
-    )
-    schema = components.model(submission_model(every_field))
-    components.schemas.pop("NormalisedEmail", None)  # the parsed form of the address, not what is sent
-    tracking = components.model(Tracking)
-    honeypot = BotDefence().honeypot_field
-    properties: dict[str, Schema] = {
-        **schema["properties"],
-        "email": {
-            "type": "string",
-            "format": "email",
-            "maxLength": 254,
-            "description": "one address as text, validated (no DNS lookup); an ASCII part before the @",
-        },
-        **{name: tracking["properties"][name] for name in TRACKING_FIELDS},
-        CONSENT_FIELD: {
-            "anyOf": [{"type": "boolean"}, STRING],
-            "description": 'marketing consent: true, or "on", "true", "1", "yes" as HTML checkboxes send it; '
-            "required by forms that ask for consent",
-        },
-        RENDERED_AT_FIELD: {
-            "anyOf": [{"type": "number"}, STRING],
-            "description": "when the page rendered the form, in milliseconds since the epoch (bot defence): "
-            "a JSON post without it, or with one in the future or not a number, is answered as a success and "
-            "nothing is stored",
-        },
-        LEAD_TOKEN_FIELD: {
-            "type": "string",
-            "maxLength": 4096,
-            "description": "the lead token the page holds; one that came through a link in the lead's own "
-            "email lets this submission change the lead's existing profile fields",
-        },
-        honeypot: {
-            "type": "string",
-            "maxLength": 0,
-            "description": f"honeypot (the campaign's bot_defence.honeypot_field, {honeypot!r} by default): "
-            "must stay empty; a filled one is answered as a success and nothing is stored",
-        },
-    }
-    return {
-        "title": "FormSubmission",
-        "type": "object",
-        "description": "A form's fields. Fields the form does not declare (custom fields excepted) are ignored; "
-        "an empty string means not given.",
-        "properties": properties,
-        "required": ["email"],
-        "additionalProperties": {"description": "the form's custom fields (text, number, choice, checkbox)"},
-    }
-
-
-def _urlencoded(schema: Schema) -> Schema:
-    """The same fields as an HTML form posts them: every value a string."""
-    properties = {
-        name: {"type": "string", **{k: v for k, v in _without_null(prop).items() if k in ("maxLength", "pattern")}}
-        for name, prop in schema["properties"].items()
-    }
-    properties["email"] = dict(schema["properties"]["email"])
-    return {**schema, "title": "FormSubmissionFields", "properties": properties}
-
-
 def _form_body(fields: Schema, description: str = "", required: bool = False, *media: str) -> Schema:
     body: Schema = {"required": required, "content": {m: {"schema": fields} for m in media or (FORM,)}}
     return {**body, "description": description} if description else body
@@ -189,8 +97,9 @@ def _form_body(fields: Schema, description: str = "", required: bool = False, *m
 
 def _request_body(name: str, components: _Components) -> Schema:
     if name == "form_submission":
-        submission = _submission(components)
-        content = {JSON: {"schema": submission}, FORM: {"schema": _urlencoded(submission)}}
+        submission = form_submission(components.model)
+        components.schemas.pop("NormalisedEmail", None)  # the parsed form of the address, not what is sent
+        content = {JSON: {"schema": submission}, FORM: {"schema": urlencoded(submission)}}
         return {"required": True, "content": content}
     if name == "one_click":
         one_click = {"type": "object", "properties": {"List-Unsubscribe": {"const": "One-Click"}}}
