@@ -23,13 +23,13 @@ import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
+from chalicelib.campaign_types import Campaign
 from chalicelib.capture import SUBMISSION_EVENT
 from chalicelib.clock import Clock
 from chalicelib.engagement import Verdict
 from chalicelib.entities import Enrolment, Event, Lead, Message, iso, parse_iso
-from chalicelib.models import Campaign, SpendUpdate
 from chalicelib.nurture.rules import CONFIRM_SEQUENCE, CONFIRM_STEP
 from chalicelib.store import Counter, LeadRecord, Store
 from chalicelib.tracking import (
@@ -41,6 +41,9 @@ from chalicelib.tracking import (
     STAGE_CHANGED,
     UNSUBSCRIBED,
 )
+
+if TYPE_CHECKING:  # a request body's model: pydantic loads with the request that brings one
+    from chalicelib.models import SpendUpdate
 
 FUNNEL_STAGES = ("captured", "lead", "mql", "sql", "opportunity", "customer")
 OFF_FUNNEL_STAGES = ("recycled", "disqualified")

@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Optional
 
+from chalicelib.campaign_types import Campaign, Step
 from chalicelib.config import load_campaign
 from chalicelib.entities import Lead, Touch, iso, lead_id_for
 from chalicelib.errors import ConfigError
-from chalicelib.models import Campaign, Step
 from chalicelib.nurture.render import RenderedEmail, Renderer, template_exists
 from chalicelib.nurture.rules import CONFIRM_SEQUENCE, magnet_for, sequence_for
 from chalicelib.tracking import LinkBuilder, TokenSigner
