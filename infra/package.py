@@ -391,7 +391,9 @@ def ship_campaign(project_copy: Path, campaign: str) -> None:
     compiled here from that very file (whatever the checkout held compiled): the cold start loads
     the compiled form alone, and refuses it if it is not the file's. Both deploy paths use it."""
     directory = project_copy / "campaigns"
-    for other in [*directory.glob("*.yaml"), *directory.glob(f"*{COMPILED_SUFFIX}")]:
+    # Anything else goes, not only other campaigns: a compilation's temporary file, copied while
+    # make validate or a test session was writing it, is nothing to ship either.
+    for other in directory.iterdir():
         if other.name not in (f"{campaign}.yaml", f"{campaign}{COMPILED_SUFFIX}"):
             other.unlink()
     compile_to(campaign_path(campaign, directory), directory)
