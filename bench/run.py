@@ -192,23 +192,32 @@ def main(argv: list[str] | None = None) -> int:
     times = coldstart.import_times(sizes.import_runs)
     zip_bytes = coldstart.package_zip()
     deps = coldstart.site_packages_bytes()
-    cold = times["app"].median / times["bare"].median
-    goals.append(("cold start `import app` <= 1.3x a bare Chalice app with boto3", cold <= 1.3, f"{cold:.2f}x"))
+    heavy = coldstart.heavy_after_import()
+    cold = times["app + campaign"].median / times["bare"].median
+    goals.append(
+        (
+            "cold start `import app` + loading the campaign <= 1.3x a bare Chalice app with boto3",
+            cold <= 1.3,
+            f"{cold:.2f}x",
+        )
+    )
     section(
         "5. Cold start and package size",
         [
             *coldstart.table(times, zip_bytes, deps),
             "",
-            f"Goal <= 1.3x: {mark(cold <= 1.3)} ({cold:.2f}x). Fresh interpreters (`python -c`), timing around the "
-            "imports only, no AWS call at import; one warm-up round discarded. `python -X importtime -c 'import app'` "
-            "shows where it goes: boto3 and Chalice (in both, ~170 ms), then pydantic, PyYAML and our own modules "
-            "(`chalicelib.models` defines its classes; their validators are built on first use). `app` imports only "
-            "what every function needs; services, Jinja2, email-validator and the dashboard load on first use, "
-            "so a function that never renders (the stream handler, the authorizer) never pays for them. Every "
-            "cold start validates the campaign file, which needs pydantic, PyYAML and email-validator: those "
-            "libraries alone cost 1.4-1.9x the bare app on this machine, so 1.3x is out of reach while the "
-            "campaign is validated at cold start (the row with the campaign load is the honest per-function "
-            "figure). The zip holds our files; "
+            f"Goal (`import app` + the campaign) <= 1.3x: {mark(cold <= 1.3)} ({cold:.2f}x). Fresh interpreters "
+            "(`python -c`), timing around the imports only, no AWS call at import; one warm-up round discarded. "
+            "`python -X importtime -c 'import app'` shows where it goes: boto3 and Chalice (in both, ~170 ms), "
+            "then our own modules. `app` imports only what every function needs; services, Jinja2, "
+            "email-validator and the dashboard load on first use, so a function that never renders (the stream "
+            "handler, the authorizer) never pays for them. The campaign is validated and compiled before it is "
+            "deployed (`make validate`, packaging): a cold start loads the compiled JSON into plain records, "
+            "without validating it again. Of pydantic, PyYAML, email-validator and Jinja2, loaded by `import app` "
+            f"+ the campaign: {', '.join(heavy) or 'none'}"
+            + (" (chalicelib.web imports pydantic at module level)" if "pydantic" in heavy else "")
+            + ". "
+            "The zip holds our files; "
             "a real `chalice package` adds the runtime requirements (boto3 comes with Lambda), estimated by their "
             f"installed size. ({time.perf_counter() - t:.0f} s)",
         ],

@@ -9,27 +9,22 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
-from pydantic import BaseModel, ValidationError
-
+from chalicelib.campaign_types import Campaign, Form
 from chalicelib.clock import Clock
 from chalicelib.entities import GRANTED, ConsentRecord, Enrolment, Event, Lead, Touch, iso, lead_id_for
 from chalicelib.errors import InvalidToken, NotFound, ValidationFailed, WriteConflict, field_errors
-from chalicelib.models import (
-    CONSENT_FIELD,
-    LEAD_TOKEN_FIELD,
-    RENDERED_AT_FIELD,
-    Campaign,
-    Form,
-    NormalisedEmail,
-    Tracking,
-    submission_model,
-)
 from chalicelib.nurture.rules import CONFIRM_SEQUENCE, first_step_due
 from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.store import CaptureWrite, Store
 from chalicelib.tracking import CLAIMED, CREATOR, MAILBOX, TRUST_KEY, VOID, TokenSigner
+from chalicelib.vocabulary import CONSENT_FIELD, LEAD_TOKEN_FIELD, RENDERED_AT_FIELD
+
+if TYPE_CHECKING:  # pydantic (the submissions' models) loads when the capture service is built
+    from pydantic import BaseModel
+
+    from chalicelib.models import NormalisedEmail, Tracking
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +76,8 @@ class Capture:
         self._signer = signer
         self._assets = assets
         self._clock = clock
+        from chalicelib.models import submission_model
+
         self._models: dict[str, type[BaseModel]] = {
             form_id: submission_model(form) for form_id, form in campaign.forms.items()
         }
@@ -126,6 +123,10 @@ class Capture:
     # -- steps --------------------------------------------------------------------------------
 
     def _validate(self, form_id: str, form: Form, fields: Mapping[str, Any]) -> tuple[dict[str, Any], Tracking, bool]:
+        from pydantic import ValidationError
+
+        from chalicelib.models import Tracking
+
         # An empty HTML input means "not given", not "given as empty".
         cleaned = {k: v for k, v in fields.items() if not (isinstance(v, str) and not v.strip())}
         errors: dict[str, str] = {}

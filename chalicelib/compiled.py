@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 COMPILED_SUFFIX = ".compiled.json"
 # Bumped when the compiled layout (not the schema, which the source hash covers) changes.
 FORMAT = 1
+# What fixes a missing or stale compilation, in every message that finds one.
+_COMPILE_AGAIN = "make validate compiles it (python -m chalicelib.validate campaigns/<name>.yaml)"
 
 _R = TypeVar("_R", bound="Record")
 
@@ -87,24 +89,37 @@ def to_data(value: Any, *, json_mode: bool = True, by_alias: bool = False) -> An
 
 def loads(text: str) -> Campaign:
     """The campaign from its compiled JSON."""
+    return _from_document(json.loads(text))
+
+
+def _from_document(document: dict[str, Any]) -> Campaign:
+    if document.get("format") != FORMAT:
+        raise ConfigError(f"compiled campaign format {document.get('format')!r}, expected {FORMAT}: {_COMPILE_AGAIN}")
+    return from_data(document["campaign"])
+
+
+def from_data(data: dict[str, Any]) -> Campaign:
+    """The campaign's records from its plain data (``to_data``'s JSON-mode output)."""
     from chalicelib.campaign_types import Campaign
 
-    document = json.loads(text)
-    if document.get("format") != FORMAT:
-        raise ConfigError(f"compiled campaign format {document.get('format')!r}, expected {FORMAT}: compile it again")
-    return _build(Campaign, document["campaign"])
+    return _build(Campaign, data)
 
 
 def load(path: Path, source: Optional[Path] = None) -> Campaign:
     """The compiled campaign at ``path``. When its campaign file ``source`` is there too, it must
     be the file it was compiled from: an edited file is never served from a stale compilation."""
-    text = path.read_text(encoding="utf-8")
-    campaign = loads(text)
-    if source is not None and source.is_file():
-        recorded = json.loads(text).get("source_sha256")
-        if recorded != source_digest(source.read_text(encoding="utf-8")):
-            raise ConfigError(f"{path}: compiled from another version of {source.name}: compile it again")
-    return campaign
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: no compiled campaign: {_COMPILE_AGAIN}") from e
+    document = json.loads(text)
+    if (
+        source is not None
+        and source.is_file()
+        and document.get("source_sha256") != source_digest(source.read_text(encoding="utf-8"))
+    ):
+        raise ConfigError(f"{path}: compiled from another version of {source.name}: {_COMPILE_AGAIN}")
+    return _from_document(document)
 
 
 def _build(cls: type[_R], data: dict[str, Any]) -> _R:

@@ -2,9 +2,10 @@
 
     python -m chalicelib.compiler          # regenerate chalicelib/campaign_types.py from the schema
 
-``compile_file`` is the one way from a campaign file to the compiled form: packaging writes its
-output into the zip, ``make validate`` runs it on every file, and the twin and the tests load
-campaigns through it (``chalicelib.config.load_campaign``), so what they run is what deploys.
+``compile_file`` is the one way from a campaign file to the compiled form: ``make validate``
+writes it next to every campaign file, packaging into the project copy it zips, the twin into its
+campaign copy and the test session before it collects (``tests/conftest.py``); the cold start
+loads only that (``chalicelib.config.load_campaign``), so what runs is what was validated.
 ``render_types`` writes the records the compiled form loads into, from ``chalicelib.models``: the
 schema is written once, and a test fails when the generated file is behind it.
 """
@@ -12,7 +13,9 @@ schema is written once, and a test fails when the generated file is behind it.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 import types
 import typing
 from datetime import time, timedelta
@@ -25,7 +28,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from chalicelib import compiled, models
-from chalicelib.config import load_campaign_file
+from chalicelib.config import validate_campaign_text
+from chalicelib.errors import ConfigError
 
 if typing.TYPE_CHECKING:
     from chalicelib.campaign_types import Campaign
@@ -35,25 +39,59 @@ TYPES_PATH = Path(__file__).with_name("campaign_types.py")
 
 def compile_file(path: Path) -> str:
     """The compiled JSON of one campaign file; errors are load_campaign_file's (ConfigError)."""
-    campaign = load_campaign_file(path)
+    return compile_campaign(path)[1]
+
+
+def compile_campaign(path: Path) -> tuple[models.Campaign, str]:
+    """The validated campaign and its compiled JSON, hashed from the very text validated."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: campaign file not found") from e
+    campaign = validate_campaign_text(path, text)
     document = {
         "format": compiled.FORMAT,
-        "source_sha256": compiled.source_digest(path.read_text(encoding="utf-8")),
+        "source_sha256": compiled.source_digest(text),
         "campaign": compiled.to_data(campaign),
     }
-    return json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+    return campaign, json.dumps(document, indent=1, ensure_ascii=False) + "\n"
 
 
 def compile_to(path: Path, out_dir: Path) -> Path:
     """Write the compiled form of ``path`` into ``out_dir`` (as ``<name>.compiled.json``)."""
-    target = out_dir / compiled.compiled_path(path).name
-    target.write_text(compile_file(path), encoding="utf-8")
+    return write_compiled(compiled_text=compile_file(path), target=out_dir / compiled.compiled_path(path).name)
+
+
+def write_compiled(compiled_text: str, target: Path) -> Path:
+    # Renamed into place: test workers and make validate may compile the same file at once, and
+    # a cold start must never read half a file.
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(compiled_text)
+        # mkstemp's 0600 would reach the zip, and Lambda's runtime user must read the file.
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
     return target
+
+
+def compile_all(directory: Path) -> list[Path]:
+    """Compile every campaign file in ``directory`` next to itself (the test session's setup)."""
+    return [compile_to(path, directory) for path in sorted(directory.glob("*.yaml"))]
 
 
 def load_file(path: Path) -> Campaign:
     """Validate, compile and load: the campaign exactly as a cold start would read it."""
     return compiled.loads(compile_file(path))
+
+
+def compile_model(campaign: models.Campaign) -> Campaign:
+    """A validated campaign as the records a cold start would load it into (tests and tools that
+    build a campaign in code, then run it)."""
+    return compiled.from_data(json.loads(json.dumps(compiled.to_data(campaign))))
 
 
 # -- the records, generated from the schema (dataclasses.field, qualified: Condition and FitRule

@@ -1,6 +1,8 @@
-"""Settings read once from the environment, and the campaign file, validated at cold start.
+"""Settings read once from the environment, and the campaign: validated and compiled before a
+deploy (``make validate``, packaging), loaded compiled at cold start.
 
-Domain code never reads ``os.environ``: it is handed a ``Settings`` and a ``Campaign``.
+Domain code never reads ``os.environ``: it is handed a ``Settings`` and a ``Campaign`` (the
+read-only records of ``chalicelib.campaign_types``).
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import yaml
-from pydantic import ValidationError
-
+from chalicelib import compiled
 from chalicelib.errors import ConfigError
-from chalicelib.models import Campaign
+
+if TYPE_CHECKING:  # the cold start never imports pydantic: only validation (below) needs it
+    from chalicelib import models
+    from chalicelib.campaign_types import Campaign
 
 # In the deployed zip, vendor/ (holding symlinks to these folders) is unpacked next to chalicelib/,
 # so the same relative path works there and in a checkout.
@@ -28,9 +31,6 @@ TEMPLATES_DIR = APP_ROOT / "templates"
 # limit (10 MB) is far above this.
 MAX_BODY_BYTES = 16 * 1024
 MIN_TOKEN_KEY_LENGTH = 32
-# libyaml's loader (in PyYAML's wheels) parses the campaign file on every cold start about 7x
-# faster than the pure-Python one; the same safe subset of YAML either way.
-_YAML_LOADER = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
 STAGE_NAME = re.compile(r"[a-z0-9-]{1,40}")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -158,18 +158,35 @@ def campaign_path(name: str, directory: Path = CAMPAIGNS_DIR) -> Path:
     return directory / f"{name}.yaml"
 
 
-def load_campaign_file(path: Path) -> Campaign:
+def load_campaign_file(path: Path) -> models.Campaign:
     """Parse and validate one campaign file; errors name the file, the path inside it and the problem."""
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError as e:
         raise ConfigError(f"{path}: campaign file not found") from e
+    return validate_campaign_text(path, text)
+
+
+def validate_campaign_text(path: Path, text: str) -> models.Campaign:
+    """The campaign file ``path`` holding ``text``, validated (the compiler hashes the very text
+    it validated)."""
+    # Imported here: validation runs before a deploy and in development, never at cold start.
+    import yaml
+    from pydantic import ValidationError
+
+    from chalicelib.models import Campaign as CampaignModel
+
+    # libyaml's loader (in PyYAML's wheels) is about 7x faster than the pure-Python one; the same
+    # safe subset of YAML either way.
+    loader = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
+    try:
+        raw = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:
-        campaign = Campaign.model_validate(raw)
+        campaign = CampaignModel.model_validate(raw)
     except ValidationError as e:
         lines = [f"{path}: {_location(err['loc'])}: {err['msg']}" for err in e.errors()]
         raise ConfigError("invalid campaign file\n  " + "\n  ".join(lines)) from e
@@ -185,7 +202,7 @@ def load_campaign_file(path: Path) -> Campaign:
     return campaign
 
 
-def _templates(campaign: Campaign) -> list[tuple[str, str]]:
+def _templates(campaign: models.Campaign) -> list[tuple[str, str]]:
     named = [
         (f"sequences.{sequence_id}.steps.{step.id}", step.template)
         for sequence_id, sequence in campaign.sequences.items()
@@ -201,7 +218,15 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 
 def load_campaign(name: str, directory: Path = CAMPAIGNS_DIR) -> Campaign:
-    return load_campaign_file(campaign_path(name, directory))
+    """The campaign ``name`` as a cold start loads it: its compiled form
+    (``<name>.compiled.json``, written by ``make validate`` and packaging), not validated again.
+    Missing, or compiled from another version of ``<name>.yaml`` (when that is there too), it is
+    refused: never a silent fallback to validating, so what runs is what was validated."""
+    source = campaign_path(name, directory)
+    target = compiled.compiled_path(source)
+    if not source.is_file() and not target.is_file():
+        raise ConfigError(f"{source}: campaign file not found")
+    return compiled.load(target, source)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from chalicelib.tracking import TokenSigner, engagement_verdicts
 from chalicelib.vocabulary import EventType
 
 if TYPE_CHECKING:
+    from chalicelib.campaign_types import Campaign, EngagementRules
     from chalicelib.http.bodies import LeadDetail, LeadList, LeadSummary
-    from chalicelib.models import Campaign, EngagementRules, LeadListParams
+    from chalicelib.models import LeadListParams
 
 LEADS_CURSOR = "leads-cursor"
 CURSOR_LIFETIME = timedelta(days=1)

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Optional
 
+from chalicelib.campaign_types import EngagementRules
 from chalicelib.entities import Event, Message, parse_iso
-from chalicelib.models import EngagementRules
 
 OPEN = "open"
 CLICK = "click"

@@ -8,8 +8,9 @@ import re
 from collections.abc import Sequence
 from typing import Any, Optional
 
+from chalicelib.campaign_types import Campaign
 from chalicelib.entities import PROFILE_FIELDS, Lead
-from chalicelib.models import TRACKING_FIELDS, Campaign
+from chalicelib.vocabulary import TRACKING_FIELDS
 
 BASE_COLUMNS = (
     "lead_id",

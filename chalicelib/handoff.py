@@ -28,11 +28,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
+from chalicelib.campaign_types import Campaign
 from chalicelib.clock import Clock
 from chalicelib.engagement import Verdict
 from chalicelib.entities import Enrolment, Event, Handoff, Lead, Message, iso, parse_iso
 from chalicelib.errors import NotFound, SendFailed, SendRejected, SendThrottled, ValidationFailed
-from chalicelib.models import Campaign
 from chalicelib.nurture.mailer import Mailer
 from chalicelib.nurture.mime import compose, header_text, recipient
 from chalicelib.nurture.rules import first_step_due, lead_zone

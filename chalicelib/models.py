@@ -12,7 +12,7 @@ import functools
 import re
 import unicodedata
 from datetime import datetime, time, timedelta
-from typing import Annotated, Any, Literal, Optional, Self, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Self, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -28,7 +28,17 @@ from pydantic import (
     model_validator,
 )
 
+# Re-exported: the schema's words, defined where code without pydantic reads them.
+from chalicelib.vocabulary import CONSENT_FIELD as CONSENT_FIELD
 from chalicelib.vocabulary import FEEDBACK_STAGES
+from chalicelib.vocabulary import LEAD_TOKEN_FIELD as LEAD_TOKEN_FIELD
+from chalicelib.vocabulary import RENDERED_AT_FIELD as RENDERED_AT_FIELD
+from chalicelib.vocabulary import TRACKING_FIELDS as TRACKING_FIELDS
+from chalicelib.vocabulary import WEEKDAYS as WEEKDAYS
+from chalicelib.vocabulary import Weekday as Weekday
+
+if TYPE_CHECKING:  # a form's submission model is built from the compiled campaign's form (or the schema's)
+    from chalicelib import campaign_types
 
 # ---------------------------------------------------------------------------------------------
 # Shared field types
@@ -164,20 +174,6 @@ Requirement = Literal["required", "optional"]
 Stage = Literal["subscriber", "lead", "mql", "sql", "opportunity", "customer", "recycled", "disqualified"]
 CAPTURE_STAGES = ("subscriber", "lead")
 
-TRACKING_FIELDS = (
-    "timezone",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_term",
-    "utm_content",
-    "referrer",
-    "page_url",
-)
-CONSENT_FIELD = "consent"
-RENDERED_AT_FIELD = "rendered_at"
-# A form may carry the lead token the page holds; one from the lead's own email proves the mailbox.
-LEAD_TOKEN_FIELD = "lead_token"
 _RESERVED = set(get_args(StandardField)) | set(TRACKING_FIELDS) | {CONSENT_FIELD, RENDERED_AT_FIELD, LEAD_TOKEN_FIELD}
 
 
@@ -343,10 +339,6 @@ class Sequence(_Strict):
                 raise ValueError(f"step id {step.id!r} is used twice")
             seen.add(step.id)
         return steps
-
-
-Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class SendWindow(_Strict):
@@ -644,7 +636,7 @@ StorableNumber = Annotated[
 ]
 
 
-def _custom_type(spec: CustomField) -> Any:
+def _custom_type(spec: CustomField | campaign_types.CustomField) -> Any:
     if spec.type == "number":
         return StorableNumber
     if spec.type == "checkbox":
@@ -659,7 +651,7 @@ def _custom_type(spec: CustomField) -> Any:
     ]
 
 
-def submission_model(form: Form) -> type[BaseModel]:
+def submission_model(form: Form | campaign_types.Form) -> type[BaseModel]:
     """Build the pydantic model of one form's fields: what it declares, and nothing else.
 
     Undeclared fields are ignored (never stored): landing-page builders add submit buttons and

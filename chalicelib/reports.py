@@ -23,14 +23,14 @@ import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
+from chalicelib.campaign_types import Campaign
 from chalicelib.capture import SUBMISSION_EVENT
 from chalicelib.clock import Clock
 from chalicelib.engagement import Verdict
 from chalicelib.entities import Enrolment, Event, Lead, Message, iso, parse_iso
 from chalicelib.http import bodies
-from chalicelib.models import Campaign, SpendUpdate
 from chalicelib.nurture.rules import CONFIRM_SEQUENCE, CONFIRM_STEP
 from chalicelib.store import Counter, LeadRecord, Store
 from chalicelib.tracking import (
@@ -52,6 +52,8 @@ from chalicelib.vocabulary import (
     Stage,
 )
 
+if TYPE_CHECKING:  # a request body's model: pydantic loads with the request that brings one
+    from chalicelib.models import SpendUpdate
 EMAIL_METRICS = ("sent", "delivered", "opened", "clicked", "unsubscribed", "bounced", "complained")
 # Opens and clicks judged a machine's (chalicelib.engagement), counted apart: rates use people's.
 MACHINE_METRICS = ("machine_opened", "machine_clicked")

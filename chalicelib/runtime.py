@@ -25,11 +25,11 @@ from chalicelib.store import Store
 from chalicelib.tracking import LinkBuilder, TokenSigner, Tracker
 
 if TYPE_CHECKING:  # the services below are imported where they are first built
+    from chalicelib.campaign_types import Campaign
     from chalicelib.capture import Capture
     from chalicelib.credentials import AdminToken
     from chalicelib.directory import Directory
     from chalicelib.handoff import Notifier, Qualifier, SalesFeedback
-    from chalicelib.models import Campaign
     from chalicelib.nurture.dispatcher import Dispatcher, Pacer
     from chalicelib.nurture.feedback import Feedback
     from chalicelib.nurture.mailer import Mailer

@@ -22,8 +22,8 @@ from datetime import datetime, timedelta
 from typing import Optional
 from zoneinfo import ZoneInfo
 
+from chalicelib.campaign_types import FitRule, Scoring
 from chalicelib.entities import Lead
-from chalicelib.models import FitRule, Scoring
 
 # Stages sales owns: scoring never moves a lead out of them.
 SALES_STAGES = frozenset({"sql", "opportunity", "customer", "disqualified"})

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from chalicelib.campaign_types import Campaign
 from chalicelib.clock import Clock
 from chalicelib.entities import Enrolment, Event, Handoff, Message, iso
 from chalicelib.errors import InvalidRequest
 from chalicelib.handoff import Notifier, Qualifier
-from chalicelib.models import Campaign
 from chalicelib.nurture.dispatcher import Dispatcher, TickReport
 from chalicelib.nurture.rules import first_step_due
 from chalicelib.observability import correlated

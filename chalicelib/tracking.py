@@ -20,13 +20,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import ValidationError
-
 from chalicelib import engagement
+from chalicelib.campaign_types import Campaign, EngagementRules
 from chalicelib.clock import Clock
 from chalicelib.entities import Event, Lead, Message, Suppression, iso
 from chalicelib.errors import ConditionFailed, InvalidToken, NotFound, RateLimited, ValidationFailed
-from chalicelib.models import BehaviourEventIn, Campaign, EngagementRules
 from chalicelib.nurture.rules import first_step_due
 from chalicelib.store import Store
 
@@ -283,6 +281,11 @@ class Tracker:
         counts for nothing; or (a bot's token) nothing at all. The answer is the same in every
         case, and the same whether the lead exists, so the endpoint tells nobody who is a lead.
         """
+        # Imported here: pydantic loads with the first event, not with every function's cold start.
+        from pydantic import ValidationError
+
+        from chalicelib.models import BehaviourEventIn
+
         try:
             incoming = BehaviourEventIn.model_validate(fields)
         except ValidationError as e:

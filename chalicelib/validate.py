@@ -1,11 +1,14 @@
-"""`python -m chalicelib.validate campaigns/*.yaml`: check campaign files before deploying them."""
+"""`python -m chalicelib.validate campaigns/*.yaml` (`make validate`): check campaign files before
+deploying them, and compile each valid one next to itself (``<name>.compiled.json``: what a cold
+start loads, chalicelib/compiler.py)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from chalicelib.config import load_campaign_file
+from chalicelib import compiled
+from chalicelib.compiler import compile_campaign, write_compiled
 from chalicelib.errors import ConfigError
 
 
@@ -15,13 +18,15 @@ def main(argv: list[str]) -> int:
         return 2
     failed = 0
     for name in argv:
+        path = Path(name)
         try:
-            campaign = load_campaign_file(Path(name))
+            campaign, text = compile_campaign(path)
         except ConfigError as e:
             failed += 1
             print(f"FAIL {e}", file=sys.stderr)
             continue
-        print(f"ok   {name}: {len(campaign.forms)} forms, {len(campaign.sequences)} sequences")
+        target = write_compiled(text, compiled.compiled_path(path))
+        print(f"ok   {name}: {len(campaign.forms)} forms, {len(campaign.sequences)} sequences -> {target}")
     return 1 if failed else 0
 
 

@@ -9,7 +9,7 @@ Only the standard library here: every function imports this on its cold start.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Final
+from typing import Final, Literal
 
 # -- lifecycle stages ---------------------------------------------------------------------------
 
@@ -163,3 +163,28 @@ class EventType(StrEnum):
 INTERNAL_EVENT_TYPES: Final[frozenset[str]] = frozenset(EventType)
 # The one landing-page event every campaign takes, whatever else it names.
 PAGE_VIEW: Final = "page_view"
+
+
+# -- form fields and send days ------------------------------------------------------------------
+# Here rather than in chalicelib.models (which re-exports them), so that code running a campaign
+# needs no pydantic: the schema validates with them, the capture path reads them.
+
+# Attribution fields any form accepts.
+TRACKING_FIELDS: Final[tuple[str, ...]] = (
+    "timezone",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "referrer",
+    "page_url",
+)
+CONSENT_FIELD: Final = "consent"
+RENDERED_AT_FIELD: Final = "rendered_at"
+# A form may carry the lead token the page holds; one from the lead's own email proves the mailbox.
+LEAD_TOKEN_FIELD: Final = "lead_token"
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+# In date.weekday() order.
+WEEKDAYS: Final[tuple[Weekday, ...]] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

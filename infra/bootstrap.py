@@ -42,7 +42,7 @@ from typing import Any, Optional
 import boto3
 from botocore.exceptions import ClientError
 
-from chalicelib.config import load_campaign
+from chalicelib.config import campaign_path, load_campaign_file
 from chalicelib.errors import ConfigError
 from infra.iam import FUNCTIONS, function_policies
 from infra.settings import (
@@ -220,7 +220,7 @@ def bootstrap(
     alarm_email: Optional[str] = None,
     log_retention_days: Optional[int] = None,
 ) -> Bootstrapped:
-    campaign = load_campaign(campaign_name)  # a broken campaign file stops here, before AWS is touched
+    campaign = load_campaign_file(campaign_path(campaign_name))  # a broken file stops here, before AWS is touched
     outputs = deploy_stack(session.client("cloudformation"), stage, alarm_email, campaign_name, log_retention_days)
     outputs.setdefault("ConfigurationSetName", configuration_set(session.client("sesv2"), stage))
     ssm = session.client("ssm")

@@ -27,8 +27,9 @@ Neither the lock parameter nor the state object is for the functions: their poli
 name their SSM parameters one by one, and deny the assets bucket's ``_trellis/`` prefix, which no
 magnet may use (chalicelib.models ``RESERVED_ASSET_PREFIX``).
 
-Chalice runs in a copy of the project that holds only the stage's campaign file, as ``make
-package`` ships it; the interpreter must build for the functions' runtime (infra/settings.py).
+Chalice runs in a copy of the project that holds only the stage's campaign file and its compiled
+form (compiled there), as ``make package`` ships them; the interpreter must build for the
+functions' runtime (infra/settings.py).
 """
 
 from __future__ import annotations
@@ -54,10 +55,11 @@ from typing import Any, Optional
 import boto3
 from botocore.exceptions import ClientError
 
+from chalicelib.errors import ConfigError
 from chalicelib.models import RESERVED_ASSET_PREFIX
 from infra.after_deploy import AfterDeployError, after_deploy, api_gateway_stage, stack_outputs
 from infra.bootstrap import CHALICE_DIR, _write_json
-from infra.package import keep_only_campaign
+from infra.package import ship_campaign
 from infra.settings import LAMBDA_FUNCTIONS, InterpreterMismatch, check_interpreter
 
 APP_NAME = "trellis"  # .chalice/config.json's app_name: Chalice's prefix of every name
@@ -443,15 +445,19 @@ def _read_local(path: Path) -> Optional[dict[str, Any]]:
 
 def run_chalice_deploy(stage: str, project_dir: Path) -> int:
     """``chalice deploy --stage <stage>`` with the virtualenv's chalice (else the one on PATH), run
-    in a copy of the project that holds only the stage's campaign file (as ``make package``
-    ships it); what Chalice records there is copied back to ``.chalice/deployed/``."""
+    in a copy of the project that holds only the stage's campaign file and its compiled form (as
+    ``make package`` ships them); what Chalice records there is copied back to
+    ``.chalice/deployed/``."""
     chalice = Path(sys.executable).parent / "chalice"
     executable = str(chalice) if chalice.exists() else "chalice"
     record = deployed_file(stage, project_dir / ".chalice")
     with tempfile.TemporaryDirectory(prefix=f"trellis-deploy-{stage}-") as scratch:
         copy = Path(scratch) / "project"
         shutil.copytree(project_dir, copy, symlinks=True, ignore=_not_deployed)
-        keep_only_campaign(copy, _stage_campaign(stage, project_dir / ".chalice"))
+        try:
+            ship_campaign(copy, _stage_campaign(stage, project_dir / ".chalice"))
+        except ConfigError as e:  # an invalid campaign file: nothing deployed, the lock released
+            raise DeployError(str(e)) from e
         code = subprocess.run([executable, "deploy", "--stage", stage], cwd=copy, check=False).returncode  # noqa: S603
         copied = deployed_file(stage, copy / ".chalice")
         if copied.exists():

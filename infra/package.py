@@ -5,7 +5,8 @@
 
 No AWS credentials, no AWS call. In order:
 
-1. validates the campaign file (a broken one stops here);
+1. validates the campaign file (a broken one stops here); the zip gets it with its compiled form
+   (``campaigns/<name>.compiled.json``, compiled from it in the copy), which the cold start loads;
 2. writes ``<out>/merge.json``: infra/trellis.yaml (read now, so whatever it gains is included)
    as JSON, plus what Chalice's generated resources need to point at this stack: every
    function's environment (``!Ref LeadsTable``, ``!GetAtt LeadsTable.StreamArn``, ...), the
@@ -32,7 +33,7 @@ What both deploy paths share (infra/settings.py): the Lambda runtime (this must 
 Python: Chalice takes the runtime from the interpreter), the log retention (the
 ``LogRetentionDays`` parameter, default ``--log-retention-days``; one ``AWS::Logs::LogGroup`` per
 function, ``/aws/lambda/<function name>``) and the ``trellis:stage`` / ``trellis:campaign`` tags
-on every taggable resource. The zip holds only this stage's campaign file.
+on every taggable resource. The zip holds only this stage's campaign file, and its compiled form.
 
 Deploy with ``aws cloudformation package --s3-bucket`` + ``deploy --s3-bucket`` or ``sam deploy
 --resolve-s3`` (docs/deploy.md, "The single-stack path"): the template is over the 51,200 bytes
@@ -58,7 +59,9 @@ from typing import Any, Optional
 import yaml
 from chalice.utils import to_cfn_resource_name
 
-from chalicelib.config import load_campaign
+from chalicelib.compiled import COMPILED_SUFFIX
+from chalicelib.compiler import compile_to
+from chalicelib.config import campaign_path, load_campaign_file
 from chalicelib.errors import ConfigError
 from infra.after_deploy import (
     GATEWAY_RESPONSE,
@@ -382,17 +385,23 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def keep_only_campaign(project_copy: Path, campaign: str) -> None:
-    """Only this stage's campaign file goes into the zip (vendor/campaigns links to campaigns/):
-    another team's campaign is not this stage's to ship. Both deploy paths use it."""
-    for other in (project_copy / "campaigns").glob("*.yaml"):
-        if other.stem != campaign:
+def ship_campaign(project_copy: Path, campaign: str) -> None:
+    """Only this stage's campaign goes into the zip (vendor/campaigns links to campaigns/): another
+    team's campaign is not this stage's to ship. It goes as its file and its compiled form,
+    compiled here from that very file (whatever the checkout held compiled): the cold start loads
+    the compiled form alone, and refuses it if it is not the file's. Both deploy paths use it."""
+    directory = project_copy / "campaigns"
+    # Anything else goes, not only other campaigns: a compilation's temporary file, copied while
+    # make validate or a test session was writing it, is nothing to ship either.
+    for other in directory.iterdir():
+        if other.name not in (f"{campaign}.yaml", f"{campaign}{COMPILED_SUFFIX}"):
             other.unlink()
+    compile_to(campaign_path(campaign, directory), directory)
 
 
 def _copy_project(project: Path, dest: Path, stage_entry: dict[str, Any], stage: str, campaign: str) -> None:
     shutil.copytree(project, dest, symlinks=True, ignore=_NOT_COPIED)
-    keep_only_campaign(dest, campaign)
+    ship_campaign(dest, campaign)
     config_path = project / ".chalice" / "config.json"
     config: dict[str, Any] = (
         json.loads(config_path.read_text()) if config_path.exists() else {"version": "2.0", "app_name": "trellis"}
@@ -459,8 +468,9 @@ def _check(template: dict[str, Any], zip_path: Path, functions: Mapping[str, str
     if cached:
         raise PackageError(f"bytecode in the zip: {cached[:5]}")
     campaigns = sorted(n for n in names if n.startswith("campaigns/") and not n.endswith("/"))
-    if campaigns != [f"campaigns/{campaign}.yaml"]:
-        raise PackageError(f"the zip's campaign files are {campaigns}, not campaigns/{campaign}.yaml alone")
+    shipped = sorted([f"campaigns/{campaign}{COMPILED_SUFFIX}", f"campaigns/{campaign}.yaml"])
+    if campaigns != shipped:
+        raise PackageError(f"the zip's campaign files are {campaigns}, not {' and '.join(shipped)} alone")
 
 
 def cfn_lint(template: Path) -> tuple[int, str]:
@@ -486,7 +496,7 @@ def package(
         raise PackageError(f"stage {stage!r}: 1 to 40 of a-z, 0-9 and -")
     if log_retention_days not in LOG_RETENTION_CHOICES:
         raise PackageError(f"log retention {log_retention_days} days: CloudWatch Logs keeps {LOG_RETENTION_CHOICES}")
-    campaign = load_campaign(campaign_name)  # a broken campaign file stops here
+    campaign = load_campaign_file(campaign_path(campaign_name))  # a broken campaign file stops here
     template = load_template(project / "infra" / "trellis.yaml")
     config_path = project / ".chalice" / "config.json"
     known = json.loads(config_path.read_text()).get("stages", {}).get(stage, {}) if config_path.exists() else {}

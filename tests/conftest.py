@@ -10,9 +10,9 @@ import pytest
 from chalice.test import Client
 from moto import mock_aws
 
-from chalicelib import aws, runtime
+from chalicelib import aws, compiler, runtime
 from chalicelib.clock import FixedClock
-from chalicelib.config import Settings
+from chalicelib.config import CAMPAIGNS_DIR, Settings
 from chalicelib.entities import lead_id_for
 from chalicelib.nurture.dispatcher import Pacer
 from testkit import moto_patches, shared_loader
@@ -30,6 +30,9 @@ from twin import stack
 
 # Service models parsed once per test process, not once per session (testkit/shared_loader.py).
 shared_loader.install()
+# Before any test module is collected (some load the demo campaign at import): the compiled form
+# a cold start loads, from this checkout's campaign files, as make validate writes it.
+compiler.compile_all(CAMPAIGNS_DIR)
 
 
 @pytest.fixture(autouse=True)

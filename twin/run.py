@@ -60,8 +60,9 @@ from typing import Any, Optional, Protocol
 import boto3
 import yaml
 
+from chalicelib.campaign_types import Campaign
+from chalicelib.compiler import compile_to
 from chalicelib.config import APP_ROOT, MIN_TOKEN_KEY_LENGTH, campaign_path, load_campaign
-from chalicelib.models import Campaign
 from testkit.world import resource_environment
 from twin import stack
 from twin.gate import ClockGate
@@ -596,7 +597,8 @@ def campaign_for_console(
         text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
     directory.mkdir(parents=True, exist_ok=True)
     campaign_path(name, directory).write_text(text, encoding="utf-8")
-    load_campaign(name, directory)  # the copy must still be valid: fail here, not at the first post
+    # Validated (fail here, not at the first post) and compiled: the API loads the compiled copy.
+    compile_to(campaign_path(name, directory), directory)
     return directory
 
 

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any, Optional
 
+from chalicelib.campaign_types import Campaign
 from chalicelib.capture import AssetLinks
 from chalicelib.clock import Clock
 from chalicelib.entities import Enrolment, Handoff, Lead, Message, Suppression, iso, message_id_for
@@ -44,7 +45,6 @@ from chalicelib.errors import (
     StoreError,
     Unsendable,
 )
-from chalicelib.models import Campaign
 from chalicelib.nurture import rules
 from chalicelib.nurture.mailer import Mailer
 from chalicelib.nurture.mime import build_message, recipient

@@ -23,8 +23,8 @@ from email.utils import format_datetime, make_msgid
 from typing import Optional
 from urllib.parse import quote
 
+from chalicelib.campaign_types import Sender
 from chalicelib.errors import Unsendable
-from chalicelib.models import Sender
 from chalicelib.nurture.render import RenderedEmail
 
 ONE_CLICK = "List-Unsubscribe=One-Click"

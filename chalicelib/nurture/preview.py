@@ -19,10 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Optional
 
-from chalicelib.config import load_campaign
+from chalicelib.campaign_types import Campaign, Step
+from chalicelib.compiler import load_file
+from chalicelib.config import campaign_path
 from chalicelib.entities import Lead, Touch, iso, lead_id_for
 from chalicelib.errors import ConfigError
-from chalicelib.models import Campaign, Step
 from chalicelib.nurture.render import RenderedEmail, Renderer, template_exists
 from chalicelib.nurture.rules import CONFIRM_SEQUENCE, magnet_for, sequence_for
 from chalicelib.tracking import LinkBuilder, TokenSigner
@@ -221,7 +222,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     elif not (args.sequence and args.step):
         parser.error("give --sequence and --step, or --all")
     try:
-        campaign = load_campaign(args.campaign)
+        # From the campaign file, validated and compiled now: a preview shows the file as it is
+        # being edited, whether or not make validate has run since.
+        campaign = load_file(campaign_path(args.campaign))
         targets = every_step(campaign) if args.all else [(args.sequence, args.step)]
         previews = preview(
             campaign,

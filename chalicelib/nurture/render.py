@@ -10,9 +10,9 @@ from datetime import datetime
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any, Optional
 
+from chalicelib.campaign_types import Campaign, Step
 from chalicelib.config import TEMPLATES_DIR
 from chalicelib.entities import PROFILE_FIELDS, Lead
-from chalicelib.models import Campaign, Step
 from chalicelib.tracking import LinkBuilder
 
 if TYPE_CHECKING:  # Jinja2 is imported by the first render (the stream handler seldom renders)

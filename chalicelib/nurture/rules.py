@@ -8,12 +8,13 @@ from datetime import date, datetime, timedelta
 from typing import Optional, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from chalicelib.campaign_types import Campaign, Condition, FrequencyCap, SendWindow, Sequence, SequenceExit, Step
 from chalicelib.entities import Enrolment, Lead, Suppression, iso, parse_iso
-from chalicelib.models import WEEKDAYS, Campaign, Condition, FrequencyCap, SendWindow, Sequence, SequenceExit, Step
 from chalicelib.vocabulary import (
     EXIT_GOAL,
     EXIT_STAGE,
     EXIT_SUPPRESSED,
+    WEEKDAYS,
     ConsentStatus,
     DeferReason,
     ExitReason,

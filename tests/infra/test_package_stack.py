@@ -244,8 +244,11 @@ def test_the_zip_holds_the_app_without_bytecode_and_the_checkout_is_untouched(bu
     with zipfile.ZipFile(built["zip"]) as zf:
         names = zf.namelist()
     assert "app.py" in names and "chalicelib/config.py" in names
-    # This stage's campaign file alone (the checkout copy holds other.yaml too).
-    assert sorted(n for n in names if n.startswith("campaigns/")) == ["campaigns/demo.yaml"]
+    # This stage's campaign file alone, and its compiled form (the checkout copy holds other.yaml too).
+    assert sorted(n for n in names if n.startswith("campaigns/")) == [
+        "campaigns/demo.compiled.json",
+        "campaigns/demo.yaml",
+    ]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     # The project's own .chalice/config.json is not where the package-only stage goes.
     assert built["config_after"] == built["config_before"]

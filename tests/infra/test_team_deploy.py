@@ -283,8 +283,9 @@ def test_chalice_deploys_a_copy_that_holds_only_the_stages_campaign(tmp_path: Pa
     (project / ".chalice" / "deployments").mkdir(parents=True)
     (project / ".chalice" / "deployments" / "cached.zip").write_bytes(b"zip")
     (project / "campaigns").mkdir()
-    for name in ("autumn", "other"):
-        (project / "campaigns" / f"{name}.yaml").write_text(f"name: {name}\n")
+    demo = (REPO / "campaigns" / "demo.yaml").read_text()
+    for name in ("autumn", "other"):  # valid files: the copy compiles the stage's
+        (project / "campaigns" / f"{name}.yaml").write_text(demo.replace("name: demo", f"name: {name}", 1))
     (project / "vendor").mkdir()
     (project / "vendor" / "campaigns").symlink_to("../campaigns")
     config = {"stages": {"autumn": {"environment_variables": {"TRELLIS_CAMPAIGN": "autumn"}}}}
@@ -303,10 +304,25 @@ def test_chalice_deploys_a_copy_that_holds_only_the_stages_campaign(tmp_path: Pa
     monkeypatch.setattr(deploying.subprocess, "run", chalice)
 
     assert deploying.run_chalice_deploy("autumn", project) == 0
-    assert seen["cwd"] != project and seen["shipped"] == ["autumn.yaml"]  # another campaign is not shipped
+    # Another campaign is not shipped; this one goes with its compiled form, compiled in the copy.
+    assert seen["cwd"] != project and seen["shipped"] == ["autumn.compiled.json", "autumn.yaml"]
+    assert not (project / "campaigns" / "autumn.compiled.json").exists()
     assert "policy-autumn-dispatch.json" in seen["chalice_dir"] and "deployments" not in seen["chalice_dir"]
     assert json.loads((project / ".chalice" / "deployed" / "autumn.json").read_text()) == {"resources": ["api"]}
     assert (project / "campaigns" / "other.yaml").exists()  # the checkout keeps every campaign
+
+
+def test_an_invalid_campaign_file_stops_the_deploy_before_chalice_runs(tmp_path: Path, monkeypatch: Any) -> None:
+    project = tmp_path / "project"
+    (project / ".chalice").mkdir(parents=True)
+    (project / "campaigns").mkdir()
+    (project / "campaigns" / "autumn.yaml").write_text("name: autumn\n")
+    config = {"stages": {"autumn": {"environment_variables": {"TRELLIS_CAMPAIGN": "autumn"}}}}
+    (project / ".chalice" / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(deploying.subprocess, "run", lambda *a, **k: pytest.fail("chalice ran on an invalid campaign"))
+
+    with pytest.raises(DeployError, match=r"autumn\.yaml: sender: Field required"):
+        deploying.run_chalice_deploy("autumn", project)
 
 
 def test_make_deploy_refuses_an_interpreter_of_another_runtime(monkeypatch: Any, capsys: Any) -> None:

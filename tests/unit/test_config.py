@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from chalicelib.compiler import compile_to
 from chalicelib.config import CAMPAIGNS_DIR, Settings, load_campaign, load_campaign_file
 from chalicelib.errors import ConfigError
 from chalicelib.tracking import MAILBOX, LeadClaim
@@ -174,7 +175,7 @@ def test_campaigns_dir_defaults_to_the_packaged_campaigns_and_can_be_pointed_els
         "TRELLIS_ADMIN_TOKEN": "a" * 40,
     }
     assert Settings.from_env(env).campaigns_dir == CAMPAIGNS_DIR
-    write_campaign(tmp_path, "demo", lambda d: d.update(title="Elsewhere"))
+    compile_to(write_campaign(tmp_path, "demo", lambda d: d.update(title="Elsewhere")), tmp_path)
 
     settings = Settings.from_env({**env, "TRELLIS_CAMPAIGNS_DIR": str(tmp_path)})
 

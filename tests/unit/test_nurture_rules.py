@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from chalicelib import campaign_types
+from chalicelib.compiler import compile_model
 from chalicelib.config import load_campaign
 from chalicelib.entities import (
     ConsentRecord,
@@ -91,10 +93,11 @@ def cond(**spec: Any) -> Condition:
 
 
 def with_sequences(campaign: Campaign = DEMO, **sequences: dict[str, Any]) -> Campaign:
-    """The campaign re-validated from its dict form with extra (or replaced) sequences."""
+    """The campaign re-validated from its dict form with extra (or replaced) sequences, compiled
+    as a cold start loads it."""
     raw = campaign.model_dump(by_alias=True)
     raw["sequences"] = {**raw["sequences"], **sequences}
-    return Campaign.model_validate(raw)
+    return compile_model(Campaign.model_validate(raw))
 
 
 def step(step_id: str, delay: str, **extra: Any) -> dict[str, Any]:
@@ -1041,5 +1044,5 @@ def test_sequence_model_is_the_one_rules_use() -> None:
     # guards the helper: a re-validated campaign keeps the demo sequences intact
     campaign = with_sequences(cond_seq=CONDITIONAL)
     assert campaign.sequences["welcome"] == DEMO.sequences["welcome"]
-    assert isinstance(campaign.sequences["cond_seq"], Sequence)
+    assert isinstance(campaign.sequences["cond_seq"], campaign_types.Sequence)
     assert [s.id for s in campaign.sequences["cond_seq"].steps] == ["intro", "for-companies", "follow-up", "last"]
