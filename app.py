@@ -4,8 +4,8 @@ Each route is declared once with what its OpenAPI operation says (``chalicelib.h
 document at ``/openapi.json`` is generated from these declarations and the models they name.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: chalice's policy analyzer reads this file's symbol
+# tables, where postponed annotations leave names it looks up; type-only names are quoted instead.
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +41,7 @@ def observe(event: Any, get_response: Callable[[Any], Any]) -> Any:
 
 
 @api.route("/health", "GET", summary="Liveness", tag="ops", ok=(200, Reply("alive", "Health")))
-def health() -> bodies.Health:
+def health() -> "bodies.Health":
     return web.health()
 
 
@@ -133,7 +133,7 @@ def admin_auth(auth_request: AuthRequest) -> AuthResponse:
     ok=(200, Reply("one page, newest first", "LeadList")),
     errors=(ValidationFailed,),
 )
-def admin_list_leads(query: LeadListParams) -> bodies.LeadList:
+def admin_list_leads(query: "LeadListParams") -> "bodies.LeadList":
     return runtime.current().directory.leads(query)
 
 
@@ -145,7 +145,7 @@ def admin_list_leads(query: LeadListParams) -> bodies.LeadList:
     ok=(200, Reply("the lead", "LeadDetail")),
     errors=(NotFound,),
 )
-def admin_get_lead(lead_id: str) -> bodies.LeadDetail:
+def admin_get_lead(lead_id: str) -> "bodies.LeadDetail":
     return runtime.current().directory.lead(lead_id)
 
 
@@ -159,7 +159,7 @@ def admin_get_lead(lead_id: str) -> bodies.LeadDetail:
     ok=(200, Reply("the changed lead", "StageChanged")),
     errors=(ValidationFailed, NotFound, PayloadTooLarge, UnsupportedMediaType),
 )
-def admin_set_stage(lead_id: str, body: StageChange) -> bodies.StageChanged:
+def admin_set_stage(lead_id: str, body: "StageChange") -> "bodies.StageChanged":
     return runtime.current().sales_feedback.change_stage(lead_id, body)
 
 
@@ -172,7 +172,7 @@ def admin_set_stage(lead_id: str, body: StageChange) -> bodies.StageChanged:
     errors=(ValidationFailed, NotFound),
     path_help={"lead_id": web.LEAD_ID_OR_EMAIL},
 )
-def admin_erase_lead(lead_id: str) -> bodies.LeadErased:
+def admin_erase_lead(lead_id: str) -> "bodies.LeadErased":
     return runtime.current().privacy.erase(lead_id)
 
 
@@ -185,12 +185,12 @@ def admin_erase_lead(lead_id: str) -> bodies.LeadErased:
     errors=(ValidationFailed, NotFound),
     path_help={"lead_id": web.LEAD_ID_OR_EMAIL},
 )
-def admin_export_lead(lead_id: str) -> bodies.LeadExport:
+def admin_export_lead(lead_id: str) -> "bodies.LeadExport":
     return runtime.current().privacy.export(lead_id)
 
 
 @api.route("/admin/export/leads.csv", "GET", admin=True, query_model="LeadExportParams", **web.CSV_EXPORT)
-def admin_export_csv(query: LeadExportParams) -> Response:
+def admin_export_csv(query: "LeadExportParams") -> Response:
     return web.admin_export_csv(runtime.current(), query, api.request)
 
 
@@ -201,7 +201,7 @@ def admin_export_csv(query: LeadExportParams) -> Response:
     summary="Funnel by stage, channel and utm_campaign: conversion, velocity, cost per lead",
     ok=(200, Reply("the report", "FunnelReport")),
 )
-def admin_funnel_report() -> bodies.FunnelReport:
+def admin_funnel_report() -> "bodies.FunnelReport":
     return runtime.current().reports.funnel()
 
 
@@ -212,7 +212,7 @@ def admin_funnel_report() -> bodies.FunnelReport:
     summary="Email statistics per sequence step, and deliverability against SES's limits",
     ok=(200, Reply("the report", "SequenceReport")),
 )
-def admin_sequence_report() -> bodies.SequenceReport:
+def admin_sequence_report() -> "bodies.SequenceReport":
     return runtime.current().reports.sequences()
 
 
@@ -226,7 +226,7 @@ def admin_sequence_report() -> bodies.SequenceReport:
     ok=(200, Reply("the spend now counted", "SpendSet")),
     errors=(ValidationFailed, PayloadTooLarge, UnsupportedMediaType),
 )
-def admin_set_spend(body: SpendUpdate) -> bodies.SpendSet:
+def admin_set_spend(body: "SpendUpdate") -> "bodies.SpendSet":
     return runtime.current().reports.set_spend(body)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -15,8 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 # Timed inside the child: only the imports (and, for the second, what the first request adds
-# before any AWS call: the campaign, loaded from its compiled form, campaigns/demo.compiled.json,
-# which import_times writes first, as make validate does).
+# before any AWS call: the campaign, loaded from its compiled form), in a copy of what the
+# deployment zip holds of ours (import_times).
 APP = "import time; t = time.perf_counter(); import app; print(time.perf_counter() - t)"
 APP_AND_CAMPAIGN = (
     "import time; t = time.perf_counter(); import app; from chalicelib.config import load_campaign; "
@@ -72,16 +73,20 @@ def _time(code: str, cwd: Path) -> float:
 
 def import_times(runs: int) -> dict[str, Timing]:
     """Median of ``runs`` fresh interpreters each, interleaved so that load on the machine hits all alike."""
-    from chalicelib.compiler import compile_to
+    from infra.package import ship_campaign
 
-    # What the row with the campaign loads: compiled now from the checkout's file, so it is never
-    # a stale one (which load_campaign would refuse).
-    compile_to(REPO / "campaigns" / "demo.yaml", REPO / "campaigns")
-    with tempfile.TemporaryDirectory() as bare_dir:
+    with tempfile.TemporaryDirectory() as bare_dir, tempfile.TemporaryDirectory() as app_dir:
+        # What the deployment zip holds of ours: app.py, chalicelib as bytecode and the campaign
+        # with its compiled form, made by the step both deploy paths take (infra/package.py).
+        shipped = Path(app_dir)
+        shutil.copy2(REPO / "app.py", shipped / "app.py")
+        shutil.copytree(REPO / "chalicelib", shipped / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO / "campaigns", shipped / "campaigns", ignore=shutil.ignore_patterns("*.compiled.json"))
+        ship_campaign(shipped, "demo")
         samples: dict[str, list[float]] = {"app": [], "app + campaign": [], "bare": []}
         for run in range(runs + 1):
-            app = _time(APP, REPO)
-            campaign = _time(APP_AND_CAMPAIGN, REPO)
+            app = _time(APP, shipped)
+            campaign = _time(APP_AND_CAMPAIGN, shipped)
             bare = _time(BARE, Path(bare_dir))
             if run:  # the first round warms the OS file cache
                 samples["app"].append(app)

@@ -8,12 +8,12 @@ A cold start loads the compiled campaign into these (chalicelib/compiled.py) wit
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from datetime import time, timedelta
 from typing import Literal, Optional
 
-from chalicelib.compiled import Record
+from chalicelib.compiled import FACTORY, Record
+
+_set = object.__setattr__
 
 Requirement = Literal["required", "optional"]
 Stage = Literal["subscriber", "lead", "mql", "sql", "opportunity", "customer", "recycled", "disqualified"]
@@ -21,202 +21,834 @@ StandardField = Literal["email", "first_name", "last_name", "phone", "company", 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Sender(Record):
+    __slots__ = (
+        "from_address",
+        "from_name",
+        "postal_address",
+        "reply_to",
+        "unsubscribe_mailbox",
+    )
+    _fields = (
+        ("from_address", "from_address"),
+        ("from_name", "from_name"),
+        ("reply_to", "reply_to"),
+        ("unsubscribe_mailbox", "unsubscribe_mailbox"),
+        ("postal_address", "postal_address"),
+    )
+
     from_address: str
-    from_name: str = ""
-    reply_to: Optional[str] = None
+    from_name: str
+    reply_to: Optional[str]
     unsubscribe_mailbox: str
     postal_address: str
 
+    def __init__(
+        self,
+        *,
+        from_address: str,
+        from_name: str = "",
+        reply_to: Optional[str] = None,
+        unsubscribe_mailbox: str,
+        postal_address: str,
+    ) -> None:
+        _set(self, "from_address", from_address)
+        _set(self, "from_name", from_name)
+        _set(self, "reply_to", reply_to)
+        _set(self, "unsubscribe_mailbox", unsubscribe_mailbox)
+        _set(self, "postal_address", postal_address)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
 class BotDefence(Record):
-    honeypot_field: str = "website"
-    min_fill_seconds: float = 3.0
+    __slots__ = (
+        "honeypot_field",
+        "min_fill_seconds",
+    )
+    _fields = (
+        ("honeypot_field", "honeypot_field"),
+        ("min_fill_seconds", "min_fill_seconds"),
+    )
+
+    honeypot_field: str
+    min_fill_seconds: float
+
+    def __init__(
+        self,
+        *,
+        honeypot_field: str = "website",
+        min_fill_seconds: float = 3.0,
+    ) -> None:
+        _set(self, "honeypot_field", honeypot_field)
+        _set(self, "min_fill_seconds", min_fill_seconds)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class RateLimits(Record):
-    events_per_lead_per_minute: int = 30
-    events_per_address_per_minute: int = 120
+    __slots__ = (
+        "events_per_address_per_minute",
+        "events_per_lead_per_minute",
+    )
+    _fields = (
+        ("events_per_lead_per_minute", "events_per_lead_per_minute"),
+        ("events_per_address_per_minute", "events_per_address_per_minute"),
+    )
+
+    events_per_lead_per_minute: int
+    events_per_address_per_minute: int
+
+    def __init__(
+        self,
+        *,
+        events_per_lead_per_minute: int = 30,
+        events_per_address_per_minute: int = 120,
+    ) -> None:
+        _set(self, "events_per_lead_per_minute", events_per_lead_per_minute)
+        _set(self, "events_per_address_per_minute", events_per_address_per_minute)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class EngagementRules(Record):
-    min_seconds_to_click: float = 10.0
-    burst_seconds: float = 5.0
-    burst_share: float = 0.5
+    __slots__ = (
+        "burst_seconds",
+        "burst_share",
+        "min_seconds_to_click",
+    )
+    _fields = (
+        ("min_seconds_to_click", "min_seconds_to_click"),
+        ("burst_seconds", "burst_seconds"),
+        ("burst_share", "burst_share"),
+    )
+
+    min_seconds_to_click: float
+    burst_seconds: float
+    burst_share: float
+
+    def __init__(
+        self,
+        *,
+        min_seconds_to_click: float = 10.0,
+        burst_seconds: float = 5.0,
+        burst_share: float = 0.5,
+    ) -> None:
+        _set(self, "min_seconds_to_click", min_seconds_to_click)
+        _set(self, "burst_seconds", burst_seconds)
+        _set(self, "burst_share", burst_share)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Magnet(Record):
+    __slots__ = (
+        "asset_key",
+        "link_lifetime",
+        "title",
+    )
+    _fields = (
+        ("title", "title"),
+        ("asset_key", "asset_key"),
+        ("link_lifetime", "link_lifetime"),
+    )
+
     title: str
     asset_key: str
-    link_lifetime: timedelta = timedelta(seconds=86400)
+    link_lifetime: timedelta
+
+    def __init__(
+        self,
+        *,
+        title: str,
+        asset_key: str,
+        link_lifetime: timedelta = timedelta(seconds=86400),
+    ) -> None:
+        _set(self, "title", title)
+        _set(self, "asset_key", asset_key)
+        _set(self, "link_lifetime", link_lifetime)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class CustomField(Record):
-    type: Literal["text", "number", "choice", "checkbox"] = "text"
-    required: bool = False
-    max_length: int = 200
-    choices: Optional[list[str]] = None
+    __slots__ = (
+        "choices",
+        "max_length",
+        "required",
+        "type",
+    )
+    _fields = (
+        ("type", "type"),
+        ("required", "required"),
+        ("max_length", "max_length"),
+        ("choices", "choices"),
+    )
+
+    type: Literal["text", "number", "choice", "checkbox"]
+    required: bool
+    max_length: int
+    choices: Optional[list[str]]
+
+    def __init__(
+        self,
+        *,
+        type: Literal["text", "number", "choice", "checkbox"] = "text",
+        required: bool = False,
+        max_length: int = 200,
+        choices: Optional[list[str]] = None,
+    ) -> None:
+        _set(self, "type", type)
+        _set(self, "required", required)
+        _set(self, "max_length", max_length)
+        _set(self, "choices", choices)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Consent(Record):
-    required: bool = True
+    __slots__ = (
+        "required",
+        "text",
+        "version",
+    )
+    _fields = (
+        ("required", "required"),
+        ("version", "version"),
+        ("text", "text"),
+    )
+
+    required: bool
     version: str
     text: str
 
+    def __init__(
+        self,
+        *,
+        required: bool = True,
+        version: str,
+        text: str,
+    ) -> None:
+        _set(self, "required", required)
+        _set(self, "version", version)
+        _set(self, "text", text)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
 class Form(Record):
+    __slots__ = (
+        "allowed_origins",
+        "consent",
+        "custom_fields",
+        "double_opt_in",
+        "fields",
+        "kind",
+        "magnet",
+        "sequence",
+        "stage",
+        "thank_you_url",
+    )
+    _fields = (
+        ("kind", "kind"),
+        ("stage", "stage"),
+        ("thank_you_url", "thank_you_url"),
+        ("allowed_origins", "allowed_origins"),
+        ("fields", "fields"),
+        ("custom_fields", "custom_fields"),
+        ("consent", "consent"),
+        ("double_opt_in", "double_opt_in"),
+        ("magnet", "magnet"),
+        ("sequence", "sequence"),
+    )
+
     kind: Literal["signup", "magnet"]
-    stage: Literal["subscriber", "lead"] = "lead"
+    stage: Literal["subscriber", "lead"]
     thank_you_url: str
-    allowed_origins: list[str] = dataclasses.field(default_factory=list)
-    fields: dict[StandardField, Requirement] = dataclasses.field(default_factory=lambda: {"email": "required"})
-    custom_fields: dict[str, CustomField] = dataclasses.field(default_factory=dict)
-    consent: Optional[Consent] = None
-    double_opt_in: bool = False
-    magnet: Optional[str] = None
-    sequence: Optional[str] = None
+    allowed_origins: list[str]
+    fields: dict[StandardField, Requirement]
+    custom_fields: dict[str, CustomField]
+    consent: Optional[Consent]
+    double_opt_in: bool
+    magnet: Optional[str]
+    sequence: Optional[str]
+
+    def __init__(
+        self,
+        *,
+        kind: Literal["signup", "magnet"],
+        stage: Literal["subscriber", "lead"] = "lead",
+        thank_you_url: str,
+        allowed_origins: list[str] = FACTORY,
+        fields: dict[StandardField, Requirement] = FACTORY,
+        custom_fields: dict[str, CustomField] = FACTORY,
+        consent: Optional[Consent] = None,
+        double_opt_in: bool = False,
+        magnet: Optional[str] = None,
+        sequence: Optional[str] = None,
+    ) -> None:
+        _set(self, "kind", kind)
+        _set(self, "stage", stage)
+        _set(self, "thank_you_url", thank_you_url)
+        _set(self, "allowed_origins", [] if allowed_origins is FACTORY else allowed_origins)
+        _set(self, "fields", {"email": "required"} if fields is FACTORY else fields)
+        _set(self, "custom_fields", {} if custom_fields is FACTORY else custom_fields)
+        _set(self, "consent", consent)
+        _set(self, "double_opt_in", double_opt_in)
+        _set(self, "magnet", magnet)
+        _set(self, "sequence", sequence)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class ScoreRange(Record):
-    min: Optional[float] = None
-    max: Optional[float] = None
+    __slots__ = (
+        "max",
+        "min",
+    )
+    _fields = (
+        ("min", "min"),
+        ("max", "max"),
+    )
+
+    min: Optional[float]
+    max: Optional[float]
+
+    def __init__(
+        self,
+        *,
+        min: Optional[float] = None,
+        max: Optional[float] = None,
+    ) -> None:
+        _set(self, "min", min)
+        _set(self, "max", max)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Condition(Record):
-    field: Optional[str] = None
-    equals: Optional[str | float | bool] = None
-    in_: Optional[list[str]] = dataclasses.field(default=None, metadata={"alias": "in"})
-    exists: Optional[bool] = None
-    stage: Optional[list[Stage]] = None
-    score: Optional[ScoreRange] = None
-    clicked: Optional[str] = None
-    opened: Optional[str] = None
-    event: Optional[str] = None
+    __slots__ = (
+        "clicked",
+        "equals",
+        "event",
+        "exists",
+        "field",
+        "in_",
+        "opened",
+        "score",
+        "stage",
+    )
+    _fields = (
+        ("field", "field"),
+        ("equals", "equals"),
+        ("in_", "in"),
+        ("exists", "exists"),
+        ("stage", "stage"),
+        ("score", "score"),
+        ("clicked", "clicked"),
+        ("opened", "opened"),
+        ("event", "event"),
+    )
+
+    field: Optional[str]
+    equals: Optional[str | float | bool]
+    in_: Optional[list[str]]
+    exists: Optional[bool]
+    stage: Optional[list[Stage]]
+    score: Optional[ScoreRange]
+    clicked: Optional[str]
+    opened: Optional[str]
+    event: Optional[str]
+
+    def __init__(
+        self,
+        *,
+        field: Optional[str] = None,
+        equals: Optional[str | float | bool] = None,
+        in_: Optional[list[str]] = None,
+        exists: Optional[bool] = None,
+        stage: Optional[list[Stage]] = None,
+        score: Optional[ScoreRange] = None,
+        clicked: Optional[str] = None,
+        opened: Optional[str] = None,
+        event: Optional[str] = None,
+    ) -> None:
+        _set(self, "field", field)
+        _set(self, "equals", equals)
+        _set(self, "in_", in_)
+        _set(self, "exists", exists)
+        _set(self, "stage", stage)
+        _set(self, "score", score)
+        _set(self, "clicked", clicked)
+        _set(self, "opened", opened)
+        _set(self, "event", event)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Step(Record):
+    __slots__ = (
+        "after",
+        "delay",
+        "id",
+        "only_if",
+        "skip_if",
+        "subject",
+        "template",
+        "timing",
+    )
+    _fields = (
+        ("id", "id"),
+        ("delay", "delay"),
+        ("after", "after"),
+        ("subject", "subject"),
+        ("template", "template"),
+        ("timing", "timing"),
+        ("only_if", "only_if"),
+        ("skip_if", "skip_if"),
+    )
+
     id: str
     delay: timedelta
-    after: Literal["previous", "enrolment"] = "previous"
+    after: Literal["previous", "enrolment"]
     subject: str
     template: str
-    timing: Literal["scheduled", "immediate"] = "scheduled"
-    only_if: list[Condition] = dataclasses.field(default_factory=list)
-    skip_if: list[Condition] = dataclasses.field(default_factory=list)
+    timing: Literal["scheduled", "immediate"]
+    only_if: list[Condition]
+    skip_if: list[Condition]
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        delay: timedelta,
+        after: Literal["previous", "enrolment"] = "previous",
+        subject: str,
+        template: str,
+        timing: Literal["scheduled", "immediate"] = "scheduled",
+        only_if: list[Condition] = FACTORY,
+        skip_if: list[Condition] = FACTORY,
+    ) -> None:
+        _set(self, "id", id)
+        _set(self, "delay", delay)
+        _set(self, "after", after)
+        _set(self, "subject", subject)
+        _set(self, "template", template)
+        _set(self, "timing", timing)
+        _set(self, "only_if", [] if only_if is FACTORY else only_if)
+        _set(self, "skip_if", [] if skip_if is FACTORY else skip_if)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class SequenceEntry(Record):
-    events: list[str] = dataclasses.field(default_factory=list)
+    __slots__ = ("events",)
+    _fields = (("events", "events"),)
+
+    events: list[str]
+
+    def __init__(
+        self,
+        *,
+        events: list[str] = FACTORY,
+    ) -> None:
+        _set(self, "events", [] if events is FACTORY else events)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class SequenceExit(Record):
-    stages: list[Stage] = dataclasses.field(default_factory=lambda: ["sql", "opportunity", "customer", "disqualified"])
-    events: list[str] = dataclasses.field(default_factory=list)
+    __slots__ = (
+        "events",
+        "stages",
+    )
+    _fields = (
+        ("stages", "stages"),
+        ("events", "events"),
+    )
+
+    stages: list[Stage]
+    events: list[str]
+
+    def __init__(
+        self,
+        *,
+        stages: list[Stage] = FACTORY,
+        events: list[str] = FACTORY,
+    ) -> None:
+        _set(self, "stages", ["sql", "opportunity", "customer", "disqualified"] if stages is FACTORY else stages)
+        _set(self, "events", [] if events is FACTORY else events)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Sequence(Record):
+    __slots__ = (
+        "entry",
+        "exit",
+        "steps",
+    )
+    _fields = (
+        ("steps", "steps"),
+        ("entry", "entry"),
+        ("exit", "exit"),
+    )
+
     steps: list[Step]
-    entry: SequenceEntry = dataclasses.field(default_factory=SequenceEntry)
-    exit: SequenceExit = dataclasses.field(default_factory=SequenceExit)
+    entry: SequenceEntry
+    exit: SequenceExit
+
+    def __init__(
+        self,
+        *,
+        steps: list[Step],
+        entry: SequenceEntry = FACTORY,
+        exit: SequenceExit = FACTORY,
+    ) -> None:
+        _set(self, "steps", steps)
+        _set(self, "entry", SequenceEntry() if entry is FACTORY else entry)
+        _set(self, "exit", SequenceExit() if exit is FACTORY else exit)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class SendWindow(Record):
-    days: list[Weekday] = dataclasses.field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
-    start: time = time(9, 0)
-    end: time = time(17, 0)
+    __slots__ = (
+        "days",
+        "end",
+        "start",
+    )
+    _fields = (
+        ("days", "days"),
+        ("start", "start"),
+        ("end", "end"),
+    )
+
+    days: list[Weekday]
+    start: time
+    end: time
+
+    def __init__(
+        self,
+        *,
+        days: list[Weekday] = FACTORY,
+        start: time = time(9, 0),
+        end: time = time(17, 0),
+    ) -> None:
+        _set(self, "days", ["mon", "tue", "wed", "thu", "fri"] if days is FACTORY else days)
+        _set(self, "start", start)
+        _set(self, "end", end)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class FrequencyCap(Record):
+    __slots__ = (
+        "max_emails",
+        "per",
+    )
+    _fields = (
+        ("max_emails", "max_emails"),
+        ("per", "per"),
+    )
+
     max_emails: int
     per: timedelta
 
+    def __init__(
+        self,
+        *,
+        max_emails: int,
+        per: timedelta,
+    ) -> None:
+        _set(self, "max_emails", max_emails)
+        _set(self, "per", per)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
 class Confirmation(Record):
+    __slots__ = (
+        "expires_after",
+        "subject",
+        "template",
+    )
+    _fields = (
+        ("subject", "subject"),
+        ("template", "template"),
+        ("expires_after", "expires_after"),
+    )
+
     subject: str
     template: str
-    expires_after: timedelta = timedelta(seconds=604800)
+    expires_after: timedelta
+
+    def __init__(
+        self,
+        *,
+        subject: str,
+        template: str,
+        expires_after: timedelta = timedelta(seconds=604800),
+    ) -> None:
+        _set(self, "subject", subject)
+        _set(self, "template", template)
+        _set(self, "expires_after", expires_after)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class EventRule(Record):
+    __slots__ = (
+        "max_per_day",
+        "max_total",
+        "points",
+        "url",
+    )
+    _fields = (
+        ("points", "points"),
+        ("url", "url"),
+        ("max_per_day", "max_per_day"),
+        ("max_total", "max_total"),
+    )
+
     points: float
-    url: Optional[str] = None
-    max_per_day: int = 5
-    max_total: int = 20
+    url: Optional[str]
+    max_per_day: int
+    max_total: int
+
+    def __init__(
+        self,
+        *,
+        points: float,
+        url: Optional[str] = None,
+        max_per_day: int = 5,
+        max_total: int = 20,
+    ) -> None:
+        _set(self, "points", points)
+        _set(self, "url", url)
+        _set(self, "max_per_day", max_per_day)
+        _set(self, "max_total", max_total)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class FitRule(Record):
+    __slots__ = (
+        "contains_any",
+        "equals",
+        "field",
+        "in_",
+        "points",
+    )
+    _fields = (
+        ("field", "field"),
+        ("points", "points"),
+        ("equals", "equals"),
+        ("in_", "in"),
+        ("contains_any", "contains_any"),
+    )
+
     field: str
     points: float
-    equals: Optional[str] = None
-    in_: Optional[list[str]] = dataclasses.field(default=None, metadata={"alias": "in"})
-    contains_any: Optional[list[str]] = None
+    equals: Optional[str]
+    in_: Optional[list[str]]
+    contains_any: Optional[list[str]]
+
+    def __init__(
+        self,
+        *,
+        field: str,
+        points: float,
+        equals: Optional[str] = None,
+        in_: Optional[list[str]] = None,
+        contains_any: Optional[list[str]] = None,
+    ) -> None:
+        _set(self, "field", field)
+        _set(self, "points", points)
+        _set(self, "equals", equals)
+        _set(self, "in_", in_)
+        _set(self, "contains_any", contains_any)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Scoring(Record):
+    __slots__ = (
+        "events",
+        "fit",
+        "half_life",
+        "hand_raisers",
+        "mql_threshold",
+        "sql_threshold",
+    )
+    _fields = (
+        ("mql_threshold", "mql_threshold"),
+        ("sql_threshold", "sql_threshold"),
+        ("half_life", "half_life"),
+        ("events", "events"),
+        ("fit", "fit"),
+        ("hand_raisers", "hand_raisers"),
+    )
+
     mql_threshold: int
     sql_threshold: int
-    half_life: timedelta = timedelta(seconds=2592000)
-    events: dict[str, list[EventRule]] = dataclasses.field(default_factory=dict)
-    fit: list[FitRule] = dataclasses.field(default_factory=list)
-    hand_raisers: list[str] = dataclasses.field(default_factory=list)
+    half_life: timedelta
+    events: dict[str, list[EventRule]]
+    fit: list[FitRule]
+    hand_raisers: list[str]
+
+    def __init__(
+        self,
+        *,
+        mql_threshold: int,
+        sql_threshold: int,
+        half_life: timedelta = timedelta(seconds=2592000),
+        events: dict[str, list[EventRule]] = FACTORY,
+        fit: list[FitRule] = FACTORY,
+        hand_raisers: list[str] = FACTORY,
+    ) -> None:
+        _set(self, "mql_threshold", mql_threshold)
+        _set(self, "sql_threshold", sql_threshold)
+        _set(self, "half_life", half_life)
+        _set(self, "events", {} if events is FACTORY else events)
+        _set(self, "fit", [] if fit is FACTORY else fit)
+        _set(self, "hand_raisers", [] if hand_raisers is FACTORY else hand_raisers)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class SalesRep(Record):
+    __slots__ = (
+        "email",
+        "name",
+    )
+    _fields = (
+        ("name", "name"),
+        ("email", "email"),
+    )
+
     name: str
     email: str
 
+    def __init__(
+        self,
+        *,
+        name: str,
+        email: str,
+    ) -> None:
+        _set(self, "name", name)
+        _set(self, "email", email)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
 class Sales(Record):
+    __slots__ = (
+        "recycle_sequence",
+        "team",
+        "webhook_url",
+    )
+    _fields = (
+        ("team", "team"),
+        ("webhook_url", "webhook_url"),
+        ("recycle_sequence", "recycle_sequence"),
+    )
+
     team: list[SalesRep]
-    webhook_url: Optional[str] = None
-    recycle_sequence: Optional[str] = None
+    webhook_url: Optional[str]
+    recycle_sequence: Optional[str]
+
+    def __init__(
+        self,
+        *,
+        team: list[SalesRep],
+        webhook_url: Optional[str] = None,
+        recycle_sequence: Optional[str] = None,
+    ) -> None:
+        _set(self, "team", team)
+        _set(self, "webhook_url", webhook_url)
+        _set(self, "recycle_sequence", recycle_sequence)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class AdSpend(Record):
+    __slots__ = (
+        "amount",
+        "utm_medium",
+        "utm_source",
+    )
+    _fields = (
+        ("utm_source", "utm_source"),
+        ("utm_medium", "utm_medium"),
+        ("amount", "amount"),
+    )
+
     utm_source: str
     utm_medium: str
     amount: float
 
+    def __init__(
+        self,
+        *,
+        utm_source: str,
+        utm_medium: str,
+        amount: float,
+    ) -> None:
+        _set(self, "utm_source", utm_source)
+        _set(self, "utm_medium", utm_medium)
+        _set(self, "amount", amount)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
 class Campaign(Record):
+    __slots__ = (
+        "ad_spend",
+        "bot_defence",
+        "confirmation",
+        "currency",
+        "engagement",
+        "forms",
+        "frequency_cap",
+        "magnets",
+        "name",
+        "rate_limits",
+        "sales",
+        "scoring",
+        "send_window",
+        "sender",
+        "sequences",
+        "timezone",
+        "title",
+    )
+    _fields = (
+        ("name", "name"),
+        ("title", "title"),
+        ("timezone", "timezone"),
+        ("sender", "sender"),
+        ("bot_defence", "bot_defence"),
+        ("rate_limits", "rate_limits"),
+        ("engagement", "engagement"),
+        ("magnets", "magnets"),
+        ("forms", "forms"),
+        ("sequences", "sequences"),
+        ("send_window", "send_window"),
+        ("frequency_cap", "frequency_cap"),
+        ("confirmation", "confirmation"),
+        ("scoring", "scoring"),
+        ("sales", "sales"),
+        ("currency", "currency"),
+        ("ad_spend", "ad_spend"),
+    )
+
     name: str
-    title: str = ""
-    timezone: str = "UTC"
+    title: str
+    timezone: str
     sender: Sender
-    bot_defence: BotDefence = dataclasses.field(default_factory=BotDefence)
-    rate_limits: RateLimits = dataclasses.field(default_factory=RateLimits)
-    engagement: EngagementRules = dataclasses.field(default_factory=EngagementRules)
-    magnets: dict[str, Magnet] = dataclasses.field(default_factory=dict)
+    bot_defence: BotDefence
+    rate_limits: RateLimits
+    engagement: EngagementRules
+    magnets: dict[str, Magnet]
     forms: dict[str, Form]
-    sequences: dict[str, Sequence] = dataclasses.field(default_factory=dict)
-    send_window: SendWindow = dataclasses.field(default_factory=SendWindow)
-    frequency_cap: Optional[FrequencyCap] = None
-    confirmation: Optional[Confirmation] = None
+    sequences: dict[str, Sequence]
+    send_window: SendWindow
+    frequency_cap: Optional[FrequencyCap]
+    confirmation: Optional[Confirmation]
     scoring: Scoring
     sales: Sales
-    currency: Optional[str] = None
-    ad_spend: list[AdSpend] = dataclasses.field(default_factory=list)
+    currency: Optional[str]
+    ad_spend: list[AdSpend]
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        title: str = "",
+        timezone: str = "UTC",
+        sender: Sender,
+        bot_defence: BotDefence = FACTORY,
+        rate_limits: RateLimits = FACTORY,
+        engagement: EngagementRules = FACTORY,
+        magnets: dict[str, Magnet] = FACTORY,
+        forms: dict[str, Form],
+        sequences: dict[str, Sequence] = FACTORY,
+        send_window: SendWindow = FACTORY,
+        frequency_cap: Optional[FrequencyCap] = None,
+        confirmation: Optional[Confirmation] = None,
+        scoring: Scoring,
+        sales: Sales,
+        currency: Optional[str] = None,
+        ad_spend: list[AdSpend] = FACTORY,
+    ) -> None:
+        _set(self, "name", name)
+        _set(self, "title", title)
+        _set(self, "timezone", timezone)
+        _set(self, "sender", sender)
+        _set(self, "bot_defence", BotDefence() if bot_defence is FACTORY else bot_defence)
+        _set(self, "rate_limits", RateLimits() if rate_limits is FACTORY else rate_limits)
+        _set(self, "engagement", EngagementRules() if engagement is FACTORY else engagement)
+        _set(self, "magnets", {} if magnets is FACTORY else magnets)
+        _set(self, "forms", forms)
+        _set(self, "sequences", {} if sequences is FACTORY else sequences)
+        _set(self, "send_window", SendWindow() if send_window is FACTORY else send_window)
+        _set(self, "frequency_cap", frequency_cap)
+        _set(self, "confirmation", confirmation)
+        _set(self, "scoring", scoring)
+        _set(self, "sales", sales)
+        _set(self, "currency", currency)
+        _set(self, "ad_spend", [] if ad_spend is FACTORY else ad_spend)

@@ -9,7 +9,6 @@ PyYAML, pydantic or email-validator, and without validating again: what was vali
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import types
@@ -17,7 +16,7 @@ import typing
 from datetime import time, timedelta
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional, Self, TypeVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional, Self, TypeVar, Union
 
 from chalicelib.errors import ConfigError
 
@@ -42,14 +41,49 @@ def source_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+# A parameter's default for a field whose default is made anew for each record (a list, a dict).
+FACTORY: Any = object()
+
+
+def _restore(cls: type[_R], values: tuple[Any, ...]) -> _R:
+    record = cls.__new__(cls)
+    for (name, _), value in zip(cls._fields, values, strict=True):
+        object.__setattr__(record, name, value)
+    return record
+
+
 class Record:
-    """Base of the generated records: the part of pydantic's model API tests and the twin use,
-    so a compiled campaign stands in wherever the validated one did."""
+    """Base of the generated records: read-only, compared and hashed by their fields (as frozen
+    dataclasses are), with the part of pydantic's model API tests and the twin use, so a compiled
+    campaign stands in wherever the validated one did."""
 
     __slots__ = ()
+    _fields: ClassVar[tuple[tuple[str, str], ...]] = ()  # (name, alias) of each field, in order
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name, _ in self._fields)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only: use model_copy(update=...)")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Record) and type(other) is type(self) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._values()))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name, _ in self._fields)
+        return f"{type(self).__name__}({fields})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore, (type(self), self._values()))
 
     def model_copy(self, *, update: Optional[dict[str, Any]] = None) -> Self:
-        return dataclasses.replace(self, **(update or {}))  # type: ignore[type-var]
+        return type(self)(**{**{name: getattr(self, name) for name, _ in self._fields}, **(update or {})})
 
     def model_dump(
         self, *, mode: Literal["python", "json"] = "python", by_alias: bool = False, exclude: Optional[set[str]] = None
@@ -61,8 +95,8 @@ class Record:
 def to_data(value: Any, *, json_mode: bool = True, by_alias: bool = False) -> Any:
     """A record or a pydantic model as plain data: field by field, durations in seconds and times
     as ISO text in JSON mode. The compiler writes a validated campaign with it."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        names = [(f.name, f.metadata.get("alias", f.name)) for f in dataclasses.fields(value)]
+    if isinstance(value, Record):
+        names = list(value._fields)
     elif isinstance(getattr(type(value), "model_fields", None), dict):
         names = [(name, info.alias or name) for name, info in type(value).model_fields.items()]
     elif isinstance(value, (list, tuple)):
@@ -124,7 +158,7 @@ def load(path: Path, source: Optional[Path] = None) -> Campaign:
 
 def _build(cls: type[_R], data: dict[str, Any]) -> _R:
     hints = _hints(cls)
-    return cls(**{f.name: _convert(hints[f.name], data[f.name]) for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
+    return cls(**{name: _convert(hints[name], data[name]) for name, _ in cls._fields})
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -159,6 +193,6 @@ def _convert(hint: Any, value: Any) -> Any:
         return time.fromisoformat(value)
     if isinstance(hint, type) and issubclass(hint, Enum):
         return hint(value)
-    if dataclasses.is_dataclass(hint):
-        return _build(typing.cast(type[Record], hint), value)
+    if isinstance(hint, type) and issubclass(hint, Record):
+        return _build(hint, value)
     raise TypeError(f"no conversion for {hint!r}")

@@ -16,15 +16,13 @@ from typing import TYPE_CHECKING, Optional, Union
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import aws, observability
-from chalicelib.assets import S3AssetLinks
 from chalicelib.clock import Clock, OffsetFileClock, SystemClock
 from chalicelib.config import MIN_TOKEN_KEY_LENGTH, Settings, load_campaign
 from chalicelib.errors import ConfigError
 from chalicelib.observability import Metrics
-from chalicelib.store import Store
-from chalicelib.tracking import LinkBuilder, TokenSigner, Tracker
 
 if TYPE_CHECKING:  # the services below are imported where they are first built
+    from chalicelib.assets import S3AssetLinks
     from chalicelib.campaign_types import Campaign
     from chalicelib.capture import Capture
     from chalicelib.credentials import AdminToken
@@ -35,7 +33,9 @@ if TYPE_CHECKING:  # the services below are imported where they are first built
     from chalicelib.nurture.mailer import Mailer
     from chalicelib.privacy import Privacy
     from chalicelib.reports import Reports, Tally
+    from chalicelib.store import Store
     from chalicelib.streams import StreamProcessor
+    from chalicelib.tracking import LinkBuilder, TokenSigner, Tracker
 
 
 class Runtime:
@@ -72,6 +72,10 @@ class Runtime:
         pacer: Optional[Pacer] = None,
         metrics: Optional[Metrics] = None,
     ) -> Runtime:
+        from chalicelib.assets import S3AssetLinks
+        from chalicelib.store import Store
+        from chalicelib.tracking import TokenSigner
+
         observability.configure_logging(settings.log_level)
         return cls(
             settings=settings,
@@ -89,6 +93,8 @@ class Runtime:
     def signer(self) -> TokenSigner:
         # The key is read (from SSM, once per cold start) on first use, not at build: the admin
         # authorizer never signs, and its role may read the admin token only (infra/iam.py).
+        from chalicelib.tracking import TokenSigner
+
         return self._signer if isinstance(self._signer, TokenSigner) else self._signer()
 
     @functools.cached_property
@@ -107,10 +113,14 @@ class Runtime:
 
     @functools.cached_property
     def links(self) -> LinkBuilder:
+        from chalicelib.tracking import LinkBuilder
+
         return LinkBuilder(self.signer, self.settings.public_url)
 
     @functools.cached_property
     def tracker(self) -> Tracker:
+        from chalicelib.tracking import Tracker
+
         return Tracker(self.signer, self.store, self.clock, self.campaign)
 
     @functools.cached_property

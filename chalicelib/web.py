@@ -13,7 +13,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from chalice.app import Request, Response
 
-from chalicelib.capture import CaptureResult, RequestMeta
 from chalicelib.config import MAX_BODY_BYTES
 from chalicelib.errors import (
     InvalidToken,
@@ -30,6 +29,7 @@ from chalicelib.http.requests import cors_for, media_type, preflight_response, r
 from chalicelib.rendering import render_page
 
 if TYPE_CHECKING:
+    from chalicelib.capture import CaptureResult, RequestMeta
     from chalicelib.http.bodies import Health
     from chalicelib.models import LeadExportParams
     from chalicelib.runtime import Runtime
@@ -60,6 +60,8 @@ def openapi(runtime: Runtime) -> Response:
 
 
 def _request_meta(request: Request) -> RequestMeta:
+    from chalicelib.capture import RequestMeta
+
     identity = (request.context or {}).get("identity") or {}
     return RequestMeta(
         user_agent=request.headers.get("user-agent"),

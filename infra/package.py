@@ -43,8 +43,11 @@ Deploy with ``aws cloudformation package --s3-bucket`` + ``deploy --s3-bucket`` 
 from __future__ import annotations
 
 import argparse
+import compileall
+import importlib.util
 import json
 import os
+import py_compile
 import re
 import shutil
 import subprocess
@@ -397,6 +400,44 @@ def ship_campaign(project_copy: Path, campaign: str) -> None:
         if other.name not in (f"{campaign}.yaml", f"{campaign}{COMPILED_SUFFIX}"):
             other.unlink()
     compile_to(campaign_path(campaign, directory), directory)
+    precompile(project_copy)
+
+
+def precompile(project_copy: Path) -> None:
+    """The copy's chalicelib as bytecode beside its source (chalice zips chalicelib/ whole): Lambda
+    cannot write bytecode to its read-only /var/task, so without it every cold start compiles
+    every module it imports. Unchecked hashes: a zip's timestamps prove nothing; the copy is made
+    for this zip and never edited. The runtime is this interpreter's version (chalice picks it),
+    so the bytecode fits; a runtime that did not take it would compile the source as before."""
+    compiled = compileall.compile_dir(
+        project_copy / "chalicelib", quiet=1, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH
+    )
+    if not compiled:
+        raise ConfigError(f"{project_copy / 'chalicelib'}: could not compile to bytecode")
+
+
+def bytecode_problems(zf: zipfile.ZipFile) -> list[str]:
+    """What is wrong with the zip's bytecode: any outside chalicelib's __pycache__, any module of
+    chalicelib without it, or any that is not its zipped source's (unchecked hash, this version)."""
+    names = set(zf.namelist())
+    problems = []
+    sources = {n for n in names if n.startswith("chalicelib/") and n.endswith(".py")}
+    expected = {importlib.util.cache_from_source(n): n for n in sources}
+    for name in sorted(n for n in names if n.endswith(".pyc") or "__pycache__" in n):
+        source = expected.get(name)
+        if source is None:
+            problems.append(f"{name}: not chalicelib's")
+            continue
+        header = zf.read(name)[:16]
+        flags, digest = int.from_bytes(header[4:8], "little"), header[8:16]
+        if (
+            header[:4] != importlib.util.MAGIC_NUMBER
+            or flags != 1
+            or digest != importlib.util.source_hash(zf.read(source))
+        ):
+            problems.append(f"{name}: not the unchecked-hash bytecode of {source}")
+    problems += [f"{source}: no bytecode" for pyc, source in sorted(expected.items()) if pyc not in names]
+    return problems
 
 
 def _copy_project(project: Path, dest: Path, stage_entry: dict[str, Any], stage: str, campaign: str) -> None:
@@ -464,9 +505,9 @@ def _check(template: dict[str, Any], zip_path: Path, functions: Mapping[str, str
         raise PackageError("the template still names a placeholder resource (TRELLIS_*-not-set)")
     with zipfile.ZipFile(zip_path) as zf:
         names = zf.namelist()
-    cached = [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-    if cached:
-        raise PackageError(f"bytecode in the zip: {cached[:5]}")
+        problems = bytecode_problems(zf)
+    if problems:
+        raise PackageError(f"bytecode in the zip that is not its sources': {problems[:5]}")
     campaigns = sorted(n for n in names if n.startswith("campaigns/") and not n.endswith("/"))
     shipped = sorted([f"campaigns/{campaign}{COMPILED_SUFFIX}", f"campaigns/{campaign}.yaml"])
     if campaigns != shipped:

@@ -9,8 +9,10 @@ in an environment without AWS credentials: packaging calls no AWS API.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import os
+import py_compile
 import shutil
 import subprocess
 import sys
@@ -240,7 +242,9 @@ def test_cfn_lint_finds_nothing(built):
     assert cfn_lint(built["sam_path"]) == (0, "")
 
 
-def test_the_zip_holds_the_app_without_bytecode_and_the_checkout_is_untouched(built):
+def test_the_zip_holds_the_app_with_its_own_bytecode_and_the_checkout_is_untouched(built):
+    from infra.package import bytecode_problems
+
     with zipfile.ZipFile(built["zip"]) as zf:
         names = zf.namelist()
     assert "app.py" in names and "chalicelib/config.py" in names
@@ -249,10 +253,43 @@ def test_the_zip_holds_the_app_without_bytecode_and_the_checkout_is_untouched(bu
         "campaigns/demo.compiled.json",
         "campaigns/demo.yaml",
     ]
-    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    # Bytecode only for chalicelib, each module's compiled from the very source beside it in the zip
+    # (none carried over from the checkout): what Lambda's read-only /var/task cannot write itself.
+    with zipfile.ZipFile(built["zip"]) as zf:
+        assert bytecode_problems(zf) == []
+    assert importlib.util.cache_from_source("chalicelib/config.py") in names
     # The project's own .chalice/config.json is not where the package-only stage goes.
     assert built["config_after"] == built["config_before"]
     assert STAGE not in json.loads(built["config_after"])["stages"]
+
+
+def test_bytecode_from_anything_but_the_zipped_source_is_refused(tmp_path):
+    from infra.package import bytecode_problems
+
+    source = tmp_path / "chalicelib" / "rules.py"
+    source.parent.mkdir()
+    source.write_text("LIMIT = 1\n")
+    py_compile.compile(str(source), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    pyc = Path(importlib.util.cache_from_source(str(source)))
+    stale = pyc.read_bytes()
+    zipped = importlib.util.cache_from_source("chalicelib/rules.py")
+
+    def zip_of(files: dict[str, bytes]) -> zipfile.ZipFile:
+        path = tmp_path / f"{len(list(tmp_path.glob('*.zip')))}.zip"
+        with zipfile.ZipFile(path, "w") as zf:
+            for name, data in files.items():
+                zf.writestr(name, data)
+        return zipfile.ZipFile(path)
+
+    assert bytecode_problems(zip_of({"chalicelib/rules.py": b"LIMIT = 1\n", zipped: stale})) == []
+    edited = bytecode_problems(zip_of({"chalicelib/rules.py": b"LIMIT = 2\n", zipped: stale}))
+    missing = bytecode_problems(zip_of({"chalicelib/rules.py": b"LIMIT = 1\n"}))
+    stray = bytecode_problems(zip_of({"chalicelib/rules.py": b"LIMIT = 1\n", zipped: stale, "app.pyc": stale}))
+    assert [p.split(": ")[1] for p in (*edited, *missing, *stray)] == [
+        "not the unchecked-hash bytecode of chalicelib/rules.py",
+        "no bytecode",
+        "not chalicelib's",
+    ]
 
 
 def test_make_package_without_a_stage_says_so():
