@@ -19,7 +19,7 @@ from chalicelib.nurture.rules import CONFIRM_SEQUENCE, first_step_due
 from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.store import CaptureWrite, Store
 from chalicelib.tracking import CLAIMED, CREATOR, MAILBOX, TRUST_KEY, VOID, TokenSigner
-from chalicelib.vocabulary import CONSENT_FIELD, LEAD_TOKEN_FIELD, RENDERED_AT_FIELD
+from chalicelib.vocabulary import CONSENT_FIELD, LEAD_TOKEN_FIELD, RENDERED_AT_FIELD, ConsentStatus, EventType
 
 if TYPE_CHECKING:  # pydantic (the submissions' models) loads when the capture service is built
     from pydantic import BaseModel
@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pydantic (the submissions' models) loads when the capture s
 
 logger = logging.getLogger(__name__)
 
-SUBMISSION_EVENT = "form_submitted"
+SUBMISSION_EVENT = EventType.FORM_SUBMITTED
 # rendered_at: milliseconds since the epoch as the page's script wrote it (Date.now()), nothing else.
 _EPOCH_MILLIS = re.compile(r"^\d{1,16}(\.\d{1,6})?$")
 _CONFLICT_RETRIES = 3
@@ -209,7 +209,7 @@ class Capture:
 
         consent = None
         if consent_given and form.consent is not None:
-            status = "pending_confirmation" if form.double_opt_in else "granted"
+            status = ConsentStatus.PENDING_CONFIRMATION if form.double_opt_in else ConsentStatus.GRANTED
             if known is not None and known.consent is not None and known.consent.status == GRANTED:
                 status = GRANTED  # a confirmed lead stays confirmed when they sign up again
             consent = ConsentRecord(
@@ -219,7 +219,7 @@ class Capture:
                 consent = None  # the lead's own consent record stays; this one is on the event
 
         enrolments = []
-        pending = consent is not None and consent.status == "pending_confirmation"
+        pending = consent is not None and consent.status == ConsentStatus.PENDING_CONFIRMATION
         if form.sequence is not None and (known is None or form.sequence not in known.sequences):
             enrolments.append(
                 Enrolment(

@@ -47,6 +47,7 @@ from chalicelib.rendering import environment, render_page
 from chalicelib.runtime import Runtime
 from chalicelib.store import Store
 from chalicelib.tracking import TokenSigner
+from chalicelib.vocabulary import Stage
 
 logger = logging.getLogger(__name__)
 
@@ -420,7 +421,7 @@ def logout(runtime: Runtime, request: Request) -> Response:
 
 DASH = "\u2014"
 _UNITS = (("d", 86400), ("h", 3600), ("min", 60))
-_STAGE_LABELS = {"mql": "MQL", "sql": "SQL"}
+_STAGE_LABELS: dict[str, str] = {Stage.MQL: "MQL", Stage.SQL: "SQL"}
 
 
 def stage_label(stage: str) -> str:

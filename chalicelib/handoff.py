@@ -48,7 +48,7 @@ from chalicelib.tracking import (
     engagement_verdicts,
     is_trusted,
 )
-from chalicelib.vocabulary import FEEDBACK_STAGES
+from chalicelib.vocabulary import FEEDBACK_STAGES, EnrolmentStatus, HandoffStatus, Stage, WebhookStatus
 
 if TYPE_CHECKING:
     from chalicelib.http.bodies import StageChanged
@@ -131,7 +131,7 @@ class Qualifier:
             {"from": lead.stage, "to": change.stage, "reason": change.reason, "score": score.value},
         )
         handoff = None
-        if change.stage == "sql":
+        if change.stage == Stage.SQL:
             team = self._campaign.sales.team
             owner = team[(self._store.next_round_robin() - 1) % len(team)]
             fields["owner"] = {"name": owner.name, "email": owner.email}
@@ -157,9 +157,9 @@ class Qualifier:
             # Counted here, where the one write that creates the handoff succeeded: a redelivered
             # record finds the score (or the stage) moved on and writes nothing.
             self._metrics.add("SqlHandoffs")
-        if written and change.stage == "sql":
+        if written and change.stage == Stage.SQL:
             # Sales has the lead now: end its nurture at once (every send re-checks the stage too).
-            ending = {sid for sid, seq in self._campaign.sequences.items() if "sql" in seq.exit.stages}
+            ending = {sid for sid, seq in self._campaign.sequences.items() if Stage.SQL in seq.exit.stages}
             self._store.exit_enrolments(lead_id, ending, "stage:sql")
         return change.stage if written else None
 
@@ -260,18 +260,25 @@ class Notifier:
                 Message=json.dumps(payload, sort_keys=True),
             )
             self._store.mark_handoff(handoff, claim_id, {"sns_sent_at": iso(now)})
-        if self._webhook is not None and handoff.webhook_status != "delivered":
+        if self._webhook is not None and handoff.webhook_status != WebhookStatus.DELIVERED:
             attempts = handoff.webhook_attempts + 1
             if self._webhook.post(payload):
                 self._store.mark_handoff(
-                    handoff, claim_id, {"webhook_status": "delivered", "webhook_attempts": attempts}, remove_due=True
+                    handoff,
+                    claim_id,
+                    {"webhook_status": WebhookStatus.DELIVERED, "webhook_attempts": attempts},
+                    remove_due=True,
                 )
             elif attempts >= WEBHOOK_MAX_ATTEMPTS:
                 logger.error("webhook for handoff %s failed %d times; giving up", handoff.lead_id, attempts)
                 self._store.mark_handoff(
                     handoff,
                     claim_id,
-                    {"webhook_status": "failed", "webhook_attempts": attempts, "status": "notified"},
+                    {
+                        "webhook_status": WebhookStatus.FAILED,
+                        "webhook_attempts": attempts,
+                        "status": HandoffStatus.NOTIFIED,
+                    },
                     remove_due=True,
                 )
                 return True
@@ -279,7 +286,7 @@ class Notifier:
                 due = now + WEBHOOK_BACKOFF * (2 ** (attempts - 1))
                 self._store.schedule_webhook_retry(handoff, claim_id, iso(due), attempts)
                 return True
-        self._store.mark_handoff(handoff, claim_id, {"status": "notified"}, remove_due=True)
+        self._store.mark_handoff(handoff, claim_id, {"status": HandoffStatus.NOTIFIED}, remove_due=True)
         return True
 
     def _email_or_none(self, handoff: Handoff, record: LeadRecord) -> Optional[bytes]:
@@ -390,7 +397,7 @@ class SalesFeedback:
         reason = f"sales feedback{': ' + note if note else ''}"
         fields: dict[str, Any] = {"stage": stage, "stage_reason": reason, "stage_changed_at": iso(now)}
         enrolment = None
-        if stage == "recycled":
+        if stage == Stage.RECYCLED:
             fields.update(
                 {
                     "score_reset_at": iso(now),
@@ -401,7 +408,7 @@ class SalesFeedback:
             recycle = self._campaign.sales.recycle_sequence
             if recycle is not None:
                 due = first_step_due(self._campaign.sequences[recycle], now)
-                enrolment = Enrolment(lead_id, recycle, "active", 0, iso(now), iso(due))
+                enrolment = Enrolment(lead_id, recycle, EnrolmentStatus.ACTIVE, 0, iso(now), iso(due))
                 fields["sequences"] = set(lead.sequences) | {recycle}
         fields = {k: v for k, v in fields.items() if v is not None}
         event = Event(

@@ -71,12 +71,12 @@ VELOCITY_BUCKETS = (
 
 # Counted as their events arrive; opens and clicks are counted from their verdicts instead
 # (``Tally.sync_engagement``), as a later signal can show an earlier one was a machine's.
-_EVENT_METRICS = {
+_EVENT_METRICS: dict[str, str] = {
     UNSUBSCRIBED: "unsubscribed",
     EMAIL_BOUNCED: "bounced",
     EMAIL_COMPLAINED: "complained",
 }
-_ENGAGEMENT_METRICS = {EMAIL_OPENED: "opened", EMAIL_CLICKED: "clicked"}
+_ENGAGEMENT_METRICS: dict[str, str] = {EMAIL_OPENED: "opened", EMAIL_CLICKED: "clicked"}
 _ENGAGEMENT_MARKERS = frozenset({"opened", "clicked", *MACHINE_METRICS})
 # Markers of things that happen once anyway (a send, a delivery) only guard against records
 # delivered again, which happens within hours: they expire, the counts stay.

@@ -24,10 +24,7 @@ from zoneinfo import ZoneInfo
 
 from chalicelib.campaign_types import FitRule, Scoring
 from chalicelib.entities import Lead
-
-# Stages sales owns: scoring never moves a lead out of them.
-SALES_STAGES = frozenset({"sql", "opportunity", "customer", "disqualified"})
-_RANK = {"subscriber": 0, "recycled": 1, "lead": 1, "mql": 2, "sql": 3}
+from chalicelib.vocabulary import SALES_STAGES, SCORING_RANKS, Stage
 
 
 @dataclass(frozen=True)
@@ -149,11 +146,11 @@ def next_stage(scoring: Scoring, current: str, score: Score) -> Optional[StageCh
     if current in SALES_STAGES:
         return None
     value = score.value
-    rank = _RANK.get(current, 0)
+    rank = SCORING_RANKS.get(current, 0)
     if score.hand_raiser is not None:
-        return StageChange("sql", f"hand-raiser event {score.hand_raiser}")
+        return StageChange(Stage.SQL, f"hand-raiser event {score.hand_raiser}")
     if value >= scoring.sql_threshold:
-        return StageChange("sql", f"score {value:g} reached sql_threshold {scoring.sql_threshold}")
-    if value >= scoring.mql_threshold and rank < _RANK["mql"]:
-        return StageChange("mql", f"score {value:g} reached mql_threshold {scoring.mql_threshold}")
+        return StageChange(Stage.SQL, f"score {value:g} reached sql_threshold {scoring.sql_threshold}")
+    if value >= scoring.mql_threshold and rank < SCORING_RANKS[Stage.MQL]:
+        return StageChange(Stage.MQL, f"score {value:g} reached mql_threshold {scoring.mql_threshold}")
     return None

@@ -25,6 +25,7 @@ from chalicelib.observability import correlated
 from chalicelib.reports import Tally
 from chalicelib.store import Store, parse_stream_image
 from chalicelib.tracking import ENGAGEMENT_KINDS, STAGE_CHANGED, engagement_verdicts, is_trusted
+from chalicelib.vocabulary import EnrolmentStatus
 
 logger = logging.getLogger(__name__)
 
@@ -178,12 +179,16 @@ class StreamProcessor:
 
     def _became_due(self, record: dict[str, Any], enrolment: Enrolment) -> bool:
         """A fresh enrolment (or one just confirmed) with its step due now, not a dispatcher's own write."""
-        if enrolment.status != "active" or enrolment.due_at is None or enrolment.due_at > iso(self._clock.now()):
+        if (
+            enrolment.status != EnrolmentStatus.ACTIVE
+            or enrolment.due_at is None
+            or enrolment.due_at > iso(self._clock.now())
+        ):
             return False
         if record["eventName"] == "INSERT":
             return True
         old = parse_stream_image(record.get("dynamodb", {}).get("OldImage") or {})
-        return isinstance(old, Enrolment) and old.status == "awaiting_confirmation"
+        return isinstance(old, Enrolment) and old.status == EnrolmentStatus.AWAITING_CONFIRMATION
 
     def _enrol_on(self, event: Event) -> int:
         enrolled = 0
@@ -195,7 +200,7 @@ class StreamProcessor:
             enrolment = Enrolment(
                 lead_id=event.lead_id,
                 sequence_id=sequence_id,
-                status="active",
+                status=EnrolmentStatus.ACTIVE,
                 step_index=0,
                 enrolled_at=iso(now),
                 due_at=iso(first_step_due(self._campaign.sequences[sequence_id], now)),

@@ -27,6 +27,7 @@ from chalicelib.entities import Event, Lead, Message, Suppression, iso
 from chalicelib.errors import ConditionFailed, InvalidToken, NotFound, RateLimited, ValidationFailed
 from chalicelib.nurture.rules import first_step_due
 from chalicelib.store import Store
+from chalicelib.vocabulary import INTERNAL_EVENT_TYPES, PAGE_VIEW, EventType
 
 _MAC_BYTES = 16
 LEAD_TOKEN_PURPOSE = "lead"
@@ -346,32 +347,20 @@ class Tracker:
 
 
 LEAD_TOKEN_PARAM = "trellis_lead"
-PAGE_VIEW = "page_view"
 # Rate-limit scopes of POST /events (store.take_allowance) and their window.
 EVENTS_BY_ADDRESS = "events-ip"
 EVENTS_BY_LEAD = "events-lead"
 RATE_WINDOW_SECONDS = 60
-EMAIL_CLICKED = "email_clicked"
-EMAIL_OPENED = "email_opened"
-UNSUBSCRIBED = "unsubscribed"
-CONFIRMED = "subscription_confirmed"
-STAGE_CHANGED = "stage_changed"
-EMAIL_BOUNCED = "email_bounced"
-EMAIL_COMPLAINED = "email_complained"
+# The event types this module records, by the names its importers use (chalicelib.vocabulary).
+EMAIL_CLICKED = EventType.EMAIL_CLICKED
+EMAIL_OPENED = EventType.EMAIL_OPENED
+UNSUBSCRIBED = EventType.UNSUBSCRIBED
+CONFIRMED = EventType.SUBSCRIPTION_CONFIRMED
+STAGE_CHANGED = EventType.STAGE_CHANGED
+EMAIL_BOUNCED = EventType.EMAIL_BOUNCED
+EMAIL_COMPLAINED = EventType.EMAIL_COMPLAINED
 # Which events are a person's (or a machine's) reaction to an email, judged by chalicelib.engagement.
-ENGAGEMENT_KINDS = {EMAIL_OPENED: engagement.OPEN, EMAIL_CLICKED: engagement.CLICK}
-INTERNAL_EVENT_TYPES = frozenset(
-    {
-        "form_submitted",
-        EMAIL_CLICKED,
-        EMAIL_OPENED,
-        UNSUBSCRIBED,
-        CONFIRMED,
-        STAGE_CHANGED,
-        EMAIL_BOUNCED,
-        EMAIL_COMPLAINED,
-    }
-)
+ENGAGEMENT_KINDS: dict[str, str] = {EMAIL_OPENED: engagement.OPEN, EMAIL_CLICKED: engagement.CLICK}
 
 
 def _claim(claims: dict[str, Any], name: str) -> str:

@@ -52,6 +52,7 @@ from chalicelib.nurture.render import Renderer
 from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.store import Store
 from chalicelib.tracking import LinkBuilder
+from chalicelib.vocabulary import EnrolmentStatus
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ class Dispatcher:
         Never raises an ``Exception``: the tick and the stream handler both go on with the rest.
         """
         now = self._clock.now()
-        if enrolment.due_at is None or enrolment.status != "active" or enrolment.due_at > iso(now):
+        if enrolment.due_at is None or enrolment.status != EnrolmentStatus.ACTIVE or enrolment.due_at > iso(now):
             return True
         if _new_work_stopped():
             return False  # the tick was throttled since this was handed out: take nothing new
@@ -311,7 +312,7 @@ class Dispatcher:
         except SendRejected as e:
             self._metrics.add("SendFailures")
             self._store.suppress(Suppression(lead.lead_id, rules.REJECTED, iso(now), e.code))
-            self._store.finish(enrolment, claim_id, "exited", rules.REJECTED)
+            self._store.finish(enrolment, claim_id, EnrolmentStatus.EXITED, rules.REJECTED)
             report.rejected += 1
             return True
         except SendFailed:
@@ -361,7 +362,7 @@ class Dispatcher:
         return True
 
     def _exit(self, enrolment: Enrolment, claim_id: str, reason: str, report: TickReport) -> None:
-        self._store.finish(enrolment, claim_id, "exited", reason)
+        self._store.finish(enrolment, claim_id, EnrolmentStatus.EXITED, reason)
         report.exited += 1
         report.exits[reason] = report.exits.get(reason, 0) + 1
 

@@ -17,6 +17,7 @@ from chalicelib.observability import NO_METRICS, MetricName, MetricsSink
 from chalicelib.reports import Tally
 from chalicelib.store import Store
 from chalicelib.tracking import EMAIL_BOUNCED, EMAIL_COMPLAINED
+from chalicelib.vocabulary import SuppressionReason
 
 logger = logging.getLogger(__name__)
 # Per recipient, counted like the tally (and SES's reputation metrics): permanent bounces only.
@@ -56,12 +57,19 @@ class Feedback:
                 # Transient bounces (full mailbox, out of office) may deliver later: keep mailing.
                 return FeedbackResult(kind, 0, len(bounce.get("bouncedRecipients") or []))
             detail = f"{bounce.get('bounceType')}/{bounce.get('bounceSubType', '')}"
-            return self._suppress(kind, bounce.get("bouncedRecipients"), "bounced", detail, EMAIL_BOUNCED, reference)
+            return self._suppress(
+                kind, bounce.get("bouncedRecipients"), SuppressionReason.BOUNCED, detail, EMAIL_BOUNCED, reference
+            )
         if kind == "Complaint":
             complaint = notification.get("complaint") or {}
             detail = str(complaint.get("complaintFeedbackType") or "complaint")
             return self._suppress(
-                kind, complaint.get("complainedRecipients"), "complained", detail, EMAIL_COMPLAINED, reference
+                kind,
+                complaint.get("complainedRecipients"),
+                SuppressionReason.COMPLAINED,
+                detail,
+                EMAIL_COMPLAINED,
+                reference,
             )
         return FeedbackResult(kind or "unknown", 0, 0)
 

@@ -27,6 +27,7 @@ from chalicelib.errors import ConfigError
 from chalicelib.nurture.render import RenderedEmail, Renderer, template_exists
 from chalicelib.nurture.rules import CONFIRM_SEQUENCE, magnet_for, sequence_for
 from chalicelib.tracking import LinkBuilder, TokenSigner
+from chalicelib.vocabulary import Stage
 
 PREVIEW_PUBLIC_URL = "http://127.0.0.1:8000"
 PREVIEW_DOWNLOAD_URL = "https://example.invalid/download-preview"
@@ -86,7 +87,7 @@ def sample_lead(
         lead_id=lead_id_for(SAMPLE_EMAIL),
         email=SAMPLE_EMAIL,
         email_identity=SAMPLE_EMAIL,
-        stage="lead",
+        stage=Stage.LEAD,
         score=10,
         created_at=stamp,
         updated_at=stamp,
