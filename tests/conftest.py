@@ -8,7 +8,6 @@ from typing import Any
 import boto3
 import pytest
 from chalice.test import Client
-from moto import mock_aws
 
 from chalicelib import aws, runtime
 from chalicelib.clock import FixedClock
@@ -23,10 +22,10 @@ from testkit.world import (
     START,
     FakeSleep,
     LambdaContext,
+    SharedStage,
     stage_environment,
 )
 from testkit.world import TEST_TOKEN_KEY as TEST_TOKEN_KEY
-from twin import stack
 
 # Service models parsed once per test process, not once per session (testkit/shared_loader.py).
 shared_loader.install()
@@ -76,11 +75,17 @@ def _moto_as_the_twin_runs_it() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session")
+def shared_stage() -> SharedStage:
+    """The "test" stage, deployed through CloudFormation once per test process (lazily: the first
+    test that asks deploys it, inside its isolated environment)."""
+    return SharedStage("test", SENDER)
+
+
 @pytest.fixture
-def stack_outputs() -> Iterator[dict[str, str]]:
-    with mock_aws():
-        outputs = stack.deploy("test")
-        stack.verify_sender(boto3.session.Session(), SENDER)
+def stack_outputs(shared_stage: SharedStage) -> Iterator[dict[str, str]]:
+    """moto active and the "test" stage in it exactly as deployed, whatever earlier tests did."""
+    with shared_stage.use() as outputs:
         yield outputs
 
 
