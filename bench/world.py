@@ -32,7 +32,7 @@ from chalicelib.config import Settings
 from chalicelib.nurture.dispatcher import Pacer
 from chalicelib.nurture.mailer import Mailer
 from testkit import moto_patches
-from testkit.items import stream_paused
+from testkit.items import bulk_load as bulk_load  # re-exported: the benchmarks seed with it
 from testkit.requests import JSON_HEADERS, with_rendered_at
 from testkit.world import SENDER, START, FakeSleep, LambdaContext, stage_environment
 from twin import stack
@@ -220,15 +220,4 @@ def fast_moto() -> Iterator[None]:
             return process(self, request)
 
     with mock.patch.object(BotocoreStubber, "process_request", atomically), moto_patches.patched():
-        yield
-
-
-@contextlib.contextmanager
-def bulk_load(table_name: str) -> Iterator[None]:
-    """For seeding only: no stream record per item (nothing reads them: testkit.items.stream_paused)
-    and no 400 KB item-size check on every attribute set (moto recomputes the
-    whole item's size per attribute, quadratic; our items are about 1 KB)."""
-    from moto.dynamodb.models.dynamo_type import LimitedSizeDict
-
-    with stream_paused(table_name), mock.patch.object(LimitedSizeDict, "__setitem__", dict.__setitem__):
         yield
