@@ -13,13 +13,11 @@ import email
 import io
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import policy
 from typing import Any, Optional
-from unittest import mock
 
 import boto3
 from chalice.test import Client
@@ -208,16 +206,5 @@ def world(pacer: Optional[Pacer] = None, mailer: Optional[Mailer] = None) -> Ite
 def fast_moto() -> Iterator[None]:
     """moto as the tests and the twin run it (``testkit.moto_patches``: transactions copy what they
     touch, queries sort on plain key values; every answer unchanged), one request at a time."""
-    from moto.core.botocore_stubber import BotocoreStubber
-
-    # One request at a time, as DynamoDB applies each atomically (and as the tests and the twin's
-    # moto server do): the dispatcher's send workers call concurrently, moto's backend is unguarded.
-    lock = threading.RLock()
-    process = BotocoreStubber.process_request
-
-    def atomically(self: Any, request: Any) -> Any:
-        with lock:
-            return process(self, request)
-
-    with mock.patch.object(BotocoreStubber, "process_request", atomically), moto_patches.patched():
+    with moto_patches.atomic_requests(), moto_patches.patched():
         yield

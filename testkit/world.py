@@ -44,6 +44,25 @@ def stage_environment(outputs: Mapping[str, str], stage: str, campaign: str = "d
     }
 
 
+def made_up_environment(stage: str = "x", **variables: str) -> dict[str, str]:
+    """A stage's environment naming resources that need not exist, for reading settings without
+    AWS: the campaign, the stage, its resources (from made-up outputs) and a public URL; no secret
+    nor secret parameter (``variables`` adds them, and anything else)."""
+    outputs = {
+        "LeadsTableName": "t",
+        "AssetsBucketName": "b",
+        "ConfigurationSetName": f"trellis-{stage}",
+        "SalesTopicArn": f"arn:aws:sns:us-east-1:123456789012:trellis-{stage}-sales",
+    }
+    return {
+        "TRELLIS_CAMPAIGN": "demo",
+        "TRELLIS_STAGE": stage,
+        **resource_environment(outputs),
+        "TRELLIS_PUBLIC_URL": "https://x.example/api",
+        **variables,
+    }
+
+
 class LambdaContext:
     """What the handlers read of Lambda's context object (a fixed remaining time)."""
 

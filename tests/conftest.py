@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -50,22 +49,10 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _atomic_moto(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DynamoDB applies each request atomically, whoever else is calling; moto's in-memory
-    backend checks and sets in Python, unguarded (and copies a table while another thread writes
-    it). Serialise moto's handling of each request, as the twin's moto server does, so a request
-    is atomic as on AWS while concurrent callers (the dispatcher's send workers, two dispatchers
-    at once) still interleave freely between requests."""
-    from moto.core.botocore_stubber import BotocoreStubber
-
-    lock = threading.RLock()
-    process = BotocoreStubber.process_request
-
-    def atomically(self: Any, request: Any) -> Any:
-        with lock:
-            return process(self, request)
-
-    monkeypatch.setattr(BotocoreStubber, "process_request", atomically)
+def _atomic_moto() -> Iterator[None]:
+    """moto applies each request atomically, as DynamoDB does (testkit.moto_patches.atomic_requests)."""
+    with moto_patches.atomic_requests():
+        yield
 
 
 @pytest.fixture(autouse=True)
