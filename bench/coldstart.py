@@ -105,25 +105,13 @@ def heavy_after_import() -> list[str]:
 
 def package_zip() -> int:
     """Bytes of the deployment zip from `chalice package`, on a copy with an empty requirements.txt
-    (as tests/infra/test_package.py builds it: our own files only)."""
-    from infra.package import offline_environment
-    from tests.infra.test_package import CHALICE, _copy_project
+    (testkit.packaging, as the packaging test builds it: our own files only)."""
+    from testkit.packaging import chalice_package
 
     with tempfile.TemporaryDirectory() as base_dir:
-        base = Path(base_dir)
-        project, out, home = base / "project", base / "out", base / "home"
-        _copy_project(project)
-        home.mkdir()
-        env = offline_environment(home, region="us-east-1")
-        subprocess.run(  # noqa: S603 - the venv's chalice on a temporary copy
-            [str(CHALICE), "--project-dir", str(project), "package", "--stage", "dev", str(out)],
-            cwd=base,
-            env=env,
-            capture_output=True,
-            check=True,
-            timeout=180,
-        )
-        return (out / "deployment.zip").stat().st_size
+        result, zip_path = chalice_package(Path(base_dir))
+        result.check_returncode()
+        return zip_path.stat().st_size
 
 
 def site_packages_bytes() -> dict[str, int]:

@@ -13,13 +13,11 @@ import email
 import io
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import policy
 from typing import Any, Optional
-from unittest import mock
 
 import boto3
 from chalice.test import Client
@@ -32,7 +30,7 @@ from chalicelib.config import Settings
 from chalicelib.nurture.dispatcher import Pacer
 from chalicelib.nurture.mailer import Mailer
 from testkit import moto_patches
-from testkit.items import stream_paused
+from testkit.items import bulk_load as bulk_load  # re-exported: the benchmarks seed with it
 from testkit.requests import JSON_HEADERS, with_rendered_at
 from testkit.world import SENDER, START, FakeSleep, LambdaContext, stage_environment
 from twin import stack
@@ -208,27 +206,5 @@ def world(pacer: Optional[Pacer] = None, mailer: Optional[Mailer] = None) -> Ite
 def fast_moto() -> Iterator[None]:
     """moto as the tests and the twin run it (``testkit.moto_patches``: transactions copy what they
     touch, queries sort on plain key values; every answer unchanged), one request at a time."""
-    from moto.core.botocore_stubber import BotocoreStubber
-
-    # One request at a time, as DynamoDB applies each atomically (and as the tests and the twin's
-    # moto server do): the dispatcher's send workers call concurrently, moto's backend is unguarded.
-    lock = threading.RLock()
-    process = BotocoreStubber.process_request
-
-    def atomically(self: Any, request: Any) -> Any:
-        with lock:
-            return process(self, request)
-
-    with mock.patch.object(BotocoreStubber, "process_request", atomically), moto_patches.patched():
-        yield
-
-
-@contextlib.contextmanager
-def bulk_load(table_name: str) -> Iterator[None]:
-    """For seeding only: no stream record per item (nothing reads them: testkit.items.stream_paused)
-    and no 400 KB item-size check on every attribute set (moto recomputes the
-    whole item's size per attribute, quadratic; our items are about 1 KB)."""
-    from moto.dynamodb.models.dynamo_type import LimitedSizeDict
-
-    with stream_paused(table_name), mock.patch.object(LimitedSizeDict, "__setitem__", dict.__setitem__):
+    with moto_patches.atomic_requests(), moto_patches.patched():
         yield

@@ -100,6 +100,31 @@ def stream_paused(table_name: str) -> Iterator[None]:
         table.stream_shard = shard
 
 
+@contextlib.contextmanager
+def bulk_load(table_name: str) -> Iterator[None]:
+    """For seeding only: no stream record per item (``stream_paused``) and no 400 KB item-size
+    check on every attribute set (moto recomputes the whole item's size per attribute, quadratic;
+    these items are about 1 KB). What is stored is the same."""
+    from unittest import mock
+
+    from moto.dynamodb.models.dynamo_type import LimitedSizeDict
+
+    with stream_paused(table_name), mock.patch.object(LimitedSizeDict, "__setitem__", dict.__setitem__):
+        yield
+
+
+def seed(table_name: str, items: list[dict[str, Any]]) -> None:
+    """Put items (DynamoDB JSON) straight into moto's table, inside ``bulk_load``: the item moto
+    stores is the one a BatchWriteItem would, without a request (botocore's serialising and moto's
+    parsing) per 25 items, which is most of the time it takes to seed thousands of idle leads."""
+    from moto.core import DEFAULT_ACCOUNT_ID  # type: ignore[attr-defined]
+    from moto.dynamodb.models import dynamodb_backends
+
+    backend = dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+    for item in items:
+        backend.put_item(table_name, item)
+
+
 def idle_items(profile: dict[str, Any], enrolment: dict[str, Any], first: int, count: int) -> list[dict[str, Any]]:
     """Idle leads shaped exactly like a captured one: half finished their sequence (out of the due
     index), half wait a week for their next step (in the due index, but not due)."""

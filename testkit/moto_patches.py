@@ -427,3 +427,27 @@ def _applied(values: tuple[tuple[Any, str, Any], ...]) -> Iterator[None]:
         for owner, name, value in values:
             stack.enter_context(mock.patch.object(owner, name, value))
         yield
+
+
+@contextlib.contextmanager
+def atomic_requests() -> Iterator[None]:
+    """In-process moto handling one request at a time, for a test or a bench run.
+
+    DynamoDB applies each request atomically, whoever else is calling; moto's in-memory backend
+    checks and sets in Python, unguarded (and copies a table while another thread writes it).
+    Serialising moto's handling of each request, as the twin's moto server does, makes a request
+    atomic as on AWS while concurrent callers (the dispatcher's send workers, two dispatchers at
+    once) still interleave freely between requests."""
+    import threading
+
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    lock = threading.RLock()
+    process = BotocoreStubber.process_request
+
+    def atomically(self: Any, request: Any) -> Any:
+        with lock:
+            return process(self, request)
+
+    with mock.patch.object(BotocoreStubber, "process_request", atomically):
+        yield

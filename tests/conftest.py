@@ -1,14 +1,12 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
 import pytest
 from chalice.test import Client
-from moto import mock_aws
 
 from chalicelib import aws, compiler, runtime
 from chalicelib.clock import FixedClock
@@ -23,10 +21,10 @@ from testkit.world import (
     START,
     FakeSleep,
     LambdaContext,
+    SharedStage,
     stage_environment,
 )
 from testkit.world import TEST_TOKEN_KEY as TEST_TOKEN_KEY
-from twin import stack
 
 # Service models parsed once per test process, not once per session (testkit/shared_loader.py).
 shared_loader.install()
@@ -54,22 +52,10 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _atomic_moto(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DynamoDB applies each request atomically, whoever else is calling; moto's in-memory
-    backend checks and sets in Python, unguarded (and copies a table while another thread writes
-    it). Serialise moto's handling of each request, as the twin's moto server does, so a request
-    is atomic as on AWS while concurrent callers (the dispatcher's send workers, two dispatchers
-    at once) still interleave freely between requests."""
-    from moto.core.botocore_stubber import BotocoreStubber
-
-    lock = threading.RLock()
-    process = BotocoreStubber.process_request
-
-    def atomically(self: Any, request: Any) -> Any:
-        with lock:
-            return process(self, request)
-
-    monkeypatch.setattr(BotocoreStubber, "process_request", atomically)
+def _atomic_moto() -> Iterator[None]:
+    """moto applies each request atomically, as DynamoDB does (testkit.moto_patches.atomic_requests)."""
+    with moto_patches.atomic_requests():
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -79,11 +65,17 @@ def _moto_as_the_twin_runs_it() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session")
+def shared_stage() -> SharedStage:
+    """The "test" stage, deployed through CloudFormation once per test process (lazily: the first
+    test that asks deploys it, inside its isolated environment)."""
+    return SharedStage("test", SENDER)
+
+
 @pytest.fixture
-def stack_outputs() -> Iterator[dict[str, str]]:
-    with mock_aws():
-        outputs = stack.deploy("test")
-        stack.verify_sender(boto3.session.Session(), SENDER)
+def stack_outputs(shared_stage: SharedStage) -> Iterator[dict[str, str]]:
+    """moto active and the "test" stage in it exactly as deployed, whatever earlier tests did."""
+    with shared_stage.use() as outputs:
         yield outputs
 
 

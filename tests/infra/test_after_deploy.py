@@ -23,6 +23,7 @@ from infra.after_deploy import (
     after_deploy,
 )
 from infra.settings import CAMPAIGN_TAG, LOG_RETENTION_DAYS, STAGE_TAG
+from testkit.world import made_up_environment
 from twin import stack
 
 # moto's CloudFormation warns of each resource type it skips (the SES ones, the alarms, ...).
@@ -272,17 +273,7 @@ def test_a_deployment_without_the_stream_handler_is_named(aws, deployed):
 
 
 def test_the_flag_it_sets_is_the_one_the_app_reads():
-    env = {
-        "TRELLIS_CAMPAIGN": "demo",
-        "TRELLIS_STAGE": STAGE,
-        "TRELLIS_TABLE": "t",
-        "TRELLIS_ASSETS_BUCKET": "b",
-        "TRELLIS_PUBLIC_URL": "https://x.example/api",
-        "TRELLIS_SES_CONFIGURATION_SET": "c",
-        "TRELLIS_SALES_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:s",
-        "TRELLIS_TOKEN_KEY_PARAMETER": "/p/k",
-        "TRELLIS_ADMIN_TOKEN_PARAMETER": "/p/a",
-    }
+    env = made_up_environment(STAGE, TRELLIS_TOKEN_KEY_PARAMETER="/p/k", TRELLIS_ADMIN_TOKEN_PARAMETER="/p/a")
     assert Settings.from_env(env).stream_report_failures is False
     assert Settings.from_env({**env, REPORT_FAILURES_VARIABLE: "true"}).stream_report_failures is True
 

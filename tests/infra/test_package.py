@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -19,14 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.package import offline_environment
-
-REPO = Path(__file__).resolve().parents[2]
-CHALICE = Path(sys.executable).parent / "chalice"
-
-# Kept out of the copy that gets packaged: local state and caches, none of it ours to ship.
-# .chalice/deployments in particular is Chalice's package cache, which it would reuse.
-_NOT_COPIED = shutil.ignore_patterns(".git", ".venv", ".chalice", ".twin", "dist", "__pycache__", "*.pyc", ".*_cache")
+from testkit.packaging import REPO, chalice_package
 
 # Top-level names that must never be in the zip: they are for development, not the Lambda.
 FORBIDDEN = ("tests", "twin", ".venv", "infra", "docs", "vendor", ".chalice", ".ci", ".git", "README.md")
@@ -49,23 +41,6 @@ print(json.dumps({
 """
 
 
-def _copy_project(dest: Path) -> None:
-    """The project as it would be deployed, but with an EMPTY requirements.txt.
-
-    With our pinned requirements, `chalice package` downloads manylinux wheels from PyPI: slow,
-    needs the network, and tests Chalice rather than us. This test is about our own files
-    (app.py, chalicelib/, templates/, campaigns/ via vendor/); third-party wheels are Chalice's job.
-    Everything else in the checkout (tests/, twin/, infra/, docs/ ...) is copied too, so the
-    assertion that none of it ends up in the zip means something.
-    """
-    # symlinks=True keeps vendor/templates and vendor/campaigns as relative symlinks, which then
-    # point at the copy's own templates/ and campaigns/.
-    shutil.copytree(REPO, dest, symlinks=True, ignore=_NOT_COPIED)
-    (dest / ".chalice").mkdir()
-    shutil.copy2(REPO / ".chalice" / "config.json", dest / ".chalice" / "config.json")
-    (dest / "requirements.txt").write_text("")
-
-
 def _files_under(root: Path, directory: str) -> set[str]:
     return {
         p.relative_to(root).as_posix()
@@ -77,25 +52,9 @@ def _files_under(root: Path, directory: str) -> set[str]:
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run `chalice package --stage dev` on a copy of the project; return deployment.zip."""
-    base = tmp_path_factory.mktemp("package")
-    project, out, home = base / "project", base / "out", base / "home"
-    _copy_project(project)
-    home.mkdir()
-    # A clean environment: no credentials and no endpoint, and no ~/.aws to find them in.
-    # `chalice package` calls no AWS API; it only needs a region to write ARNs into sam.json.
-    env = offline_environment(home, region="us-east-1")
-    result = subprocess.run(
-        [str(CHALICE), "--project-dir", str(project), "package", "--stage", "dev", str(out)],
-        cwd=base,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result, zip_path = chalice_package(tmp_path_factory.mktemp("package"), timeout=120)
     assert result.returncode == 0, f"chalice package failed:\n{result.stdout}\n{result.stderr}"
-    zip_path = out / "deployment.zip"
-    assert zip_path.is_file(), f"no deployment.zip in {sorted(p.name for p in out.iterdir())}"
+    assert zip_path.is_file(), f"no deployment.zip in {sorted(p.name for p in zip_path.parent.iterdir())}"
     return zip_path
 
 

@@ -13,7 +13,6 @@ import importlib.util
 import json
 import os
 import py_compile
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -29,9 +28,9 @@ from infra.bootstrap import OUTPUT_VARIABLES, secret_names
 from infra.package import cfn_lint, load_template, offline_environment
 from infra.package import main as package_main
 from infra.settings import CAMPAIGN_TAG, LAMBDA_FUNCTIONS, LAMBDA_RUNTIME, LOG_RETENTION_DAYS, STAGE_TAG
-from tests.conftest import PUBLIC_URL
+from testkit.packaging import REPO, copy_project
+from testkit.world import PUBLIC_URL
 
-REPO = Path(__file__).resolve().parents[2]
 STAGE = "spring"
 FUNCTIONS = {
     "api_handler": "APIHandler",
@@ -40,15 +39,13 @@ FUNCTIONS = {
     "on_ses_feedback": "OnSesFeedback",
     "admin_auth": "AdminAuth",
 }
-_NOT_COPIED = shutil.ignore_patterns(".git", ".venv", ".twin", "dist", "__pycache__", "*.pyc", ".*_cache")
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("stack")
     project, out, home = base / "project", base / "dist", base / "home"
-    shutil.copytree(REPO, project, symlinks=True, ignore=_NOT_COPIED)  # .chalice/config.json included
-    (project / "requirements.txt").write_text("")
+    copy_project(project)  # .chalice/config.json included, requirements.txt empty
     # Another stage's campaign in the checkout: it must stay out of this stage's zip.
     other = (project / "campaigns" / "demo.yaml").read_text().replace("name: demo", "name: other", 1)
     (project / "campaigns" / "other.yaml").write_text(other)

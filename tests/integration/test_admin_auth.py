@@ -14,6 +14,7 @@ from chalicelib import aws, runtime
 from chalicelib.config import Settings
 from chalicelib.credentials import SSM_CACHE_SECONDS
 from chalicelib.errors import ConfigError
+from testkit.world import made_up_environment
 from tests.helpers import RequestCounter, body
 
 PARAMETER = "/trellis/dev/admin-token"
@@ -84,16 +85,7 @@ def test_unreadable_parameter_is_503_and_lets_nobody_in(ssm_client, table_items)
     assert table_items() == before
 
 
-BASE = {
-    "TRELLIS_CAMPAIGN": "demo",
-    "TRELLIS_STAGE": "x",
-    "TRELLIS_TABLE": "t",
-    "TRELLIS_ASSETS_BUCKET": "b",
-    "TRELLIS_TOKEN_KEY": "k" * 40,
-    "TRELLIS_PUBLIC_URL": "https://x.example/api",
-    "TRELLIS_SES_CONFIGURATION_SET": "c",
-    "TRELLIS_SALES_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:s",
-}
+BASE = made_up_environment(TRELLIS_TOKEN_KEY="k" * 40)
 
 
 def test_settings_need_exactly_one_admin_token_source():

@@ -13,6 +13,7 @@ from chalicelib.compiler import compile_to
 from chalicelib.config import CAMPAIGNS_DIR, Settings, load_campaign, load_campaign_file
 from chalicelib.errors import ConfigError
 from chalicelib.tracking import MAILBOX, LeadClaim
+from testkit.world import made_up_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -130,16 +131,7 @@ def test_settings_name_every_missing_variable():
     assert "TRELLIS_CAMPAIGN" not in message
 
 
-STAGE_ENV_BUT_THE_KEY = {
-    "TRELLIS_CAMPAIGN": "demo",
-    "TRELLIS_STAGE": "x",
-    "TRELLIS_TABLE": "t",
-    "TRELLIS_ASSETS_BUCKET": "b",
-    "TRELLIS_PUBLIC_URL": "https://x.example/api",
-    "TRELLIS_SES_CONFIGURATION_SET": "trellis-x",
-    "TRELLIS_SALES_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:trellis-x-sales",
-    "TRELLIS_ADMIN_TOKEN": "a" * 40,
-}
+STAGE_ENV_BUT_THE_KEY = made_up_environment(TRELLIS_ADMIN_TOKEN="a" * 40)
 
 
 def test_settings_reject_short_key_and_never_show_the_key():
@@ -163,17 +155,7 @@ def test_campaign_naming_a_missing_template_fails_at_load(tmp_path):
 
 
 def test_campaigns_dir_defaults_to_the_packaged_campaigns_and_can_be_pointed_elsewhere(tmp_path):
-    env = {
-        "TRELLIS_CAMPAIGN": "demo",
-        "TRELLIS_STAGE": "x",
-        "TRELLIS_TABLE": "t",
-        "TRELLIS_ASSETS_BUCKET": "b",
-        "TRELLIS_TOKEN_KEY": "k" * 40,
-        "TRELLIS_PUBLIC_URL": "https://x.example/api",
-        "TRELLIS_SES_CONFIGURATION_SET": "trellis-x",
-        "TRELLIS_SALES_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:trellis-x-sales",
-        "TRELLIS_ADMIN_TOKEN": "a" * 40,
-    }
+    env = made_up_environment(TRELLIS_TOKEN_KEY="k" * 40, TRELLIS_ADMIN_TOKEN="a" * 40)
     assert Settings.from_env(env).campaigns_dir == CAMPAIGNS_DIR
     compile_to(write_campaign(tmp_path, "demo", lambda d: d.update(title="Elsewhere")), tmp_path)
 
