@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib.config import load_campaign
-from chalicelib.entities import Event, Handoff, Lead, Touch, iso, lead_id_for
+from chalicelib.entities import Event, Handoff, Lead, Touch, iso
 from chalicelib.errors import Unsendable
 from chalicelib.handoff import handoff_email
 from chalicelib.models import Step
@@ -32,6 +32,7 @@ from chalicelib.nurture.mime import build_message, header_text, mailbox, recipie
 from chalicelib.nurture.render import Renderer
 from chalicelib.nurture.rules import sequence_for
 from chalicelib.tracking import LinkBuilder, TokenSigner
+from testkit.leads import a_lead
 from tests.helpers import body, post_json
 
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
@@ -103,20 +104,7 @@ HANDOFF_HEADERS = ["From", "To", "Subject", "Date", "Message-ID", "X-Trellis-Ref
 
 
 def make_lead(profile: dict[str, str], custom: Optional[dict[str, str]] = None, touch: Optional[Touch] = None) -> Lead:
-    touch = touch or Touch(at=iso(NOW), form_id="ebook", magnet="ebook")
-    return Lead(
-        lead_id=lead_id_for(LEAD_EMAIL),
-        email=LEAD_EMAIL,
-        email_identity=LEAD_EMAIL,
-        stage="lead",
-        score=0,
-        created_at=iso(NOW),
-        updated_at=iso(NOW),
-        first_touch=touch,
-        last_touch=touch,
-        profile=profile,
-        custom=custom or {},
-    )
+    return a_lead(LEAD_EMAIL, at=NOW, touch=touch, profile=profile, custom=custom or {})
 
 
 def drip(lead: Lead, step: Step, to: str = LEAD_EMAIL) -> bytes:

@@ -11,11 +11,12 @@ from typing import Optional
 import pytest
 
 from chalicelib.config import load_campaign
-from chalicelib.entities import Lead, Touch, iso, lead_id_for
+from chalicelib.entities import Lead, Touch, iso
 from chalicelib.nurture import preview
 from chalicelib.nurture.render import RenderedEmail, Renderer
 from chalicelib.nurture.rules import CONFIRM_SEQUENCE, sequence_for
 from chalicelib.tracking import CLICK_PURPOSE, LinkBuilder, TokenSigner
+from testkit.leads import a_lead
 from tests.helpers import trap_href, visible_html
 
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
@@ -47,25 +48,13 @@ HREF = re.compile(r'href="([^"]*)"')
 
 
 def make_lead(first_name: Optional[str], company: Optional[str] = None, magnet: Optional[str] = None) -> Lead:
-    email = "lead@example.com"
     touch = Touch(at=iso(NOW), form_id="ebook" if magnet else "newsletter", magnet=magnet)
     profile = {"last_name": "Doe"}
     if first_name is not None:
         profile["first_name"] = first_name
     if company is not None:
         profile["company"] = company
-    return Lead(
-        lead_id=lead_id_for(email),
-        email=email,
-        email_identity=email,
-        stage="lead",
-        score=0,
-        created_at=iso(NOW),
-        updated_at=iso(NOW),
-        first_touch=touch,
-        last_touch=touch,
-        profile=profile,
-    )
+    return a_lead("lead@example.com", at=NOW, touch=touch, profile=profile)
 
 
 def render(sequence_id: str, step_id: str, lead: Lead) -> tuple[RenderedEmail, dict[str, object]]:

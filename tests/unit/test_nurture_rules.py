@@ -20,7 +20,6 @@ from chalicelib.entities import (
     Enrolment,
     Lead,
     Suppression,
-    Touch,
     from_dynamo_value,
     iso,
     parse_iso,
@@ -45,6 +44,7 @@ from chalicelib.nurture.rules import (
     step_due,
     window_opening,
 )
+from testkit.leads import a_lead
 
 DEMO = load_campaign("demo")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -61,20 +61,7 @@ ENROLLED = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)  # the Friday before
 
 
 def make_lead(**overrides: Any) -> Lead:
-    touch = Touch(at=iso(ENROLLED), form_id="ebook", magnet="ebook")
-    fields: dict[str, Any] = {
-        "lead_id": "lead-1",
-        "email": "Ada@Example.COM",
-        "email_identity": "ada@example.com",
-        "stage": "lead",
-        "score": 0,
-        "created_at": iso(ENROLLED),
-        "updated_at": iso(ENROLLED),
-        "first_touch": touch,
-        "last_touch": touch,
-    }
-    fields.update(overrides)
-    return Lead(**fields)
+    return a_lead(**{"email": "Ada@Example.COM", "at": ENROLLED, "lead_id": "lead-1", **overrides})
 
 
 def make_enrolment(sequence_id: str, step_index: int = 0, enrolled_at: datetime = ENROLLED) -> Enrolment:

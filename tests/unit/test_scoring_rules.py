@@ -29,7 +29,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib.config import load_campaign
-from chalicelib.entities import Lead, Touch, iso
+from chalicelib.entities import Lead
 from chalicelib.models import DEFAULT_EVENT_MAX_PER_DAY, DEFAULT_EVENT_MAX_TOTAL, FitRule, Scoring
 from chalicelib.scoring import (
     SALES_STAGES,
@@ -40,6 +40,7 @@ from chalicelib.scoring import (
     next_stage,
     score_lead,
 )
+from testkit.leads import a_lead
 
 DEMO = load_campaign("demo")
 SCORING = DEMO.scoring
@@ -64,19 +65,8 @@ def make_lead(
     profile: Optional[dict[str, str]] = None,
     custom: Optional[dict[str, Any]] = None,
 ) -> Lead:
-    touch = Touch(at=iso(T0 - timedelta(days=30)), form_id="ebook", magnet="ebook")
-    return Lead(
-        lead_id="lead-1",
-        email=email,
-        email_identity=email.strip().casefold(),
-        stage=stage,
-        score=0,
-        created_at=touch.at,
-        updated_at=touch.at,
-        first_touch=touch,
-        last_touch=touch,
-        profile=profile or {},
-        custom=custom or {},
+    return a_lead(
+        email, at=T0 - timedelta(days=30), lead_id="lead-1", stage=stage, profile=profile or {}, custom=custom or {}
     )
 
 
