@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from chalicelib.entities import iso, lead_id_for
-from chalicelib.store import due_shard
+from chalicelib.store import due_shard, keys
 from testkit.world import START
 
 
@@ -181,3 +181,49 @@ def batch_get(ddb: Any, table: str, keys: list[dict[str, Any]]) -> list[dict[str
 
 def item_key(item: dict[str, Any]) -> tuple[str, str]:
     return item["pk"]["S"], item["sk"]["S"]
+
+
+# -- plain items (as table_items() returns them): which is whose, by the store's own key formats --
+
+
+def lead_key(lead_id: str) -> dict[str, str]:
+    """The key of a lead's profile item, for a GetItem."""
+    return dict(keys.profile(lead_id))
+
+
+def enrolment_key(lead_id: str, sequence_id: str) -> dict[str, str]:
+    return {"pk": keys.lead_pk(lead_id), "sk": f"{keys.ENROL_PREFIX}{sequence_id}"}
+
+
+def is_leads(item: dict[str, Any], lead_id: str | None = None) -> bool:
+    """Any lead's item (or ``lead_id``'s): in a lead's partition."""
+    partition = str(item["pk"])
+    return partition == keys.lead_pk(lead_id) if lead_id is not None else partition.startswith(keys.lead_pk(""))
+
+
+def profiles(items: list[dict[str, Any]], lead_id: str | None = None) -> list[dict[str, Any]]:
+    return [i for i in items if i["sk"] == keys.PROFILE_SK and (lead_id is None or is_leads(i, lead_id))]
+
+
+def events(
+    items: list[dict[str, Any]], lead_id: str | None = None, event_type: str | None = None
+) -> list[dict[str, Any]]:
+    return [
+        i
+        for i in items
+        if i["sk"].startswith(keys.EVENT_PREFIX)
+        and (lead_id is None or is_leads(i, lead_id))
+        and (event_type is None or i["type"] == event_type)
+    ]
+
+
+def enrolments(
+    items: list[dict[str, Any]], sequence_id: str | None = None, lead_id: str | None = None
+) -> list[dict[str, Any]]:
+    prefix = keys.ENROL_PREFIX + (sequence_id or "")
+    return [
+        i
+        for i in items
+        if (i["sk"] == prefix if sequence_id else i["sk"].startswith(prefix))
+        and (lead_id is None or is_leads(i, lead_id))
+    ]

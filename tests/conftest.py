@@ -13,7 +13,7 @@ from chalicelib.clock import FixedClock
 from chalicelib.config import CAMPAIGNS_DIR, Settings
 from chalicelib.entities import lead_id_for
 from chalicelib.nurture.dispatcher import Pacer
-from testkit import moto_patches, shared_loader
+from testkit import items, moto_patches, shared_loader
 from testkit.world import ADMIN_TOKEN as ADMIN_TOKEN  # re-exported: tests import these from here
 from testkit.world import PUBLIC_URL as PUBLIC_URL
 from testkit.world import (
@@ -183,7 +183,7 @@ def enrolment(settings: Any) -> Callable[[str], dict[str, Any]]:
     table = boto3.resource("dynamodb").Table(settings.table_name)
 
     def get(email: str) -> dict[str, Any]:
-        key = {"pk": f"LEAD#{lead_id_for(email)}", "sk": "ENROL#welcome"}
+        key = items.enrolment_key(lead_id_for(email), "welcome")
         item: dict[str, Any] = table.get_item(Key=key, ConsistentRead=True)["Item"]
         return item
 

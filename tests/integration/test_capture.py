@@ -12,6 +12,7 @@ from chalicelib import aws
 from chalicelib.entities import lead_id_for
 from chalicelib.store import Store
 from chalicelib.tracking import CREATOR, MAILBOX, LeadClaim
+from testkit import items as table
 from tests.conftest import START
 from tests.helpers import RequestCounter, body, post_form, post_json
 
@@ -20,11 +21,11 @@ EBOOK = {"email": "ann.lee@example.com", "first_name": "Ann", "consent": "on", "
 
 
 def lead_items(items):
-    return [i for i in items if i["sk"] == "PROFILE"]
+    return table.profiles(items)
 
 
 def events_of(items):
-    return [i for i in items if i["sk"].startswith("EVENT#")]
+    return table.events(items)
 
 
 # -- accepted submissions ---------------------------------------------------------------------
@@ -74,7 +75,7 @@ def test_resubmit_in_other_case_updates_same_lead_and_keeps_first_touch(client, 
     assert lead["created_at"] == lead["first_touch"]["at"]
     assert lead["submissions"] == 2
     assert len(events_of(items)) == 2
-    assert len([i for i in items if i["sk"].startswith("ENROL#")]) == 1  # enrolled once
+    assert len(table.enrolments(items)) == 1  # enrolled once
 
 
 def test_plus_tag_makes_a_different_lead(client, table_items):
@@ -153,7 +154,7 @@ def test_custom_fields_are_stored(client, table_items):
 def test_enrols_in_the_forms_sequence_with_first_step_due(client, clock, table_items):
     post_json(client, "/forms/newsletter", NEWSLETTER)
 
-    [enrolment] = [i for i in table_items() if i["sk"].startswith("ENROL#")]
+    [enrolment] = table.enrolments(table_items())
     assert enrolment["sequence_id"] == "welcome"
     assert enrolment["status"] == "active"
     assert enrolment["step_index"] == 0
@@ -252,7 +253,7 @@ def test_double_opt_in_form_keeps_consent_pending_and_does_not_schedule(client, 
 
     items = table_items()
     [lead] = lead_items(items)
-    enrolments = {i["sequence_id"]: i for i in items if i["sk"].startswith("ENROL#")}
+    enrolments = {i["sequence_id"]: i for i in table.enrolments(items)}
     assert lead["consent"]["status"] == "pending_confirmation"
     assert enrolments["welcome"]["status"] == "awaiting_confirmation"
     assert "due_at" not in enrolments["welcome"] and "due_shard" not in enrolments["welcome"]  # not due
@@ -268,7 +269,7 @@ def test_double_opt_in_form_keeps_consent_pending_and_does_not_schedule(client, 
 
 
 def _leads_and_events(items):
-    return [i for i in items if i["pk"].startswith("LEAD#")]
+    return [i for i in items if table.is_leads(i)]
 
 
 def test_honeypot_gets_same_answer_and_stores_nothing_but_a_count(client, rt, table_items):

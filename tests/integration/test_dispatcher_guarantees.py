@@ -25,6 +25,7 @@ from chalicelib.errors import StoreError
 from chalicelib.nurture.dispatcher import BACKOFF_MAX, LEASE, Dispatcher, Pacer, TickReport, backoff, send_workers
 from chalicelib.nurture.render import Renderer
 from chalicelib.store import DUE_SHARDS, due_shard
+from testkit import items
 from tests.conftest import START, FakeSleep, LambdaContext
 from tests.helpers import post_json
 from twin.pump import scheduled_event
@@ -280,7 +281,7 @@ def test_the_one_window_sent_but_not_committed_is_sent_again_after_the_lease_and
     assert recipients(outbox) == Counter({email: 2})  # the window: exactly one extra copy
     [message] = message_items(table_items)
     assert message["message_id"] == "welcome.welcome"
-    [profile] = [i for i in table_items() if i["pk"] == f"LEAD#{lead_id_for(email)}" and i["sk"] == "PROFILE"]
+    [profile] = items.profiles(table_items(), lead_id_for(email))
     assert profile["emails_sent"] == 1  # only the committed send is counted
     clock.advance(LEASE.total_seconds() * 3)
     tick()

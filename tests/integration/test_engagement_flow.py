@@ -18,6 +18,7 @@ import boto3
 
 from chalicelib import aws
 from chalicelib.entities import lead_id_for
+from testkit import items
 from tests.conftest import PUBLIC_URL, LambdaContext
 from tests.helpers import BROWSER, RequestCounter, body, post_json, trap_href, visible_html
 
@@ -68,7 +69,7 @@ def sign_up(client: Any, address: str) -> str:
 
 def profile(settings: Any, lead_id: str) -> dict[str, Any]:
     table = boto3.resource("dynamodb").Table(settings.table_name)
-    item: dict[str, Any] = table.get_item(Key={"pk": f"LEAD#{lead_id}", "sk": "PROFILE"}, ConsistentRead=True)["Item"]
+    item: dict[str, Any] = table.get_item(Key=items.lead_key(lead_id), ConsistentRead=True)["Item"]
     return item
 
 
@@ -142,7 +143,7 @@ def test_scanners_and_apples_proxy_move_no_score_stage_handoff_or_step(
     assert tips_scanned == set(scanned)
     assert not [m for m in outbox() if m["Subject"].startswith("Want us to show you")]
     # ...though its turn came: the offer, the last step, was skipped, the nurture completed.
-    enrolments = [i for i in table_items() if i["sk"] == "ENROL#ebook-nurture"]
+    enrolments = items.enrolments(table_items(), "ebook-nurture")
     assert len(enrolments) == 20 and {e["status"] for e in enrolments} == {"completed"}
     assert not [i for i in table_items() if str(i["sk"]).startswith("HANDOFF#")]
     assert all(profile(settings, i)["stage"] == "lead" for i in ids.values())

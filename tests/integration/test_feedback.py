@@ -14,6 +14,7 @@ import pytest
 
 from chalicelib.entities import iso, lead_id_for
 from chalicelib.errors import ValidationFailed
+from testkit import items as testkit_items
 from tests.conftest import LambdaContext
 from tests.helpers import body, post_json
 
@@ -145,15 +146,11 @@ def suppressions(table_items: Any) -> list[dict[str, Any]]:
 
 
 def events(table_items: Any, lead_id: str, event_type: str) -> list[dict[str, Any]]:
-    return [
-        i
-        for i in table_items()
-        if i["pk"] == f"LEAD#{lead_id}" and i["sk"].startswith("EVENT#") and i["type"] == event_type
-    ]
+    return testkit_items.events(table_items(), lead_id, event_type)
 
 
 def profile(table_items: Any, lead_id: str) -> dict[str, Any]:
-    [item] = [i for i in table_items() if i["pk"] == f"LEAD#{lead_id}" and i["sk"] == "PROFILE"]
+    [item] = testkit_items.profiles(table_items(), lead_id)
     return item
 
 
@@ -191,7 +188,7 @@ def test_permanent_bounce_suppresses_the_address_for_good(
 
     assert len(mail_to(outbox, ANN["email"])) == 1  # the welcome, nothing after the bounce
     assert len(mail_to(outbox, BOB["email"])) == 3  # Bob keeps receiving
-    [enrolment] = [i for i in table_items() if i["pk"] == f"LEAD#{ANN_ID}" and i["sk"] == "ENROL#welcome"]
+    [enrolment] = testkit_items.enrolments(table_items(), "welcome", ANN_ID)
     assert enrolment["status"] == "exited"
     assert enrolment["exit_reason"] == "suppressed:bounced"
 
@@ -273,7 +270,7 @@ def test_bounce_for_unknown_address_suppresses_it_before_capture(
     assert result["suppressed"] == 1
     items = table_items()
     assert [(i["pk"], i["reason"]) for i in items] == [(f"SUPPRESS#{carol_id}", "bounced")]
-    assert not [i for i in items if i["pk"].startswith("LEAD#")]  # no lead, no orphan event
+    assert not [i for i in items if testkit_items.is_leads(i)]  # no lead, no orphan event
 
     response = post_json(client, "/forms/newsletter", {"email": "carol@example.net", "consent": True})
     assert response.status_code == 200

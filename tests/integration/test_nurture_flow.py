@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from chalicelib.entities import Event, iso, lead_id_for
 from chalicelib.tracking import CLICK_PURPOSE, OPEN_PURPOSE, UNSUBSCRIBE_PURPOSE
+from testkit import items
 from tests.conftest import PUBLIC_URL
 from tests.helpers import BROWSER, post_json
 
@@ -24,7 +25,7 @@ def text_of(message):
 
 
 def enrolment(table_items, sequence_id):
-    [item] = [i for i in table_items() if i["sk"] == f"ENROL#{sequence_id}"]
+    [item] = items.enrolments(table_items(), sequence_id)
     return item
 
 
@@ -158,7 +159,7 @@ def test_sequence_exits_when_the_lead_becomes_sql(client, rt, clock, tick, outbo
     tick()
     table = boto3.resource("dynamodb").Table(settings.table_name)
     table.update_item(
-        Key={"pk": f"LEAD#{lead_id_for('ann@example.com')}", "sk": "PROFILE"},
+        Key=items.lead_key(lead_id_for("ann@example.com")),
         UpdateExpression="SET stage = :sql",
         ExpressionAttributeValues={":sql": "sql"},
     )
