@@ -227,3 +227,7 @@ def enrolments(
         if (i["sk"] == prefix if sequence_id else i["sk"].startswith(prefix))
         and (lead_id is None or is_leads(i, lead_id))
     ]
+
+
+def handoffs(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [i for i in items if i["sk"].startswith(keys.HANDOFF_PREFIX)]

@@ -13,6 +13,8 @@ from typing import Any
 
 from chalicelib.entities import lead_id_for
 from chalicelib.tracking import CREATOR, LEAD_TOKEN_LIFETIME, MAILBOX, UNSUBSCRIBE_PURPOSE
+from chalicelib.vocabulary import EventType
+from testkit import items as table_of
 from tests.helpers import body, post_json
 
 EBOOK = {"email": "bo@example.com", "first_name": "Bo", "consent": True}
@@ -33,7 +35,7 @@ def stored(table_items: Any) -> list[dict[str, Any]]:
 
 def behaviour(table_items: Any) -> list[dict[str, Any]]:
     """Every event item but the submission's."""
-    return [i for i in table_items() if i["sk"].startswith("EVENT#") and i["type"] != "form_submitted"]
+    return [i for i in table_of.events(table_items()) if i["type"] != EventType.FORM_SUBMITTED]
 
 
 def test_an_event_is_accepted_and_recorded_for_the_tokens_lead(client, rt, table_items):
@@ -48,12 +50,13 @@ def test_an_event_is_accepted_and_recorded_for_the_tokens_lead(client, rt, table
     assert body(viewed) == {"accepted": True}
     assert viewed.headers["Content-Type"] == "application/json"
     events = sorted(behaviour(table_items), key=lambda i: i["type"])
-    assert [(e["pk"], e["lead_id"], e["type"], e["data"]) for e in events] == [
-        (f"LEAD#{LEAD_ID}", LEAD_ID, "page_view", {"url": "https://trellis.example/pricing", "trust": CREATOR}),
-        (f"LEAD#{LEAD_ID}", LEAD_ID, "pricing_view", {"trust": CREATOR}),
+    assert all(table_of.is_leads(e, LEAD_ID) for e in events)
+    assert [(e["lead_id"], e["type"], e["data"]) for e in events] == [
+        (LEAD_ID, "page_view", {"url": "https://trellis.example/pricing", "trust": CREATOR}),
+        (LEAD_ID, "pricing_view", {"trust": CREATOR}),
     ]
     assert all(e["at"] == events[0]["at"] for e in events)
-    [profile] = [i for i in table_items() if i["sk"] == "PROFILE"]
+    [profile] = table_of.profiles(table_items())
     assert {"page_view", "pricing_view"} <= set(profile["event_types"])  # what nurture exits look at
 
 

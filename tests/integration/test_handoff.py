@@ -28,6 +28,7 @@ from chalicelib.handoff import HANDOFF_LEASE
 from chalicelib.models import Sales
 from chalicelib.nurture.dispatcher import Pacer
 from chalicelib.streams import StreamBatchFailed
+from testkit import items as table_of
 from tests.conftest import ADMIN_TOKEN, LambdaContext
 from tests.helpers import SalesInbox, body, post_json
 
@@ -82,12 +83,12 @@ def settle(deliver: Any) -> None:
 
 
 def profile(table_items: Any, lead_id: str) -> dict[str, Any]:
-    [item] = [i for i in table_items() if i["pk"] == f"LEAD#{lead_id}" and i["sk"] == "PROFILE"]
+    [item] = table_of.profiles(table_items(), lead_id)
     return item
 
 
 def handoffs(table_items: Any) -> list[dict[str, Any]]:
-    return [i for i in table_items() if i["sk"].startswith("HANDOFF#")]
+    return table_of.handoffs(table_items())
 
 
 def stage_changes(rt: Any, lead_id: str) -> list[tuple[str, str, str]]:
@@ -339,10 +340,10 @@ def test_an_sql_leaves_nurture_while_other_leads_keep_receiving_it(
         "The one chapter of The Lead Nurture Playbook to read first",
         "How a 5-person team doubled their SQLs",
     ]
-    [enrolment] = [i for i in table_items() if i["pk"] == f"LEAD#{hot_id}" and i["sk"] == "ENROL#ebook-nurture"]
+    [enrolment] = table_of.enrolments(table_items(), "ebook-nurture", hot_id)
     assert (enrolment["status"], enrolment["exit_reason"]) == ("exited", "stage:sql")
     assert "due_at" not in enrolment
-    [cold] = [i for i in table_items() if i["pk"] == f"LEAD#{cold_id}" and i["sk"] == "ENROL#ebook-nurture"]
+    [cold] = table_of.enrolments(table_items(), "ebook-nurture", cold_id)
     assert cold["status"] == "completed" and "exit_reason" not in cold
     assert len(owner_mail(outbox)) == 1  # the handoff went once, not again with the ticks
 

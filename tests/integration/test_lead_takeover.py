@@ -15,6 +15,7 @@ import pytest
 
 from chalicelib.entities import lead_id_for
 from chalicelib.tracking import CLAIMED, CREATOR, MAILBOX, VOID
+from testkit import items as table_of
 from tests.helpers import BROWSER, RENDERED_LONG_AGO, SalesInbox, body, post_form, post_json
 
 VICTIM = {
@@ -45,21 +46,21 @@ def victim(client: Any, deliver: Any, outbox: Any) -> dict[str, Any]:
 
 
 def profile(table_items: Any, lead_id: str = VICTIM_ID) -> dict[str, Any]:
-    [item] = [i for i in table_items() if i["pk"] == f"LEAD#{lead_id}" and i["sk"] == "PROFILE"]
+    [item] = table_of.profiles(table_items(), lead_id)
     return item
 
 
 def enrolment(table_items: Any, sequence: str = "ebook-nurture") -> dict[str, Any]:
-    [item] = [i for i in table_items() if i["pk"] == f"LEAD#{VICTIM_ID}" and i["sk"] == f"ENROL#{sequence}"]
+    [item] = table_of.enrolments(table_items(), sequence, VICTIM_ID)
     return item
 
 
 def handoffs(table_items: Any) -> list[dict[str, Any]]:
-    return [i for i in table_items() if i["sk"].startswith("HANDOFF#")]
+    return table_of.handoffs(table_items())
 
 
 def events(table_items: Any, lead_id: str = VICTIM_ID) -> list[dict[str, Any]]:
-    return [i for i in table_items() if i["pk"] == f"LEAD#{lead_id}" and i["sk"].startswith("EVENT#")]
+    return table_of.events(table_items(), lead_id)
 
 
 def trust_of(rt: Any, clock: Any, token: str) -> str:
@@ -298,7 +299,7 @@ def test_doubtful_bot_signals_are_a_bot(client, rt, table_items):
 def test_a_plain_html_post_needs_no_timestamp(client, table_items):
     answer = post_form(client, "/forms/newsletter", {"email": "h@corp.example", "consent": "on"})
     assert answer.status_code == 303
-    assert len([i for i in table_items() if i["sk"] == "PROFILE"]) == 1
+    assert len(table_of.profiles(table_items())) == 1
 
 
 # -- 6. known leads are not rewritten by strangers ------------------------------------------------

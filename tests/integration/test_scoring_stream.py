@@ -22,6 +22,7 @@ import pytest
 from chalicelib import aws
 from chalicelib.entities import Event, iso, lead_id_for
 from chalicelib.streams import StreamBatchFailed
+from testkit import items as table_of
 from tests.conftest import LambdaContext
 from tests.helpers import SalesInbox, body, post_json
 
@@ -147,14 +148,14 @@ def world(client, rt, stream, outbox, table_items, stack_outputs) -> World:
 
 
 def lead(world: World, lead_id: str) -> dict[str, Any]:
-    [item] = [i for i in world.table_items() if i["pk"] == f"LEAD#{lead_id}" and i["sk"] == "PROFILE"]
+    [item] = table_of.profiles(world.table_items(), lead_id)
     return item
 
 
 def assert_final_state(world: World) -> None:
     """What a clean single delivery ends in, whatever the delivery was."""
     items = world.table_items()
-    handoffs = [i for i in items if i["sk"].startswith("HANDOFF#")]
+    handoffs = table_of.handoffs(items)
     assert [(h["pk"], h["owner_email"], h["status"]) for h in handoffs] == [(f"LEAD#{RAISER_ID}", ADA, "notified")]
     owner_mail = [m for m in world.outbox() if m["To"] in (ADA, GRACE)]
     assert [m["To"] for m in owner_mail] == [ADA]

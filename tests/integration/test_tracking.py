@@ -16,6 +16,7 @@ import pytest
 
 from chalicelib.entities import iso, lead_id_for
 from chalicelib.tracking import LEAD_TOKEN_PARAM, MAILBOX, TRACKING_LIFETIME, LeadClaim
+from testkit import items as table_of
 from tests.conftest import PUBLIC_URL, START
 from tests.helpers import BROWSER, body, post_json, trap_href, visible_html
 
@@ -95,16 +96,12 @@ def flip_body(url: str) -> str:
 
 
 def profile(table_items: Any, lead_id: str) -> dict[str, Any]:
-    [item] = [i for i in table_items() if i["pk"] == f"LEAD#{lead_id}" and i["sk"] == "PROFILE"]
+    [item] = table_of.profiles(table_items(), lead_id)
     return item
 
 
 def events(table_items: Any, lead_id: str, event_type: str) -> list[dict[str, Any]]:
-    return [
-        i
-        for i in table_items()
-        if i["pk"] == f"LEAD#{lead_id}" and i["sk"].startswith("EVENT#") and i["type"] == event_type
-    ]
+    return table_of.events(table_items(), lead_id, event_type)
 
 
 def suppressions(table_items: Any) -> list[dict[str, Any]]:
@@ -112,7 +109,7 @@ def suppressions(table_items: Any) -> list[dict[str, Any]]:
 
 
 def enrolment(table_items: Any, lead_id: str, sequence_id: str) -> dict[str, Any]:
-    [item] = [i for i in table_items() if i["pk"] == f"LEAD#{lead_id}" and i["sk"] == f"ENROL#{sequence_id}"]
+    [item] = table_of.enrolments(table_items(), sequence_id, lead_id)
     return item
 
 
@@ -302,7 +299,7 @@ def test_click_for_unknown_lead_is_404_and_records_nothing(client, rt, clock, we
     assert response.status_code == 404
     assert "Location" not in response.headers
     assert table_items() == before
-    assert not [i for i in before if i["pk"] == f"LEAD#{UNKNOWN_LEAD}"]
+    assert not [i for i in before if table_of.is_leads(i, UNKNOWN_LEAD)]
 
 
 def test_signed_non_web_destination_is_refused(client, rt, clock, welcomed, table_items):
@@ -538,7 +535,7 @@ def pending(client, deliver, tick, outbox) -> Any:
 
 
 def lead_items(table_items: Any, lead_id: str) -> list[dict[str, Any]]:
-    return [i for i in table_items() if i["pk"] == f"LEAD#{lead_id}"]
+    return [i for i in table_items() if table_of.is_leads(i, lead_id)]
 
 
 def press_confirm(client: Any, url: str) -> Any:
