@@ -231,3 +231,8 @@ def enrolments(
 
 def handoffs(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [i for i in items if i["sk"].startswith(keys.HANDOFF_PREFIX)]
+
+
+def messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sent-message records."""
+    return [i for i in items if i["sk"].startswith(keys.MESSAGE_PREFIX)]

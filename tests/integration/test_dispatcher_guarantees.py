@@ -90,7 +90,7 @@ def recipients(outbox: Any) -> Counter[str]:
 
 
 def message_items(table_items: Any) -> list[dict[str, Any]]:
-    return [i for i in table_items() if i["sk"].startswith("MSG#")]
+    return items.messages(table_items())
 
 
 def ses_error(code: str) -> ClientError:

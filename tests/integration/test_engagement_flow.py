@@ -145,7 +145,7 @@ def test_scanners_and_apples_proxy_move_no_score_stage_handoff_or_step(
     # ...though its turn came: the offer, the last step, was skipped, the nurture completed.
     enrolments = items.enrolments(table_items(), "ebook-nurture")
     assert len(enrolments) == 20 and {e["status"] for e in enrolments} == {"completed"}
-    assert not [i for i in table_items() if str(i["sk"]).startswith("HANDOFF#")]
+    assert not items.handoffs(table_items())
     assert all(profile(settings, i)["stage"] == "lead" for i in ids.values())
 
     # ...and then a person's click, with a browser a quarter of an hour after a send, counts.

@@ -55,7 +55,7 @@ def test_welcome_goes_out_on_the_first_tick_as_a_proper_mime_message(client, rt,
     assert claims["lead"] == lead_id_for("ann@example.com")
 
     # The step is recorded and the enrolment advanced to the next step, two days on.
-    [msg_item] = [i for i in table_items() if i["sk"].startswith("MSG#")]
+    [msg_item] = items.messages(table_items())
     assert msg_item["message_id"] == "welcome.welcome"
     assert msg_item["ses_message_id"]
     state = enrolment(table_items, "welcome")
