@@ -132,10 +132,10 @@ class Api:
         if ok is not None:
             documented[ok[0]] = ok[1]
         ok_status = ok[0] if ok is not None else 200
+        head_of = doc.pop("head_of", None)
         for method in names:
             if method == "HEAD":
                 continue  # documented from its GET
-            head_of = doc.pop("head_of", None) if "HEAD" in names else None
             self.operations.append(
                 Operation(
                     path,
@@ -148,7 +148,7 @@ class Api:
                     body=body,
                     query=query_model,
                     request=request,
-                    head_of=head_of,
+                    head_of=head_of if method == "GET" and "HEAD" in names else None,
                     **doc,
                 )
             )

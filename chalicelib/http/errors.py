@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from chalice.app import Response
 
@@ -124,18 +124,19 @@ def error_response(
 
     status = status_of(type(error))
     headers = {**dict(status.headers), **(headers or {})}
-    body = Error(error=status.error)
+    detail: dict[str, Any] = {}
     if isinstance(error, ValidationFailed):
-        body = Error(error=status.error, fields=error.fields)
+        detail = {"fields": error.fields}
     elif isinstance(error, UnsupportedMediaType):
-        body = Error(error=status.error, message=str(error), accepted=list(error.accepted))
+        detail = {"message": str(error), "accepted": list(error.accepted)}
     elif isinstance(error, PayloadTooLarge):
-        body = Error(error=status.error, message=str(error), limit_bytes=error.limit)
+        detail = {"message": str(error), "limit_bytes": error.limit}
     elif isinstance(error, NotFound):
-        body = Error(error=status.error, message=str(error))
+        detail = {"message": str(error)}
     elif isinstance(error, RateLimited):
-        body = Error(error=status.error, message=str(error), retry_after=error.retry_after)
+        detail = {"message": str(error), "retry_after": error.retry_after}
         headers["Retry-After"] = str(error.retry_after)
+    body = Error(error=status.error, **detail)
     if status.code >= 500:
         logger.error("request failed: %s", type(error).__name__, exc_info=error)
         headers.setdefault("Retry-After", "30")
