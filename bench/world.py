@@ -9,14 +9,12 @@ and its log output are recorded, and every AWS request the app makes is metered 
 from __future__ import annotations
 
 import contextlib
-import email
 import io
 import json
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from email import policy
 from typing import Any, Optional
 
 import boto3
@@ -31,6 +29,7 @@ from chalicelib.nurture.dispatcher import Pacer
 from chalicelib.nurture.mailer import Mailer
 from testkit import moto_patches
 from testkit.items import bulk_load as bulk_load  # re-exported: the benchmarks seed with it
+from testkit.outbox import Outbox
 from testkit.requests import JSON_HEADERS, with_rendered_at
 from testkit.world import SENDER, START, FakeSleep, LambdaContext, stage_environment
 from twin import stack
@@ -101,6 +100,7 @@ class World:
     stream: Any
     invocations: list[Invocation] = field(default_factory=list)
     sink: LogSink = field(default_factory=LogSink)
+    _outbox: Outbox = field(default_factory=Outbox)
 
     @contextlib.contextmanager
     def _invocation(self, function: str) -> Iterator[None]:
@@ -156,17 +156,10 @@ class World:
         return result
 
     def outbox(self) -> list[Any]:
-        from moto.core import DEFAULT_ACCOUNT_ID  # type: ignore[attr-defined]
-        from moto.ses.models import ses_backends
-
-        backend = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
-        return [email.message_from_string(m.raw_data, policy=policy.default) for m in backend.sent_messages]
+        return self._outbox()
 
     def sent_count(self) -> int:
-        from moto.core import DEFAULT_ACCOUNT_ID  # type: ignore[attr-defined]
-        from moto.ses.models import ses_backends
-
-        return len(ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages)
+        return self._outbox.count()
 
 
 @contextlib.contextmanager

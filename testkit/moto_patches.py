@@ -32,6 +32,13 @@ bench apply it around a test or a run (``patched()``). What moto 5.2 does, and w
    item ever written or copied into a Query's answer, every stream record and shard iterator, kept
    for the life of the twin. Those three classes keep no such list here (S3's, which moto's reset
    uses to close files, is left alone); the dashboard then lists none of them.
+6. moto 5.2 serialises every DynamoDB answer through botocore's shape model, attribute value by
+   attribute value: each ``{"S": "x"}`` looks up all ten members of ``AttributeValue`` through an
+   attribute picker, recursively into maps and lists, so an answer of a few profiles cost tens of
+   milliseconds (a third of the suite's DynamoDB time). An attribute value is already in its wire
+   form there, and the model would copy it unchanged, so here a value made only of strings,
+   numbers, booleans, nulls, sets of those, maps and lists is written as it is; any other value
+   (binary, which the model base64-encodes) still goes through the model.
 """
 
 from __future__ import annotations
@@ -322,6 +329,42 @@ def _untracked() -> tuple[Any, ...]:
     return (Item, StreamRecord, ShardIterator)
 
 
+# -- 6. attribute values written as they are ------------------------------------------------------
+
+_STRINGS = frozenset({"S", "N"})
+_BOOLEANS = frozenset({"BOOL", "NULL"})
+_STRING_SETS = frozenset({"SS", "NS"})
+
+
+def _as_on_the_wire(value: Any) -> bool:
+    """Whether the model would write ``value`` (an ``AttributeValue``, as moto's
+    ``dynamo_to_dict`` left it) unchanged: one member, of a type the model copies as it is."""
+    if type(value) is not dict or len(value) != 1:
+        return False
+    ((kind, inner),) = value.items()
+    if kind in _STRINGS:
+        return type(inner) is str
+    if kind in _BOOLEANS:
+        return type(inner) is bool
+    if kind in _STRING_SETS:
+        return type(inner) is list and all(type(member) is str for member in inner)
+    if kind == "M":
+        return type(inner) is dict and all(type(k) is str and _as_on_the_wire(v) for k, v in inner.items())
+    if kind == "L":
+        return type(inner) is list and all(_as_on_the_wire(member) for member in inner)
+    return False
+
+
+def _serialize_structure(original: Any) -> Any:
+    def serialize(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        if key and shape.name == "AttributeValue" and _as_on_the_wire(value):
+            serialized[self.get_serialized_name(shape, key)] = value
+            return
+        original(self, serialized, value, shape, key)
+
+    return serialize
+
+
 # -- applying them ---------------------------------------------------------------------------------
 
 
@@ -329,11 +372,13 @@ def _untracked() -> tuple[Any, ...]:
 def _originals() -> tuple[tuple[Any, str, Any], ...]:
     """moto's own (owner, attribute, value) for each patched attribute, captured before any patch."""
     import moto.dynamodb.models
+    from moto.core.serialize import BaseJSONSerializer
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import StreamShard, Table
     from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 
     return (
+        (BaseJSONSerializer, "_serialize_type_structure", BaseJSONSerializer._serialize_type_structure),
         (moto.dynamodb.models, "copy", copy),
         (DynamoDBBackend, "transact_write_items", DynamoDBBackend.transact_write_items),
         (StreamShard, "get", StreamShard.get),
@@ -388,7 +433,10 @@ def _replacements() -> tuple[tuple[Any, str, Any], ...]:
         finally:
             _query.reset(token)
 
+    from moto.core.serialize import BaseJSONSerializer
+
     return (
+        (BaseJSONSerializer, "_serialize_type_structure", _serialize_structure(original["_serialize_type_structure"])),
         (moto.dynamodb.models, "copy", _TablesAreNotCopied()),
         (DynamoDBBackend, "transact_write_items", transact_write_items),
         (StreamShard, "get", _shard_get),

@@ -14,6 +14,7 @@ from chalicelib.config import CAMPAIGNS_DIR, Settings
 from chalicelib.entities import lead_id_for
 from chalicelib.nurture.dispatcher import Pacer
 from testkit import items, moto_patches, shared_loader
+from testkit.outbox import Outbox
 from testkit.world import ADMIN_TOKEN as ADMIN_TOKEN  # re-exported: tests import these from here
 from testkit.world import PUBLIC_URL as PUBLIC_URL
 from testkit.world import (
@@ -133,19 +134,9 @@ def stream(settings: Settings) -> Any:
 
 
 @pytest.fixture
-def outbox() -> Any:
+def outbox() -> Outbox:
     """Every email moto's SES accepted, parsed (newest last)."""
-    import email
-    from email import policy
-
-    from moto.core import DEFAULT_ACCOUNT_ID
-    from moto.ses.models import ses_backends
-
-    def sent() -> list[Any]:
-        backend = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
-        return [email.message_from_string(m.raw_data, policy=policy.default) for m in backend.sent_messages]
-
-    return sent
+    return Outbox()
 
 
 @pytest.fixture

@@ -360,3 +360,56 @@ def test_unread_stream_records_are_kept_small(dynamodb):
     assert last["eventName"] == "MODIFY"
     assert last["dynamodb"]["NewImage"]["visits"] == {"S": str(updates - 1)}
     assert last["dynamodb"]["OldImage"]["visits"] == {"S": str(updates - 2)}
+
+
+EVERY_KIND = {
+    "pk": {"S": "LEAD#kinds"},
+    "sk": {"S": "PROFILE"},
+    "score": {"N": "42"},
+    "confirmed": {"BOOL": True},
+    "phone": {"NULL": True},
+    "topics": {"SS": ["events", "newsletter"]},
+    "steps": {"NS": ["1", "2"]},
+    "fields": {"M": {"company": {"S": "Acme"}, "seats": {"N": "5"}, "tags": {"L": [{"S": "a"}, {"BOOL": False}]}}},
+    "touches": {"L": [{"M": {"source": {"S": "ads"}}}, {"L": [{"N": "1"}]}]},
+    "blob": {"B": b"\x00\x01binary"},
+    "blobs": {"BS": [b"one", b"two"]},
+    "mixed": {"M": {"plain": {"S": "x"}, "raw": {"B": b"\xff"}}},
+}
+
+
+def _answers(client: Any) -> list[Any]:
+    key = {"pk": EVERY_KIND["pk"], "sk": EVERY_KIND["sk"]}
+    stream_arn = client.describe_table(TableName=TABLE)["Table"]["LatestStreamArn"]
+    streams = boto3.client("dynamodbstreams")
+    shard = streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(StreamArn=stream_arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+    records = streams.get_records(ShardIterator=iterator["ShardIterator"])["Records"]
+    return [
+        client.get_item(TableName=TABLE, Key=key)["Item"],
+        client.query(
+            TableName=TABLE, KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": EVERY_KIND["pk"]}
+        )["Items"],
+        client.scan(TableName=TABLE)["Items"],
+        [record["dynamodb"] for record in records],
+    ]
+
+
+def test_attribute_values_answer_as_moto_as_shipped(dynamodb):
+    """Patch 6 writes plain attribute values as they are and leaves binary ones to the model: every
+    kind of value reads back the same through boto3, from items, queries, scans and streams."""
+    dynamodb.put_item(TableName=TABLE, Item=EVERY_KIND)
+    patched = _answers(dynamodb)
+    with moto_patches.shipped():
+        shipped = _answers(dynamodb)
+    assert patched == shipped
+    assert patched[0] == EVERY_KIND  # and both are what was written
+    assert patched[3][0]["NewImage"] == EVERY_KIND
+
+
+def test_only_plain_attribute_values_skip_the_model():
+    on_the_wire = moto_patches._as_on_the_wire
+    assert all(on_the_wire(value) for name, value in EVERY_KIND.items() if name not in {"blob", "blobs", "mixed"})
+    assert not any(on_the_wire(EVERY_KIND[name]) for name in ("blob", "blobs", "mixed"))
+    assert not on_the_wire({"S": "x", "N": "1"})  # not one member
+    assert not on_the_wire({"N": 1})  # a number the model would have to write as a string
