@@ -98,6 +98,9 @@ PORTS = {
 
 
 EVENTS_PER_ADDRESS_ENV = "TRELLIS_TWIN_EVENTS_PER_ADDRESS"
+# moto's SES answers GetSendQuota as a sandbox account does (1 email a second); this stands in
+# for a production account's quota, as it does for a deployed stage.
+MAX_SEND_RATE_ENV = "TRELLIS_MAX_SEND_RATE"
 
 
 class TwinError(Exception):
@@ -121,6 +124,7 @@ class TwinConfig:
     # Under chalice local every request comes from 127.0.0.1, so the campaign's per-address limit
     # of POST /events caps the whole machine; a load test (the bench's soak) raises it here.
     events_per_address_per_minute: Optional[int] = None
+    max_send_rate: Optional[float] = None
 
     def __repr__(self) -> str:  # keep the key out of tracebacks
         return f"TwinConfig(ports={self.ports!r}, token_key=<redacted>, admin_token=<redacted>)"
@@ -151,7 +155,21 @@ class TwinConfig:
             admin_token=admin_token,
             admin_token_generated=generated,
             events_per_address_per_minute=int(per_address) if per_address else None,
+            max_send_rate=_max_send_rate(env),
         )
+
+
+def _max_send_rate(env: Mapping[str, str]) -> Optional[float]:
+    raw = env.get(MAX_SEND_RATE_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        rate = float(raw)
+    except ValueError:
+        rate = 0.0
+    if not 0 < rate < float("inf"):
+        raise TwinError(f"{MAX_SEND_RATE_ENV} must be a number of emails per second above 0 (or unset)")
+    return rate
 
 
 def _port_from_env(env: Mapping[str, str], port: Port) -> int:
@@ -339,10 +357,11 @@ class ChaliceLocal:
         return [sys.executable, "-c", entry, "local", *options]
 
     def start(self) -> None:
+        """Starts the process; ``wait_until_healthy`` says when it answers (the rest of the twin
+        is wired meanwhile, on the other core)."""
         self._process = subprocess.Popen(self.command(), cwd=APP_ROOT, env=self._env, start_new_session=True)
-        self._wait_until_healthy()
 
-    def _wait_until_healthy(self) -> None:
+    def wait_until_healthy(self) -> None:
         # No proxies: /health is on 127.0.0.1 whatever HTTP_PROXY says.
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         deadline = time.monotonic() + HEALTH_TIMEOUT_SECONDS
@@ -556,11 +575,13 @@ def run(config: TwinConfig, twin: Twin) -> None:
             "TRELLIS_CAMPAIGNS_DIR": str(campaigns_dir),
             # The stream pump resumes a batch from the record a handler names, as Lambda does.
             "TRELLIS_STREAM_REPORT_FAILURES": "true",
+            **({MAX_SEND_RATE_ENV: str(config.max_send_rate)} if config.max_send_rate else {}),
         }
     )
     api = ChaliceLocal(config.ports["api"], STAGE, os.environ)
     twin.start(api)
     _start_event_sources(twin, outputs, config.ports["console"])
+    api.wait_until_healthy()
 
     print(banner(moto, api, campaign_name, outputs, f"http://{HOST}:{config.ports['console']}"), flush=True)
     if config.admin_token_generated:

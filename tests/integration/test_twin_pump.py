@@ -141,3 +141,13 @@ def test_a_load_test_may_lift_the_per_address_event_limit_of_the_twins_copy_only
     for bad in ("0", "-1", "many"):
         with pytest.raises(TwinError, match=EVENTS_PER_ADDRESS_ENV):
             TwinConfig.from_env({EVENTS_PER_ADDRESS_ENV: bad})
+
+
+def test_the_twin_may_stand_in_for_a_production_send_quota():
+    from twin.run import MAX_SEND_RATE_ENV, TwinConfig, TwinError
+
+    assert TwinConfig.from_env({MAX_SEND_RATE_ENV: "14"}).max_send_rate == 14.0
+    assert TwinConfig.from_env({}).max_send_rate is None  # moto's answer to GetSendQuota, as SES's
+    for bad in ("0", "-3", "fast", "inf", "nan"):
+        with pytest.raises(TwinError, match=MAX_SEND_RATE_ENV):
+            TwinConfig.from_env({MAX_SEND_RATE_ENV: bad})
