@@ -53,7 +53,9 @@ def api(twin: TwinProcess, method: str, path: str, data: Any = None, headers: di
 
 @pytest.fixture
 def twin(tmp_path: Path) -> Iterator[TwinProcess]:
-    with running_twin(tmp_path, tick_seconds=1.0, extra_env={"TRELLIS_ADMIN_TOKEN": ADMIN_TOKEN}) as running:
+    # SES's default production quota, not moto's sandbox 1/s: a dashboard is what is tried here.
+    env = {"TRELLIS_ADMIN_TOKEN": ADMIN_TOKEN, "TRELLIS_MAX_SEND_RATE": "14"}
+    with running_twin(tmp_path, tick_seconds=1.0, extra_env=env) as running:
         running.wait_for_health()
         running.start_on_a_monday_morning()  # the days it walks through meet the same send windows
         yield running
