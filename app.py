@@ -103,6 +103,16 @@ def unsubscribe(token: str) -> Response:
     return web.unsubscribe(runtime.current(), token)
 
 
+@api.route("/p/{token}", "GET", errors_as=page_errors, **web.PREFERENCES_PAGE)
+def preferences_page(token: str) -> Response:
+    return web.preferences_page(runtime.current(), token)
+
+
+@api.route("/p/{token}", "POST", any_content=True, errors_as=page_errors, **web.PREFERENCES)
+def save_preferences(token: str) -> Response:
+    return web.save_preferences(runtime.current(), token, api.request)
+
+
 @api.route("/confirm/{token}", "GET", errors_as=page_errors, **web.link_page("Double opt-in page", web.CONFIRM_PAGE))
 def confirm_page(token: str) -> Response:
     return web.confirm_page(runtime.current(), token)

@@ -161,6 +161,29 @@ class Magnet(Record):
         _set(self, "link_lifetime", link_lifetime)
 
 
+class Topic(Record):
+    __slots__ = (
+        "description",
+        "title",
+    )
+    _fields = (
+        ("title", "title"),
+        ("description", "description"),
+    )
+
+    title: str
+    description: str
+
+    def __init__(
+        self,
+        *,
+        title: str,
+        description: str = "",
+    ) -> None:
+        _set(self, "title", title)
+        _set(self, "description", description)
+
+
 class CustomField(Record):
     __slots__ = (
         "choices",
@@ -234,6 +257,7 @@ class Form(Record):
         "sequence",
         "stage",
         "thank_you_url",
+        "topics",
     )
     _fields = (
         ("kind", "kind"),
@@ -246,6 +270,7 @@ class Form(Record):
         ("double_opt_in", "double_opt_in"),
         ("magnet", "magnet"),
         ("sequence", "sequence"),
+        ("topics", "topics"),
     )
 
     kind: Literal["signup", "magnet"]
@@ -258,6 +283,7 @@ class Form(Record):
     double_opt_in: bool
     magnet: Optional[str]
     sequence: Optional[str]
+    topics: list[str]
 
     def __init__(
         self,
@@ -272,6 +298,7 @@ class Form(Record):
         double_opt_in: bool = False,
         magnet: Optional[str] = None,
         sequence: Optional[str] = None,
+        topics: list[str] = FACTORY,
     ) -> None:
         _set(self, "kind", kind)
         _set(self, "stage", stage)
@@ -283,6 +310,7 @@ class Form(Record):
         _set(self, "double_opt_in", double_opt_in)
         _set(self, "magnet", magnet)
         _set(self, "sequence", sequence)
+        _set(self, "topics", [] if topics is FACTORY else topics)
 
 
 class ScoreRange(Record):
@@ -461,14 +489,17 @@ class Sequence(Record):
         "entry",
         "exit",
         "steps",
+        "topic",
     )
     _fields = (
         ("steps", "steps"),
+        ("topic", "topic"),
         ("entry", "entry"),
         ("exit", "exit"),
     )
 
     steps: list[Step]
+    topic: Optional[str]
     entry: SequenceEntry
     exit: SequenceExit
 
@@ -476,10 +507,12 @@ class Sequence(Record):
         self,
         *,
         steps: list[Step],
+        topic: Optional[str] = None,
         entry: SequenceEntry = FACTORY,
         exit: SequenceExit = FACTORY,
     ) -> None:
         _set(self, "steps", steps)
+        _set(self, "topic", topic)
         _set(self, "entry", SequenceEntry() if entry is FACTORY else entry)
         _set(self, "exit", SequenceExit() if exit is FACTORY else exit)
 
@@ -775,6 +808,7 @@ class Campaign(Record):
         "sequences",
         "timezone",
         "title",
+        "topics",
     )
     _fields = (
         ("name", "name"),
@@ -785,6 +819,7 @@ class Campaign(Record):
         ("rate_limits", "rate_limits"),
         ("engagement", "engagement"),
         ("magnets", "magnets"),
+        ("topics", "topics"),
         ("forms", "forms"),
         ("sequences", "sequences"),
         ("send_window", "send_window"),
@@ -804,6 +839,7 @@ class Campaign(Record):
     rate_limits: RateLimits
     engagement: EngagementRules
     magnets: dict[str, Magnet]
+    topics: dict[str, Topic]
     forms: dict[str, Form]
     sequences: dict[str, Sequence]
     send_window: SendWindow
@@ -825,6 +861,7 @@ class Campaign(Record):
         rate_limits: RateLimits = FACTORY,
         engagement: EngagementRules = FACTORY,
         magnets: dict[str, Magnet] = FACTORY,
+        topics: dict[str, Topic] = FACTORY,
         forms: dict[str, Form],
         sequences: dict[str, Sequence] = FACTORY,
         send_window: SendWindow = FACTORY,
@@ -843,6 +880,7 @@ class Campaign(Record):
         _set(self, "rate_limits", RateLimits() if rate_limits is FACTORY else rate_limits)
         _set(self, "engagement", EngagementRules() if engagement is FACTORY else engagement)
         _set(self, "magnets", {} if magnets is FACTORY else magnets)
+        _set(self, "topics", {} if topics is FACTORY else topics)
         _set(self, "forms", forms)
         _set(self, "sequences", {} if sequences is FACTORY else sequences)
         _set(self, "send_window", SendWindow() if send_window is FACTORY else send_window)

@@ -218,6 +218,13 @@ class Capture:
             if not trusted and known is not None and known.consent is not None and known.consent.status == GRANTED:
                 consent = None  # the lead's own consent record stays; this one is on the event
 
+        # Topics come with marketing consent; a stranger's submission cannot turn back on one the
+        # lead turned off (only the lead can: its preference centre, or a submission it proves).
+        topics: tuple[str, ...] = ()
+        if consent_given and form.consent is not None:
+            turned_off = () if trusted or known is None else known.topics_off
+            topics = tuple(t for t in form.topics if t not in turned_off)
+
         enrolments = []
         pending = consent is not None and consent.status == ConsentStatus.PENDING_CONFIRMATION
         if form.sequence is not None and (known is None or form.sequence not in known.sequences):
@@ -264,6 +271,7 @@ class Capture:
                 "fields": sorted(profile) + sorted(custom),
                 "consent": consent_given and form.consent is not None,
                 "consent_version": form.consent.version if consent_given and form.consent is not None else None,
+                "topics": list(topics) or None,
                 # A stranger's submission scores nothing and moves no stage (tracking.TRUSTED).
                 TRUST_KEY: CREATOR if known is None else MAILBOX if proven else CLAIMED,
                 "proposed_changes": proposed or None,
@@ -287,6 +295,9 @@ class Capture:
             custom=custom,
             consent=consent,
             magnet=form.magnet,
+            form_id=form_id,
+            topics=topics,
+            topics_resumed=trusted,
             enrolments=enrolments,
             expires_at=expires_at,
         )

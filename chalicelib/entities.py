@@ -118,6 +118,13 @@ class Lead:
     submissions: int = 0
     timezone: Optional[str] = None
     unsubscribed_at: Optional[str] = None
+    # Topics the lead is subscribed to, and those it turned off (which only the lead can turn
+    # back on: a stranger's submission adds no topic the lead turned off).
+    topics: tuple[str, ...] = ()
+    topics_off: tuple[str, ...] = ()
+    paused_until: Optional[str] = None  # the preference centre's "pause all mail"
+    forms: tuple[str, ...] = ()  # every form the lead submitted
+    engaged_at: Optional[str] = None  # the lead's latest human open or click (segments)
     # What nurture conditions and exits look at, kept on the profile by the writes that record
     # the events, so deciding a step needs no query of the timeline.
     event_types: tuple[str, ...] = ()
@@ -161,6 +168,11 @@ class Lead:
             submissions=int(plain.get("submissions", 0)),
             timezone=plain.get("timezone"),
             unsubscribed_at=plain.get("unsubscribed_at"),
+            topics=tuple(plain.get("topics", ())),
+            topics_off=tuple(plain.get("topics_off", ())),
+            paused_until=plain.get("paused_until"),
+            forms=tuple(plain.get("forms", ())),
+            engaged_at=plain.get("engaged_at"),
             event_types=tuple(plain.get("event_types", ())),
             clicked=tuple(plain.get("clicked", ())),
             opened=tuple(plain.get("opened", ())),

@@ -110,6 +110,9 @@ class Qualifier:
             },
         }
         fields = {k: v for k, v in fields.items() if v is not None}
+        # A person's latest open or click (what a segment's engaged_within reads); None removes it
+        # when a later signal showed every hit was a machine's.
+        fields["engaged_at"] = max((e.at for e in human if e.type in ENGAGED_ATTRIBUTES.values()), default=None)
         lead_id = lead.lead_id
         engaged = {
             attribute: {

@@ -198,6 +198,15 @@ class Consent(_Strict):
     text: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 
 
+class Topic(_Strict):
+    """What a lead may subscribe to (the newsletter, product news, events): forms subscribe to
+    topics, and every drip and broadcast belongs to one, so a lead can turn one off and keep
+    the rest (the preference centre)."""
+
+    title: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    description: Annotated[str, StringConstraints(max_length=300)] = ""
+
+
 def _email_only() -> dict[StandardField, Requirement]:
     return {"email": "required"}
 
@@ -213,6 +222,8 @@ class Form(_Strict):
     double_opt_in: bool = False
     magnet: Optional[Identifier] = None
     sequence: Optional[Identifier] = None
+    # The topics a submission subscribes the lead to, when it gives marketing consent.
+    topics: list[Identifier] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _coherent(self) -> Form:
@@ -222,6 +233,10 @@ class Form(_Strict):
             raise ValueError("a 'magnet' form must name its magnet, and only a magnet form may")
         if self.double_opt_in and self.consent is None:
             raise ValueError("double_opt_in needs a consent block to confirm")
+        if self.topics and self.consent is None:
+            raise ValueError("topics need a consent block: subscribing to a topic is marketing consent")
+        if len(set(self.topics)) != len(self.topics):
+            raise ValueError("topics: each topic once")
         clashes = sorted(set(self.custom_fields) & _RESERVED)
         if clashes:
             raise ValueError(f"custom_fields may not reuse built-in names: {', '.join(clashes)}")
@@ -326,6 +341,8 @@ class SequenceExit(_Strict):
 
 class Sequence(_Strict):
     steps: list[Step] = Field(min_length=1)
+    # The topic its emails are about: a lead who turns it off leaves the sequence.
+    topic: Optional[Identifier] = None
     # Factories, not instances: an instance here would build its model's validator at import.
     entry: SequenceEntry = Field(default_factory=SequenceEntry)
     exit: SequenceExit = Field(default_factory=SequenceExit)
@@ -513,6 +530,7 @@ class Campaign(_Strict):
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     engagement: EngagementRules = Field(default_factory=EngagementRules)
     magnets: dict[Identifier, Magnet] = Field(default_factory=dict)
+    topics: dict[Identifier, Topic] = Field(default_factory=dict)
     forms: dict[Identifier, Form] = Field(min_length=1)
     sequences: dict[Identifier, Sequence] = Field(default_factory=dict)
     send_window: SendWindow = Field(default_factory=SendWindow)
@@ -541,6 +559,9 @@ class Campaign(_Strict):
                 problems.append(f"forms.{form_id}.custom_fields: clashes with the honeypot field")
             if form.double_opt_in and self.confirmation is None:
                 problems.append(f"forms.{form_id}.double_opt_in: the campaign needs a 'confirmation' email")
+            for topic in form.topics:
+                if topic not in self.topics:
+                    problems.append(f"forms.{form_id}.topics: no topic named {topic!r}")
         if self.ad_spend and self.currency is None:
             problems.append("currency: needed for ad_spend (an ISO 4217 code such as EUR)")
         channels = [(spend.utm_source, spend.utm_medium) for spend in self.ad_spend]
@@ -549,6 +570,8 @@ class Campaign(_Strict):
         if self.sales.recycle_sequence is not None and self.sales.recycle_sequence not in self.sequences:
             problems.append(f"sales.recycle_sequence: no sequence named {self.sales.recycle_sequence!r}")
         for sequence_id, sequence in self.sequences.items():
+            if sequence.topic is not None and sequence.topic not in self.topics:
+                problems.append(f"sequences.{sequence_id}.topic: no topic named {sequence.topic!r}")
             step_ids = {step.id for step in sequence.steps}
             for step in sequence.steps:
                 for condition in (*step.only_if, *step.skip_if):

@@ -107,6 +107,17 @@ def _request_body(name: str, components: _Components) -> Schema:
         return _form_body(one_click, ignored, False, FORM, "multipart/form-data")
     if name == "empty_form":
         return _form_body({"type": "object", "properties": {}}, "ignored; the page's form posts no fields")
+    if name == "preferences_form":
+        choice = {
+            "type": "object",
+            "properties": {
+                "action": {"enum": ["save", "leave"]},
+                "pause": {"enum": ["", "keep", "30", "90"]},
+            },
+            "patternProperties": {"^topic_[a-z0-9][a-z0-9_-]*$": {"const": "on"}},
+            "additionalProperties": False,
+        }
+        return _form_body(choice, "", True)
     if name == "login_form":
         token = {"type": "object", "properties": {"token": {"type": "string", "maxLength": 4096}}}
         return _form_body({**token, "required": ["token"]}, "", True)

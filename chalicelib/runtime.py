@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the services below are imported where they are first built
     from chalicelib.nurture.dispatcher import Dispatcher, Pacer
     from chalicelib.nurture.feedback import Feedback
     from chalicelib.nurture.mailer import Mailer
+    from chalicelib.preferences import PreferenceCentre
     from chalicelib.privacy import Privacy
     from chalicelib.reports import Reports, Tally
     from chalicelib.store import Store
@@ -122,6 +123,12 @@ class Runtime:
         from chalicelib.tracking import Tracker
 
         return Tracker(self.signer, self.store, self.clock, self.campaign)
+
+    @functools.cached_property
+    def preferences(self) -> PreferenceCentre:
+        from chalicelib.preferences import PreferenceCentre
+
+        return PreferenceCentre(self.campaign, self.store, self.signer, self.tracker, self.clock)
 
     @functools.cached_property
     def mailer(self) -> Mailer:

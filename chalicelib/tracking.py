@@ -27,7 +27,7 @@ from chalicelib.entities import Event, Lead, Message, Suppression, iso
 from chalicelib.errors import ConditionFailed, InvalidToken, NotFound, RateLimited, ValidationFailed
 from chalicelib.nurture.rules import first_step_due
 from chalicelib.store import Store
-from chalicelib.vocabulary import INTERNAL_EVENT_TYPES, PAGE_VIEW, EventType
+from chalicelib.vocabulary import INTERNAL_EVENT_TYPES, PAGE_VIEW, EventType, SuppressionReason
 
 _MAC_BYTES = 16
 LEAD_TOKEN_PURPOSE = "lead"
@@ -135,6 +135,7 @@ CLICK_PURPOSE = "click"
 OPEN_PURPOSE = "open"
 UNSUBSCRIBE_PURPOSE = "unsubscribe"
 CONFIRM_PURPOSE = "confirm"
+PREFERENCES_PURPOSE = "preferences"
 # Emails are read and clicked months later; links must keep working as long as people keep mail.
 TRACKING_LIFETIME = timedelta(days=730)
 UNSUBSCRIBE_LIFETIME = timedelta(days=3650)
@@ -162,6 +163,10 @@ class LinkBuilder:
     def unsubscribe(self, lead_id: str, message_id: str, now: datetime) -> str:
         token = self._signer.sign(UNSUBSCRIBE_PURPOSE, {"lead": lead_id, "msg": message_id}, now + UNSUBSCRIBE_LIFETIME)
         return f"{self.public_url}/u/{token}"
+
+    def preferences(self, lead_id: str, message_id: str, now: datetime) -> str:
+        token = self._signer.sign(PREFERENCES_PURPOSE, {"lead": lead_id, "msg": message_id}, now + UNSUBSCRIBE_LIFETIME)
+        return f"{self.public_url}/p/{token}"
 
     def confirm(self, lead_id: str, now: datetime, lifetime: timedelta) -> str:
         token = self._signer.sign(CONFIRM_PURPOSE, {"lead": lead_id}, now + lifetime)
@@ -229,13 +234,17 @@ class Tracker:
 
     def unsubscribe(self, token: str) -> None:
         """Unsubscribe for good: the address suppressed and the lead marked. Idempotent."""
-        now = self._clock.now()
-        claims = self._signer.verify(UNSUBSCRIBE_PURPOSE, token, now)
+        claims = self._signer.verify(UNSUBSCRIBE_PURPOSE, token, self._clock.now())
         lead_id = _claim(claims, "lead")
         if self._store.get_lead(lead_id) is None:
             raise NotFound("lead", lead_id)
-        message_id = str(claims.get("msg") or "")
-        if self._store.suppress(Suppression(lead_id, "unsubscribed", iso(now), message_id)):
+        self.unsubscribe_lead(lead_id, str(claims.get("msg") or ""))
+
+    def unsubscribe_lead(self, lead_id: str, message_id: str) -> None:
+        """The address suppressed for good and the lead marked, once (the unsubscribe link, the
+        preference centre's "leave everything")."""
+        now = self._clock.now()
+        if self._store.suppress(Suppression(lead_id, SuppressionReason.UNSUBSCRIBED, iso(now), message_id)):
             event = _event(lead_id, UNSUBSCRIBED, now, {"message_id": message_id or None})
             self._store.record_event(event, profile_sets={"unsubscribed_at": iso(now)})
 

@@ -119,6 +119,7 @@ class ExitReason(StrEnum):
 
     LEAD_GONE = "lead_gone"
     UNSUBSCRIBED = "unsubscribed"
+    TOPIC_OFF = "topic_off"  # the lead turned the sequence's topic off (the preference centre)
     SEQUENCE_REMOVED = "sequence_removed"
     ALREADY_CONFIRMED = "already_confirmed"
     REJECTED = "rejected"  # SES refused the message for good (MessageRejected); the address is suppressed
@@ -141,6 +142,7 @@ class DeferReason(StrEnum):
 
     WINDOW = "window"  # outside the send window
     FREQUENCY_CAP = "frequency_cap"
+    PAUSED = "paused"  # the lead paused all mail for a while (the preference centre)
 
 
 # -- event types --------------------------------------------------------------------------------
@@ -157,6 +159,7 @@ class EventType(StrEnum):
     EMAIL_BOUNCED = "email_bounced"
     EMAIL_COMPLAINED = "email_complained"
     UNSUBSCRIBED = "unsubscribed"
+    PREFERENCES_CHANGED = "preferences_changed"  # topics on/off or a pause, with the consent text's version
     STAGE_CHANGED = "stage_changed"
 
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from chalicelib.capture import CaptureResult, RequestMeta
     from chalicelib.http.bodies import Health
     from chalicelib.models import LeadExportParams
+    from chalicelib.preferences import Preferences
     from chalicelib.runtime import Runtime
 
 HTML_TYPE = "text/html; charset=utf-8"
@@ -204,6 +205,31 @@ def confirm(runtime: Runtime, token: str) -> Response:
     return _link_page(runtime, runtime.tracker.confirm, token, "confirmed.html")
 
 
+def preferences_page(runtime: Runtime, token: str) -> Response:
+    """GET: the lead's choices in a plain HTML form (no JavaScript); changes nothing."""
+    return _preferences_answer(runtime, runtime.preferences.show(token))
+
+
+def save_preferences(runtime: Runtime, token: str, request: Request) -> Response:
+    """POST: the page's form (urlencoded): topics, a pause, or leaving everything."""
+    fields = read_fields(request, (FORM,))
+    return _preferences_answer(runtime, runtime.preferences.save(token, fields), saved=True)
+
+
+def _preferences_answer(runtime: Runtime, preferences: Preferences, saved: bool = False) -> Response:
+    from chalicelib.preferences import PAUSE_DAYS
+
+    return _page(
+        "preferences.html",
+        campaign_title=runtime.campaign.title or runtime.campaign.name,
+        topics=preferences.topics,
+        paused_until=preferences.paused_until,
+        left=preferences.left,
+        pause_days=PAUSE_DAYS,
+        saved=saved and not preferences.left,
+    )
+
+
 # -- the CSV export -----------------------------------------------------------------------------
 
 
@@ -349,6 +375,26 @@ UNSUBSCRIBE: dict[str, Any] = {
     "tag": "email",
     "request": "one_click",
     "replies": {200: _html("unsubscribed (idempotent)"), **_LINK_ERRORS},
+}
+PREFERENCES_PAGE: dict[str, Any] = {
+    "summary": "Preference centre: topics, a pause, or leave everything (a form; link scanners change nothing)",
+    "tag": "email",
+    "replies": {200: _html("the page: each topic on or off, the pause"), **_LINK_ERRORS},
+}
+PREFERENCES: dict[str, Any] = {
+    "summary": "Save the preference centre's choice",
+    "tag": "email",
+    "description": "The page's form, urlencoded: `topic_<id>=on` for each topic wanted (a topic left out "
+    "is turned off), `pause` empty, `keep` or a number of days (30, 90), `action` `save` or `leave` "
+    "(unsubscribe from everything, for good). Saved with a `preferences_changed` event.",
+    "request": "preferences_form",
+    "replies": {
+        200: _html("the page again, saved (or the unsubscribed page)"),
+        **_LINK_ERRORS,
+        400: _html("the token is not valid, or a field is wrong (named on the page)"),
+        413: _html(f"more than {MAX_BODY_BYTES} bytes"),
+        415: _html("not an urlencoded form"),
+    },
 }
 CONFIRM: dict[str, Any] = {
     "summary": "Confirm the subscription: the page's button",

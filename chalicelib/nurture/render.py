@@ -105,6 +105,7 @@ class Renderer:
             "download_url": download_url,
             "confirm_url": confirm_url,
             "unsubscribe_url": self._links.unsubscribe(lead.lead_id, message_id, now),
+            "preferences_url": self._links.preferences(lead.lead_id, message_id, now),
             "sequence_id": sequence_id,
             "step_id": step.id,
         }

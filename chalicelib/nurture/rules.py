@@ -99,6 +99,8 @@ def decide(
         and lead.consent.status == ConsentStatus.GRANTED
     ):
         return Exit(ExitReason.ALREADY_CONFIRMED)
+    if sequence.topic is not None and sequence.topic in lead.topics_off:
+        return Exit(ExitReason.TOPIC_OFF)
     if lead.stage in sequence.exit.stages:
         return Exit(exit_reason(EXIT_STAGE, lead.stage))
     for goal in sequence.exit.events:
@@ -119,6 +121,10 @@ def decide(
                 return Advance(index, due)
             continue
         if step.timing == "scheduled":
+            # A pause holds what is scheduled; an immediate step answers what the lead just did
+            # (the ebook it asked for), so it goes.
+            if lead.paused_until is not None and parse_iso(lead.paused_until) > now:
+                return Defer(parse_iso(lead.paused_until), DeferReason.PAUSED)
             when, reason = earliest_send_time(now, campaign, lead)
             if when > now:
                 return Defer(when, reason)

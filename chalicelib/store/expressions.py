@@ -25,6 +25,7 @@ class Expression:
         self._sets: list[str] = []
         self._removes: list[str] = []
         self._adds: list[str] = []
+        self._deletes: list[str] = []
 
     # -- placeholders ---------------------------------------------------------------------------
 
@@ -67,6 +68,10 @@ class Expression:
         """ADD: a number added, or members added to a set."""
         return self._clause(self._adds, f"{self.name(path)} {self.value(value)}")
 
+    def delete(self, path: Path, members: Any) -> Expression:
+        """DELETE: members taken out of a set (those it lacks, or a set it lacks, are no error)."""
+        return self._clause(self._deletes, f"{self.name(path)} {self.value(members)}")
+
     def set_all(self, attributes: Mapping[str, Any]) -> Expression:
         for attribute, value in attributes.items():
             self.set(attribute, value)
@@ -82,7 +87,7 @@ class Expression:
         return self
 
     def update(self) -> str:
-        clauses = (("SET", self._sets), ("REMOVE", self._removes), ("ADD", self._adds))
+        clauses = (("SET", self._sets), ("REMOVE", self._removes), ("ADD", self._adds), ("DELETE", self._deletes))
         return " ".join(f"{verb} {', '.join(parts)}" for verb, parts in clauses if parts)
 
     # -- conditions (key conditions and filters alike) -------------------------------------------

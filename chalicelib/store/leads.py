@@ -44,6 +44,11 @@ class CaptureWrite:
     custom: dict[str, Any] = field(default_factory=dict)
     consent: Optional[ConsentRecord] = None
     magnet: Optional[str] = None
+    form_id: Optional[str] = None
+    topics: tuple[str, ...] = ()  # subscribed by this submission
+    # The lead's own fresh consent (a new lead, or its mailbox proven): the topics it names come
+    # back on even where the lead had turned them off.
+    topics_resumed: bool = False
     enrolments: list[Enrolment] = field(default_factory=list)
     # Epoch seconds after which an unconfirmed (double opt-in) new lead disappears by TTL.
     expires_at: Optional[int] = None
@@ -116,12 +121,18 @@ class Leads(Table):
             sets["consent"] = write.consent.to_item()
         if write.magnet is not None:
             adds["magnets"] = {write.magnet}
+        if write.form_id is not None:
+            adds["forms"] = {write.form_id}
+        if write.topics:
+            adds["topics"] = set(write.topics)
         if write.enrolments:
             adds["sequences"] = {e.sequence_id for e in write.enrolments}
         if write.expires_at is not None:
             if_absent[keys.TTL_ATTRIBUTE] = write.expires_at
 
         profile = Expression().set_all(sets).add_all(adds)
+        if write.topics and write.topics_resumed:
+            profile.delete("topics_off", set(write.topics))
         for attribute, value in if_absent.items():
             profile.set_if_absent(attribute, value)
         if write.known_stage is None:
@@ -201,12 +212,16 @@ class Leads(Table):
         """Write a recomputed score, only if it counts more events than the stored one.
 
         ``string_sets`` replace whole profile sets (an empty one is removed, as DynamoDB keeps
-        no empty sets): what nurture reads of engagement, recomputed with the score. With a
+        no empty sets): what nurture reads of engagement, recomputed with the score; a field
+        given as None is removed. With a
         stage change, the write is also conditional on the stage read, and the stage
         event and the handoff are written in the same transaction: a crossing happens once.
         Returns False when a newer score (or another crossing) got there first.
         """
-        score = Expression().set_all(fields).set("score_events", events_seen)
+        score = Expression().set_all({k: v for k, v in fields.items() if v is not None})
+        score.set("score_events", events_seen)
+        for attribute in [k for k, v in fields.items() if v is None]:
+            score.remove(attribute)
         for attribute, members in (string_sets or {}).items():
             if members:
                 score.set(attribute, set(members))
@@ -224,6 +239,29 @@ class Leads(Table):
         if handoff is not None:
             operations.append({"Put": self._new_item(keys.handoff_item(handoff))})
         return self._transact_if(operations)
+
+    def save_preferences(
+        self,
+        lead_id: str,
+        topics_on: list[str],
+        topics_off: list[str],
+        paused_until: Optional[str],
+        event: Event,
+    ) -> bool:
+        """The preference centre's choice, with its event, in one write: the topic sets replaced
+        (an empty one removed) and the pause set or lifted. False (nothing written): no such lead."""
+        choice = Expression()
+        for attribute, members in (("topics", topics_on), ("topics_off", topics_off)):
+            if members:
+                choice.set(attribute, set(members))
+            else:
+                choice.remove(attribute)
+        if paused_until is not None:
+            choice.set("paused_until", paused_until)
+        else:
+            choice.remove("paused_until")
+        target = self._keyed(keys.profile(lead_id), choice, ConditionExpression=choice.exists())
+        return self._transact_if([{"Update": target}, {"Put": self._new_item(keys.event_item(event))}])
 
     def set_stage(
         self, lead_id: str, fields: dict[str, Any], event: Event, enrolment: Optional[Enrolment] = None

@@ -669,6 +669,23 @@ def test_decide_exits_when_unsubscribed() -> None:
     assert decide(DEMO, make_enrolment("welcome", 1), lead, None, MON_INSIDE) == Exit("unsubscribed")
 
 
+def test_decide_exits_when_the_sequences_topic_is_off() -> None:
+    assert DEMO.sequences["welcome"].topic == "newsletter"
+    lead = make_lead(topics=("product",), topics_off=("newsletter",))
+    assert decide(DEMO, make_enrolment("welcome", 1), lead, None, MON_INSIDE) == Exit("topic_off")
+    other_topic_off = make_lead(topics=("newsletter",), topics_off=("product",))
+    assert isinstance(decide(DEMO, make_enrolment("welcome", 1), other_topic_off, None, MON_INSIDE), Send)
+
+
+def test_a_pause_defers_scheduled_steps_to_its_end_and_lets_immediate_ones_go() -> None:
+    until = MON_INSIDE + timedelta(days=30)
+    paused = make_lead(paused_until=iso(until))
+    assert decide(DEMO, make_enrolment("welcome", 1), paused, None, MON_INSIDE) == Defer(until, "paused")
+    assert isinstance(decide(DEMO, make_enrolment("welcome", 0), paused, None, MON_INSIDE), Send)  # immediate
+    ended = make_lead(paused_until=iso(MON_INSIDE - timedelta(seconds=1)))
+    assert isinstance(decide(DEMO, make_enrolment("welcome", 1), ended, None, MON_INSIDE), Send)
+
+
 def test_decide_exit_beats_an_immediate_step() -> None:
     # step 0 is immediate and due: an unsubscribe still wins
     lead = make_lead(unsubscribed_at=iso(ENROLLED))

@@ -50,6 +50,7 @@ def test_internal_event_types() -> None:
         "email_bounced",
         "email_complained",
         "unsubscribed",
+        "preferences_changed",
         "stage_changed",
     } == vocabulary.INTERNAL_EVENT_TYPES
     assert vocabulary.PAGE_VIEW not in vocabulary.INTERNAL_EVENT_TYPES
