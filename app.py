@@ -148,6 +148,18 @@ def admin_list_leads(query: "LeadListParams") -> "bodies.LeadList":
 
 
 @api.route(
+    "/admin/segments/{name}/count",
+    "GET",
+    admin=True,
+    summary="How many leads a segment of the campaign file matches now",
+    ok=(200, Reply("the count, and how many profiles were read for it", "SegmentCount")),
+    errors=(NotFound,),
+)
+def admin_segment_count(name: str) -> "bodies.SegmentCount":
+    return runtime.current().directory.segment_count(name)
+
+
+@api.route(
     "/admin/leads/{lead_id}",
     "GET",
     admin=True,

@@ -184,6 +184,79 @@ class Topic(Record):
         _set(self, "description", description)
 
 
+class Segment(Record):
+    __slots__ = (
+        "created_after",
+        "created_before",
+        "engaged_within",
+        "fields",
+        "forms",
+        "medium",
+        "score_max",
+        "score_min",
+        "source",
+        "stages",
+        "topics",
+        "utm_campaign",
+    )
+    _fields = (
+        ("stages", "stages"),
+        ("score_min", "score_min"),
+        ("score_max", "score_max"),
+        ("forms", "forms"),
+        ("topics", "topics"),
+        ("source", "source"),
+        ("medium", "medium"),
+        ("utm_campaign", "utm_campaign"),
+        ("created_after", "created_after"),
+        ("created_before", "created_before"),
+        ("fields", "fields"),
+        ("engaged_within", "engaged_within"),
+    )
+
+    stages: Optional[list[Stage]]
+    score_min: Optional[float]
+    score_max: Optional[float]
+    forms: Optional[list[str]]
+    topics: Optional[list[str]]
+    source: Optional[str]
+    medium: Optional[str]
+    utm_campaign: Optional[str]
+    created_after: Optional[str]
+    created_before: Optional[str]
+    fields: Optional[dict[str, list[str]]]
+    engaged_within: Optional[timedelta]
+
+    def __init__(
+        self,
+        *,
+        stages: Optional[list[Stage]] = None,
+        score_min: Optional[float] = None,
+        score_max: Optional[float] = None,
+        forms: Optional[list[str]] = None,
+        topics: Optional[list[str]] = None,
+        source: Optional[str] = None,
+        medium: Optional[str] = None,
+        utm_campaign: Optional[str] = None,
+        created_after: Optional[str] = None,
+        created_before: Optional[str] = None,
+        fields: Optional[dict[str, list[str]]] = None,
+        engaged_within: Optional[timedelta] = None,
+    ) -> None:
+        _set(self, "stages", stages)
+        _set(self, "score_min", score_min)
+        _set(self, "score_max", score_max)
+        _set(self, "forms", forms)
+        _set(self, "topics", topics)
+        _set(self, "source", source)
+        _set(self, "medium", medium)
+        _set(self, "utm_campaign", utm_campaign)
+        _set(self, "created_after", created_after)
+        _set(self, "created_before", created_before)
+        _set(self, "fields", fields)
+        _set(self, "engaged_within", engaged_within)
+
+
 class CustomField(Record):
     __slots__ = (
         "choices",
@@ -803,6 +876,7 @@ class Campaign(Record):
         "rate_limits",
         "sales",
         "scoring",
+        "segments",
         "send_window",
         "sender",
         "sequences",
@@ -820,6 +894,7 @@ class Campaign(Record):
         ("engagement", "engagement"),
         ("magnets", "magnets"),
         ("topics", "topics"),
+        ("segments", "segments"),
         ("forms", "forms"),
         ("sequences", "sequences"),
         ("send_window", "send_window"),
@@ -840,6 +915,7 @@ class Campaign(Record):
     engagement: EngagementRules
     magnets: dict[str, Magnet]
     topics: dict[str, Topic]
+    segments: dict[str, Segment]
     forms: dict[str, Form]
     sequences: dict[str, Sequence]
     send_window: SendWindow
@@ -862,6 +938,7 @@ class Campaign(Record):
         engagement: EngagementRules = FACTORY,
         magnets: dict[str, Magnet] = FACTORY,
         topics: dict[str, Topic] = FACTORY,
+        segments: dict[str, Segment] = FACTORY,
         forms: dict[str, Form],
         sequences: dict[str, Sequence] = FACTORY,
         send_window: SendWindow = FACTORY,
@@ -881,6 +958,7 @@ class Campaign(Record):
         _set(self, "engagement", EngagementRules() if engagement is FACTORY else engagement)
         _set(self, "magnets", {} if magnets is FACTORY else magnets)
         _set(self, "topics", {} if topics is FACTORY else topics)
+        _set(self, "segments", {} if segments is FACTORY else segments)
         _set(self, "forms", forms)
         _set(self, "sequences", {} if sequences is FACTORY else sequences)
         _set(self, "send_window", SendWindow() if send_window is FACTORY else send_window)

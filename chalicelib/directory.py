@@ -17,8 +17,10 @@ from chalicelib.tracking import TokenSigner, engagement_verdicts
 from chalicelib.vocabulary import EventType
 
 if TYPE_CHECKING:
-    from chalicelib.campaign_types import Campaign, EngagementRules
-    from chalicelib.http.bodies import LeadDetail, LeadList, LeadSummary
+    from collections.abc import Iterator
+
+    from chalicelib.campaign_types import Campaign, EngagementRules, Segment
+    from chalicelib.http.bodies import LeadDetail, LeadList, LeadSummary, SegmentCount
     from chalicelib.models import LeadListParams
 
 LEADS_CURSOR = "leads-cursor"
@@ -50,6 +52,28 @@ class Directory:
     store: Store
     signer: TokenSigner
     clock: Clock
+
+    def segment_members(self, segment: Segment, read: Optional[list[int]] = None) -> Iterator[Lead]:
+        """The segment's leads now, read from the index that narrows it most (never a Scan).
+        ``read``, when given, counts the profiles read."""
+        from chalicelib.segments import matches, plan
+
+        now = self.clock.now()
+        for lead in self.store.segment_candidates(plan(segment)):
+            if read is not None:
+                read[0] += 1
+            if matches(segment, lead, now):
+                yield lead
+
+    def segment_count(self, name: str) -> SegmentCount:
+        from chalicelib.http.bodies import SegmentCount
+
+        segment = self.campaign.segments.get(name)
+        if segment is None:
+            raise NotFound("segment", name)
+        read = [0]
+        count = sum(1 for _ in self.segment_members(segment, read))
+        return SegmentCount(segment=name, count=count, read=read[0], as_of=iso(self.clock.now()))
 
     def page(self, params: LeadListParams) -> LeadPage:
         """One page of the filtered lead list and the key of the next (None at the end)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Self, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -241,6 +241,77 @@ class Form(_Strict):
         if clashes:
             raise ValueError(f"custom_fields may not reuse built-in names: {', '.join(clashes)}")
         return self
+
+
+def _moment(value: Any) -> str:
+    """An ISO date or time (a date is its midnight UTC; a time needs its offset) as the
+    fixed-width UTC text stored times are compared with."""
+    from chalicelib.entities import iso
+
+    text = str(value).strip()
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise ValueError("expected an ISO date or time such as 2026-11-01 or 2026-11-01T09:00:00Z") from e
+    if len(text) > 10 and moment.tzinfo is None:
+        raise ValueError("a time needs its offset (Z or +01:00)")
+    return iso(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
+def _values(value: Any) -> Any:
+    return [value] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value
+
+
+_FieldValue = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_control_characters)]
+_FieldName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+_FieldValues = Annotated[list[_FieldValue], BeforeValidator(_values), Field(min_length=1, max_length=50)]
+
+
+class Segment(_Strict):
+    """Who a broadcast goes to: every rule given must hold (none given: every lead). Named in the
+    campaign file's ``segments`` or given inline to a broadcast, with the same keys."""
+
+    stages: Optional[list[Stage]] = Field(default=None, min_length=1)
+    score_min: Optional[float] = None
+    score_max: Optional[float] = None
+    forms: Optional[list[Identifier]] = Field(default=None, min_length=1)  # submitted any of them
+    topics: Optional[list[Identifier]] = Field(default=None, min_length=1)  # subscribed to all of them
+    # First- or last-touch attribution (either one matching).
+    source: Optional[_FieldValue] = None
+    medium: Optional[_FieldValue] = None
+    utm_campaign: Optional[_FieldValue] = None
+    created_after: Optional[Annotated[str, BeforeValidator(_moment)]] = None
+    created_before: Optional[Annotated[str, BeforeValidator(_moment)]] = None
+    # {field: value or [values]}: the field equals one of them (case-insensitive); "contains"
+    # is spelled {"field": "~text"}.
+    fields: Optional[dict[_FieldName, _FieldValues]] = None
+    engaged_within: Optional[Duration] = None  # a person's open or click within it
+
+    @model_validator(mode="after")
+    def _ranges(self) -> Segment:
+        if self.score_min is not None and self.score_max is not None and self.score_min > self.score_max:
+            raise ValueError("score_min is above score_max")
+        if self.created_after and self.created_before and self.created_after >= self.created_before:
+            raise ValueError("created_after is not before created_before")
+        if self.engaged_within is not None and self.engaged_within <= timedelta(0):
+            raise ValueError("engaged_within must be a positive duration")
+        return self
+
+
+# What a segment's ``fields`` may name besides the forms' own fields.
+SEGMENT_DERIVED_FIELDS = ("email_domain", "timezone")
+
+
+def segment_problems(segment: Segment, campaign: Any) -> list[str]:
+    """What a segment names that the campaign lacks (``campaign``: the schema's or the compiled
+    one), each as "<key>: <reason>"."""
+    problems = [f"forms: no form named {f!r}" for f in segment.forms or () if f not in campaign.forms]
+    problems += [f"topics: no topic named {t!r}" for t in segment.topics or () if t not in campaign.topics]
+    known = {*get_args(StandardField), *SEGMENT_DERIVED_FIELDS}
+    for form in campaign.forms.values():
+        known |= set(form.custom_fields)
+    problems += [f"fields.{name}: no form has this field" for name in segment.fields or {} if name not in known]
+    return problems
 
 
 RESERVED_ASSET_PREFIX = "_trellis/"
@@ -531,6 +602,7 @@ class Campaign(_Strict):
     engagement: EngagementRules = Field(default_factory=EngagementRules)
     magnets: dict[Identifier, Magnet] = Field(default_factory=dict)
     topics: dict[Identifier, Topic] = Field(default_factory=dict)
+    segments: dict[Identifier, Segment] = Field(default_factory=dict)
     forms: dict[Identifier, Form] = Field(min_length=1)
     sequences: dict[Identifier, Sequence] = Field(default_factory=dict)
     send_window: SendWindow = Field(default_factory=SendWindow)
@@ -562,6 +634,8 @@ class Campaign(_Strict):
             for topic in form.topics:
                 if topic not in self.topics:
                     problems.append(f"forms.{form_id}.topics: no topic named {topic!r}")
+        for segment_id, segment in self.segments.items():
+            problems += [f"segments.{segment_id}.{p}" for p in segment_problems(segment, self)]
         if self.ad_spend and self.currency is None:
             problems.append("currency: needed for ad_spend (an ISO 4217 code such as EUR)")
         channels = [(spend.utm_source, spend.utm_medium) for spend in self.ad_spend]

@@ -32,6 +32,7 @@ _PATH_HELP = {
     "form_id": "a form of the campaign file, e.g. `newsletter`",
     "token": "the signed token from the email's link",
     "lead_id": "the lead's id",
+    "name": "a segment of the campaign file, e.g. `newsletter-readers`",
 }
 _BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 _ADMIN_ERRORS = (Unauthorized, CredentialsUnavailable)  # every admin route: the verdict's answers

@@ -379,3 +379,10 @@ class SpendSet(Body):
     utm_medium: str
     amount: float
     currency: Currency
+
+
+class SegmentCount(Body):
+    segment: str
+    count: int = Field(description="leads in the segment now")
+    read: int = Field(description="profiles read to count them: what the index narrowed the segment to")
+    as_of: Timestamp

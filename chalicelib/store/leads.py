@@ -7,9 +7,9 @@ concurrent change fails the write as a whole instead of being overwritten.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from chalicelib.entities import ConsentRecord, Enrolment, Event, Handoff, Lead, Message, Touch
 from chalicelib.store import keys
@@ -17,6 +17,9 @@ from chalicelib.store.codec import serialize
 from chalicelib.store.expressions import Expression, all_of, any_of
 from chalicelib.store.table import Table
 from chalicelib.vocabulary import ConsentStatus, EnrolmentStatus
+
+if TYPE_CHECKING:
+    from chalicelib.segments import IndexPlan
 
 # A pending lead has a handful of items; a transaction takes 100.
 _TRANSACTION_ITEMS = 100
@@ -312,6 +315,26 @@ class Leads(Table):
             found += [Lead.from_item(i) for i in items]
             key = resume
         return found, key
+
+    def segment_candidates(self, plan: IndexPlan, page_size: int = 500) -> Iterator[Lead]:
+        """Every profile the plan's index reads hold (a superset of the segment), page by page
+        as they are wanted: one stage-index Query per stage (the score range in the key
+        condition), else one creation-index Query (the created range in it). Never a Scan."""
+        requests = []
+        if plan.stages is not None:
+            for stage in plan.stages:
+                listed = Expression()
+                score = listed.between("score", plan.score_min, plan.score_max)
+                condition = all_of(listed.eq("stage", stage), score)
+                requests.append({"IndexName": keys.STAGE_INDEX, **listed.params(KeyConditionExpression=condition)})
+        else:
+            listed = Expression()
+            created = listed.between("created_at", plan.created_after, plan.created_before)
+            condition = all_of(listed.eq(keys.LEAD_LIST_ATTRIBUTE, keys.LEAD_LIST), created)
+            requests.append({"IndexName": keys.CREATED_INDEX, **listed.params(KeyConditionExpression=condition)})
+        for request in requests:
+            for items, _ in self._query_pages(request, page_size=page_size):
+                yield from (Lead.from_item(i) for i in items)
 
     def resume_key(self, query: LeadQuery, lead_id: str) -> dict[str, Any]:
         """Where ``find_leads(query)`` goes on right after this lead: its key in the index used."""
