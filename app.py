@@ -15,13 +15,20 @@ from chalice.app import AuthRequest, AuthResponse, Chalice, CloudWatchEvent, Dyn
 # routes or handlers use (dashboard, reports, scoring, the dispatcher, pydantic...) load on first use.
 from chalicelib import observability, runtime, web
 from chalicelib.config import EventSources
-from chalicelib.errors import NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from chalicelib.errors import Conflict, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from chalicelib.http import JSON, Api, Reply, page_errors
 from chalicelib.http.auth import authorize_admin
 
 if TYPE_CHECKING:
     from chalicelib.http import bodies
-    from chalicelib.models import LeadExportParams, LeadListParams, SpendUpdate, StageChange
+    from chalicelib.models import (
+        BroadcastIn,
+        BroadcastTestIn,
+        LeadExportParams,
+        LeadListParams,
+        SpendUpdate,
+        StageChange,
+    )
 
 # configure_logs=False: app.log propagates to the root logger, whose lines are JSON (observability).
 app = Chalice(app_name="trellis", configure_logs=False)
@@ -145,6 +152,72 @@ def admin_auth(auth_request: AuthRequest) -> AuthResponse:
 )
 def admin_list_leads(query: "LeadListParams") -> "bodies.LeadList":
     return runtime.current().directory.leads(query)
+
+
+@api.route(
+    "/admin/broadcasts",
+    "POST",
+    admin=True,
+    any_content=True,
+    body="BroadcastIn",
+    summary="Schedule a broadcast: one email (1-4 variants) to a segment who wants its topic",
+    ok=(201, Reply("scheduled: its id and status", "Broadcast")),
+    errors=(ValidationFailed, PayloadTooLarge, UnsupportedMediaType),
+)
+def admin_create_broadcast(body: "BroadcastIn") -> "bodies.Broadcast":
+    desk = runtime.current().broadcasts
+    return desk.detail(desk.create(body).broadcast_id)
+
+
+@api.route(
+    "/admin/broadcasts",
+    "GET",
+    admin=True,
+    summary="Every broadcast with its report, newest first",
+    ok=(200, Reply("the broadcasts", "BroadcastList")),
+)
+def admin_list_broadcasts() -> "bodies.BroadcastList":
+    return runtime.current().broadcasts.list()
+
+
+@api.route(
+    "/admin/broadcasts/{broadcast_id}",
+    "GET",
+    admin=True,
+    summary="A broadcast's status and report: recipients, sent, skipped by reason, each variant",
+    ok=(200, Reply("the broadcast", "Broadcast")),
+    errors=(NotFound,),
+)
+def admin_get_broadcast(broadcast_id: str) -> "bodies.Broadcast":
+    return runtime.current().broadcasts.detail(broadcast_id)
+
+
+@api.route(
+    "/admin/broadcasts/{broadcast_id}/cancel",
+    "POST",
+    admin=True,
+    any_content=True,
+    summary="Cancel a broadcast: what has not been sent is not sent",
+    ok=(200, Reply("the broadcast, cancelled", "Broadcast")),
+    errors=(NotFound, Conflict),
+)
+def admin_cancel_broadcast(broadcast_id: str) -> "bodies.Broadcast":
+    desk = runtime.current().broadcasts
+    return desk.detail(desk.cancel(broadcast_id).broadcast_id)
+
+
+@api.route(
+    "/admin/broadcasts/{broadcast_id}/test",
+    "POST",
+    admin=True,
+    any_content=True,
+    body="BroadcastTestIn",
+    summary="Send one test copy of each variant to an address, counted nowhere",
+    ok=(200, Reply("sent", "BroadcastTestSent")),
+    errors=(ValidationFailed, NotFound, PayloadTooLarge, UnsupportedMediaType),
+)
+def admin_test_broadcast(broadcast_id: str, body: "BroadcastTestIn") -> "bodies.BroadcastTestSent":
+    return runtime.current().broadcasts.send_test(broadcast_id, body.to.address)
 
 
 @api.route(

@@ -641,6 +641,20 @@ class FrequencyCap(Record):
         _set(self, "per", per)
 
 
+class BroadcastSettings(Record):
+    __slots__ = ("count_toward_frequency_cap",)
+    _fields = (("count_toward_frequency_cap", "count_toward_frequency_cap"),)
+
+    count_toward_frequency_cap: bool
+
+    def __init__(
+        self,
+        *,
+        count_toward_frequency_cap: bool = False,
+    ) -> None:
+        _set(self, "count_toward_frequency_cap", count_toward_frequency_cap)
+
+
 class Confirmation(Record):
     __slots__ = (
         "expires_after",
@@ -866,6 +880,7 @@ class Campaign(Record):
     __slots__ = (
         "ad_spend",
         "bot_defence",
+        "broadcasts",
         "confirmation",
         "currency",
         "engagement",
@@ -899,6 +914,7 @@ class Campaign(Record):
         ("sequences", "sequences"),
         ("send_window", "send_window"),
         ("frequency_cap", "frequency_cap"),
+        ("broadcasts", "broadcasts"),
         ("confirmation", "confirmation"),
         ("scoring", "scoring"),
         ("sales", "sales"),
@@ -920,6 +936,7 @@ class Campaign(Record):
     sequences: dict[str, Sequence]
     send_window: SendWindow
     frequency_cap: Optional[FrequencyCap]
+    broadcasts: BroadcastSettings
     confirmation: Optional[Confirmation]
     scoring: Scoring
     sales: Sales
@@ -943,6 +960,7 @@ class Campaign(Record):
         sequences: dict[str, Sequence] = FACTORY,
         send_window: SendWindow = FACTORY,
         frequency_cap: Optional[FrequencyCap] = None,
+        broadcasts: BroadcastSettings = FACTORY,
         confirmation: Optional[Confirmation] = None,
         scoring: Scoring,
         sales: Sales,
@@ -963,6 +981,7 @@ class Campaign(Record):
         _set(self, "sequences", {} if sequences is FACTORY else sequences)
         _set(self, "send_window", SendWindow() if send_window is FACTORY else send_window)
         _set(self, "frequency_cap", frequency_cap)
+        _set(self, "broadcasts", BroadcastSettings() if broadcasts is FACTORY else broadcasts)
         _set(self, "confirmation", confirmation)
         _set(self, "scoring", scoring)
         _set(self, "sales", sales)

@@ -156,6 +156,13 @@ def load(path: Path, source: Optional[Path] = None) -> Campaign:
     return _from_document(document)
 
 
+def record_from_data(cls: type[_R], data: dict[str, Any]) -> _R:
+    """One record (a segment given inline, as stored) from its plain data; a field it lacks (a
+    None the store left out) takes the record's default."""
+    hints = _hints(cls)
+    return cls(**{name: _convert(hints[name], data[name]) for name, _ in cls._fields if name in data})
+
+
 def _build(cls: type[_R], data: dict[str, Any]) -> _R:
     hints = _hints(cls)
     return cls(**{name: _convert(hints[name], data[name]) for name, _ in cls._fields})

@@ -318,3 +318,51 @@ class Handoff:
     def from_item(cls, item: dict[str, Any]) -> Handoff:
         plain = from_dynamo_value(item)
         return cls(**{k: plain[k] for k in cls.__dataclass_fields__ if k in plain})
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One version of a broadcast: its own subject and template (A/B tests compare them)."""
+
+    variant_id: str  # "a", "b", ...: the step id its sends and counters carry
+    subject: str
+    template: str
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """One email to a segment: scheduled, then its recipients enrolled (each an enrolment of the
+    broadcast's own one-step sequence, so every drip guarantee holds), then sent."""
+
+    broadcast_id: str
+    name: str
+    topic: str
+    segment: dict[str, Any]  # {"name": <campaign segment>} or {"rules": {...}}
+    variants: tuple[Variant, ...]
+    send_at: str
+    status: str  # a BroadcastStatus
+    created_at: str
+    local_time: Optional[str] = None  # "HH:MM" in each lead's time zone
+    test_fraction: Optional[float] = None
+    winner_after: Optional[int] = None  # seconds after send_at
+    winner_metric: str = "human_clicks"
+    recipients: int = 0  # enrolled so far
+    winner: Optional[str] = None
+    winner_reason: Optional[str] = None
+    cancelled_at: Optional[str] = None
+    claim_id: Optional[str] = None
+    cursor: Optional[str] = None  # where the recipients' enrolment goes on
+    due_at: Optional[str] = None  # set while recipients wait to be enrolled (the due index)
+
+    def to_item(self) -> dict[str, Any]:
+        item = asdict(self)
+        item["variants"] = [asdict(v) for v in self.variants]
+        stored: dict[str, Any] = to_dynamo_value({k: v for k, v in item.items() if v is not None})
+        return stored
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Broadcast:
+        plain = from_dynamo_value(item)
+        values = {k: plain[k] for k in cls.__dataclass_fields__ if k in plain}
+        values["variants"] = tuple(Variant(**v) for v in plain["variants"])
+        return cls(**values)

@@ -20,6 +20,10 @@ class NotFound(TrellisError):
         self.identifier = identifier
 
 
+class Conflict(TrellisError):
+    """The request is well formed but the thing it names is in a state that refuses it."""
+
+
 class ValidationFailed(TrellisError):
     """Input was rejected; ``fields`` maps each bad field to the reason."""
 
@@ -96,12 +100,22 @@ class RateLimited(TrellisError):
         self.retry_after = retry_after_seconds
 
 
+# Request fields that hold models of their own: an error inside names the inner field too.
+_NESTED_DEPTH = {"segment": 2, "variants": 3}
+_TAGGED_UNIONS = {"segment": ("name", "rules")}
+
+
 def field_errors(error: Any, whole: str = "body") -> dict[str, str]:
     """Each bad field's first reason, from a pydantic ``ValidationError`` (read by its
     ``errors()``, so this module needs no pydantic); ``whole`` names errors about the input as a whole."""
     fields: dict[str, str] = {}
     for item in error.errors():
-        name = str(item["loc"][0]) if item["loc"] else whole
+        # A nested model's field is named by its path (segment.score_min, variants.0.template),
+        # without the tag of the union it was read as.
+        loc = [str(part) for part in item["loc"]]
+        if len(loc) > 1 and loc[0] in _TAGGED_UNIONS and loc[1] in _TAGGED_UNIONS[loc[0]]:
+            del loc[1]
+        name = ".".join(loc[: _NESTED_DEPTH.get(loc[0], 1)]) if loc else whole
         message = item["msg"].removeprefix("Value error, ")
         fields.setdefault(name, message)
     return fields

@@ -12,17 +12,20 @@ import functools
 import re
 import unicodedata
 from datetime import UTC, datetime, time, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Self, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Self, Union, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     StringConstraints,
+    Tag,
     create_model,
     field_validator,
     model_validator,
@@ -592,6 +595,12 @@ class AdSpend(_Strict):
     amount: Money
 
 
+class BroadcastSettings(_Strict):
+    # Whether a broadcast is held to the frequency cap (a recipient at the cap is skipped) and
+    # counts toward it for the drips after it.
+    count_toward_frequency_cap: bool = False
+
+
 class Campaign(_Strict):
     name: Identifier
     title: str = ""
@@ -607,6 +616,7 @@ class Campaign(_Strict):
     sequences: dict[Identifier, Sequence] = Field(default_factory=dict)
     send_window: SendWindow = Field(default_factory=SendWindow)
     frequency_cap: Optional[FrequencyCap] = None
+    broadcasts: BroadcastSettings = Field(default_factory=BroadcastSettings)
     confirmation: Optional[Confirmation] = None
     scoring: Scoring
     sales: Sales
@@ -856,3 +866,38 @@ class LeadExportParams(LeadListParams):
     """``GET /admin/export/leads.csv``: the list's filters, in bigger pages."""
 
     limit: int = Field(default=1000, ge=1, le=5000, description="page size")
+
+
+# ---------------------------------------------------------------------------------------------
+# Broadcasts
+
+
+class BroadcastVariantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subject: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    template: Annotated[str, StringConstraints(pattern=r"^email/[A-Za-z0-9_-]+\.html$")]
+
+
+class BroadcastIn(BaseModel):
+    """``POST /admin/broadcasts``: one email to a segment who wants its topic."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: _Text
+    topic: Identifier
+    segment: Annotated[
+        Union[Annotated[Identifier, Tag("name")], Annotated[Segment, Tag("rules")]],
+        Discriminator(lambda value: "rules" if isinstance(value, (dict, Segment)) else "name"),
+        Field(description="a segment of the campaign file by name, or inline rules"),
+    ]
+    variants: list[BroadcastVariantIn] = Field(min_length=1, max_length=4)
+    send_at: Optional[AwareDatetime] = Field(default=None, description="absent: now")
+
+
+class BroadcastTestIn(BaseModel):
+    """``POST /admin/broadcasts/{id}/test``: where the test copies go."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: Annotated[NormalisedEmail, BeforeValidator(email_text)]

@@ -33,6 +33,7 @@ _PATH_HELP = {
     "token": "the signed token from the email's link",
     "lead_id": "the lead's id",
     "name": "a segment of the campaign file, e.g. `newsletter-readers`",
+    "broadcast_id": "the broadcast's id, as its creation answered",
 }
 _BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 _ADMIN_ERRORS = (Unauthorized, CredentialsUnavailable)  # every admin route: the verdict's answers

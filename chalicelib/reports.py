@@ -29,7 +29,7 @@ from chalicelib.campaign_types import Campaign
 from chalicelib.capture import SUBMISSION_EVENT
 from chalicelib.clock import Clock
 from chalicelib.engagement import Verdict
-from chalicelib.entities import Enrolment, Event, Lead, Message, iso, parse_iso
+from chalicelib.entities import Broadcast, Enrolment, Event, Lead, Message, iso, parse_iso
 from chalicelib.http import bodies
 from chalicelib.nurture.rules import CONFIRM_SEQUENCE, CONFIRM_STEP
 from chalicelib.store import Counter, LeadRecord, Store
@@ -42,11 +42,13 @@ from chalicelib.tracking import (
     STAGE_CHANGED,
     UNSUBSCRIBED,
 )
+from chalicelib.vocabulary import BROADCAST_SEQUENCE_PREFIX as BROADCAST_PREFIX
 from chalicelib.vocabulary import (
     CAPTURED,
     FUNNEL_STAGES,
     OFF_FUNNEL_STAGES,
     VELOCITY_STAGES,
+    BroadcastStatus,
     ConsentStatus,
     EnrolmentStatus,
     Stage,
@@ -219,6 +221,8 @@ def sequence_report(
 
     Rates are relative to emails sent, as SES computes bounce and complaint rates.
     """
+    # Broadcasts have their own report (their sequences start with "_b-"; campaign ids cannot).
+    counters = {c: f for c, f in counters.items() if not (c.parts and c.parts[0].startswith(BROADCAST_PREFIX))}
     step_counts: dict[tuple[str, ...], Mapping[str, Any]] = {
         c.parts: fields for c, fields in counters.items() if c.kind == "step" and len(c.parts) == 2
     }
@@ -422,3 +426,53 @@ class Reports:
             amount=update.amount,
             currency=self.campaign.currency,
         )
+
+
+def _broadcast_status(broadcast: Broadcast, done: int) -> Any:
+    """``sent`` once every recipient is enrolled and has been sent to or skipped."""
+    enrolled_all = broadcast.status == BroadcastStatus.SENDING and broadcast.due_at is None
+    return BroadcastStatus.SENT if enrolled_all and done >= broadcast.recipients else broadcast.status
+
+
+def broadcast_report(broadcast: Broadcast, counters: Mapping[Counter, Mapping[str, Any]]) -> bodies.Broadcast:
+    """A broadcast with what its counters say: per variant (the step counters of its sequence)
+    and, for those who got nothing, its exits by reason."""
+    from chalicelib.nurture.broadcasts import sequence_id_of
+
+    sequence_id = sequence_id_of(broadcast.broadcast_id)
+    variants = []
+    for variant in broadcast.variants:
+        counts = counters.get(Counter("step", (sequence_id, variant.variant_id)), {})
+        number = {metric: int(counts.get(metric, 0)) for metric in (*EMAIL_METRICS, *MACHINE_METRICS)}
+        variants.append(
+            bodies.VariantReport(
+                variant_id=variant.variant_id,
+                subject=variant.subject,
+                template=variant.template,
+                sent=number["sent"],
+                delivered=number["delivered"],
+                human_opens=number["opened"],
+                human_clicks=number["clicked"],
+                machine_opens=number["machine_opened"],
+                machine_clicks=number["machine_clicked"],
+                unsubscribes=number["unsubscribed"],
+                bounces=number["bounced"],
+                complaints=number["complained"],
+            )
+        )
+    skipped = {reason: int(n) for reason, n in sorted(counters.get(Counter("exit", (sequence_id,)), {}).items())}
+    return bodies.Broadcast(
+        broadcast_id=broadcast.broadcast_id,
+        name=broadcast.name,
+        topic=broadcast.topic,
+        segment=broadcast.segment,
+        status=_broadcast_status(broadcast, sum(v.sent for v in variants) + sum(skipped.values())),
+        send_at=broadcast.send_at,
+        created_at=broadcast.created_at,
+        cancelled_at=broadcast.cancelled_at,
+        recipients=broadcast.recipients,
+        sent=sum(v.sent for v in variants),
+        skipped=skipped,
+        variants=variants,
+        winner=broadcast.winner,
+    )

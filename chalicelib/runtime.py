@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the services below are imported where they are first built
     from chalicelib.credentials import AdminToken
     from chalicelib.directory import Directory
     from chalicelib.handoff import Notifier, Qualifier, SalesFeedback
+    from chalicelib.nurture.broadcasts import BroadcastDesk
     from chalicelib.nurture.dispatcher import Dispatcher, Pacer
     from chalicelib.nurture.feedback import Feedback
     from chalicelib.nurture.mailer import Mailer
@@ -139,6 +140,12 @@ class Runtime:
                 aws.sesv2, aws.ses_v1, self.settings.ses_configuration_set, self.settings.max_send_rate
             )
         return self._mailer
+
+    @functools.cached_property
+    def broadcasts(self) -> BroadcastDesk:
+        from chalicelib.nurture.broadcasts import BroadcastDesk
+
+        return BroadcastDesk(self.campaign, self.store, self.clock, self.links, lambda: self.mailer)
 
     @functools.cached_property
     def dispatcher(self) -> Dispatcher:

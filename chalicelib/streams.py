@@ -25,7 +25,7 @@ from chalicelib.observability import correlated
 from chalicelib.reports import Tally
 from chalicelib.store import Store, parse_stream_image
 from chalicelib.tracking import ENGAGEMENT_KINDS, STAGE_CHANGED, engagement_verdicts, is_trusted
-from chalicelib.vocabulary import EnrolmentStatus
+from chalicelib.vocabulary import BROADCAST_SEQUENCE_PREFIX, EnrolmentStatus
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +181,7 @@ class StreamProcessor:
         """A fresh enrolment (or one just confirmed) with its step due now, not a dispatcher's own write."""
         if (
             enrolment.status != EnrolmentStatus.ACTIVE
+            or enrolment.sequence_id.startswith(BROADCAST_SEQUENCE_PREFIX)  # the dispatcher paces those
             or enrolment.due_at is None
             or enrolment.due_at > iso(self._clock.now())
         ):

@@ -96,6 +96,22 @@ class WebhookStatus(StrEnum):
     FAILED = "failed"
 
 
+class BroadcastStatus(StrEnum):
+    """scheduled -> sending (its recipients enrolled) -> sent; testing while an A/B test runs;
+    cancelled stops what has not gone."""
+
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    TESTING = "testing"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+
+
+# A broadcast's recipients are enrolments of its own sequence "_b-<broadcast id>" (campaign
+# sequence ids cannot start with "_").
+BROADCAST_SEQUENCE_PREFIX: Final = "_b-"
+
+
 class ConsentStatus(StrEnum):
     GRANTED = "granted"
     PENDING_CONFIRMATION = "pending_confirmation"  # double opt-in: the confirm link not yet followed
@@ -125,6 +141,11 @@ class ExitReason(StrEnum):
     REJECTED = "rejected"  # SES refused the message for good (MessageRejected); the address is suppressed
     INVALID_ADDRESS = "invalid_address"  # no valid email can be built for the address; suppressed, with this reason
     UNDELIVERABLE = "undeliverable"  # errors up to the dispatcher's MAX_ATTEMPTS, or a send that cannot be recorded
+    # A broadcast's recipients who get nothing, and why (its report's "skipped by reason").
+    NO_CONSENT = "no_consent"
+    PAUSED = "paused"
+    FREQUENCY_CAP = "frequency_cap"
+    CANCELLED = "cancelled"
 
 
 # "<prefix>:<detail>" exit reasons: the suppression's reason, the exit stage, the goal event.

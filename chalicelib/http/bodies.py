@@ -386,3 +386,50 @@ class SegmentCount(Body):
     count: int = Field(description="leads in the segment now")
     read: int = Field(description="profiles read to count them: what the index narrowed the segment to")
     as_of: Timestamp
+
+
+BroadcastState = Literal["scheduled", "sending", "testing", "sent", "cancelled"]
+
+
+class VariantReport(Body):
+    variant_id: str
+    subject: str
+    template: str
+    sent: int
+    delivered: int
+    human_opens: int = Field(description="recipients a person opened it for (each once)")
+    human_clicks: int = Field(description="recipients a person clicked in it for (each once)")
+    machine_opens: int = Field(description="recipients whose copy a machine opened (Apple's proxy, a scanner)")
+    machine_clicks: int = Field(description="recipients whose copy a machine clicked (a link scanner)")
+    unsubscribes: int
+    bounces: int
+    complaints: int
+
+
+class Broadcast(Body):
+    broadcast_id: str
+    name: str
+    topic: str
+    segment: dict[str, Any] = Field(description='{"name": <campaign segment>} or {"rules": {...}}')
+    status: BroadcastState
+    send_at: Timestamp
+    created_at: Timestamp
+    cancelled_at: Optional[Timestamp] = absent()
+    recipients: int = Field(description="leads of the segment enrolled so far")
+    sent: int
+    skipped: dict[str, int] = Field(
+        description="recipients who got nothing, by reason: suppressed:<why>, no_consent, topic_off, paused, "
+        "frequency_cap, unsubscribed, cancelled, lead_gone"
+    )
+    variants: list[VariantReport]
+    winner: Optional[str] = absent("the variant chosen for the rest of the segment")
+
+
+class BroadcastList(Body):
+    broadcasts: list[Broadcast]
+
+
+class BroadcastTestSent(Body):
+    to: str
+    subjects: list[str] = Field(description="one copy per variant, each marked [TEST]")
+    counted: bool = Field(description="always false: a test copy is counted nowhere")

@@ -12,6 +12,7 @@ from chalicelib.config import MAX_BODY_BYTES
 from chalicelib.credentials import CredentialsUnavailable
 from chalicelib.errors import (
     ConfigError,
+    Conflict,
     InvalidToken,
     NotFound,
     PayloadTooLarge,
@@ -68,6 +69,7 @@ _TABLE: tuple[tuple[type[TrellisError], Status], ...] = (
     ),
     (InvalidToken, Status(400, "invalid_token", "This link is not valid")),
     (NotFound, Status(404, "not_found", "Not found", "NotFound", "`not_found`, with a `message`")),
+    (Conflict, Status(409, "conflict", "Not now", "Conflict", "`conflict`, with a `message` saying why")),
     (
         PayloadTooLarge,
         Status(
@@ -131,7 +133,7 @@ def error_response(
         detail = {"message": str(error), "accepted": list(error.accepted)}
     elif isinstance(error, PayloadTooLarge):
         detail = {"message": str(error), "limit_bytes": error.limit}
-    elif isinstance(error, NotFound):
+    elif isinstance(error, (NotFound, Conflict)):
         detail = {"message": str(error)}
     elif isinstance(error, RateLimited):
         detail = {"message": str(error), "retry_after": error.retry_after}

@@ -32,10 +32,10 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any, Optional
 
-from chalicelib.campaign_types import Campaign
+from chalicelib.campaign_types import Campaign, Step
 from chalicelib.capture import AssetLinks
 from chalicelib.clock import Clock
-from chalicelib.entities import Enrolment, Handoff, Lead, Message, Suppression, iso, message_id_for
+from chalicelib.entities import Broadcast, Enrolment, Handoff, Lead, Message, Suppression, iso, message_id_for
 from chalicelib.errors import (
     ConditionFailed,
     InvalidRequest,
@@ -45,14 +45,14 @@ from chalicelib.errors import (
     StoreError,
     Unsendable,
 )
-from chalicelib.nurture import rules
+from chalicelib.nurture import broadcasts, rules
 from chalicelib.nurture.mailer import Mailer
 from chalicelib.nurture.mime import build_message, recipient
 from chalicelib.nurture.render import Renderer
 from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.store import Store
 from chalicelib.tracking import LinkBuilder
-from chalicelib.vocabulary import EnrolmentStatus
+from chalicelib.vocabulary import BroadcastStatus, EnrolmentStatus
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,10 @@ MAX_ATTEMPTS = 5
 SEND_TIME_ALLOWANCE = 0.15
 # Below botocore's connection pool (10 per client), so no worker waits for a connection.
 MAX_SEND_WORKERS = 8
+# Profiles of a segment read per page while a broadcast's recipients are enrolled.
+RECIPIENT_PAGE = 100
+# How long a tick trusts the broadcast item it read (a cancel reaches its sends within this).
+BROADCAST_READ_SECONDS = 10.0
 
 
 @dataclass
@@ -84,6 +88,7 @@ class TickReport:
     rejected: int = 0
     failed: int = 0
     lost_claims: int = 0
+    enrolled: int = 0  # broadcast recipients enrolled
     errors: int = 0  # items that failed with an error (ItemErrors): backed off or exited, never fatal
     stopped_early: bool = False
     exits: dict[str, int] = field(default_factory=dict)
@@ -159,6 +164,8 @@ class Dispatcher:
         self._assets = assets
         self._clock = clock
         self._pacer = pacer
+        self._broadcasts: dict[str, tuple[float, Optional[Broadcast]]] = {}
+        self._broadcasts_lock = threading.Lock()
 
     @property
     def pacer(self) -> Pacer:
@@ -192,6 +199,12 @@ class Dispatcher:
                         run.slot_unused()
                         report.stopped_early = True
                         break
+                    if isinstance(enrolment, Broadcast):
+                        run.slot_unused()
+                        if not self._enrol_recipients(enrolment, remaining_ms, report):
+                            report.stopped_early = True
+                            break
+                        continue
                     if isinstance(enrolment, Handoff):
                         run.slot_unused()
                         # A sales webhook waiting for its retry shares the due index with the steps.
@@ -242,7 +255,12 @@ class Dispatcher:
         self, enrolment: Enrolment, claim_id: str, attempts: int, now: datetime, report: TickReport
     ) -> bool:
         lead, suppression = self._store.load_for_dispatch(enrolment.lead_id)
-        decision = rules.decide(self._campaign, enrolment, lead, suppression, now)
+        broadcast_id = broadcasts.broadcast_id_of(enrolment.sequence_id)
+        if broadcast_id is not None:
+            broadcast = self._broadcast(broadcast_id)
+            decision = broadcasts.decide(self._campaign, broadcast, enrolment, lead, suppression, now)
+        else:
+            decision = rules.decide(self._campaign, enrolment, lead, suppression, now)
         if isinstance(decision, rules.Exit):
             self._exit(enrolment, claim_id, decision.reason, report)
         elif isinstance(decision, rules.Advance):
@@ -268,9 +286,7 @@ class Dispatcher:
         now: datetime,
         report: TickReport,
     ) -> bool:
-        sequence = rules.sequence_for(self._campaign, enrolment.sequence_id)
-        assert sequence is not None
-        step = sequence.steps[decision.step_index]
+        step = self._step(enrolment, decision.step_index)
         message_id = message_id_for(enrolment.sequence_id, step.id)
         magnet_id = rules.magnet_for(self._campaign, enrolment.sequence_id, lead)
         download_url = None
@@ -343,7 +359,7 @@ class Dispatcher:
                 message,
                 decision.next_index,
                 _iso_or_none(decision.next_due),
-                rules.recent_sends_after(lead.recent_sends, now, self._campaign.frequency_cap),
+                self._send_log(enrolment, lead, now),
             )
         except InvalidRequest as e:  # DynamoDB refuses this commit as malformed: it always will
             self._sent_unrecordable(enrolment, claim_id, message_id, report, e)
@@ -359,6 +375,72 @@ class Dispatcher:
         report.sent += 1
         if decision.next_due is None:
             report.completed += 1
+        return True
+
+    def _step(self, enrolment: Enrolment, index: int) -> Step:
+        broadcast_id = broadcasts.broadcast_id_of(enrolment.sequence_id)
+        if broadcast_id is not None:
+            broadcast = self._broadcast(broadcast_id)
+            assert broadcast is not None  # decide() exits a recipient whose broadcast is gone
+            return broadcasts.sequence_of(broadcast).steps[index]
+        sequence = rules.sequence_for(self._campaign, enrolment.sequence_id)
+        assert sequence is not None
+        return sequence.steps[index]
+
+    def _send_log(self, enrolment: Enrolment, lead: Lead, now: datetime) -> list[str]:
+        """The lead's send log after this email: a broadcast counts toward the cap only when
+        the campaign says so."""
+        counted = broadcasts.broadcast_id_of(enrolment.sequence_id) is None
+        if counted or self._campaign.broadcasts.count_toward_frequency_cap:
+            return rules.recent_sends_after(lead.recent_sends, now, self._campaign.frequency_cap)
+        return list(lead.recent_sends)
+
+    def _broadcast(self, broadcast_id: str) -> Optional[Broadcast]:
+        """The broadcast, read at most every BROADCAST_READ_SECONDS by this container's ticks."""
+        now = time.monotonic()
+        with self._broadcasts_lock:
+            cached = self._broadcasts.get(broadcast_id)
+            if cached is not None and now - cached[0] < BROADCAST_READ_SECONDS:
+                return cached[1]
+        broadcast = self._store.get_broadcast(broadcast_id)
+        with self._broadcasts_lock:
+            self._broadcasts[broadcast_id] = (now, broadcast)
+        return broadcast
+
+    def _enrol_recipients(self, broadcast: Broadcast, remaining_ms: Callable[[], int], report: TickReport) -> bool:
+        """Enrol a due broadcast's segment, page by page, under a claim; each recipient once
+        (a conditional put), the cursor saved after each page. Out of time: released, and the
+        next tick goes on from the cursor. False when the tick should stop."""
+        from chalicelib.segments import matches, plan
+
+        now = self._clock.now()
+        claim_id = secrets.token_hex(8)
+        try:
+            if not self._store.claim_broadcast(broadcast, claim_id, iso(now + LEASE)):
+                report.lost_claims += 1
+                return True
+            segment = broadcasts.segment_of(self._campaign, broadcast)
+            cursor = broadcast.cursor
+            for leads, after in self._store.segment_pages(plan(segment), cursor, page_size=RECIPIENT_PAGE):
+                enrolled = 0
+                for lead in leads:
+                    if matches(segment, lead, now):
+                        enrolled += self._store.enrol_recipient(broadcasts.recipient_enrolment(broadcast, lead, now))
+                self._store.save_enrolment_progress(
+                    broadcast.broadcast_id, claim_id, after, enrolled, BroadcastStatus.SENDING
+                )
+                report.enrolled += enrolled
+                cursor = after
+                if after is None:
+                    return True
+                if remaining_ms() < SAFETY_MARGIN_MS:
+                    self._store.release_broadcast(broadcast.broadcast_id, claim_id, iso(now))
+                    return False
+            # An index read with no page at all: nobody to enrol.
+            self._store.save_enrolment_progress(broadcast.broadcast_id, claim_id, None, 0, BroadcastStatus.SENDING)
+        except Exception as e:
+            # The lease brings it back; what was enrolled stays enrolled, once.
+            self._count_error(report, e, "enrolling the recipients of broadcast %s failed", broadcast.broadcast_id)
         return True
 
     def _exit(self, enrolment: Enrolment, claim_id: str, reason: str, report: TickReport) -> None:

@@ -9,6 +9,7 @@ aggregate, each a file here:
     table.py        the client call, errors in domain terms, Query pages, retries
     leads.py        capture, confirmation, events, scores and stages, the admin lead list
     nurture.py      enrolments, due steps and their claims, messages, suppressions
+    broadcasts.py   broadcasts, the enrolment of their recipients
     handoffs.py     handoff claims and marks, webhook retries, round robin
     counters.py     report counters and their once-only markers, bot counts
     sessions.py     rate-limit allowances, dashboard sessions
@@ -22,6 +23,7 @@ from typing import Any, Optional
 
 from chalicelib.entities import Enrolment, Event, Handoff, Message
 from chalicelib.store import keys
+from chalicelib.store.broadcasts import Broadcasts
 from chalicelib.store.codec import deserialize
 from chalicelib.store.counters import Counter, Counters
 from chalicelib.store.erasure import Erasure, LeadExport
@@ -67,7 +69,7 @@ __all__ = [
 ]
 
 
-class Store(Leads, Erasure, Nurture, Handoffs, Counters, Sessions):
+class Store(Leads, Erasure, Nurture, Broadcasts, Handoffs, Counters, Sessions):
     """Every access pattern of the table, one repository class per aggregate.
 
     The repositories share nothing but the table, so one object made of them all serves the

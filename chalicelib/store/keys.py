@@ -6,6 +6,7 @@
     enrolment         LEAD#<lead_id>     ENROL#<sequence_id>                 due (sparse, sharded)
     message           LEAD#<lead_id>     MSG#<sequence>.<step>#<enrolled_at> -
     handoff           LEAD#<lead_id>     HANDOFF#<iso time>                  due (only while a webhook retry waits)
+    broadcast         BROADCAST          <broadcast_id> (time-ordered)       due (while recipients wait to enrol)
     report marker     LEAD#<lead_id>     COUNTED#<what>                      -
     suppression       SUPPRESS#<lead_id> SUPPRESS                            -
     rate-limit window LIMIT#<scope>#<key> W#<window start epoch>             - (TTL)
@@ -23,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 from urllib.parse import quote
 
-from chalicelib.entities import Enrolment, Event, Handoff, Message, Suppression
+from chalicelib.entities import Broadcast, Enrolment, Event, Handoff, Message, Suppression
 
 Key = dict[str, str]
 
@@ -42,6 +43,8 @@ EVENT_PREFIX = "EVENT#"
 ENROL_PREFIX = "ENROL#"
 MESSAGE_PREFIX = "MSG#"
 HANDOFF_PREFIX = "HANDOFF#"
+# Every broadcast in one partition, its id (time-ordered) the sort key: the list is one Query.
+BROADCAST_PK = "BROADCAST"
 MARKER_PREFIX = "COUNTED#"
 SUPPRESS_SK = "SUPPRESS"
 # Rate-limit windows (POST /events, admin login): one small item per key and window, TTL-expired.
@@ -73,6 +76,14 @@ def enrolment(enrolment: Enrolment) -> Key:
 
 def handoff(handoff: Handoff) -> Key:
     return {"pk": lead_pk(handoff.lead_id), "sk": f"{HANDOFF_PREFIX}{handoff.handoff_id}"}
+
+
+def broadcast(broadcast_id: str) -> Key:
+    return {"pk": BROADCAST_PK, "sk": broadcast_id}
+
+
+def is_broadcast(item: Mapping[str, Any]) -> bool:
+    return str(item["pk"]) == BROADCAST_PK
 
 
 def marker(lead_id: str, marker: str) -> Key:
@@ -178,6 +189,13 @@ def message_item(message: Message) -> dict[str, Any]:
 
 def handoff_item(entity: Handoff) -> dict[str, Any]:
     return {**handoff(entity), **entity.to_item()}
+
+
+def broadcast_item(entity: Broadcast) -> dict[str, Any]:
+    item = {**broadcast(entity.broadcast_id), **entity.to_item()}
+    if entity.due_at is not None:
+        item[DUE_SHARD] = due_shard(entity.broadcast_id)
+    return item
 
 
 def suppression_item(entity: Suppression) -> dict[str, Any]:

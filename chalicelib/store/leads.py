@@ -7,6 +7,7 @@ concurrent change fails the write as a whole instead of being overwritten.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
@@ -320,6 +321,14 @@ class Leads(Table):
         """Every profile the plan's index reads hold (a superset of the segment), page by page
         as they are wanted: one stage-index Query per stage (the score range in the key
         condition), else one creation-index Query (the created range in it). Never a Scan."""
+        for leads, _ in self.segment_pages(plan, page_size=page_size):
+            yield from leads
+
+    def segment_pages(
+        self, plan: IndexPlan, cursor: Optional[str] = None, page_size: int = 500
+    ) -> Iterator[tuple[list[Lead], Optional[str]]]:
+        """``segment_candidates`` a page at a time, each with the cursor to go on from after it
+        (None after the last): a broadcast enrols its recipients across ticks and crashes."""
         requests = []
         if plan.stages is not None:
             for stage in plan.stages:
@@ -332,9 +341,16 @@ class Leads(Table):
             created = listed.between("created_at", plan.created_after, plan.created_before)
             condition = all_of(listed.eq(keys.LEAD_LIST_ATTRIBUTE, keys.LEAD_LIST), created)
             requests.append({"IndexName": keys.CREATED_INDEX, **listed.params(KeyConditionExpression=condition)})
-        for request in requests:
-            for items, _ in self._query_pages(request, page_size=page_size):
-                yield from (Lead.from_item(i) for i in items)
+        first, start = 0, None
+        if cursor is not None:
+            resume = json.loads(cursor)
+            first, start = int(resume["request"]), resume["key"]
+        for number in range(first, len(requests)):
+            pages = self._query_pages(requests[number], start=start if number == first else None, page_size=page_size)
+            for items, key in pages:
+                after = number if key is not None else number + 1
+                at_end = key is None and after == len(requests)
+                yield [Lead.from_item(i) for i in items], None if at_end else json.dumps({"request": after, "key": key})
 
     def resume_key(self, query: LeadQuery, lead_id: str) -> dict[str, Any]:
         """Where ``find_leads(query)`` goes on right after this lead: its key in the index used."""

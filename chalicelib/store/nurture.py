@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 from typing import Optional
 
-from chalicelib.entities import Enrolment, Handoff, Lead, Message, Suppression
+from chalicelib.entities import Broadcast, Enrolment, Handoff, Lead, Message, Suppression
 from chalicelib.store import keys
 from chalicelib.store.expressions import Expression, all_of
 from chalicelib.store.table import Table
@@ -52,7 +52,7 @@ class Nurture(Table):
             ]
         )
 
-    def due_enrolments(self, now: str, page_size: int = 50) -> Iterator[Enrolment | Handoff]:
+    def due_enrolments(self, now: str, page_size: int = 50) -> Iterator[Enrolment | Handoff | Broadcast]:
         """Enrolments with a step due at or before ``now``, shard by shard, read page by page.
 
         Reads only the sparse due index: their cost grows with the due work, not with the leads.
@@ -66,8 +66,13 @@ class Nurture(Table):
             for items, _ in self._query_pages(request, page_size=page_size):
                 for item in items:
                     try:
-                        handoff = keys.is_kind(item, keys.HANDOFF_PREFIX)
-                        due = Handoff.from_item(item) if handoff else Enrolment.from_item(item)
+                        due: Enrolment | Handoff | Broadcast
+                        if keys.is_broadcast(item):
+                            due = Broadcast.from_item(item)
+                        elif keys.is_kind(item, keys.HANDOFF_PREFIX):
+                            due = Handoff.from_item(item)
+                        else:
+                            due = Enrolment.from_item(item)
                     except (KeyError, TypeError, ValueError):
                         # A damaged item must not end the walk for everything due after it.
                         logger.error("unreadable due item %s %s skipped", item.get("pk"), item.get("sk"))

@@ -1,0 +1,269 @@
+"""Broadcasts on moto: created through the admin API (bad input stores nothing), their segment
+enrolled by the dispatcher, each recipient one copy under dispatchers at once and crashes, the
+topic, consent, pause and suppression respected, cancel and test sends, the report per variant."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from chalicelib.entities import iso, lead_id_for
+from chalicelib.nurture.dispatcher import LEASE, Dispatcher, TickReport
+from testkit import items
+from tests.conftest import ADMIN_TOKEN, START
+from tests.helpers import body, post_json
+from tests.integration.test_dispatcher_guarantees import (
+    FOREVER,
+    LambdaKilled,
+    Ses,
+    _RendezvousStore,
+    new_dispatcher,
+)
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+ISSUE = {"subject": "The Trellis letter, {{ first_name or 'friend' }}", "template": "email/broadcast.html"}
+
+
+def signup(client: Any, email: str, form_id: str = "newsletter") -> str:
+    response = post_json(client, f"/forms/{form_id}", {"email": email, "first_name": "Sam", "consent": True})
+    assert response.status_code in (200, 201), response.body
+    lead_id: str = body(response)["lead_id"]
+    return lead_id
+
+
+def create(client: Any, **fields: Any) -> Any:
+    payload = {"name": "December issue", "topic": "newsletter", "segment": "newsletter-readers", "variants": [ISSUE]}
+    return client.http.post("/admin/broadcasts", headers=AUTH, body=json.dumps({**payload, **fields}))
+
+
+def report(client: Any, broadcast_id: str) -> dict[str, Any]:
+    response = client.http.get(f"/admin/broadcasts/{broadcast_id}", headers=AUTH)
+    assert response.status_code == 200, response.body
+    found: dict[str, Any] = body(response)
+    return found
+
+
+def enrol_only(rt: Any) -> TickReport:
+    """A tick that enrols a due broadcast's recipients, then runs out of time before any send."""
+    budget = iter([FOREVER])
+    return new_dispatcher(rt).tick(lambda: next(budget, 0))
+
+
+def copies(outbox: Any) -> Counter[str]:
+    return Counter(str(m["To"]) for m in outbox() if "Trellis letter" in str(m["Subject"]))
+
+
+@pytest.fixture
+def readers(client: Any, deliver: Any) -> list[str]:
+    """Five newsletter readers (their welcomes sent), one ebook-only lead, and readers who turned
+    the topic off, paused, unsubscribed or bounced."""
+    emails = [f"reader{n}@example.com" for n in range(5)]
+    for email in emails:
+        signup(client, email)
+    signup(client, "ebook-only@example.com", "ebook")
+    deliver()
+    return emails
+
+
+def test_a_broadcast_goes_once_to_each_reader_who_wants_its_topic(
+    client, rt, clock, tick, deliver, outbox, readers, table_items
+):
+    created = create(client)
+    assert created.status_code == 201, created.body
+    broadcast = body(created)
+    assert (broadcast["status"], broadcast["recipients"]) == ("scheduled", 0)
+
+    first = tick()
+    assert first["enrolled"] == 5
+    tick()
+    deliver()
+
+    assert copies(outbox) == Counter(readers)
+    done = report(client, broadcast["broadcast_id"])
+    assert (done["status"], done["recipients"], done["sent"]) == ("sent", 5, 5)
+    [variant] = done["variants"]
+    assert (variant["variant_id"], variant["sent"]) == ("a", 5)
+    # Nothing more however often the dispatcher runs, and the drips' report does not list it.
+    clock.advance(3600)
+    tick()
+    assert copies(outbox) == Counter(readers)
+    steps = body(client.http.get("/admin/reports/sequences", headers=AUTH))["steps"]
+    assert not [s for s in steps if s["sequence_id"].startswith("_b-")]
+    assert len(items.messages(table_items())) == 5 + 5 + 1  # welcomes, the ebook delivery, the copies
+
+
+def test_topic_off_pause_unsubscribe_and_suppression_get_nothing_and_are_counted(
+    client, rt, clock, tick, deliver, outbox, readers, table_items
+):
+    from chalicelib.entities import Suppression
+
+    preferences = rt.links.preferences
+    for email, fields in (
+        (readers[0], {"topic_product": "on", "action": "save"}),  # newsletter off
+        (readers[1], {"topic_newsletter": "on", "pause": "30", "action": "save"}),
+    ):
+        path = preferences(lead_id_for(email), "welcome.welcome", clock.now()).split("/p/")[1]
+        response = client.http.post(
+            f"/p/{path}", headers={"Content-Type": "application/x-www-form-urlencoded"}, body=urlencode(fields)
+        )
+        assert response.status_code == 200
+    rt.tracker.unsubscribe_lead(lead_id_for(readers[2]), "welcome.welcome")
+    rt.store.suppress(Suppression(lead_id_for(readers[3]), "bounced", iso(clock.now())))
+    deliver()
+
+    broadcast = body(create(client, segment={}))  # inline: every lead
+    tick()
+    tick()
+    deliver()
+
+    assert copies(outbox) == Counter({readers[4]: 1})
+    done = report(client, broadcast["broadcast_id"])
+    assert done["recipients"] == 6  # every lead was in the segment...
+    assert done["skipped"] == {  # ...and each who got nothing is counted with why
+        "paused": 1,
+        "suppressed:bounced": 1,
+        "suppressed:unsubscribed": 1,
+        "topic_off": 2,  # reader 0, and the ebook-only lead who never took the newsletter
+    }
+    assert done["status"] == "sent"
+
+
+@pytest.mark.parametrize("dispatchers", [2, 3])
+def test_dispatchers_at_once_send_each_recipient_one_copy(client, rt, deliver, outbox, readers, dispatchers):
+    broadcast = body(create(client))
+    assert enrol_only(rt).enrolled == 5
+
+    start, holding = threading.Barrier(dispatchers), threading.Barrier(dispatchers)
+    workers = [new_dispatcher(rt, store=_RendezvousStore(rt.store, holding)) for _ in range(dispatchers)]
+    reports: list[TickReport] = []
+    errors: list[BaseException] = []
+
+    def run(dispatcher: Dispatcher) -> None:
+        try:
+            start.wait(timeout=30)
+            reports.append(dispatcher.tick(lambda: FOREVER))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(d,)) for d in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    assert copies(outbox) == Counter(readers)
+    assert sum(r.sent for r in reports) == 5
+    assert sum(r.lost_claims for r in reports) >= 1  # they did race
+    deliver()
+    assert report(client, broadcast["broadcast_id"])["sent"] == 5
+
+
+def test_a_crash_mid_broadcast_then_the_rest_is_sent_once(
+    client, rt, clock, tick, deliver, outbox, readers, monkeypatch
+):
+    broadcast = body(create(client))
+    assert enrol_only(rt).enrolled == 5
+    ses = Ses(monkeypatch)
+    ses.fail = lambda number, to: LambdaKilled() if number == 3 else None
+    with pytest.raises(LambdaKilled):
+        tick()
+    sent_before = copies(outbox)
+    assert 0 < sum(sent_before.values()) < 5
+
+    ses.fail = lambda number, to: None
+    clock.advance(LEASE.total_seconds() + 1)  # the dead claim's lease ends
+    tick()
+    assert copies(outbox) == Counter(readers)  # every reader once: the crashed send never went
+    deliver()
+    assert report(client, broadcast["broadcast_id"])["sent"] == 5
+
+
+def test_enrolling_a_big_segment_goes_on_from_its_cursor_across_ticks(client, rt, tick, deliver, outbox, readers):
+    from chalicelib.nurture import dispatcher as dispatching
+
+    broadcast = body(create(client, segment={}))
+    budget = iter([FOREVER])  # the tick runs out of time after its first page
+
+    original = dispatching.RECIPIENT_PAGE
+    dispatching.RECIPIENT_PAGE = 2
+    try:
+        stopped = new_dispatcher(rt).tick(lambda: next(budget, 0))
+        assert stopped.enrolled == 2 and stopped.stopped_early
+        rest = new_dispatcher(rt).tick(lambda: FOREVER)
+    finally:
+        dispatching.RECIPIENT_PAGE = original
+    assert rest.enrolled == 4  # six leads, each enrolled once
+    new_dispatcher(rt).tick(lambda: FOREVER)
+    assert copies(outbox) == Counter(readers)
+    assert report(client, broadcast["broadcast_id"])["recipients"] == 6
+
+
+def test_cancel_stops_what_has_not_been_sent(client, rt, clock, tick, deliver, outbox, readers):
+    later = body(create(client, send_at=iso(START + timedelta(hours=2))))
+    cancelled = client.http.post(f"/admin/broadcasts/{later['broadcast_id']}/cancel", headers=AUTH)
+    assert cancelled.status_code == 200
+    assert body(cancelled)["status"] == "cancelled"
+    clock.advance(3 * 3600)
+    tick()
+    assert not copies(outbox)
+
+    started = body(create(client))
+    assert enrol_only(rt).enrolled == 5
+    assert client.http.post(f"/admin/broadcasts/{started['broadcast_id']}/cancel", headers=AUTH).status_code == 200
+    tick()
+    deliver()
+    assert not copies(outbox)
+    assert report(client, started["broadcast_id"])["skipped"] == {"cancelled": 5}
+    again = client.http.post(f"/admin/broadcasts/{started['broadcast_id']}/cancel", headers=AUTH)
+    assert again.status_code == 200  # cancelling twice changes nothing
+
+
+def test_a_test_copy_is_marked_and_counted_nowhere(client, outbox, readers, table_items):
+    broadcast = body(create(client, variants=[ISSUE, {**ISSUE, "subject": "Faster handoffs"}]))
+    before = table_items()
+    response = client.http.post(
+        f"/admin/broadcasts/{broadcast['broadcast_id']}/test", headers=AUTH, body='{"to": "team@trellis.example"}'
+    )
+    assert response.status_code == 200, response.body
+    sent = [m for m in outbox() if m["To"] == "team@trellis.example"]
+    assert sorted(str(m["Subject"]) for m in sent) == ["[TEST] Faster handoffs", "[TEST] The Trellis letter, Ada"]
+    assert table_items() == before
+    assert body(response)["counted"] is False
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"topic": "sports"}, "topic"),
+        ({"segment": "nobody"}, "segment"),
+        ({"segment": {"shoe_size": 44}}, "segment.shoe_size"),
+        ({"segment": {"fields": {"shoe_size": "44"}}}, "segment.fields.shoe_size"),
+        ({"variants": [{"subject": "x", "template": "email/missing.html"}]}, "variants.0.template"),
+        ({"variants": [{"subject": "x", "template": "../app.py"}]}, "variants.0.template"),
+        ({"variants": [ISSUE] * 5}, "variants"),
+        ({"send_at": iso(START - timedelta(hours=1))}, "send_at"),
+        ({"send_at": "tomorrow"}, "send_at"),
+        ({"name": ""}, "name"),
+    ],
+)
+def test_bad_input_is_named_and_stores_nothing(client, table_items, fields, field):
+    before = table_items()
+    response = create(client, **fields)
+    assert response.status_code == 400, response.body
+    assert field in body(response)["fields"]
+    assert table_items() == before
+
+
+def test_the_list_and_unknown_broadcasts(client, readers):
+    first = body(create(client))["broadcast_id"]
+    listed = body(client.http.get("/admin/broadcasts", headers=AUTH))["broadcasts"]
+    assert [b["broadcast_id"] for b in listed] == [first]
+    assert client.http.get("/admin/broadcasts/20261123T000000-000000", headers=AUTH).status_code == 404
+    assert client.http.post("/admin/broadcasts/nope/cancel", headers=AUTH).status_code == 404
+    assert client.http.get("/admin/broadcasts").status_code == 401
