@@ -893,6 +893,29 @@ class BroadcastIn(BaseModel):
     ]
     variants: list[BroadcastVariantIn] = Field(min_length=1, max_length=4)
     send_at: Optional[AwareDatetime] = Field(default=None, description="absent: now")
+    local_time: Optional[Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]] = Field(
+        default=None, description='"10:00": each lead gets it at that hour in its own time zone, from send_at on'
+    )
+    # A/B: this share of the segment gets the variants first, split evenly; after winner_after
+    # the variant with the best rate of people's clicks (or opens) goes to the rest.
+    test_fraction: Optional[float] = Field(default=None, gt=0, lt=1)
+    winner_after: Optional[Duration] = None
+    winner_metric: Literal["human_clicks", "human_opens"] = "human_clicks"
+
+
+def ab_test_problems(body: BroadcastIn) -> dict[str, str]:
+    """What is wrong with a broadcast's A/B settings, by field."""
+    problems = {}
+    if body.test_fraction is not None:
+        if len(body.variants) < 2:
+            problems["test_fraction"] = "an A/B test needs two variants or more"
+        if body.winner_after is None:
+            problems["winner_after"] = "an A/B test needs it (e.g. 4h)"
+    elif body.winner_after is not None:
+        problems["winner_after"] = "only with a test_fraction"
+    if body.winner_after is not None and not timedelta(minutes=10) <= body.winner_after <= timedelta(days=7):
+        problems["winner_after"] = "between 10m and 7d"
+    return problems
 
 
 class BroadcastTestIn(BaseModel):

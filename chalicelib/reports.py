@@ -474,5 +474,9 @@ def broadcast_report(broadcast: Broadcast, counters: Mapping[Counter, Mapping[st
         sent=sum(v.sent for v in variants),
         skipped=skipped,
         variants=variants,
+        test_fraction=broadcast.test_fraction,
+        winner_after=broadcast.winner_after,
+        winner_metric=broadcast.winner_metric if broadcast.test_fraction else None,
         winner=broadcast.winner,
+        winner_reason=broadcast.winner_reason,
     )

@@ -164,6 +164,7 @@ class DeferReason(StrEnum):
     WINDOW = "window"  # outside the send window
     FREQUENCY_CAP = "frequency_cap"
     PAUSED = "paused"  # the lead paused all mail for a while (the preference centre)
+    WINNER = "winner"  # the rest of an A/B test waits for its winner
 
 
 # -- event types --------------------------------------------------------------------------------

@@ -422,7 +422,11 @@ class Broadcast(Body):
         "frequency_cap, unsubscribed, cancelled, lead_gone"
     )
     variants: list[VariantReport]
+    test_fraction: Optional[float] = absent("A/B: the share of the segment that got the variants first")
+    winner_after: Optional[int] = absent("A/B: seconds after send_at when the winner is chosen")
+    winner_metric: Optional[str] = absent("A/B: human_clicks or human_opens")
     winner: Optional[str] = absent("the variant chosen for the rest of the segment")
+    winner_reason: Optional[str] = absent("why it won: each variant's rate")
 
 
 class BroadcastList(Body):

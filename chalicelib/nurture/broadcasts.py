@@ -16,8 +16,9 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Optional
+from zoneinfo import ZoneInfo
 
 from chalicelib.campaign_types import Campaign, Segment, Sequence, SequenceExit, Step
 from chalicelib.entities import Broadcast, Enrolment, Lead, Suppression, Variant, iso, parse_iso
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 SEQUENCE_PREFIX = BROADCAST_SEQUENCE_PREFIX
 VARIANT_IDS = ("a", "b", "c", "d")
 TEST_MARK = "[TEST]"
+# The rest of an A/B test whose winner is not chosen yet (the dispatcher chooses it first): soon again.
+WINNER_WAIT = timedelta(minutes=1)
 # The statuses in which recipients may still be sent to.
 LIVE = (BroadcastStatus.SCHEDULED, BroadcastStatus.SENDING, BroadcastStatus.TESTING)
 
@@ -71,22 +74,63 @@ def sequence_of(broadcast: Broadcast) -> Sequence:
     return Sequence(steps=steps, exit=SequenceExit(stages=[]))
 
 
-def variant_index(lead_id: str, broadcast_id: str, variants: int) -> int:
-    """The recipient's variant: a stable hash of the lead and the broadcast, evenly split."""
-    digest = hashlib.sha256(f"trellis-variant:{broadcast_id}:{lead_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % variants
+def _hash(*parts: str) -> int:
+    return int.from_bytes(hashlib.sha256(":".join(("trellis-variant", *parts)).encode()).digest()[:8], "big")
 
 
-def recipient_enrolment(broadcast: Broadcast, lead: Lead, now: datetime) -> Enrolment:
-    due = parse_iso(broadcast.send_at)
+def variant_index(lead_id: str, broadcast_id: str, variants: int, test_fraction: Optional[float] = None) -> int:
+    """The recipient's variant, fixed by a hash of the lead and the broadcast: with an A/B test,
+    the test fraction gets the variants split evenly and the rest ``variants`` (the winner, when
+    chosen); without, everyone the variants split evenly."""
+    if test_fraction is not None and _hash("test", broadcast_id, lead_id) / 2**64 >= test_fraction:
+        return variants
+    return _hash(broadcast_id, lead_id) % variants
+
+
+def local_due(send_at: datetime, local_time: str, zone: ZoneInfo) -> datetime:
+    """The first moment at or after ``send_at`` when the clock in ``zone`` shows ``local_time``:
+    a broadcast rolls across the time zones, east first."""
+    hour, minute = (int(part) for part in local_time.split(":"))
+    local = send_at.astimezone(zone)
+    for days in range(3):
+        day = (local + timedelta(days=days)).date()
+        candidate = datetime.combine(day, time(hour, minute), tzinfo=zone)
+        if candidate >= local:
+            return candidate.astimezone(send_at.tzinfo)
+    raise AssertionError("a local time comes round within two days")
+
+
+def recipient_enrolment(campaign: Campaign, broadcast: Broadcast, lead: Lead, now: datetime) -> Enrolment:
+    index = variant_index(lead.lead_id, broadcast.broadcast_id, len(broadcast.variants), broadcast.test_fraction)
+    send_at = parse_iso(broadcast.send_at)
+    due = send_at
+    if broadcast.local_time is not None:
+        due = local_due(send_at, broadcast.local_time, rules.lead_zone(campaign, lead))
+    if index == len(broadcast.variants):  # the rest of an A/B test: after the winner is known
+        due = max(due, send_at + timedelta(seconds=broadcast.winner_after or 0))
     return Enrolment(
         lead_id=lead.lead_id,
         sequence_id=sequence_id_of(broadcast.broadcast_id),
         status="active",
-        step_index=variant_index(lead.lead_id, broadcast.broadcast_id, len(broadcast.variants)),
+        step_index=index,
         enrolled_at=iso(now),
         due_at=iso(max(due, now)),
     )
+
+
+def winner_of(broadcast: Broadcast, counts: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """The variant with the best rate of the broadcast's metric (people's clicks or opens per
+    email sent), and why, in words. A tie goes to the earlier variant."""
+    metric = "clicked" if broadcast.winner_metric == "human_clicks" else "opened"
+    words = "people's clicks" if metric == "clicked" else "people's opens"
+    rows = []
+    for variant in broadcast.variants:
+        row = counts.get(variant.variant_id, {})
+        sent, hits = int(row.get("sent", 0)), int(row.get(metric, 0))
+        rows.append((hits / sent if sent else 0.0, variant.variant_id, hits, sent))
+    best = max(rows, key=lambda r: r[0])  # max keeps the first of equals
+    told = ", ".join(f"{v}: {h} of {s} sent ({r:.1%})" for r, v, h, s in rows)
+    return best[1], f"best rate of {words}: {told}"
 
 
 def decide(
@@ -121,7 +165,11 @@ def decide(
     opening = rules.window_opening(now, campaign.send_window, rules.lead_zone(campaign, lead))
     if opening > now:
         return rules.Defer(opening, DeferReason.WINDOW)
-    index = min(enrolment.step_index, len(broadcast.variants) - 1)
+    index = enrolment.step_index
+    if index >= len(broadcast.variants):  # the rest of an A/B test: the winner
+        if broadcast.winner is None:
+            return rules.Defer(now + WINNER_WAIT, DeferReason.WINNER)
+        index = [v.variant_id for v in broadcast.variants].index(broadcast.winner)
     return rules.Send(index, index, None)
 
 
@@ -151,11 +199,11 @@ class BroadcastDesk:
     def create(self, body: BroadcastIn) -> Broadcast:
         from chalicelib import compiled
         from chalicelib.errors import ValidationFailed
-        from chalicelib.models import segment_problems
+        from chalicelib.models import ab_test_problems, segment_problems
         from chalicelib.nurture.render import template_exists
 
         now = self._clock.now()
-        errors: dict[str, str] = {}
+        errors: dict[str, str] = ab_test_problems(body)
         if body.topic not in self._campaign.topics:
             errors["topic"] = f"no topic named {body.topic!r}"
         segment: dict[str, Any]
@@ -186,6 +234,10 @@ class BroadcastDesk:
             status=BroadcastStatus.SCHEDULED,
             created_at=iso(now),
             due_at=iso(send_at),
+            test_fraction=body.test_fraction,
+            winner_after=int(body.winner_after.total_seconds()) if body.winner_after else None,
+            winner_metric=body.winner_metric,
+            local_time=body.local_time,
         )
         self._store.create_broadcast(broadcast)
         return broadcast

@@ -35,7 +35,17 @@ from typing import Any, Optional
 from chalicelib.campaign_types import Campaign, Step
 from chalicelib.capture import AssetLinks
 from chalicelib.clock import Clock
-from chalicelib.entities import Broadcast, Enrolment, Handoff, Lead, Message, Suppression, iso, message_id_for
+from chalicelib.entities import (
+    Broadcast,
+    Enrolment,
+    Handoff,
+    Lead,
+    Message,
+    Suppression,
+    iso,
+    message_id_for,
+    parse_iso,
+)
 from chalicelib.errors import (
     ConditionFailed,
     InvalidRequest,
@@ -258,6 +268,8 @@ class Dispatcher:
         broadcast_id = broadcasts.broadcast_id_of(enrolment.sequence_id)
         if broadcast_id is not None:
             broadcast = self._broadcast(broadcast_id)
+            if broadcast is not None and enrolment.step_index >= len(broadcast.variants) and broadcast.winner is None:
+                broadcast = self._choose_winner(broadcast, now)
             decision = broadcasts.decide(self._campaign, broadcast, enrolment, lead, suppression, now)
         else:
             decision = rules.decide(self._campaign, enrolment, lead, suppression, now)
@@ -407,6 +419,24 @@ class Dispatcher:
             self._broadcasts[broadcast_id] = (now, broadcast)
         return broadcast
 
+    def _choose_winner(self, broadcast: Broadcast, now: datetime) -> Broadcast:
+        """The A/B test's winner, from people's clicks (or opens) per variant so far; chosen once
+        (a conditional write: a racing dispatcher reads the one that landed)."""
+        assert broadcast.winner_after is not None
+        if now < parse_iso(broadcast.send_at) + timedelta(seconds=broadcast.winner_after):
+            return broadcast
+        sequence_id = broadcasts.sequence_id_of(broadcast.broadcast_id)
+        counts = {
+            counter.parts[1]: dict(fields)
+            for counter, fields in self._store.report_counters().items()
+            if counter.kind == "step" and counter.parts[:1] == (sequence_id,)
+        }
+        winner, reason = broadcasts.winner_of(broadcast, counts)
+        self._store.set_broadcast_winner(broadcast.broadcast_id, winner, reason, iso(now))
+        with self._broadcasts_lock:
+            self._broadcasts.pop(broadcast.broadcast_id, None)
+        return self._broadcast(broadcast.broadcast_id) or broadcast
+
     def _enrol_recipients(self, broadcast: Broadcast, remaining_ms: Callable[[], int], report: TickReport) -> bool:
         """Enrol a due broadcast's segment, page by page, under a claim; each recipient once
         (a conditional put), the cursor saved after each page. Out of time: released, and the
@@ -421,14 +451,15 @@ class Dispatcher:
                 return True
             segment = broadcasts.segment_of(self._campaign, broadcast)
             cursor = broadcast.cursor
+            status = BroadcastStatus.TESTING if broadcast.test_fraction else BroadcastStatus.SENDING
             for leads, after in self._store.segment_pages(plan(segment), cursor, page_size=RECIPIENT_PAGE):
                 enrolled = 0
                 for lead in leads:
                     if matches(segment, lead, now):
-                        enrolled += self._store.enrol_recipient(broadcasts.recipient_enrolment(broadcast, lead, now))
-                self._store.save_enrolment_progress(
-                    broadcast.broadcast_id, claim_id, after, enrolled, BroadcastStatus.SENDING
-                )
+                        enrolled += self._store.enrol_recipient(
+                            broadcasts.recipient_enrolment(self._campaign, broadcast, lead, now)
+                        )
+                self._store.save_enrolment_progress(broadcast.broadcast_id, claim_id, after, enrolled, status)
                 report.enrolled += enrolled
                 cursor = after
                 if after is None:
@@ -437,7 +468,7 @@ class Dispatcher:
                     self._store.release_broadcast(broadcast.broadcast_id, claim_id, iso(now))
                     return False
             # An index read with no page at all: nobody to enrol.
-            self._store.save_enrolment_progress(broadcast.broadcast_id, claim_id, None, 0, BroadcastStatus.SENDING)
+            self._store.save_enrolment_progress(broadcast.broadcast_id, claim_id, None, 0, status)
         except Exception as e:
             # The lease brings it back; what was enrolled stays enrolled, once.
             self._count_error(report, e, "enrolling the recipients of broadcast %s failed", broadcast.broadcast_id)

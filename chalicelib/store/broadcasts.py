@@ -61,6 +61,14 @@ class Broadcasts(Table):
         condition = progress.eq(_CLAIM, claim_id)
         return self._update_if(keys.broadcast(broadcast_id), progress, condition)
 
+    def set_broadcast_winner(self, broadcast_id: str, winner: str, reason: str, at: str) -> bool:
+        """An A/B test's winner, once: the first dispatcher to choose it writes it (and the
+        broadcast goes on sending); False when one was there."""
+        choice = Expression().set("winner", winner).set("winner_reason", reason).set("winner_at", at)
+        choice.set("status", BroadcastStatus.SENDING)
+        condition = all_of(choice.exists(), choice.absent("winner"), choice.eq("status", BroadcastStatus.TESTING))
+        return self._update_if(keys.broadcast(broadcast_id), choice, condition)
+
     def release_broadcast(self, broadcast_id: str, claim_id: str, due_at: str) -> bool:
         """Out of time: the rest is enrolled from the cursor at the next tick."""
         release = Expression().set("due_at", due_at).remove(_CLAIM)

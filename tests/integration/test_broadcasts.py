@@ -4,7 +4,9 @@ topic, consent, pause and suppression respected, cancel and test sends, the repo
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -16,8 +18,8 @@ import pytest
 from chalicelib.entities import iso, lead_id_for
 from chalicelib.nurture.dispatcher import LEASE, Dispatcher, TickReport
 from testkit import items
-from tests.conftest import ADMIN_TOKEN, START
-from tests.helpers import body, post_json
+from tests.conftest import ADMIN_TOKEN, PUBLIC_URL, START
+from tests.helpers import BROWSER, body, post_json, visible_html
 from tests.integration.test_dispatcher_guarantees import (
     FOREVER,
     LambdaKilled,
@@ -267,3 +269,62 @@ def test_the_list_and_unknown_broadcasts(client, readers):
     assert client.http.get("/admin/broadcasts/20261123T000000-000000", headers=AUTH).status_code == 404
     assert client.http.post("/admin/broadcasts/nope/cancel", headers=AUTH).status_code == 404
     assert client.http.get("/admin/broadcasts").status_code == 401
+
+
+def test_an_ab_test_sends_its_winner_to_the_rest(client, rt, clock, tick, deliver, outbox):
+    emails = [f"ab{n}@example.com" for n in range(16)]
+    for email in emails:
+        signup(client, email)
+    deliver()
+    variants = [ISSUE, {"subject": "Faster handoffs, {{ first_name }}", "template": "email/broadcast.html"}]
+    created = create(
+        client, variants=variants, test_fraction=0.5, winner_after="4h", segment={"topics": ["newsletter"]}
+    )
+    assert created.status_code == 201, created.body
+    broadcast_id = body(created)["broadcast_id"]
+
+    tick()
+    tick()
+    deliver()
+    testing = report(client, broadcast_id)
+    assert testing["status"] == "testing" and testing["recipients"] == 16
+    first = [m for m in outbox() if str(m["To"]) in emails and "welcome" not in str(m["X-Trellis-Reference"])]
+    by_variant = Counter(str(m["X-Trellis-Reference"]).rpartition(".")[2] for m in first)
+    assert set(by_variant) == {"a", "b"} and sum(by_variant.values()) < 16  # the test share only
+
+    # People click variant b's copies a quarter of an hour later; nobody clicks a's.
+    clock.advance(15 * 60)
+    for message in first:
+        if str(message["X-Trellis-Reference"]).endswith(".b"):
+            page = visible_html(message.get_body(("html",)).get_content())
+            [link, *_] = [html.unescape(u) for u in re.findall(r'href="([^"]+)"', page) if "/t/c/" in u]
+            assert client.http.get(link[len(PUBLIC_URL) :], headers=BROWSER).status_code == 302
+    deliver()
+
+    clock.advance(4 * 3600)  # the test is over
+    tick()
+    tick()
+    deliver()
+    done = report(client, broadcast_id)
+    assert (done["winner"], done["status"]) == ("b", "sent")
+    assert "a: 0 of" in done["winner_reason"] and "b: " in done["winner_reason"]
+    sent = [m for m in outbox() if "welcome" not in str(m["X-Trellis-Reference"])]
+    assert Counter(str(m["To"]) for m in sent) == Counter(emails)  # each reader one copy
+    rest = [m for m in sent if m not in first]
+    assert rest and all(str(m["X-Trellis-Reference"]).endswith(".b") for m in rest)
+    assert {v["variant_id"]: v["sent"] for v in done["variants"]} == {"a": by_variant["a"], "b": 16 - by_variant["a"]}
+
+
+def test_local_time_gives_each_recipient_the_hour_in_their_own_zone(client, rt, clock, table_items):
+    for email, zone in (("tokyo@example.com", "Asia/Tokyo"), ("nyc@example.com", "America/New_York")):
+        data = {"email": email, "first_name": "Sam", "consent": True, "timezone": zone}
+        assert post_json(client, "/forms/newsletter", data).status_code == 200
+    broadcast_id = body(create(client, local_time="10:00"))["broadcast_id"]
+
+    assert enrol_only(rt).enrolled == 2
+    due = {e["lead_id"]: e["due_at"] for e in items.enrolments(table_items(), f"_b-{broadcast_id}")}
+    # START is Monday 09:30 UTC: 18:30 in Tokyo (10:00 there is Tuesday's), 04:30 in New York.
+    assert due == {
+        lead_id_for("tokyo@example.com"): iso(START.replace(hour=1, minute=0) + timedelta(days=1)),
+        lead_id_for("nyc@example.com"): iso(START.replace(hour=15, minute=0)),
+    }
