@@ -120,6 +120,16 @@ def save_preferences(token: str) -> Response:
     return web.save_preferences(runtime.current(), token, api.request)
 
 
+@api.route("/p/t/{token}", "GET", errors_as=page_errors, **web.link_page("Unsubscribe-from-a-topic page", "the page"))
+def topic_unsubscribe_page(token: str) -> Response:
+    return web.topic_unsubscribe_page(runtime.current(), token)
+
+
+@api.route("/p/t/{token}", "POST", any_content=True, errors_as=page_errors, **web.TOPIC_UNSUBSCRIBE)
+def topic_unsubscribe(token: str) -> Response:
+    return web.topic_unsubscribe(runtime.current(), token)
+
+
 @api.route("/confirm/{token}", "GET", errors_as=page_errors, **web.link_page("Double opt-in page", web.CONFIRM_PAGE))
 def confirm_page(token: str) -> Response:
     return web.confirm_page(runtime.current(), token)

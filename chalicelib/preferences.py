@@ -19,7 +19,7 @@ from chalicelib.clock import Clock
 from chalicelib.entities import Event, Lead, iso, parse_iso
 from chalicelib.errors import NotFound, ValidationFailed
 from chalicelib.store import Store
-from chalicelib.tracking import PREFERENCES_PURPOSE, TokenSigner, Tracker
+from chalicelib.tracking import PREFERENCES_PURPOSE, TOPIC_PURPOSE, TokenSigner, Tracker
 from chalicelib.vocabulary import EventType
 
 # The page's wording, as the consent record names it; bump it when templates/pages/preferences.html
@@ -142,6 +142,27 @@ class PreferenceCentre:
         if saved is None:
             raise NotFound("lead", lead.lead_id)
         return self._preferences(saved)
+
+    def topic_of(self, token: str) -> tuple[str, str]:
+        """The topic a footer's "unsubscribe from <topic>" link names, and its title; changes nothing."""
+        claims = self._signer.verify(TOPIC_PURPOSE, token, self._clock.now())
+        topic_id = str(claims.get("topic") or "")
+        topic = self._campaign.topics.get(topic_id)
+        lead_id = str(claims.get("lead") or "")
+        if topic is None or not lead_id or self._store.get_lead(lead_id) is None:
+            raise NotFound("topic" if topic is None else "lead", topic_id if topic is None else lead_id)
+        return topic_id, topic.title
+
+    def leave_topic(self, token: str) -> str:
+        """The one topic off, with a preferences_changed event; idempotent. Returns its title."""
+        topic_id, title = self.topic_of(token)
+        claims = self._signer.verify(TOPIC_PURPOSE, token, self._clock.now())
+        lead_id, message_id = str(claims["lead"]), str(claims.get("msg") or "")
+        now = self._clock.now()
+        data = {"topics_off": [topic_id], "source": "topic_unsubscribe", "message_id": message_id or None}
+        event = Event(lead_id, secrets.token_hex(8), EventType.PREFERENCES_CHANGED, iso(now), data)
+        self._store.turn_topic_off(lead_id, topic_id, event)  # False: off already, nothing to do
+        return title
 
     def _lead(self, token: str) -> tuple[Lead, str]:
         claims = self._signer.verify(PREFERENCES_PURPOSE, token, self._clock.now())

@@ -136,6 +136,7 @@ OPEN_PURPOSE = "open"
 UNSUBSCRIBE_PURPOSE = "unsubscribe"
 CONFIRM_PURPOSE = "confirm"
 PREFERENCES_PURPOSE = "preferences"
+TOPIC_PURPOSE = "topic-unsubscribe"
 # Emails are read and clicked months later; links must keep working as long as people keep mail.
 TRACKING_LIFETIME = timedelta(days=730)
 UNSUBSCRIBE_LIFETIME = timedelta(days=3650)
@@ -167,6 +168,11 @@ class LinkBuilder:
     def preferences(self, lead_id: str, message_id: str, now: datetime) -> str:
         token = self._signer.sign(PREFERENCES_PURPOSE, {"lead": lead_id, "msg": message_id}, now + UNSUBSCRIBE_LIFETIME)
         return f"{self.public_url}/p/{token}"
+
+    def topic_unsubscribe(self, lead_id: str, message_id: str, topic: str, now: datetime) -> str:
+        claims = {"lead": lead_id, "msg": message_id, "topic": topic}
+        token = self._signer.sign(TOPIC_PURPOSE, claims, now + UNSUBSCRIBE_LIFETIME)
+        return f"{self.public_url}/p/t/{token}"
 
     def confirm(self, lead_id: str, now: datetime, lifetime: timedelta) -> str:
         token = self._signer.sign(CONFIRM_PURPOSE, {"lead": lead_id}, now + lifetime)

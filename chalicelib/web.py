@@ -216,6 +216,18 @@ def save_preferences(runtime: Runtime, token: str, request: Request) -> Response
     return _preferences_answer(runtime, runtime.preferences.save(token, fields), saved=True)
 
 
+def topic_unsubscribe_page(runtime: Runtime, token: str) -> Response:
+    """GET: a page with a button (link scanners change nothing)."""
+    _, title = runtime.preferences.topic_of(token)
+    return _page("topic_unsubscribe.html", topic_title=title, campaign_title=runtime.campaign.title)
+
+
+def topic_unsubscribe(runtime: Runtime, token: str) -> Response:
+    """POST: the button; that topic off, the rest as they were."""
+    title = runtime.preferences.leave_topic(token)
+    return _page("topic_unsubscribed.html", topic_title=title, campaign_title=runtime.campaign.title)
+
+
 def _preferences_answer(runtime: Runtime, preferences: Preferences, saved: bool = False) -> Response:
     from chalicelib.preferences import PAUSE_DAYS
 
@@ -380,6 +392,12 @@ PREFERENCES_PAGE: dict[str, Any] = {
     "summary": "Preference centre: topics, a pause, or leave everything (a form; link scanners change nothing)",
     "tag": "email",
     "replies": {200: _html("the page: each topic on or off, the pause"), **_LINK_ERRORS},
+}
+TOPIC_UNSUBSCRIBE: dict[str, Any] = {
+    "summary": "Unsubscribe from one topic: the button of a broadcast footer's page",
+    "tag": "email",
+    "request": "empty_form",
+    "replies": {200: _html("that topic off (idempotent)"), **_LINK_ERRORS},
 }
 PREFERENCES: dict[str, Any] = {
     "summary": "Save the preference centre's choice",

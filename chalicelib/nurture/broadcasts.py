@@ -275,7 +275,7 @@ class BroadcastDesk:
         lead = sample_lead(self._campaign, sequence_id, now)
         subjects = []
         for step in sequence_of(broadcast).steps:
-            rendered = render_step(self._campaign, self._links, sequence_id, step, lead, now)
+            rendered = render_step(self._campaign, self._links, sequence_id, step, lead, now, topic=broadcast.topic)
             rendered = replace(rendered, subject=f"{TEST_MARK} {rendered.subject}")
             raw = build_message(
                 sender=self._campaign.sender, to=to, rendered=rendered, reference=f"test/{broadcast_id}", now=now

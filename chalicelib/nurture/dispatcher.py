@@ -317,6 +317,7 @@ class Dispatcher:
             magnet_id=magnet_id,
             download_url=download_url,
             confirm_url=confirm_url,
+            topic=self._broadcast_topic(enrolment),
         )
         rendered = self._renderer.render(step, context, lead.lead_id, message_id, now)
         raw = build_message(
@@ -398,6 +399,11 @@ class Dispatcher:
         sequence = rules.sequence_for(self._campaign, enrolment.sequence_id)
         assert sequence is not None
         return sequence.steps[index]
+
+    def _broadcast_topic(self, enrolment: Enrolment) -> Optional[str]:
+        broadcast_id = broadcasts.broadcast_id_of(enrolment.sequence_id)
+        broadcast = self._broadcast(broadcast_id) if broadcast_id is not None else None
+        return broadcast.topic if broadcast is not None else None
 
     def _send_log(self, enrolment: Enrolment, lead: Lead, now: datetime) -> list[str]:
         """The lead's send log after this email: a broadcast counts toward the cap only when

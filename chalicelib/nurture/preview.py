@@ -121,7 +121,13 @@ def all_sequence_ids(campaign: Campaign) -> list[str]:
 
 
 def render_step(
-    campaign: Campaign, links: LinkBuilder, sequence_id: str, step: Step, lead: Lead, now: datetime
+    campaign: Campaign,
+    links: LinkBuilder,
+    sequence_id: str,
+    step: Step,
+    lead: Lead,
+    now: datetime,
+    topic: Optional[str] = None,
 ) -> RenderedEmail:
     """Render one step as the sender would, with a placeholder download link for magnets."""
     if not template_exists(step.template):
@@ -141,6 +147,7 @@ def render_step(
         magnet_id=magnet_id,
         download_url=PREVIEW_DOWNLOAD_URL if magnet_id else None,
         confirm_url=confirm_url,
+        topic=topic,
     )
     return renderer.render(step, context, lead.lead_id, message_id, now)
 

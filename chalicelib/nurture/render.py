@@ -81,8 +81,12 @@ class Renderer:
         magnet_id: Optional[str] = None,
         download_url: Optional[str] = None,
         confirm_url: Optional[str] = None,
+        topic: Optional[str] = None,
     ) -> dict[str, Any]:
+        """What a template sees. ``topic``: a broadcast's, whose footer offers to unsubscribe
+        from that topic alone."""
         sender = self._campaign.sender
+        known_topic = self._campaign.topics.get(topic) if topic else None
         magnet = self._campaign.magnets.get(magnet_id) if magnet_id else None
         return {
             "lead": {
@@ -106,6 +110,10 @@ class Renderer:
             "confirm_url": confirm_url,
             "unsubscribe_url": self._links.unsubscribe(lead.lead_id, message_id, now),
             "preferences_url": self._links.preferences(lead.lead_id, message_id, now),
+            "topic_title": known_topic.title if known_topic else None,
+            "topic_unsubscribe_url": (
+                self._links.topic_unsubscribe(lead.lead_id, message_id, topic, now) if topic and known_topic else None
+            ),
             "sequence_id": sequence_id,
             "step_id": step.id,
         }

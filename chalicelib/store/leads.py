@@ -267,6 +267,14 @@ class Leads(Table):
         target = self._keyed(keys.profile(lead_id), choice, ConditionExpression=choice.exists())
         return self._transact_if([{"Update": target}, {"Put": self._new_item(keys.event_item(event))}])
 
+    def turn_topic_off(self, lead_id: str, topic: str, event: Event) -> bool:
+        """One topic off (a broadcast footer's "unsubscribe from <topic>"), with its event, in
+        one write. False (nothing written): no such lead, or the topic was off already."""
+        off = Expression().delete("topics", {topic}).add("topics_off", {topic})
+        condition = all_of(off.exists(), f"NOT contains({off.name('topics_off')}, {off.value(topic)})")
+        target = self._keyed(keys.profile(lead_id), off, ConditionExpression=condition)
+        return self._transact_if([{"Update": target}, {"Put": self._new_item(keys.event_item(event))}])
+
     def set_stage(
         self, lead_id: str, fields: dict[str, Any], event: Event, enrolment: Optional[Enrolment] = None
     ) -> bool:

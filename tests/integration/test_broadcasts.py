@@ -328,3 +328,43 @@ def test_local_time_gives_each_recipient_the_hour_in_their_own_zone(client, rt, 
         lead_id_for("tokyo@example.com"): iso(START.replace(hour=1, minute=0) + timedelta(days=1)),
         lead_id_for("nyc@example.com"): iso(START.replace(hour=15, minute=0)),
     }
+
+
+def test_a_broadcast_footer_unsubscribes_from_its_topic_alone(client, rt, tick, deliver, outbox, table_items):
+    signup(client, "ann@example.com", "ebook")
+    signup(client, "ann@example.com")  # Ann takes product and newsletter
+    deliver()
+    [welcome] = [m for m in outbox() if "Welcome" in str(m["Subject"])]
+    assert "Unsubscribe from" not in welcome.get_body(("html",)).get_content()  # drips: the two links only
+
+    create(client)
+    tick()
+    tick()
+    deliver()
+    [copy] = [m for m in outbox() if "Trellis letter" in str(m["Subject"])]
+    page = visible_html(copy.get_body(("html",)).get_content())
+    [link] = [html.unescape(u) for u in re.findall(r'href="([^"]+)"', page) if "/p/t/" in u]
+    assert "Unsubscribe from The Trellis newsletter" in page
+    path = link[len(PUBLIC_URL) :]
+
+    before = table_items()
+    shown = client.http.get(path)
+    assert shown.status_code == 200 and '<form method="post">' in shown.body.decode()
+    assert table_items() == before  # a scanner's GET changes nothing
+    for _ in range(2):  # twice: the same
+        done = client.http.post(path, headers={"Content-Type": "application/x-www-form-urlencoded"}, body=b"")
+        assert done.status_code == 200
+    [lead] = items.profiles(table_items(), lead_id_for("ann@example.com"))
+    assert (lead["topics"], lead["topics_off"]) == ({"product"}, {"newsletter"})
+    assert len(items.events(table_items(), lead["lead_id"], "preferences_changed")) == 1
+
+    second = body(create(client, segment={}))
+    tick()
+    tick()
+    deliver()
+    assert report(client, second["broadcast_id"])["skipped"] == {"topic_off": 1}
+    tampered = path[:-1] + ("A" if path[-1] != "A" else "B")
+    assert (
+        client.http.post(tampered, headers={"Content-Type": "application/x-www-form-urlencoded"}, body=b"").status_code
+        == 400
+    )
