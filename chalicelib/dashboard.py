@@ -41,7 +41,7 @@ from chalicelib.entities import iso
 from chalicelib.errors import InvalidToken, TrellisError
 from chalicelib.http import bodies, error_response
 from chalicelib.http.auth import bearer_token, token_matches
-from chalicelib.http.bodies import FunnelReport, SequenceReport
+from chalicelib.http.bodies import Broadcast, BroadcastList, FunnelReport, SequenceReport
 from chalicelib.http.requests import FORM, media_type
 from chalicelib.rendering import environment, render_page
 from chalicelib.runtime import Runtime
@@ -354,7 +354,12 @@ def page(runtime: Runtime, request: Request) -> Response:
         if not authenticated(runtime, request.headers):
             return _login_page()
         title = runtime.campaign.title or runtime.campaign.name
-        body = render_dashboard(*runtime.reports.both(), campaign_title=title, now=runtime.clock.now())
+        body = render_dashboard(
+            *runtime.reports.both(),
+            campaign_title=title,
+            now=runtime.clock.now(),
+            broadcasts=runtime.broadcasts.list(),
+        )
     except CredentialsUnavailable as e:
         return _unavailable(e)
     except TrellisError as e:
@@ -601,8 +606,35 @@ def _bots(funnel: FunnelReport) -> list[tuple[str, str]]:
     ]
 
 
-def render_dashboard(funnel: FunnelReport, sequences: SequenceReport, *, campaign_title: str, now: datetime) -> str:
-    """The dashboard page from the two reports (``Reports.funnel()``, ``Reports.sequences()``)."""
+def broadcast_row(broadcast: Broadcast) -> dict[str, Any]:
+    """A broadcast's line: its status and totals, people's rates of what was sent."""
+    sent = sum(v.sent for v in broadcast.variants)
+    opens = sum(v.human_opens for v in broadcast.variants)
+    clicks = sum(v.human_clicks for v in broadcast.variants)
+    return {
+        "name": broadcast.name,
+        "topic": broadcast.topic,
+        "status": broadcast.status,
+        "send_at": broadcast.send_at[:16].replace("T", " "),
+        "recipients": format_count(broadcast.recipients),
+        "sent": format_count(sent),
+        "skipped": format_count(sum(broadcast.skipped.values())),
+        "opened_rate": format_percent(opens / sent if sent else None),
+        "clicked_rate": format_percent(clicks / sent if sent else None),
+        "winner": broadcast.winner or "",
+    }
+
+
+def render_dashboard(
+    funnel: FunnelReport,
+    sequences: SequenceReport,
+    *,
+    campaign_title: str,
+    now: datetime,
+    broadcasts: Optional[BroadcastList] = None,
+) -> str:
+    """The dashboard page from the reports (``Reports.funnel()``, ``Reports.sequences()``, the
+    broadcasts with theirs)."""
     currency = funnel.currency
     total = funnel.total
     bars = funnel_bars(funnel)
@@ -639,6 +671,7 @@ def render_dashboard(funnel: FunnelReport, sequences: SequenceReport, *, campaig
         "warnings": list(deliverability.warnings),
         "bots_total": format_count(funnel.bots_blocked.total),
         "bots_by_form": _bots(funnel),
+        "broadcasts": [broadcast_row(b) for b in (broadcasts.broadcasts if broadcasts else [])],
     }
     return environment().get_template("admin/dashboard.html").render(**context)
 

@@ -148,7 +148,12 @@ class Console:
         host: str = "127.0.0.1",
         gate: Optional[ClockGate] = None,
         assets_url: Optional[str] = None,
+        broadcast: Optional[Callable[[str], str]] = None,
+        segments: tuple[str, ...] = (),
     ) -> None:
+        # Schedules the demo broadcast to a segment now (returns its id): the outbox's form.
+        self._broadcast = broadcast
+        self._segments = segments if broadcast is not None else ()
         self._gate = gate or ClockGate()
         # Where the API's presigned lead-magnet links point (moto's endpoint + the assets bucket):
         # the only download a thank-you page may offer. Without it the pages offer none.
@@ -215,8 +220,13 @@ class Console:
         elif path == "/outbox.json":
             _send(request, 200, "application/json", json.dumps(self._outbox()))
         elif path == "/outbox":
+            notice = parse_qs(parts.query).get("broadcast", [""])[0]
             page = _PAGES.get_template("outbox.html").render(
-                emails=self._outbox(), now=self._clock.now(), offset=self._clock.offset_seconds()
+                emails=self._outbox(),
+                now=self._clock.now(),
+                offset=self._clock.offset_seconds(),
+                segments=self._segments,
+                notice=f"Broadcast {notice} scheduled and the dispatcher run." if notice else "",
             )
             _send(request, 200, "text/html; charset=utf-8", page)
         elif path == "/leads.json":
@@ -238,7 +248,21 @@ class Console:
 
     def _post(self, request: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(request.path)
-        if parts.path == "/tick":
+        if parts.path == "/broadcast" and self._broadcast is not None:
+            length = min(int(request.headers.get("Content-Length") or 0), 4096)
+            segment = parse_qs(request.rfile.read(length).decode("utf-8", "replace")).get("segment", [""])[0]
+            if segment not in self._segments:
+                refusal = {"error": "validation_error", "fields": {"segment": "not a segment of the campaign"}}
+                _send(request, 400, "application/json", json.dumps(refusal))
+                return
+            broadcast_id = self._broadcast(segment)
+            self._tick()  # enrols the segment
+            self._tick()  # and sends (recipients in the shards read before the broadcast's)
+            if _from_page(request):
+                _see_other(request, f"/outbox?broadcast={broadcast_id}")
+                return
+            _send(request, 200, "application/json", json.dumps({"broadcast_id": broadcast_id}))
+        elif parts.path == "/tick":
             report = self._tick()
             if _from_page(request):
                 _see_other(request, "/outbox")

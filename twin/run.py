@@ -98,6 +98,7 @@ PORTS = {
 
 
 EVENTS_PER_ADDRESS_ENV = "TRELLIS_TWIN_EVENTS_PER_ADDRESS"
+DEMO_BROADCAST = "email/broadcast.html"  # what the console's "Send the broadcast" sends
 # moto's SES answers GetSendQuota as a sandbox account does (1 email a second); this stands in
 # for a production account's quota, as it does for a deployed stage.
 MAX_SEND_RATE_ENV = "TRELLIS_MAX_SEND_RATE"
@@ -691,6 +692,22 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
             )
         return found
 
+    def broadcast(segment: str) -> str:
+        from chalicelib.models import BroadcastIn
+
+        body = BroadcastIn.model_validate(
+            {
+                "name": f"Demo issue to {segment}",
+                "topic": "newsletter",
+                "segment": segment,
+                "variants": [
+                    {"subject": "The Trellis letter, {{ first_name or 'friend' }}", "template": DEMO_BROADCAST}
+                ],
+            }
+        )
+        with gate.handler():
+            return runtime.current().broadcasts.create(body).broadcast_id
+
     console = Console(
         console_port,
         tick,
@@ -702,6 +719,8 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
         gate=gate,
         # Path-style, as chalicelib.aws presigns the lead-magnet links against moto.
         assets_url=f"{os.environ['AWS_ENDPOINT_URL'].rstrip('/')}/{os.environ['TRELLIS_ASSETS_BUCKET']}/",
+        broadcast=broadcast,
+        segments=tuple(campaign.segments),
     )
     twin.start(console)
 

@@ -233,3 +233,45 @@ def test_outbox_buttons_post_and_come_back_to_the_outbox(console, tmp_path):
     assert OffsetFileClock(str(tmp_path / "c")).offset_seconds() == 86400
     _, page = call(running, "GET", "/outbox")
     assert "(1.0 days ahead of real time)" in page
+
+
+def test_the_outbox_sends_a_broadcast_to_a_segment_in_two_clicks(tmp_path):
+    ticks: list[int] = []
+    scheduled: list[str] = []
+
+    def broadcast(segment: str) -> str:
+        scheduled.append(segment)
+        return "20261123T093000-abcdef"
+
+    running = Console(
+        0,
+        lambda: {"sent": len(ticks.append(1) or ticks)},
+        OffsetFileClock(str(tmp_path / "c")),
+        lambda: [],
+        broadcast=broadcast,
+        segments=("newsletter-readers", "engaged-product-leads"),
+    )
+    running.start()
+    try:
+        _, page = call(running, "GET", "/outbox")
+        assert '<option value="engaged-product-leads">' in page and 'id="send-broadcast"' in page
+        form = {"Accept": "text/html", "Content-Type": "application/x-www-form-urlencoded"}
+        request = urllib.request.Request(
+            running.url + "/broadcast", data=b"segment=newsletter-readers", method="POST", headers=form
+        )
+        with pytest.raises(urllib.error.HTTPError) as redirect:
+            OPENER.open(request, timeout=5)
+        assert (redirect.value.code, redirect.value.headers["Location"]) == (
+            303,
+            "/outbox?broadcast=20261123T093000-abcdef",
+        )
+        assert scheduled == ["newsletter-readers"] and ticks == [1, 1]
+        _, shown = call(running, "GET", "/outbox?broadcast=20261123T093000-abcdef")
+        assert "Broadcast 20261123T093000-abcdef scheduled" in shown
+
+        bad = urllib.request.Request(running.url + "/broadcast", data=b"segment=everyone", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            OPENER.open(bad, timeout=5)
+        assert refused.value.code == 400 and scheduled == ["newsletter-readers"]
+    finally:
+        running.stop()

@@ -19,7 +19,7 @@ from chalicelib import aws, dashboard
 from chalicelib.clock import FixedClock
 from chalicelib.config import load_campaign
 from chalicelib.credentials import CredentialsUnavailable, StaticAdminToken
-from chalicelib.http.bodies import FunnelReport, SequenceReport
+from chalicelib.http.bodies import BroadcastList, FunnelReport, SequenceReport
 from chalicelib.reports import MACHINE_METRICS, funnel_report, sequence_report
 from chalicelib.store import Store
 from chalicelib.tracking import TokenSigner
@@ -271,7 +271,7 @@ def test_step_table_shows_people_and_machines_apart_per_step_and_for_the_campaig
     page = Elements(render())
 
     headers = [text for tag, _, text in page.texts if tag == "th"]
-    emails = headers[headers.index("Sequence") :]
+    emails = headers[headers.index("Sequence") : headers.index("Name")]  # up to the broadcasts' table
     assert emails[5:7] == ["People", "Machines"]
     assert emails[-4:] == ["Opened", "Clicked", "Opened", "Clicked"]  # the second header row, under them
     machine_cells = [text for tag, attrs, text in page.texts if tag == "td" and attrs.get("class") == "machine"]
@@ -395,6 +395,7 @@ def context(public_url: str = "https://trellis.test/api", token: str = ADMIN_TOK
         reports=SimpleNamespace(
             both=lambda: (FunnelReport.model_validate(funnel()), SequenceReport.model_validate(sequences()))
         ),
+        broadcasts=SimpleNamespace(list=lambda: BroadcastList(broadcasts=[])),
     )
 
 
@@ -567,3 +568,62 @@ def test_sample_data_is_not_mutated_by_rendering():
     before = copy.deepcopy((data, steps))
     render(data, steps)
     assert (data, steps) == before
+
+
+def test_broadcasts_are_listed_with_their_report():
+    variant = {
+        "variant_id": "b",
+        "subject": "Faster handoffs",
+        "template": "email/broadcast.html",
+        "sent": 200,
+        "delivered": 198,
+        "human_opens": 50,
+        "human_clicks": 10,
+        "machine_opens": 70,
+        "machine_clicks": 5,
+        "unsubscribes": 1,
+        "bounces": 2,
+        "complaints": 0,
+    }
+    listed = BroadcastList.model_validate(
+        {
+            "broadcasts": [
+                {
+                    "broadcast_id": "20261123T093000-abcdef",
+                    "name": "December <issue>",
+                    "topic": "newsletter",
+                    "segment": {"name": "newsletter-readers"},
+                    "status": "sent",
+                    "send_at": "2026-11-23T09:30:00.000000Z",
+                    "created_at": "2026-11-23T09:00:00.000000Z",
+                    "recipients": 230,
+                    "sent": 200,
+                    "skipped": {"topic_off": 20, "paused": 10},
+                    "variants": [variant],
+                    "winner": "b",
+                }
+            ]
+        }
+    )
+    page = dashboard.render_dashboard(
+        FunnelReport.model_validate(funnel()),
+        SequenceReport.model_validate(sequences()),
+        campaign_title="Demo",
+        now=START,
+        broadcasts=listed,
+    )
+    cells = [text for tag, attrs, text in Elements(page).texts if tag == "td"]
+    row = cells[cells.index("December <issue>") :][:10]  # escaped in the HTML, read back as text
+    assert row == [
+        "December <issue>",
+        "newsletter",
+        "sent",
+        "2026-11-23 09:30",
+        "230",
+        "200",
+        "30",
+        "25.0%",
+        "5.0%",
+        "b",
+    ]
+    assert "December <issue>" not in page  # autoescaped
