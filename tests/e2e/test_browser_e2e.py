@@ -11,6 +11,8 @@ after more fast-forwarding only the other still gets mail. A screenshot of the o
 
 from __future__ import annotations
 
+import html
+import re
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -193,6 +195,18 @@ def test_signup_nurture_click_and_unsubscribe_in_a_real_browser(
         assert "form_submitted" in timeline(twin, address)
     browser.get(f"{twin.console_url}/outbox")
     assert "2 email(s)" in browser.find_element(By.ID, "count").text
+
+    # The preference centre with JavaScript off: the plain reader adds a topic and keeps the rest.
+    [plain_welcome] = [m for m in twin.console_json("/outbox.json") if m["to"] == plain]
+    [choices] = [html.unescape(u) for u in re.findall(r'href="([^"]+)"', plain_welcome["html"]) if "/p/" in u]
+    no_js.get(choices)
+    assert no_js.find_element(By.NAME, "topic_newsletter").is_selected()
+    assert not no_js.find_element(By.NAME, "topic_events").is_selected()
+    no_js.find_element(By.NAME, "topic_events").click()
+    no_js.find_element(By.CSS_SELECTOR, "button[value=save]").click()
+    wait_for("the saved choices", lambda: "Saved." in no_js.page_source)
+    assert no_js.find_element(By.NAME, "topic_events").is_selected()
+    assert no_js.find_element(By.NAME, "topic_newsletter").is_selected()
 
     # 4. A tracked link, a quarter of an hour later (a click seconds after the send is a machine's):
     #    the click goes through the API (then on to a site this machine cannot reach).
