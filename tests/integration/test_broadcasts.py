@@ -368,3 +368,24 @@ def test_a_broadcast_footer_unsubscribes_from_its_topic_alone(client, rt, tick, 
         client.http.post(tampered, headers={"Content-Type": "application/x-www-form-urlencoded"}, body=b"").status_code
         == 400
     )
+
+
+def test_ses_throttling_halfway_loses_no_recipient_and_sends_none_twice(
+    client, rt, clock, tick, deliver, outbox, readers, monkeypatch
+):
+    from tests.integration.test_dispatcher_guarantees import ses_error
+
+    broadcast = body(create(client))
+    assert enrol_only(rt).enrolled == 5
+    ses = Ses(monkeypatch)
+    ses.fail = lambda number, to: ses_error("Throttling") if number == 2 else None
+    throttled = tick()
+    assert throttled["throttled"] == 1 and throttled["stopped_early"]
+
+    ses.fail = lambda number, to: None
+    for _ in range(3):  # the backoff (30 s) passes; the rest and the throttled one go
+        clock.advance(60)
+        tick()
+    deliver()
+    assert copies(outbox) == Counter(readers)
+    assert report(client, broadcast["broadcast_id"])["sent"] == 5

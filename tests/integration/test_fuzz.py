@@ -66,6 +66,8 @@ EXAMPLES = {
 }
 DEFAULT_EXAMPLES = 70
 BODYLESS_EXAMPLES = 30  # operations whose only input is the credentials (or nothing)
+# Operations whose one input is a path segment (a signed token, an id): one string to vary.
+PATH_ONLY_EXAMPLES = 40
 # Without valid credentials the authorizer answers before the route reads its input, so what
 # varies is the credentials themselves (missing, wrong, tampered, expired): a third is plenty.
 UNAUTHENTICATED_SHARE = 3
@@ -426,7 +428,9 @@ def check_response(
 def _examples(name: str, creds: str) -> int:
     definition = OPERATIONS[name].definition.raw
     has_input = "requestBody" in definition or "parameters" in definition or "{" in name
-    examples = EXAMPLES.get(name, DEFAULT_EXAMPLES if has_input else BODYLESS_EXAMPLES)
+    path_only = "requestBody" not in definition and all(p.get("in") == "path" for p in definition.get("parameters", []))
+    default = (PATH_ONLY_EXAMPLES if path_only else DEFAULT_EXAMPLES) if has_input else BODYLESS_EXAMPLES
+    examples = EXAMPLES.get(name, default)
     if _is_admin(name) and creds == "none":
         return max(BODYLESS_EXAMPLES, examples // UNAUTHENTICATED_SHARE)
     return examples

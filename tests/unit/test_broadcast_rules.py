@@ -113,3 +113,24 @@ def test_local_time_rolls_across_the_time_zones() -> None:
     assert berlin == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
     assert tokyo == datetime(2026, 11, 24, 1, 0, tzinfo=UTC)  # 10:00 had passed there: the next day's
     assert new_york == datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
+
+
+def test_the_frequency_cap_holds_a_broadcast_only_when_the_campaign_says_so() -> None:
+    from chalicelib.compiler import compile_model
+    from chalicelib.models import Campaign
+
+    raw = yaml_document()
+    capped = compile_model(Campaign.model_validate({**raw, "broadcasts": {"count_toward_frequency_cap": True}}))
+    just_mailed = reader(recent_sends=(iso(MONDAY - timedelta(hours=1)),))
+    assert DEMO.frequency_cap is not None and DEMO.frequency_cap.max_emails == 1
+    assert isinstance(decide(DEMO, broadcast(), recipient(), just_mailed, None, MONDAY), rules.Send)  # the default
+    assert decide(capped, broadcast(), recipient(), just_mailed, None, MONDAY) == rules.Exit("frequency_cap")
+
+
+def yaml_document() -> dict[str, Any]:
+    import yaml
+
+    from chalicelib.config import campaign_path
+
+    document: dict[str, Any] = yaml.safe_load(campaign_path("demo").read_text(encoding="utf-8"))
+    return document
