@@ -39,6 +39,11 @@ bench apply it around a test or a run (``patched()``). What moto 5.2 does, and w
    form there, and the model would copy it unchanged, so here a value made only of strings,
    numbers, booleans, nulls, sets of those, maps and lists is written as it is; any other value
    (binary, which the model base64-encodes) still goes through the model.
+7. Every update expression (an ``UpdateItem``, each update of a transaction) is parsed into a
+   fresh syntax tree, which moto's validator then ``deepcopy``s before it works on it: a generic
+   deep copy of a few hundred small objects, 4 ms of an update's 20. Here a tree of plain nodes
+   (children that are nodes or immutable values, no other mutable attribute) is copied node by
+   node, with the same parent links; anything else goes to ``copy.deepcopy`` as before.
 """
 
 from __future__ import annotations
@@ -365,6 +370,48 @@ def _serialize_structure(original: Any) -> Any:
     return serialize
 
 
+# -- 7. the validator's copy of a syntax tree --------------------------------------------------
+
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
+def _plain_tree(node: Any, node_type: Any) -> bool:
+    for name, value in vars(node).items():
+        if name == "children":
+            if value is None:
+                continue
+            if not isinstance(value, list):
+                return False
+            for child in value:
+                if isinstance(child, node_type):
+                    if child.parent is not node or not _plain_tree(child, node_type):
+                        return False
+                elif not isinstance(child, _IMMUTABLE):
+                    return False
+        elif name != "parent" and not isinstance(value, _IMMUTABLE):
+            return False
+    return True
+
+
+def _copy_node(node: Any, parent: Any, node_type: Any) -> Any:
+    twin = object.__new__(type(node))
+    twin.__dict__.update(vars(node))
+    twin.parent = parent
+    if node.children is not None:
+        twin.children = [_copy_node(c, twin, node_type) if isinstance(c, node_type) else c for c in node.children]
+    return twin
+
+
+def _tree_copy(value: Any, memo: Optional[dict[int, Any]] = None) -> Any:
+    """``copy.deepcopy``'s answer for the validator's syntax trees, made node by node."""
+    import moto.dynamodb.parsing.ast_nodes
+
+    node_type = moto.dynamodb.parsing.ast_nodes.Node  # type: ignore[attr-defined]
+    if isinstance(value, node_type) and value.parent is None and _plain_tree(value, node_type):
+        return _copy_node(value, None, node_type)
+    return copy.deepcopy(value, memo)
+
+
 # -- applying them ---------------------------------------------------------------------------------
 
 
@@ -372,6 +419,7 @@ def _serialize_structure(original: Any) -> Any:
 def _originals() -> tuple[tuple[Any, str, Any], ...]:
     """moto's own (owner, attribute, value) for each patched attribute, captured before any patch."""
     import moto.dynamodb.models
+    import moto.dynamodb.parsing.validators
     from moto.core.serialize import BaseJSONSerializer
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import StreamShard, Table
@@ -379,6 +427,7 @@ def _originals() -> tuple[tuple[Any, str, Any], ...]:
 
     return (
         (BaseJSONSerializer, "_serialize_type_structure", BaseJSONSerializer._serialize_type_structure),
+        (moto.dynamodb.parsing.validators, "deepcopy", copy.deepcopy),
         (moto.dynamodb.models, "copy", copy),
         (DynamoDBBackend, "transact_write_items", DynamoDBBackend.transact_write_items),
         (StreamShard, "get", StreamShard.get),
@@ -396,6 +445,7 @@ def _replacements() -> tuple[tuple[Any, str, Any], ...]:
     """(owner, attribute, replacement) for each patch; moto's originals captured once, so applying
     twice (the twin's ``install`` then a test's ``patched``) never wraps a wrapper."""
     import moto.dynamodb.models
+    import moto.dynamodb.parsing.validators
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import StreamShard, Table
     from moto.dynamodbstreams.models import DynamoDBStreamsBackend
@@ -437,6 +487,7 @@ def _replacements() -> tuple[tuple[Any, str, Any], ...]:
 
     return (
         (BaseJSONSerializer, "_serialize_type_structure", _serialize_structure(original["_serialize_type_structure"])),
+        (moto.dynamodb.parsing.validators, "deepcopy", _tree_copy),
         (moto.dynamodb.models, "copy", _TablesAreNotCopied()),
         (DynamoDBBackend, "transact_write_items", transact_write_items),
         (StreamShard, "get", _shard_get),

@@ -413,3 +413,67 @@ def test_only_plain_attribute_values_skip_the_model():
     assert not any(on_the_wire(EVERY_KIND[name]) for name in ("blob", "blobs", "mixed"))
     assert not on_the_wire({"S": "x", "N": "1"})  # not one member
     assert not on_the_wire({"N": 1})  # a number the model would have to write as a string
+
+
+UPDATES = [
+    ("SET #a = :s, #b = if_not_exists(#b, :n) + :n REMOVE #c ADD #d :ss, #e :n", {}),
+    ("SET #a.#b = :s, #c = list_append(if_not_exists(#c, :l), :l) DELETE #d :ss", {"#a": "m"}),
+    ("SET #a = :m, #b = :n - :n ADD #e :n", {}),
+]
+
+
+def test_update_expressions_write_what_moto_as_shipped_writes(dynamodb):
+    """Patch 7 copies the validator's syntax tree node by node: every kind of clause (SET with
+    functions and paths, REMOVE, ADD, DELETE) leaves the same item as moto as shipped does."""
+    values = {
+        ":s": {"S": "x"},
+        ":n": {"N": "2"},
+        ":ss": {"SS": ["a", "b"]},
+        ":l": {"L": [{"S": "y"}]},
+        ":m": {"M": {"k": {"S": "v"}}},
+    }
+    results = []
+    for copying in (contextlib.nullcontext, moto_patches.shipped):
+        written = []
+        for n, (expression, fixed) in enumerate(UPDATES):
+            key = {"pk": {"S": f"U#{n}"}, "sk": {"S": copying.__name__}}
+            start = {**key, "m": {"M": {}}, "c": {"L": []}, "d": {"SS": ["a", "z"]}}
+            dynamodb.put_item(TableName=TABLE, Item=start)
+            names = {p: p[1:] for p in ("#a", "#b", "#c", "#d", "#e") if p in expression} | fixed
+            used = {k: v for k, v in values.items() if k in expression}
+            with copying():
+                dynamodb.update_item(
+                    TableName=TABLE,
+                    Key=key,
+                    UpdateExpression=expression,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=used,
+                )
+            item = dynamodb.get_item(TableName=TABLE, Key=key)["Item"]
+            written.append({k: v for k, v in item.items() if k not in ("pk", "sk")})
+        results.append(written)
+    patched, shipped = results
+    assert patched == shipped
+    assert patched[0]["b"] == {"N": "4"} and "c" not in patched[0] and patched[1]["m"] == {"M": {"b": {"S": "x"}}}
+
+
+def test_only_plain_syntax_trees_are_copied_node_by_node():
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    tree = UpdateExpressionParser.make("SET #a = :s REMOVE #b")
+    twin = moto_patches._tree_copy(tree)
+    assert twin is not tree and type(twin) is type(tree) and twin.parent is None
+
+    def walk(node: Any) -> Iterator[Any]:
+        yield node
+        for child in node.children or []:
+            if hasattr(child, "children"):
+                yield from walk(child)
+
+    pairs = list(zip(walk(tree), walk(twin), strict=True))
+    assert all(a is not b and type(a) is type(b) for a, b in pairs)
+    assert all(b.parent is None or any(b.parent is c for _, c in pairs) for _, b in pairs)  # links to copies
+    subtree = tree.children[0]
+    assert subtree.parent is tree
+    copied = moto_patches._tree_copy(subtree)  # not a root: copy.deepcopy, parents and all
+    assert copied.parent is not None and copied.parent is not tree
