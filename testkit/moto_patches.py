@@ -44,6 +44,12 @@ bench apply it around a test or a run (``patched()``). What moto 5.2 does, and w
    deep copy of a few hundred small objects, 4 ms of an update's 20. Here a tree of plain nodes
    (children that are nodes or immutable values, no other mutable attribute) is copied node by
    node, with the same parent links; anything else goes to ``copy.deepcopy`` as before.
+8. The validator then walks the tree ten times (one ``DepthFirstTraverser`` per check), asking of
+   every node ``isinstance`` against the traverser's node classes, which are ABCs (a slow check),
+   several times a node. Here each traverser answers once per node type which of its processors
+   applies (the first, in its own map's order, whose class the type is a subclass of: what the
+   ``isinstance`` checks answer for these classes, none of which has virtual subclasses), and walks
+   as moto walks.
 """
 
 from __future__ import annotations
@@ -412,6 +418,55 @@ def _tree_copy(value: Any, memo: Optional[dict[int, Any]] = None) -> Any:
     return copy.deepcopy(value, memo)
 
 
+# -- 8. the validator's walks: each node type's processor looked up once ---------------------------
+
+_NODE_TYPES: dict[type, bool] = {}
+_PROCESSORS = "_trellis_processors"
+
+
+def _is_node(value: Any, node_type: Any) -> bool:
+    kind = type(value)
+    known = _NODE_TYPES.get(kind)
+    if known is None:
+        known = _NODE_TYPES[kind] = issubclass(kind, node_type)
+    return known
+
+
+def _processor(traverser: Any, kind: type) -> Any:
+    """The traverser's processor for nodes of this type (None: it leaves them alone), as its
+    ``nodes_to_be_processed`` and ``process`` would pick it."""
+    found: dict[type, Any] = traverser.__dict__.setdefault(_PROCESSORS, {})
+    if kind not in found:
+        wanted = issubclass(kind, traverser.nodes_to_be_processed())
+        chosen = (p for k, p in traverser._processing_map().items() if issubclass(kind, k)) if wanted else iter(())
+        found[kind] = next(chosen, None)
+    return found[kind]
+
+
+def _walk(original: Any) -> Any:
+    import moto.dynamodb.parsing.ast_nodes
+
+    node_type = moto.dynamodb.parsing.ast_nodes.Node  # type: ignore[attr-defined]
+
+    def traverse_node_recursively(self: Any, node: Any, child_id: int = -1) -> Any:
+        if _is_node(node, node_type):
+            parent_node = node.parent
+            if node.children is not None:
+                for i, child_node in enumerate(node.children):
+                    self.pre_processing_of_child(node, i)
+                    self.traverse_node_recursively(child_node, i)
+            processor = _processor(self, type(node))
+            if processor is not None:
+                node = processor(node)
+                node.parent = parent_node
+                if parent_node:
+                    parent_node.children[child_id] = node
+        return node
+
+    traverse_node_recursively.__doc__ = original.__doc__
+    return traverse_node_recursively
+
+
 # -- applying them ---------------------------------------------------------------------------------
 
 
@@ -423,11 +478,13 @@ def _originals() -> tuple[tuple[Any, str, Any], ...]:
     from moto.core.serialize import BaseJSONSerializer
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import StreamShard, Table
+    from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser  # type: ignore[attr-defined]
     from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 
     return (
         (BaseJSONSerializer, "_serialize_type_structure", BaseJSONSerializer._serialize_type_structure),
         (moto.dynamodb.parsing.validators, "deepcopy", copy.deepcopy),
+        (DepthFirstTraverser, "traverse_node_recursively", DepthFirstTraverser.traverse_node_recursively),
         (moto.dynamodb.models, "copy", copy),
         (DynamoDBBackend, "transact_write_items", DynamoDBBackend.transact_write_items),
         (StreamShard, "get", StreamShard.get),
@@ -448,6 +505,7 @@ def _replacements() -> tuple[tuple[Any, str, Any], ...]:
     import moto.dynamodb.parsing.validators
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import StreamShard, Table
+    from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser  # type: ignore[attr-defined]
     from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 
     original = {name: value for _, name, value in _originals()}
@@ -488,6 +546,7 @@ def _replacements() -> tuple[tuple[Any, str, Any], ...]:
     return (
         (BaseJSONSerializer, "_serialize_type_structure", _serialize_structure(original["_serialize_type_structure"])),
         (moto.dynamodb.parsing.validators, "deepcopy", _tree_copy),
+        (DepthFirstTraverser, "traverse_node_recursively", _walk(original["traverse_node_recursively"])),
         (moto.dynamodb.models, "copy", _TablesAreNotCopied()),
         (DynamoDBBackend, "transact_write_items", transact_write_items),
         (StreamShard, "get", _shard_get),

@@ -423,8 +423,9 @@ UPDATES = [
 
 
 def test_update_expressions_write_what_moto_as_shipped_writes(dynamodb):
-    """Patch 7 copies the validator's syntax tree node by node: every kind of clause (SET with
-    functions and paths, REMOVE, ADD, DELETE) leaves the same item as moto as shipped does."""
+    """Patch 7 copies the validator's syntax tree node by node and patch 8 looks up each node
+    type's processor once: every kind of clause (SET with functions and paths, REMOVE, ADD,
+    DELETE) leaves the same item as moto as shipped does."""
     values = {
         ":s": {"S": "x"},
         ":n": {"N": "2"},
@@ -455,6 +456,35 @@ def test_update_expressions_write_what_moto_as_shipped_writes(dynamodb):
     patched, shipped = results
     assert patched == shipped
     assert patched[0]["b"] == {"N": "4"} and "c" not in patched[0] and patched[1]["m"] == {"M": {"b": {"S": "x"}}}
+
+
+@pytest.mark.parametrize(
+    ("expression", "values"),
+    [
+        ("ADD #c :n", {":n": {"N": "1"}}),  # a number added to a list
+        ("SET #a = #nothing + :n", {":n": {"N": "1"}}),  # an attribute the item lacks
+        ("SET #a = :s, #a = :s", {":s": {"S": "x"}}),  # one path twice
+        ("SET #pk = :s", {":s": {"S": "x"}}),  # a key attribute
+    ],
+)
+def test_update_expressions_moto_refuses_are_refused_the_same(dynamodb, expression, values):
+    """Patches 7 and 8 change how the validator copies and walks the tree, not what it checks."""
+    key = {"pk": {"S": "REFUSED"}, "sk": {"S": "1"}}
+    dynamodb.put_item(TableName=TABLE, Item={**key, "c": {"L": []}})
+    names = {p: p[1:] for p in ("#a", "#c", "#nothing", "#pk") if p in expression}
+    answers = []
+    for copying in (contextlib.nullcontext, moto_patches.shipped):
+        with copying(), pytest.raises(ClientError) as refused:
+            dynamodb.update_item(
+                TableName=TABLE,
+                Key=key,
+                UpdateExpression=expression,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        answers.append(refused.value.response["Error"])
+    assert answers[0] == answers[1]
+    assert answers[0]["Code"] == "ValidationException"
 
 
 def test_only_plain_syntax_trees_are_copied_node_by_node():
