@@ -45,11 +45,25 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     # botocore's account-based endpoints (<account>.streams-ddb...) are unknown to moto's mock.
     monkeypatch.setenv("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
-    aws.reset()
+    # The cached clients are kept from test to test while the AWS environment they were made
+    # under stays the same (a client costs ~10 ms to make; the suite makes thousands).
+    made_under = _aws_environment()
+    if _CLIENTS_MADE_UNDER.get("env") != made_under:
+        aws.reset()
+        _CLIENTS_MADE_UNDER["env"] = made_under
     runtime.install(None)
     yield
     runtime.install(None)
-    aws.reset()
+    if _aws_environment() != made_under:  # the test moved to another endpoint or credentials
+        aws.reset()
+        _CLIENTS_MADE_UNDER.clear()
+
+
+_CLIENTS_MADE_UNDER: dict[str, tuple[tuple[str, str], ...]] = {}
+
+
+def _aws_environment() -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
 
 
 @pytest.fixture(autouse=True)
