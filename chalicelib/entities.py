@@ -139,6 +139,10 @@ class Lead:
     stage_reason: Optional[str] = None
     owner: Optional[dict[str, str]] = None
 
+    def subscribed_to(self, topic: str) -> bool:
+        """On the topic and not turned off (a topic off stays off until the lead turns it on)."""
+        return topic in self.topics and topic not in self.topics_off
+
     def field_value(self, name: str) -> Any:
         """A named lead field for conditions: profile, custom, or derived (email_domain)."""
         if name == "email_domain":

@@ -94,10 +94,6 @@ def parse_choice(fields: Mapping[str, Any], topic_ids: tuple[str, ...]) -> Choic
     )
 
 
-def subscribed(lead: Lead, topic_id: str) -> bool:
-    return topic_id in lead.topics and topic_id not in lead.topics_off
-
-
 class PreferenceCentre:
     def __init__(self, campaign: Campaign, store: Store, signer: TokenSigner, tracker: Tracker, clock: Clock) -> None:
         self._campaign = campaign
@@ -143,26 +139,28 @@ class PreferenceCentre:
             raise NotFound("lead", lead.lead_id)
         return self._preferences(saved)
 
-    def topic_of(self, token: str) -> tuple[str, str]:
-        """The topic a footer's "unsubscribe from <topic>" link names, and its title; changes nothing."""
+    def topic_of(self, token: str) -> str:
+        """The title of the topic a footer's "unsubscribe from <topic>" link names; changes nothing."""
+        return self._topic_link(token)[3]
+
+    def leave_topic(self, token: str) -> str:
+        """The one topic off, with a preferences_changed event; idempotent. Returns its title."""
+        lead_id, message_id, topic_id, title = self._topic_link(token)
+        now = self._clock.now()
+        data = {"topics_off": [topic_id], "source": "topic_unsubscribe", "message_id": message_id or None}
+        event = Event(lead_id, secrets.token_hex(8), EventType.PREFERENCES_CHANGED, iso(now), data)
+        self._store.turn_topic_off(lead_id, topic_id, event)  # False: off already, nothing to do
+        return title
+
+    def _topic_link(self, token: str) -> tuple[str, str, str, str]:
+        """(lead id, message id, topic id, topic title) of a topic link whose lead exists."""
         claims = self._signer.verify(TOPIC_PURPOSE, token, self._clock.now())
         topic_id = str(claims.get("topic") or "")
         topic = self._campaign.topics.get(topic_id)
         lead_id = str(claims.get("lead") or "")
         if topic is None or not lead_id or self._store.get_lead(lead_id) is None:
             raise NotFound("topic" if topic is None else "lead", topic_id if topic is None else lead_id)
-        return topic_id, topic.title
-
-    def leave_topic(self, token: str) -> str:
-        """The one topic off, with a preferences_changed event; idempotent. Returns its title."""
-        topic_id, title = self.topic_of(token)
-        claims = self._signer.verify(TOPIC_PURPOSE, token, self._clock.now())
-        lead_id, message_id = str(claims["lead"]), str(claims.get("msg") or "")
-        now = self._clock.now()
-        data = {"topics_off": [topic_id], "source": "topic_unsubscribe", "message_id": message_id or None}
-        event = Event(lead_id, secrets.token_hex(8), EventType.PREFERENCES_CHANGED, iso(now), data)
-        self._store.turn_topic_off(lead_id, topic_id, event)  # False: off already, nothing to do
-        return title
+        return lead_id, str(claims.get("msg") or ""), topic_id, topic.title
 
     def _lead(self, token: str) -> tuple[Lead, str]:
         claims = self._signer.verify(PREFERENCES_PURPOSE, token, self._clock.now())
@@ -177,7 +175,7 @@ class PreferenceCentre:
         paused = parse_iso(lead.paused_until) if lead.paused_until else None
         return Preferences(
             topics=[
-                TopicChoice(topic_id, topic.title, topic.description, subscribed(lead, topic_id))
+                TopicChoice(topic_id, topic.title, topic.description, lead.subscribed_to(topic_id))
                 for topic_id, topic in self._campaign.topics.items()
             ],
             paused_until=paused if paused is not None and paused > now else None,

@@ -45,7 +45,7 @@ def matches(segment: Segment, lead: Lead, now: datetime) -> bool:
         return False
     if segment.forms and not (set(segment.forms) & _forms_of(lead)):
         return False
-    if segment.topics and not all(t in lead.topics and t not in lead.topics_off for t in segment.topics):
+    if segment.topics and not all(lead.subscribed_to(t) for t in segment.topics):
         return False
     touches = (lead.first_touch, lead.last_touch)
     for wanted, attribute in ((segment.source, "utm_source"), (segment.medium, "utm_medium")):

@@ -218,14 +218,16 @@ def save_preferences(runtime: Runtime, token: str, request: Request) -> Response
 
 def topic_unsubscribe_page(runtime: Runtime, token: str) -> Response:
     """GET: a page with a button (link scanners change nothing)."""
-    _, title = runtime.preferences.topic_of(token)
-    return _page("topic_unsubscribe.html", topic_title=title, campaign_title=runtime.campaign.title)
+    return _topic_page(runtime, "topic_unsubscribe.html", runtime.preferences.topic_of(token))
 
 
 def topic_unsubscribe(runtime: Runtime, token: str) -> Response:
     """POST: the button; that topic off, the rest as they were."""
-    title = runtime.preferences.leave_topic(token)
-    return _page("topic_unsubscribed.html", topic_title=title, campaign_title=runtime.campaign.title)
+    return _topic_page(runtime, "topic_unsubscribed.html", runtime.preferences.leave_topic(token))
+
+
+def _topic_page(runtime: Runtime, page: str, topic_title: str) -> Response:
+    return _page(page, topic_title=topic_title, campaign_title=runtime.campaign.title or runtime.campaign.name)
 
 
 def _preferences_answer(runtime: Runtime, preferences: Preferences, saved: bool = False) -> Response:

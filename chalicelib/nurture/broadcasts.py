@@ -25,12 +25,10 @@ from chalicelib.entities import Broadcast, Enrolment, Lead, Suppression, Variant
 from chalicelib.nurture import rules
 from chalicelib.vocabulary import (
     BROADCAST_SEQUENCE_PREFIX,
-    EXIT_SUPPRESSED,
     BroadcastStatus,
     ConsentStatus,
     DeferReason,
     ExitReason,
-    exit_reason,
 )
 
 if TYPE_CHECKING:
@@ -144,17 +142,15 @@ def decide(
     """What to do with a due recipient now: the drip's exits, then what a broadcast asks more
     (consent granted, its topic on, no pause, the cap when broadcasts count toward it), then the
     send window. Whoever is skipped exits with the reason, counted in the broadcast's report."""
-    if lead is None:
-        return rules.Exit(ExitReason.LEAD_GONE)
-    if suppression is not None:
-        return rules.Exit(exit_reason(EXIT_SUPPRESSED, suppression.reason))
-    if lead.unsubscribed_at is not None:
-        return rules.Exit(ExitReason.UNSUBSCRIBED)
+    gone = rules.left(lead, suppression)
+    if gone is not None:
+        return gone
+    assert lead is not None  # left() exits a lead that is gone
     if broadcast is None or broadcast.status not in LIVE:
         return rules.Exit(ExitReason.CANCELLED)
     if lead.consent is None or lead.consent.status != ConsentStatus.GRANTED:
         return rules.Exit(ExitReason.NO_CONSENT)
-    if broadcast.topic not in lead.topics or broadcast.topic in lead.topics_off:
+    if not lead.subscribed_to(broadcast.topic):
         return rules.Exit(ExitReason.TOPIC_OFF)
     if lead.paused_until is not None and parse_iso(lead.paused_until) > now:
         return rules.Exit(ExitReason.PAUSED)
@@ -245,7 +241,7 @@ class BroadcastDesk:
     def get(self, broadcast_id: str) -> Broadcast:
         from chalicelib.errors import NotFound
 
-        broadcast = self._store.get_broadcast(broadcast_id) if "." not in broadcast_id else None
+        broadcast = self._store.get_broadcast(broadcast_id)
         if broadcast is None:
             raise NotFound("broadcast", broadcast_id)
         return broadcast

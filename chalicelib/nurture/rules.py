@@ -84,12 +84,10 @@ def decide(
     now: datetime,
 ) -> Decision:
     """What to do with a due enrolment now. Exits win over everything; then conditions, then timing."""
-    if lead is None:
-        return Exit(ExitReason.LEAD_GONE)
-    if suppression is not None:
-        return Exit(exit_reason(EXIT_SUPPRESSED, suppression.reason))
-    if lead.unsubscribed_at is not None:
-        return Exit(ExitReason.UNSUBSCRIBED)
+    gone = left(lead, suppression)
+    if gone is not None:
+        return gone
+    assert lead is not None  # left() exits a lead that is gone
     sequence = sequence_for(campaign, enrolment.sequence_id)
     if sequence is None:
         return Exit(ExitReason.SEQUENCE_REMOVED)
@@ -133,6 +131,18 @@ def decide(
             next_due = step_due(steps[index + 1], previous_at=now, enrolled_at=enrolled_at)
         return Send(index, index + 1, next_due)
     return Advance(index, None)
+
+
+def left(lead: Optional[Lead], suppression: Optional[Suppression]) -> Optional[Exit]:
+    """The exit of someone no email may reach any more (gone, suppressed, unsubscribed), else None:
+    the first check of every send, drip or broadcast."""
+    if lead is None:
+        return Exit(ExitReason.LEAD_GONE)
+    if suppression is not None:
+        return Exit(exit_reason(EXIT_SUPPRESSED, suppression.reason))
+    if lead.unsubscribed_at is not None:
+        return Exit(ExitReason.UNSUBSCRIBED)
+    return None
 
 
 def step_due(step: Step, *, previous_at: datetime, enrolled_at: datetime) -> datetime:

@@ -12,7 +12,7 @@ from typing import Optional
 
 from chalicelib.entities import Broadcast, Enrolment
 from chalicelib.store import keys
-from chalicelib.store.expressions import Expression, all_of
+from chalicelib.store.expressions import Expression, all_of, any_of
 from chalicelib.store.table import Table
 from chalicelib.vocabulary import BroadcastStatus
 
@@ -80,5 +80,5 @@ class Broadcasts(Table):
         change = Expression().set("status", status)
         if status == BroadcastStatus.CANCELLED:
             change.set("cancelled_at", at).remove(*keys.DUE_ATTRIBUTES, _CLAIM)
-        allowed = "(" + " OR ".join(change.eq("status", s) for s in expected) + ")"
+        allowed = any_of(*(change.eq("status", s) for s in expected))
         return self._update_if(keys.broadcast(broadcast_id), change, all_of(change.exists(), allowed))

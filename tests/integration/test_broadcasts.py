@@ -7,26 +7,24 @@ from __future__ import annotations
 import html
 import json
 import re
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 
 from chalicelib.entities import Broadcast, iso, lead_id_for
-from chalicelib.nurture.dispatcher import LEASE, Dispatcher, TickReport
+from chalicelib.nurture.dispatcher import LEASE, TickReport
 from testkit import items
 from tests.conftest import ADMIN_TOKEN, PUBLIC_URL, START
-from tests.helpers import BROWSER, body, post_json, visible_html
+from tests.helpers import BROWSER, body, post_form, post_json, visible_html
 from tests.integration.test_dispatcher_guarantees import (
     FOREVER,
     LambdaKilled,
     Ses,
-    _RendezvousStore,
     new_dispatcher,
+    ticks_at_once,
 )
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
@@ -124,9 +122,7 @@ def test_topic_off_pause_unsubscribe_and_suppression_get_nothing_and_are_counted
         (readers[1], {"topic_newsletter": "on", "pause": "30", "action": "save"}),
     ):
         path = preferences(lead_id_for(email), "welcome.welcome", clock.now()).split("/p/")[1]
-        response = client.http.post(
-            f"/p/{path}", headers={"Content-Type": "application/x-www-form-urlencoded"}, body=urlencode(fields)
-        )
+        response = post_form(client, f"/p/{path}", fields)
         assert response.status_code == 200
     rt.tracker.unsubscribe_lead(lead_id_for(readers[2]), "welcome.welcome")
     rt.store.suppress(Suppression(lead_id_for(readers[3]), "bounced", iso(clock.now())))
@@ -154,24 +150,7 @@ def test_dispatchers_at_once_send_each_recipient_one_copy(client, rt, deliver, o
     broadcast = body(create(client))
     assert enrol_only(rt).enrolled == 5
 
-    start, holding = threading.Barrier(dispatchers), threading.Barrier(dispatchers)
-    workers = [new_dispatcher(rt, store=_RendezvousStore(rt.store, holding)) for _ in range(dispatchers)]
-    reports: list[TickReport] = []
-    errors: list[BaseException] = []
-
-    def run(dispatcher: Dispatcher) -> None:
-        try:
-            start.wait(timeout=30)
-            reports.append(dispatcher.tick(lambda: FOREVER))
-        except BaseException as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(d,)) for d in workers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors, errors
+    reports = ticks_at_once(rt, dispatchers)
     assert copies(outbox) == Counter(readers)
     assert sum(r.sent for r in reports) == 5
     assert sum(r.lost_claims for r in reports) >= 1  # they did race
@@ -366,7 +345,7 @@ def test_a_broadcast_footer_unsubscribes_from_its_topic_alone(client, rt, tick, 
     assert shown.status_code == 200 and '<form method="post">' in shown.body.decode()
     assert table_items() == before  # a scanner's GET changes nothing
     for _ in range(2):  # twice: the same
-        done = client.http.post(path, headers={"Content-Type": "application/x-www-form-urlencoded"}, body=b"")
+        done = post_form(client, path, {})
         assert done.status_code == 200
     [lead] = items.profiles(table_items(), lead_id_for("ann@example.com"))
     assert (lead["topics"], lead["topics_off"]) == ({"product"}, {"newsletter"})
@@ -378,10 +357,7 @@ def test_a_broadcast_footer_unsubscribes_from_its_topic_alone(client, rt, tick, 
     deliver()
     assert report(client, second["broadcast_id"])["skipped"] == {"topic_off": 1}
     tampered = path[:-1] + ("A" if path[-1] != "A" else "B")
-    assert (
-        client.http.post(tampered, headers={"Content-Type": "application/x-www-form-urlencoded"}, body=b"").status_code
-        == 400
-    )
+    assert post_form(client, tampered, {}).status_code == 400
 
 
 def test_ses_throttling_halfway_loses_no_recipient_and_sends_none_twice(

@@ -161,11 +161,9 @@ class _RendezvousStore:
             yield enrolment
 
 
-@pytest.mark.parametrize("dispatchers", [2, 3])
-def test_dispatchers_ticking_at_once_send_each_step_exactly_once(
-    enrolment, client, rt, outbox, table_items, dispatchers
-):
-    emails = sign_up(client, 40)
+def ticks_at_once(rt: Any, dispatchers: int) -> list[TickReport]:
+    """``dispatchers`` dispatchers on the same table, started together, each holding the first
+    page of due work it read until all of them hold it; their reports."""
     start, holding = threading.Barrier(dispatchers), threading.Barrier(dispatchers)
     store = _RendezvousStore(rt.store, holding)
     workers = [new_dispatcher(rt, store=store) for _ in range(dispatchers)]
@@ -185,6 +183,15 @@ def test_dispatchers_ticking_at_once_send_each_step_exactly_once(
     for thread in threads:
         thread.join(timeout=120)
     assert not errors, errors
+    return reports
+
+
+@pytest.mark.parametrize("dispatchers", [2, 3])
+def test_dispatchers_ticking_at_once_send_each_step_exactly_once(
+    enrolment, client, rt, outbox, table_items, dispatchers
+):
+    emails = sign_up(client, 40)
+    reports = ticks_at_once(rt, dispatchers)
     assert len(reports) == dispatchers
 
     assert recipients(outbox) == Counter(emails)  # 40 emails, each address once

@@ -8,20 +8,18 @@ import html
 import re
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 
 from chalicelib.entities import iso, lead_id_for
 from testkit import items as table_of
 from tests.conftest import PUBLIC_URL, START
-from tests.helpers import post_json, visible_html
+from tests.helpers import post_form, post_json, visible_html
 
 ANN = {"email": "ann@example.com", "first_name": "Ann", "consent": True}
 BOB = {"email": "bob@example.org", "first_name": "Bob", "consent": True}
 ANN_ID, BOB_ID = lead_id_for("ann@example.com"), lead_id_for("bob@example.org")
 EBOOK = {"email": "ann@example.com", "first_name": "Ann", "consent": True}
-FORM_POST = {"Content-Type": "application/x-www-form-urlencoded"}
 DAY = 86_400
 
 
@@ -44,10 +42,6 @@ def preferences_url(message: Any) -> str:
 def profile(table_items: Any, lead_id: str) -> dict[str, Any]:
     [item] = table_of.profiles(table_items(), lead_id)
     return item
-
-
-def post_form(client: Any, path: str, fields: dict[str, str]) -> Any:
-    return client.http.post(path, headers=FORM_POST, body=urlencode(fields).encode())
 
 
 def run_days(clock: Any, tick: Any, deliver: Any, days: int) -> None:
