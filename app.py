@@ -365,8 +365,15 @@ def admin_logout() -> Response:
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def dispatch(event: CloudWatchEvent) -> dict[str, Any]:
     lambda_context: Any = event.context  # Lambda's context object (Chalice types it loosely)
-    report = runtime.current().dispatcher.tick(lambda_context.get_remaining_time_in_millis)
+    current = runtime.current()
+    report = current.dispatcher.scheduled_tick(lambda_context.get_remaining_time_in_millis, current.shard_starter)
     return vars(report)
+
+
+@app.lambda_function(name="dispatch_shard")
+def dispatch_shard(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """One part of a fanned-out tick (chalicelib/nurture/fanout.py), started by ``dispatch``."""
+    return vars(runtime.current().dispatcher.shard_tick(event, context.get_remaining_time_in_millis))
 
 
 @app.on_dynamodb_record(stream_arn=sources.stream_arn, batch_size=100)

@@ -66,6 +66,14 @@ def ses_v1() -> Any:
 
 
 @functools.cache
+def lambda_() -> Any:
+    """Starts the parts of a fanned-out tick (asynchronous invocations). One attempt, as for
+    SES: an order that could not be started is worked by the tick itself, and a retried one
+    whose first answer was lost would run twice."""
+    return _session().client("lambda", config=SES_RETRY_CONFIG)
+
+
+@functools.cache
 def sns() -> Any:
     return _session().client("sns", config=RETRY_CONFIG)
 
@@ -77,5 +85,5 @@ def ssm() -> Any:
 
 def reset() -> None:
     """Forget cached clients (tests that switch endpoints or credentials call this)."""
-    for getter in (dynamodb, s3, sesv2, ses_v1, sns, ssm, _session):
+    for getter in (dynamodb, s3, sesv2, ses_v1, lambda_, sns, ssm, _session):
         getter.cache_clear()

@@ -62,6 +62,9 @@ class Settings:
     max_send_rate: Optional[float] = None
     # Signs the sales webhook; required when the campaign configures one.
     webhook_secret: Optional[bytes] = field(default=None, repr=False)
+    # The Lambda function that runs one part of a fanned-out dispatcher tick (deployed stages:
+    # trellis-<stage>-dispatch_shard). Unset: the tick never fans out (it works every shard).
+    shard_function: Optional[str] = None
     # Local twin only: the file holding the shared clock's offset. Unset in deployed stages.
     clock_file: Optional[str] = None
     # Where campaign files are read from: the packaged campaigns/ unless set. The twin points it at
@@ -140,6 +143,7 @@ class Settings:
             token_key_parameter=env.get("TRELLIS_TOKEN_KEY_PARAMETER") or None,
             max_send_rate=max_send_rate,
             webhook_secret=env["TRELLIS_WEBHOOK_SECRET"].encode() if env.get("TRELLIS_WEBHOOK_SECRET") else None,
+            shard_function=env.get("TRELLIS_SHARD_FUNCTION") or None,
             clock_file=env.get("TRELLIS_CLOCK_FILE") or None,
             campaigns_dir=Path(env["TRELLIS_CAMPAIGNS_DIR"]) if env.get("TRELLIS_CAMPAIGNS_DIR") else CAMPAIGNS_DIR,
             stream_report_failures=_flag(env, "TRELLIS_STREAM_REPORT_FAILURES"),

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the services below are imported where they are first built
     from chalicelib.handoff import Notifier, Qualifier, SalesFeedback
     from chalicelib.nurture.broadcasts import BroadcastDesk
     from chalicelib.nurture.dispatcher import Dispatcher, Pacer
+    from chalicelib.nurture.fanout import ShardStarter
     from chalicelib.nurture.feedback import Feedback
     from chalicelib.nurture.mailer import Mailer
     from chalicelib.preferences import PreferenceCentre
@@ -52,8 +53,10 @@ class Runtime:
         mailer: Optional[Mailer] = None,
         pacer: Optional[Pacer] = None,
         metrics: Optional[Metrics] = None,
+        shard_starter: Optional[ShardStarter] = None,
     ) -> None:
         self.settings = settings
+        self._shard_starter = shard_starter
         # Counted by the services during an invocation, flushed once at its end (app middleware).
         self.metrics = metrics if metrics is not None else Metrics(settings.stage)
         self.campaign = campaign
@@ -73,6 +76,7 @@ class Runtime:
         mailer: Optional[Mailer] = None,
         pacer: Optional[Pacer] = None,
         metrics: Optional[Metrics] = None,
+        shard_starter: Optional[ShardStarter] = None,
     ) -> Runtime:
         from chalicelib.assets import S3AssetLinks
         from chalicelib.store import Store
@@ -89,6 +93,7 @@ class Runtime:
             mailer=mailer,
             pacer=pacer,
             metrics=metrics,
+            shard_starter=shard_starter,
         )
 
     @functools.cached_property
@@ -164,6 +169,20 @@ class Runtime:
             on_due_handoff=self.notifier.notify,
             metrics=self.metrics,
         )
+
+    @property
+    def shard_starter(self) -> Optional[ShardStarter]:
+        """What starts the other parts of a fanned-out tick: the stage's ``dispatch_shard``
+        function when deployed; none otherwise (the twin and tests set their own)."""
+        from chalicelib.nurture.fanout import LambdaShardStarter
+
+        if self._shard_starter is None and self.settings.shard_function is not None:
+            self._shard_starter = LambdaShardStarter(aws.lambda_, self.settings.shard_function)
+        return self._shard_starter
+
+    @shard_starter.setter
+    def shard_starter(self, starter: Optional[ShardStarter]) -> None:
+        self._shard_starter = starter
 
     @functools.cached_property
     def qualifier(self) -> Qualifier:

@@ -44,7 +44,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.config import campaign_path, load_campaign_file
 from chalicelib.errors import ConfigError
-from infra.iam import FUNCTIONS, function_policies
+from infra.iam import FUNCTIONS, function_policies, shard_function_name
 from infra.settings import (
     LOG_RETENTION_CHOICES,
     LOG_RETENTION_DAYS,
@@ -247,6 +247,7 @@ def bootstrap(
     environment = {
         "TRELLIS_CAMPAIGN": campaign_name,
         "TRELLIS_STAGE": stage,
+        "TRELLIS_SHARD_FUNCTION": shard_function_name(stage),
         **{variable: outputs[output] for variable, output in OUTPUT_VARIABLES.items()},
         **names,
     }

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chalicelib.models import RESERVED_ASSET_PREFIX
+from chalicelib.nurture.fanout import SHARD_FUNCTION
 from infra.settings import LAMBDA_FUNCTIONS
 
 APP_NAME = "trellis"  # Chalice's app_name: functions are named <app>-<stage>-<function>
@@ -52,6 +53,7 @@ SEND_ACTIONS = ("ses:SendEmail",)  # SES v2 SendEmail (raw MIME content)
 QUOTA_ACTIONS = ("ses:GetSendQuota",)  # account-level: only "*" exists as its resource
 PUBLISH_ACTIONS = ("sns:Publish",)
 PARAMETER_ACTIONS = ("ssm:GetParameter",)
+INVOKE_ACTIONS = ("lambda:InvokeFunction",)  # the tick starts the parts of a fanned-out tick
 LOG_ACTIONS = ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents")
 
 # What each function's code path touches (the grants below), from what its handler calls:
@@ -60,18 +62,25 @@ LOG_ACTIONS = ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents
 #   bound to the admin token);
 # admin_auth: the admin token, nothing else;
 # dispatch: due steps (rendered with signed links and magnet links), sends and the send rate,
-#   and due handoff retries (the owner's email, the sales topic);
+#   and due handoff retries (the owner's email, the sales topic); it starts the parts of a
+#   fanned-out tick (dispatch_shard), which do the same work on their shards;
 # on_lead_change: the stream (read by Lambda with this role, failures to its queue), scoring,
 #   handoffs, the tally and the dispatcher's first sends (no index: only the admin's lead lists
 #   and the dispatcher's tick query one);
 # on_ses_feedback: suppressions, the lead's timeline and the counts.
 FUNCTION_GRANTS: dict[str, tuple[str, ...]] = {
     "api_handler": ("table", "indexes", "assets", "token_key", "admin_token"),
-    "dispatch": ("table", "indexes", "assets", "send", "quota", "publish", "token_key"),
+    "dispatch": ("table", "indexes", "assets", "send", "quota", "publish", "token_key", "start_parts"),
+    "dispatch_shard": ("table", "indexes", "assets", "send", "quota", "publish", "token_key"),
     "on_lead_change": ("table", "stream", "failures", "assets", "send", "quota", "publish", "token_key"),
     "on_ses_feedback": ("feedback_table",),
     "admin_auth": ("admin_token",),
 }
+
+
+def shard_function_name(stage: str) -> str:
+    """The function a fanned-out tick starts its parts in (the stage's TRELLIS_SHARD_FUNCTION)."""
+    return f"{APP_NAME}-{stage}-{SHARD_FUNCTION}"
 
 
 def log_group(stage: str, function: str) -> str:
@@ -125,6 +134,11 @@ def function_policies(
         ),
         "quota": allow("ReadSendRate", QUOTA_ACTIONS, ["*"]),
         "publish": allow("NotifySales", PUBLISH_ACTIONS, [outputs["SalesTopicArn"]]),
+        "start_parts": allow(
+            "StartTickParts",
+            INVOKE_ACTIONS,
+            [f"arn:aws:lambda:{region}:{account}:function:{shard_function_name(stage)}"],
+        ),
     }
     secrets = {"token_key": parameter(token_key_parameter), "admin_token": parameter(admin_token_parameter)}
 

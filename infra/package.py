@@ -75,7 +75,7 @@ from infra.after_deploy import (
     REPORT_FAILURES_VARIABLE,
 )
 from infra.bootstrap import OUTPUT_VARIABLES, policy_file_name, secret_names
-from infra.iam import APP_NAME, function_policies
+from infra.iam import APP_NAME, function_policies, shard_function_name
 from infra.settings import (
     CAMPAIGN_TAG,
     DEPLOYED_EXTRA_BINARY_TYPES,
@@ -246,6 +246,7 @@ def merge_template(
     environment: dict[str, Any] = {
         "TRELLIS_CAMPAIGN": campaign,
         "TRELLIS_STAGE": {"Ref": "Stage"},
+        "TRELLIS_SHARD_FUNCTION": {"Fn::Sub": shard_function_name("${Stage}")},
         **{variable: _output_value(template, output) for variable, output in OUTPUT_VARIABLES.items()},
         **{variable: {"Fn::Sub": name} for variable, name in secret_names("${Stage}").items()},
         # The mapping below has ReportBatchItemFailures from its creation on.

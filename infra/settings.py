@@ -21,6 +21,11 @@ LAMBDA_FUNCTIONS: dict[str, dict[str, int]] = {
     # before the next is due. One at a time: a tick never overlaps another (claims make that
     # safe anyway; one sender also keeps the SES send rate the account's, not a multiple of it).
     "dispatch": {"lambda_memory_size": 512, "lambda_timeout": 55, "reserved_concurrency": 1},
+    # A part of a fanned-out tick (chalicelib/nurture/fanout.py), started by ``dispatch`` when
+    # the send rate needs more than one sender: its shards and share of the rate, ending with
+    # the tick's deadline (so never overlapping the next minute's parts). Not reserved: at most
+    # seven at once, and a reservation would take from the account's unreserved pool for good.
+    "dispatch_shard": {"lambda_memory_size": 512, "lambda_timeout": 55},
     # The table stream: batches of up to 100 records, scoring, handoffs and first sends.
     "on_lead_change": {"lambda_memory_size": 512, "lambda_timeout": 120},
     # SES bounces and complaints: one suppression write per message.

@@ -143,7 +143,8 @@ class SharedStage:
         from moto.core.custom_responses_mock import reset_responses_mock
         from moto.core.models import MockAWS, responses_mock
 
-        mock = mock_aws()
+        # Lambda functions are never run in moto (no Docker here): an invoke is only recorded.
+        mock = mock_aws(config={"lambda": {"use_docker": False}})
         mock.start(reset=False)  # keep the deployed stage
         try:
             if self._intact():

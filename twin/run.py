@@ -641,9 +641,21 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
     pump = StreamPump(reader, on_lead_change)
     twin.start(Background("stream pump", PUMP_SECONDS, pump.pump_once))
 
+    from chalicelib import runtime
+    from testkit.fanout import ThreadShardStarter
+
+    # A fanned-out tick's parts (a send rate above one dispatcher's) run as threads here, through
+    # the handler Lambda would invoke; the tick ends when they have (so a clock jump waits for them).
+    parts = ThreadShardStarter(lambda event: app.dispatch_shard(event, LambdaContext("dispatch_shard")))
+
     def tick() -> dict[str, Any]:
         with gate.handler():
+            runtime.current().shard_starter = parts
             report: dict[str, Any] = app.dispatch(scheduled_event(), LambdaContext("dispatch"))
+            for part in parts.wait():
+                for name, value in part.items():
+                    if isinstance(value, int) and not isinstance(value, bool) and name != "fanned_out":
+                        report[name] = report.get(name, 0) + value
         return report
 
     twin.start(Background("dispatcher tick", _tick_seconds(), tick))
@@ -663,7 +675,6 @@ def _start_event_sources(twin: Twin, outputs: Mapping[str, str], console_port: i
 
     campaign = load_campaign(os.environ["TRELLIS_CAMPAIGN"], Path(os.environ["TRELLIS_CAMPAIGNS_DIR"]))
     consent_texts = {form_id: form.consent.text for form_id, form in campaign.forms.items() if form.consent}
-    from chalicelib import runtime
     from chalicelib.store import LeadQuery
 
     def leads() -> list[dict[str, Any]]:

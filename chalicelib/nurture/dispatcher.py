@@ -55,7 +55,7 @@ from chalicelib.errors import (
     StoreError,
     Unsendable,
 )
-from chalicelib.nurture import broadcasts, rules
+from chalicelib.nurture import broadcasts, fanout, rules
 from chalicelib.nurture.mailer import Mailer
 from chalicelib.nurture.mime import build_message, recipient
 from chalicelib.nurture.render import Renderer
@@ -99,6 +99,7 @@ class TickReport:
     failed: int = 0
     lost_claims: int = 0
     enrolled: int = 0  # broadcast recipients enrolled
+    fanned_out: int = 0  # other dispatchers started for this tick (fan-out), each with its shards
     errors: int = 0  # items that failed with an error (ItemErrors): backed off or exited, never fatal
     stopped_early: bool = False
     exits: dict[str, int] = field(default_factory=dict)
@@ -135,12 +136,20 @@ class Pacer:
         with self._lock:
             self.rate = max(self.rate / 2, 0.01)
 
+    def share(self, rate_per_second: float) -> Pacer:
+        """A pacer of its own for one part of a fanned-out tick, on the same clock."""
+        return Pacer(rate_per_second, self._monotonic, self._sleep)
+
 
 def send_workers(rate_per_second: float) -> int:
     """How many sends a tick keeps in flight to reach the send rate: each email takes about
     ``SEND_TIME_ALLOWANCE`` (claim, read, render, SES, commit), so a rate of r needs about
     r x that many at once. One at SES's sandbox rate (1/s) and its default (14/s: 3)."""
     return max(1, min(MAX_SEND_WORKERS, math.ceil(rate_per_second * SEND_TIME_ALLOWANCE)))
+
+
+def _unix_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -185,8 +194,48 @@ class Dispatcher:
             self._pacer = Pacer(self._mailer.max_send_rate())
         return self._pacer
 
-    def tick(self, remaining_ms: Callable[[], int]) -> TickReport:
-        """Work through everything due now until done, throttled, or out of time.
+    def scheduled_tick(
+        self,
+        remaining_ms: Callable[[], int],
+        starter: Optional[fanout.ShardStarter] = None,
+        now_ms: Callable[[], int] = _unix_ms,
+    ) -> TickReport:
+        """The minute's tick: alone when one dispatcher reaches the send rate (or nothing can
+        start others), else fanned out (``fanout``): the other orders started, the first worked
+        here. An order that cannot be started is worked here too, with its share of the rate."""
+        rate = self.pacer.rate if not self._fresh_pacer_per_tick else self._mailer.max_send_rate()
+        per_invocation = fanout.capacity_per_invocation(MAX_SEND_WORKERS, SEND_TIME_ALLOWANCE)
+        count = fanout.invocations_for(rate, per_invocation)
+        if starter is None or count == 1:
+            return self.tick(remaining_ms)
+        mine, *others = fanout.orders(rate, count, now_ms() + remaining_ms())
+        shards, share, started, unstarted = list(mine.shards), mine.rate, 0, TickReport()
+        for order in others:
+            try:
+                starter.start(order)
+                started += 1
+            except Exception as e:
+                # Not started: its shards are this tick's, and so is its share of the rate.
+                shards += order.shards
+                share += order.rate
+                self._count_error(unstarted, e, "starting dispatcher part %d of %d failed", order.part, count)
+        kept = fanout.ShardOrder(tuple(shards), share, mine.deadline_ms, mine.part, count)
+        report = self.tick(kept.remaining_ms(remaining_ms, now_ms), kept)
+        report.fanned_out = started
+        report.errors += unstarted.errors
+        return report
+
+    def shard_tick(
+        self, event: Any, remaining_ms: Callable[[], int], now_ms: Callable[[], int] = _unix_ms
+    ) -> TickReport:
+        """One part of a fanned-out tick, from the order it was started with (``InvalidRequest``
+        if malformed). Past the tick's deadline (a late or repeated start) it takes no work."""
+        order = fanout.ShardOrder.from_event(event)
+        return self.tick(order.remaining_ms(remaining_ms, now_ms), order)
+
+    def tick(self, remaining_ms: Callable[[], int], order: Optional[fanout.ShardOrder] = None) -> TickReport:
+        """Work through everything due now (in ``order``'s shards, at its rate, when given)
+        until done, throttled, or out of time.
 
         Up to ``send_workers(rate)`` enrolments are in flight at once, each in its own claim, so
         SES's latency does not cap the tick below the send rate. A lead's enrolments go one after
@@ -196,14 +245,16 @@ class Dispatcher:
         """
         report = TickReport()
         if self._fresh_pacer_per_tick:
-            self._pacer = None
-        workers = send_workers(self.pacer.rate)
-        run = _TickRun(workers)
-        # The tick's stop signal, for its send workers (each task runs in a copy of this context).
-        signal = _TICK_STOP.set(run.stop_signal)
+            self._pacer = None  # the stream's first sends start again at the account's rate too
+        pacer = self._tick_pacer(order)
+        workers = send_workers(pacer.rate)
+        run = _TickRun(workers, pacer)
+        shards = None if order is None else order.shards
+        # The tick's stop signal and pacer, for its send workers (each task runs in a copy of this context).
+        signal = _TICK.set(run)
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send") as pool:
-                for enrolment in self._store.due_enrolments(iso(self._clock.now())):
+                for enrolment in self._store.due_enrolments(iso(self._clock.now()), shards=shards):
                     run.free_slot()  # at most `workers` in flight: the loop waits for one to finish
                     if run.stopping() or remaining_ms() < SAFETY_MARGIN_MS:
                         run.slot_unused()
@@ -224,12 +275,20 @@ class Dispatcher:
                         continue
                     run.submit(pool, enrolment.lead_id, self.dispatch, enrolment)
         finally:
-            _TICK_STOP.reset(signal)
+            _TICK.reset(signal)
         report = run.merged_into(report)
         # Quiet when the tick found nothing to do (once a minute, every minute).
         idle = report == TickReport()
         logger.log(logging.DEBUG if idle else logging.INFO, "dispatch tick", extra={"tick": asdict(report)})
         return report
+
+    def _tick_pacer(self, order: Optional[fanout.ShardOrder]) -> Pacer:
+        """A tick's own pacer: a part of a fanned-out tick paces its share of the rate; a tick
+        without an injected pacer starts at the account's rate (a throttle slows only the tick
+        it happened in, which then stops, not the warm container forever)."""
+        if not self._fresh_pacer_per_tick:
+            return self.pacer if order is None else self.pacer.share(order.rate)
+        return Pacer(self._mailer.max_send_rate() if order is None else order.rate)
 
     def dispatch(self, enrolment: Enrolment, report: TickReport) -> bool:
         """Handle one due enrolment. Returns False when the tick should stop (SES throttling).
@@ -327,7 +386,8 @@ class Dispatcher:
             reference=f"{lead.lead_id}/{message_id}",
             now=now,
         )
-        self.pacer.wait()
+        pacer = _tick_pacer() or self.pacer
+        pacer.wait()
         try:
             # The envelope as To carries it: an international domain in punycode.
             ses_message_id = self._mailer.send(self._campaign.sender.from_address, recipient(lead.email), raw)
@@ -335,7 +395,7 @@ class Dispatcher:
             _stop_new_work()  # first: the other send workers take nothing new while this backs off
             self._metrics.add("SendFailures")
             self._store.release(enrolment, claim_id, iso(now + backoff(attempts)), reset_attempts=False)
-            self.pacer.slow_down()
+            pacer.slow_down()
             report.throttled += 1
             return False
         except SendRejected as e:
@@ -572,27 +632,34 @@ def _iso_or_none(moment: Optional[datetime]) -> Optional[str]:
     return None if moment is None else iso(moment)
 
 
-# The running tick's stop signal, seen by its send workers through their copied context: a
-# throttled send raises it the moment SES answers, before its own bookkeeping, so that no other
-# worker claims new work in between. Outside a tick (the stream's first sends) there is none.
-_TICK_STOP: contextvars.ContextVar[Optional[threading.Event]] = contextvars.ContextVar("tick_stop", default=None)
+# The running tick, seen by its send workers through their copied context: its pacer, and its
+# stop signal, which a throttled send raises the moment SES answers, before its own bookkeeping,
+# so that no other worker claims new work in between. Outside a tick (the stream's first sends)
+# there is none. Several ticks at once in one process (the twin's fan-out) each see their own.
+_TICK: contextvars.ContextVar[Optional[_TickRun]] = contextvars.ContextVar("tick", default=None)
 
 
 def _new_work_stopped() -> bool:
-    stop = _TICK_STOP.get()
-    return stop is not None and stop.is_set()
+    run = _TICK.get()
+    return run is not None and run.stopping()
 
 
 def _stop_new_work() -> None:
-    stop = _TICK_STOP.get()
-    if stop is not None:
-        stop.set()
+    run = _TICK.get()
+    if run is not None:
+        run.stop_signal.set()
+
+
+def _tick_pacer() -> Optional[Pacer]:
+    run = _TICK.get()
+    return None if run is None else run.pacer
 
 
 class _TickRun:
     """The bookkeeping of one concurrent tick: slots, per-lead order, reports, the stop signal."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, pacer: Pacer) -> None:
+        self.pacer = pacer
         self._slots = threading.BoundedSemaphore(workers)
         self._lock = threading.Lock()
         self._stop = threading.Event()

@@ -8,7 +8,7 @@ that claim, so two dispatchers never both send a step.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Optional
 
 from chalicelib.entities import Broadcast, Enrolment, Handoff, Lead, Message, Suppression
@@ -52,12 +52,15 @@ class Nurture(Table):
             ]
         )
 
-    def due_enrolments(self, now: str, page_size: int = 50) -> Iterator[Enrolment | Handoff | Broadcast]:
-        """Enrolments with a step due at or before ``now``, shard by shard, read page by page.
+    def due_enrolments(
+        self, now: str, page_size: int = 50, shards: Optional[Sequence[int]] = None
+    ) -> Iterator[Enrolment | Handoff | Broadcast]:
+        """Enrolments with a step due at or before ``now``, shard by shard, read page by page
+        (only ``shards`` when given: a dispatcher of a fanned-out tick reads its own).
 
         Reads only the sparse due index: their cost grows with the due work, not with the leads.
         """
-        for shard in range(keys.DUE_SHARDS):
+        for shard in range(keys.DUE_SHARDS) if shards is None else shards:
             shard_due = Expression()
             condition = all_of(
                 shard_due.eq(keys.DUE_SHARD, keys.due_shard_name(shard)), shard_due.compare("due_at", "<=", now)

@@ -16,8 +16,11 @@ import contextlib
 import contextvars
 import dataclasses
 import fnmatch
+import io
 import json
 import re
+import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
@@ -30,6 +33,8 @@ from chalicelib import aws, runtime
 from chalicelib.entities import lead_id_for
 from chalicelib.models import RESERVED_ASSET_PREFIX
 from chalicelib.nurture.dispatcher import Pacer
+from chalicelib.nurture.fanout import ShardOrder
+from chalicelib.store import DUE_SHARDS
 from infra import deploy
 from infra.iam import (
     DESTINATION_ACTIONS,
@@ -39,13 +44,22 @@ from infra.iam import (
     STREAM_ACTIONS,
     function_policies,
     log_group,
+    shard_function_name,
 )
-from infra.settings import LAMBDA_FUNCTIONS
+from infra.settings import LAMBDA_FUNCTIONS, LAMBDA_RUNTIME
 from tests.conftest import ADMIN_TOKEN, TEST_TOKEN_KEY, LambdaContext
 from tests.helpers import FORM_HEADERS, post_json
 
 CHALICELIB = Path(__file__).resolve().parents[2] / "chalicelib"
-IAM_PREFIX = {"dynamodb": "dynamodb", "sesv2": "ses", "ses": "ses", "sns": "sns", "ssm": "ssm", "s3": "s3"}
+IAM_PREFIX = {
+    "dynamodb": "dynamodb",
+    "sesv2": "ses",
+    "ses": "ses",
+    "sns": "sns",
+    "ssm": "ssm",
+    "s3": "s3",
+    "lambda": "lambda",
+}
 # Which client each attribute holds, where the code keeps one (file, attribute) or anywhere (attribute).
 CLIENT_ATTRIBUTES = {
     ("store.py", "_client"): "dynamodb",
@@ -54,6 +68,7 @@ CLIENT_ATTRIBUTES = {
     ("*", "_ses_v1"): "ses",
     ("*", "_sns"): "sns",
     ("*", "_ssm"): "ssm",
+    ("fanout.py", "_lambda"): "lambda",
 }
 # Store helpers that take the DynamoDB operation's name as their first argument.
 OPERATION_HELPERS = {"_call", "_write_if"}
@@ -178,7 +193,13 @@ def test_one_policy_per_function_and_each_grant_names_its_resource():
 # -- the static scan -----------------------------------------------------------------------------
 
 
+# Where an IAM action is not the operation's name.
+ACTION_NAMES = {("lambda", "invoke"): "lambda:InvokeFunction"}
+
+
 def iam_action(service: str, operation: str) -> str:
+    if (service, operation) in ACTION_NAMES:
+        return ACTION_NAMES[service, operation]
     return f"{IAM_PREFIX[service]}:{''.join(word.capitalize() for word in operation.split('_'))}"
 
 
@@ -275,12 +296,21 @@ def _resources(service: str, operation: str, params: dict[str, Any]) -> list[tup
     if service == "ssm":
         needed = [(action, f"{arn}:parameter/{params['Name'].lstrip('/')}")]
         return needed + ([("kms:Decrypt", SSM_KEY)] if params.get("WithDecryption") else [])
+    if service == "lambda":
+        return [(action, f"{arn}:function:{params['FunctionName']}")]
     if operation == "SendEmail":  # SES checks the sending identity and the configuration set
         needed = [(action, f"{arn}:identity/{params['FromEmailAddress']}")]
         if "ConfigurationSetName" in params:
             needed.append((action, f"{arn}:configuration-set/{params['ConfigurationSetName']}"))
         return needed
     return [(action, "*")]  # GetSendQuota: account-level
+
+
+def _empty_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("app.py", "")
+    return buffer.getvalue()
 
 
 def _snake(name: str) -> str:
@@ -293,6 +323,14 @@ NOT_REACHED_BY_THE_LOOP = {
         "MagnetAssets": "a due step with a magnet link (the dispatcher presigns it); the loop's due step has none",
         "NotifySales": "a due handoff retry (the handoff's first try, from the stream, succeeds here)",
         "ReadSendRate": "ses:GetSendQuota, read when no send rate is set; the tests give the pacer its rate",
+        # The loop's one due step is in another part's shards: dispatch_shard claims and sends it.
+        "LeadsTable": "a due step in the tick's own shards (claim, read, commit)",
+        "SendEmail": "as LeadsTable",
+    },
+    "dispatch_shard": {
+        "MagnetAssets": "as for dispatch",
+        "NotifySales": "as for dispatch",
+        "ReadSendRate": "as for dispatch",
     },
     "on_lead_change": {
         "ReadSendRate": "as for dispatch: its first sends are paced too",
@@ -317,6 +355,7 @@ def functions(settings, clock, fake_sleep, stack_outputs, monkeypatch) -> Iterat
     ssm.put_parameter(Name=SECRETS["admin_token"], Value=ADMIN_TOKEN, Type="SecureString")
     deployed = dataclasses.replace(
         settings,
+        shard_function=shard_function_name(STAGE),
         token_key=b"",
         token_key_parameter=SECRETS["token_key"],
         admin_token=b"",
@@ -333,7 +372,17 @@ def functions(settings, clock, fake_sleep, stack_outputs, monkeypatch) -> Iterat
         else:
             calls[name].update(_resources(model.service_model.service_name, model.name, params))
 
-    for client in (aws.dynamodb(), aws.sesv2(), aws.ses_v1(), aws.sns(), aws.s3(), aws.ssm()):
+    # The function a fanned-out tick starts its parts in: moto accepts an asynchronous invoke of
+    # it (and runs nothing: the loop runs the part itself, as dispatch_shard).
+    role = boto3.client("iam").create_role(RoleName="part", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    boto3.client("lambda").create_function(
+        FunctionName=shard_function_name(STAGE),
+        Runtime=LAMBDA_RUNTIME,
+        Role=role,
+        Handler="app.dispatch_shard",
+        Code={"ZipFile": _empty_zip()},
+    )
+    for client in (aws.dynamodb(), aws.sesv2(), aws.ses_v1(), aws.sns(), aws.s3(), aws.ssm(), aws.lambda_()):
         client.meta.events.register("before-parameter-build", record)
 
     @contextlib.contextmanager
@@ -343,7 +392,9 @@ def functions(settings, clock, fake_sleep, stack_outputs, monkeypatch) -> Iterat
         outer = (_function.set(name), runtime.current() if runtime.pending_metrics() is not None else None)
         try:
             if name not in containers:  # a cold start: built (and its secrets read) as this function
-                pacer = Pacer(14.0, monotonic=fake_sleep.monotonic, sleep=fake_sleep.sleep)
+                # dispatch: a send rate that takes parts at once (fan-out); the others: SES's default.
+                rate = 200.0 if name == "dispatch" else 14.0
+                pacer = Pacer(rate, monotonic=fake_sleep.monotonic, sleep=fake_sleep.sleep)
                 containers[name] = runtime.Runtime.build(deployed, clock=clock, pacer=pacer)
             runtime.install(containers[name])
             # Lambda writes each invocation's logs to the function's group with its role.
@@ -370,7 +421,7 @@ def functions(settings, clock, fake_sleep, stack_outputs, monkeypatch) -> Iterat
 
 
 def test_each_function_calls_only_what_its_own_policy_grants(client, functions, stream, clock):
-    from app import dispatch, on_lead_change, on_ses_feedback
+    from app import dispatch, dispatch_shard, on_lead_change, on_ses_feedback
     from twin.pump import batches, scheduled_event
 
     run, loop = functions
@@ -408,8 +459,18 @@ def test_each_function_calls_only_what_its_own_policy_grants(client, functions, 
         if not deliver():
             break
     clock.advance(3 * 86400)
+    # The tick fans out (a rate of 200/s: four parts); moto runs no function, so the loop runs
+    # the three parts it started, as dispatch_shard.
     with run("dispatch"):
-        assert dispatch(scheduled_event(), LambdaContext())["sent"] >= 1
+        ticked = dispatch(scheduled_event(), LambdaContext())
+        assert ticked["fanned_out"] == 3, ticked
+    deadline = int(time.time() * 1000) + 60_000
+    sent = ticked["sent"]
+    for part in range(1, 4):
+        order = ShardOrder(tuple(range(part, DUE_SHARDS, 4)), 50.0, deadline, part, 4)
+        with run("dispatch_shard"):
+            sent += dispatch_shard(order.to_event(), LambdaContext())["sent"]
+    assert sent >= 1
     deliver()
 
     # SES feedback: a bounce suppresses the address, noted on the lead and counted.
@@ -448,7 +509,8 @@ def test_each_function_calls_only_what_its_own_policy_grants(client, functions, 
     assert {"dynamodb:PutItem", "s3:GetObject", "ssm:GetParameter"} <= actions["api_handler"]
     assert actions["admin_auth"] == {"ssm:GetParameter", "kms:Decrypt", "logs:CreateLogStream", "logs:PutLogEvents"}
     assert {"ses:SendEmail", "sns:Publish", "dynamodb:ConditionCheckItem"} <= actions["on_lead_change"]
-    assert {"ses:SendEmail", "dynamodb:Query"} <= actions["dispatch"]
+    assert {"dynamodb:Query", "lambda:InvokeFunction"} <= actions["dispatch"]
+    assert {"ses:SendEmail", "dynamodb:Query"} <= actions["dispatch_shard"]
     assert {"dynamodb:PutItem", "dynamodb:UpdateItem"} <= actions["on_ses_feedback"]
     assert not loop.outside, f"AWS calls made outside any function: {loop.outside}"
 

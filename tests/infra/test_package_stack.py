@@ -36,6 +36,7 @@ STAGE = "spring"
 FUNCTIONS = {
     "api_handler": "APIHandler",
     "dispatch": "Dispatch",
+    "dispatch_shard": "DispatchShard",
     "on_lead_change": "OnLeadChange",
     "on_ses_feedback": "OnSesFeedback",
     "admin_auth": "AdminAuth",
@@ -200,7 +201,11 @@ def test_each_function_has_its_own_role_with_its_own_policy_on_this_stacks_resou
     # Only the stream handler's role reads the stream (its mapping uses it) and sends to its failures queue.
     assert [name for name, s in sids.items() if "LeadsTableStream" in s] == ["on_lead_change"]
     assert sids["on_lead_change"]["LeadsTableStream"]["Resource"] == [sub("${LeadsTable.StreamArn}")]
-    assert sorted(name for name, s in sids.items() if "NotifySales" in s) == ["dispatch", "on_lead_change"]
+    assert sorted(name for name, s in sids.items() if "NotifySales" in s) == [
+        "dispatch",
+        "dispatch_shard",
+        "on_lead_change",
+    ]
     assert sids["dispatch"]["NotifySales"]["Resource"] == [sub("${SalesTopic}")]
     assert sids["api_handler"]["ReadSecrets"]["Resource"] == [
         sub(parameter + "token-key"),
@@ -208,7 +213,11 @@ def test_each_function_has_its_own_role_with_its_own_policy_on_this_stacks_resou
     ]
     for name, statements in sids.items():
         wildcards = [sid for sid, s in statements.items() if "*" in s["Resource"]]
-        assert wildcards == (["ReadSendRate"] if name in ("dispatch", "on_lead_change") else []), name
+        senders = ("dispatch", "dispatch_shard", "on_lead_change")
+        assert wildcards == (["ReadSendRate"] if name in senders else []), name
+    assert sids["dispatch"]["StartTickParts"]["Resource"] == [
+        sub("arn:aws:lambda:${AWS::Region}:${AWS::AccountId}:function:trellis-${Stage}-dispatch_shard")
+    ]
 
 
 def test_alarms_watch_the_functions_of_this_stack(built, resources):

@@ -30,6 +30,7 @@ from moto.server import ThreadedMotoServer
 from infra import deploy as deploying
 from infra.bootstrap import bootstrap
 from infra.deploy import DeployError, deploy, state_key
+from infra.settings import LAMBDA_FUNCTIONS
 from infra.teardown import kept_data_parameter, teardown
 from testkit.chalice_deploy import chalice_deploy
 from testkit.moto_apigateway import swagger2_accepted
@@ -150,7 +151,7 @@ def test_two_clones_deploy_one_stage_a_failed_deploy_is_recovered_and_teardown_t
     api_id = first.rest_api_id
     assert api_id and steps["deploy from A"]["rest_apis"] == [f"trellis {api_id}"]
     assert state(session, bucket, STAGE)["rest_api"]["rest_api_id"] == api_id
-    assert len(steps["deploy from A"]["functions"]) == 5
+    assert len(steps["deploy from A"]["functions"]) == len(LAMBDA_FUNCTIONS)
     assert len(steps["deploy from A"]["stream_mappings"]) == 1
     assert len(steps["deploy from A"]["sns_subscriptions"]) == 1
 
@@ -177,7 +178,11 @@ def test_two_clones_deploy_one_stage_a_failed_deploy_is_recovered_and_teardown_t
         )
     steps["failed deploy of winter from B"] = inventory(session)
     half = steps["failed deploy of winter from B"]
-    assert of_stage(half["functions"], OTHER) == ["trellis-winter-dispatch", "trellis-winter-on_lead_change"]
+    assert of_stage(half["functions"], OTHER) == [
+        "trellis-winter-dispatch",
+        "trellis-winter-dispatch_shard",
+        "trellis-winter-on_lead_change",
+    ]
     assert len(of_stage(half["stream_mappings"], OTHER)) == 1
     assert of_stage(half["parameters"], OTHER).count(f"/trellis/{OTHER}/deploy-lock") == 0  # released
     assert state(session, other.outputs["AssetsBucketName"], OTHER) == {}  # nothing recorded
@@ -189,7 +194,7 @@ def test_two_clones_deploy_one_stage_a_failed_deploy_is_recovered_and_teardown_t
     steps["recovering deploy of winter from A"] = inventory(session)
     after = steps["recovering deploy of winter from A"]
     assert "on_lead_change-dynamodb-event-source" in recovered.adopted
-    assert len(of_stage(after["functions"], OTHER)) == 5
+    assert len(of_stage(after["functions"], OTHER)) == len(LAMBDA_FUNCTIONS)
     assert len(of_stage(after["stream_mappings"], OTHER)) == 1  # adopted, not a second one
     assert len(after["rest_apis"]) == 2 and recovered.rest_api_id != api_id  # one per stage
     assert of_stage(after["functions"], STAGE) == of_stage(steps["deploy from B"]["functions"], STAGE)

@@ -59,8 +59,8 @@ class _BroadcastsOnly:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def due_enrolments(self, now: str, page_size: int = 50) -> Iterator[Any]:
-        return (due for due in self._store.due_enrolments(now, page_size) if isinstance(due, Broadcast))
+    def due_enrolments(self, now: str, page_size: int = 50, shards: Any = None) -> Iterator[Any]:
+        return (due for due in self._store.due_enrolments(now, page_size, shards) if isinstance(due, Broadcast))
 
 
 def enrol_only(rt: Any, remaining: Any = lambda: FOREVER) -> TickReport:

@@ -154,8 +154,8 @@ class _RendezvousStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def due_enrolments(self, now: str, page_size: int = 50) -> Iterator[Any]:
-        for i, enrolment in enumerate(self._store.due_enrolments(now, page_size)):
+    def due_enrolments(self, now: str, page_size: int = 50, shards: Any = None) -> Iterator[Any]:
+        for i, enrolment in enumerate(self._store.due_enrolments(now, page_size, shards)):
             if i == 0:
                 self._barrier.wait(timeout=30)
             yield enrolment
@@ -635,7 +635,7 @@ def test_a_tick_keeps_several_sends_in_flight_and_never_more_than_its_workers(cl
 def test_one_leads_enrolments_run_one_after_another_in_order():
     from chalicelib.nurture.dispatcher import _TickRun
 
-    run = _TickRun(workers=4)
+    run = _TickRun(workers=4, pacer=Pacer(14.0))
     events: list[tuple[str, str, str]] = []
     lock = threading.Lock()
 
