@@ -519,12 +519,13 @@ class Dispatcher:
             cursor = broadcast.cursor
             status = BroadcastStatus.TESTING if broadcast.test_fraction else BroadcastStatus.SENDING
             for leads, after in self._store.segment_pages(plan(segment), cursor, page_size=RECIPIENT_PAGE):
-                enrolled = 0
-                for lead in leads:
-                    if matches(segment, lead, now):
-                        enrolled += self._store.enrol_recipient(
-                            broadcasts.recipient_enrolment(self._campaign, broadcast, lead, now)
-                        )
+                enrolled = self._store.enrol_recipients(
+                    [
+                        broadcasts.recipient_enrolment(self._campaign, broadcast, lead, now)
+                        for lead in leads
+                        if matches(segment, lead, now)
+                    ]
+                )
                 self._store.save_enrolment_progress(broadcast.broadcast_id, claim_id, after, enrolled, status)
                 report.enrolled += enrolled
                 cursor = after

@@ -2,8 +2,9 @@
 Query), in the due index while its recipients wait to be enrolled.
 
 Enrolling the recipients is resumable: a dispatcher claims the broadcast with a lease, enrols a
-page of the segment (each recipient a conditional put of its enrolment, so a page done twice
-after a crash enrols nobody twice), and saves the cursor under its claim.
+page of the segment (its recipients' enrolments in one transaction of conditional puts, each
+on its own if some are there: a page done twice after a crash enrols nobody twice), and saves
+the cursor under its claim.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ from __future__ import annotations
 from typing import Optional
 
 from chalicelib.entities import Broadcast, Enrolment
+from chalicelib.errors import WriteConflict
 from chalicelib.store import keys
 from chalicelib.store.expressions import Expression, all_of, any_of
 from chalicelib.store.table import Table
 from chalicelib.vocabulary import BroadcastStatus
 
 _CLAIM = "claim_id"
+
+
+# DynamoDB's limit of actions in one transaction.
+RECIPIENT_BATCH = 100
 
 
 class Broadcasts(Table):
@@ -47,6 +53,23 @@ class Broadcasts(Table):
         """A recipient's enrolment in the broadcast's sequence, unless it has one (a page enrolled
         again after a crash adds nobody twice). True when written."""
         return self._write_if("put_item", self._new_item(keys.enrolment_item(enrolment)))
+
+    def enrol_recipients(self, enrolments: list[Enrolment]) -> int:
+        """A page of recipients in one transaction (one request for up to ``RECIPIENT_BATCH``,
+        each a put only where none is); when some are there already (a page enrolled again after
+        a crash) or another writer is, each on its own. The number written."""
+        if not enrolments:
+            return 0
+        batch = [{"Put": self._new_item(keys.enrolment_item(e))} for e in enrolments[:RECIPIENT_BATCH]]
+        try:
+            written = self._transact_if(batch)
+        except WriteConflict:
+            written = False
+        if written:
+            enrolled = len(batch)
+        else:
+            enrolled = sum(self.enrol_recipient(e) for e in enrolments[:RECIPIENT_BATCH])
+        return enrolled + self.enrol_recipients(enrolments[RECIPIENT_BATCH:])
 
     def save_enrolment_progress(
         self, broadcast_id: str, claim_id: str, cursor: Optional[str], enrolled: int, status: str

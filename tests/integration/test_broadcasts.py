@@ -397,3 +397,18 @@ def test_by_default_a_broadcast_neither_waits_for_nor_fills_the_frequency_cap(
         for p in items.profiles(table_items())
         if p["lead_id"] in {lead_id_for(r) for r in readers}
     )
+
+
+def test_a_page_enrolled_again_after_a_crash_adds_only_who_is_missing(client, rt, clock, readers, table_items):
+    from chalicelib.nurture.broadcasts import recipient_enrolment
+
+    created = body(create(client))
+    broadcast = rt.store.get_broadcast(created["broadcast_id"])
+    leads = [rt.store.load_for_dispatch(lead_id_for(email))[0] for email in readers]
+    page = [recipient_enrolment(rt.campaign, broadcast, lead, clock.now()) for lead in leads]
+
+    assert rt.store.enrol_recipients(page[:2]) == 2  # one transaction
+    assert rt.store.enrol_recipients(page) == 3  # two there already: each on its own, once
+    assert rt.store.enrol_recipients(page) == 0
+    enrolments = [i for i in table_items() if i["sk"] == f"ENROL#_b-{created['broadcast_id']}"]
+    assert len(enrolments) == 5
