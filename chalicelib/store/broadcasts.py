@@ -60,16 +60,13 @@ class Broadcasts(Table):
         a crash) or another writer is, each on its own. The number written."""
         if not enrolments:
             return 0
-        batch = [{"Put": self._new_item(keys.enrolment_item(e))} for e in enrolments[:RECIPIENT_BATCH]]
+        page, rest = enrolments[:RECIPIENT_BATCH], enrolments[RECIPIENT_BATCH:]
         try:
-            written = self._transact_if(batch)
+            together = self._transact_if([{"Put": self._new_item(keys.enrolment_item(e))} for e in page])
         except WriteConflict:
-            written = False
-        if written:
-            enrolled = len(batch)
-        else:
-            enrolled = sum(self.enrol_recipient(e) for e in enrolments[:RECIPIENT_BATCH])
-        return enrolled + self.enrol_recipients(enrolments[RECIPIENT_BATCH:])
+            together = False
+        enrolled = len(page) if together else sum(self.enrol_recipient(e) for e in page)
+        return enrolled + self.enrol_recipients(rest)
 
     def save_enrolment_progress(
         self, broadcast_id: str, claim_id: str, cursor: Optional[str], enrolled: int, status: str
