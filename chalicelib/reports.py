@@ -20,7 +20,7 @@ What is counted:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Optional
@@ -299,9 +299,7 @@ class Tally:
         if isinstance(image, Enrolment):
             return self._count_exit(image)
         if isinstance(image, Message):
-            marker = f"sent#{image.message_id}#{image.enrolled_at}"
-            step = (image.sequence_id, image.step_id)
-            return self._count_step(image.lead_id, marker, step, "sent", image.sent_at, once_anyway=True)
+            return self.sent([image])
         if image.type in _EVENT_METRICS:
             return self._count_reaction(image.lead_id, image.data.get("message_id"), image.type, image.at)
         if image.type == SUBMISSION_EVENT:
@@ -312,6 +310,10 @@ class Tally:
         if image.type == STAGE_CHANGED:
             return self._count_stages(image, stages_reached(str(image.data.get("to"))))
         return 0
+
+    def sent(self, messages: Sequence[Message]) -> int:
+        """Count sent emails (a stream batch's at once), each once; how many were counted now."""
+        return self._store.count_sent([(m, Counter("step", (m.sequence_id, m.step_id))) for m in messages])
 
     def sync_engagement(self, record: LeadRecord, verdicts: Mapping[str, Verdict]) -> int:
         """Make the lead's open and click counts say what the verdicts say: per step, once

@@ -9,8 +9,9 @@ puts, counted markers), so Lambda's redelivery of a batch is harmless.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -65,6 +66,10 @@ def _event_id(record: dict[str, Any]) -> str:
     return str(record.get("eventID", ""))
 
 
+def _note(sent: list[tuple[int, Message]], index: int, message: Message) -> None:
+    sent.append((index, message))
+
+
 def _sequence_number(record: dict[str, Any]) -> str:
     return str(record.get("dynamodb", {}).get("SequenceNumber", ""))
 
@@ -107,18 +112,25 @@ class StreamProcessor:
         report = StreamReport()
         tick = TickReport()
         first_record_of: dict[str, int] = {}  # lead to rescore -> index of its first event record
+        sent: list[tuple[int, Message]] = []  # new messages, counted together after the loop
         failed_at: Optional[int] = None
         for index, record in enumerate(records):
             report.records += 1
             try:
                 with correlated(_event_id(record)):
-                    lead_to_rescore = self._handle_record(record, report, tick)
+                    lead_to_rescore = self._handle_record(record, report, tick, functools.partial(_note, sent, index))
             except Exception:
                 logger.exception("stream record %s failed; the batch resumes from it", _sequence_number(record))
                 failed_at = index
                 break
             if lead_to_rescore is not None:
                 first_record_of.setdefault(lead_to_rescore, index)
+        if sent:
+            try:
+                report.counted += self._count_sent([message for _, message in sent])
+            except Exception:
+                logger.exception("counting sent emails failed; the batch resumes from record %s", sent[0][0])
+                failed_at = sent[0][0]
         for lead_id, first_index in first_record_of.items():
             if failed_at is not None and first_index >= failed_at:
                 break  # its events come again with the redelivery (first appearances are in order)
@@ -147,8 +159,11 @@ class StreamProcessor:
         report.counted += self._tally.sync_engagement(record, verdicts)
         return self._qualifier.rescore_record(record, verdicts)
 
-    def _handle_record(self, record: dict[str, Any], report: StreamReport, tick: TickReport) -> Optional[str]:
-        """Do a record's own work; the lead it asks to rescore, if any."""
+    def _handle_record(
+        self, record: dict[str, Any], report: StreamReport, tick: TickReport, on_sent: Callable[[Message], object]
+    ) -> Optional[str]:
+        """Do a record's own work (a new message: handed to ``on_sent``, counted with the
+        batch's); the lead it asks to rescore, if any."""
         if record.get("eventName") not in ("INSERT", "MODIFY"):
             return None
         image = parse_stream_image(record.get("dynamodb", {}).get("NewImage") or {})
@@ -165,8 +180,16 @@ class StreamProcessor:
         elif isinstance(image, Handoff) and record["eventName"] == "INSERT":
             report.handoffs += int(self._notifier.notify(image))
         elif isinstance(image, Message) and record["eventName"] == "INSERT":
-            report.counted += self._count(image)
+            on_sent(image)
         return None
+
+    def _count_sent(self, messages: list[Message]) -> int:
+        """A batch's sent emails counted together; refused by DynamoDB: skipped, as ``_count``."""
+        try:
+            return self._tally.sent(messages)
+        except InvalidRequest:
+            logger.exception("report count refused for %d sent emails; skipped", len(messages))
+            return 0
 
     def _count(self, image: Event | Message | Enrolment) -> int:
         """Count for the reports; a record DynamoDB refuses to count is skipped, never retried:

@@ -465,13 +465,13 @@ class Dispatcher:
         broadcast = self._broadcast(broadcast_id) if broadcast_id is not None else None
         return broadcast.topic if broadcast is not None else None
 
-    def _send_log(self, enrolment: Enrolment, lead: Lead, now: datetime) -> list[str]:
-        """The lead's send log after this email: a broadcast counts toward the cap only when
-        the campaign says so."""
+    def _send_log(self, enrolment: Enrolment, lead: Lead, now: datetime) -> Optional[list[str]]:
+        """The lead's send log after this email, or None where it stays as it is: a broadcast
+        counts toward the cap only when the campaign says so."""
         counted = broadcasts.broadcast_id_of(enrolment.sequence_id) is None
         if counted or self._campaign.broadcasts.count_toward_frequency_cap:
             return rules.recent_sends_after(lead.recent_sends, now, self._campaign.frequency_cap)
-        return list(lead.recent_sends)
+        return None
 
     def _broadcast(self, broadcast_id: str) -> Optional[Broadcast]:
         """The broadcast, read at most every BROADCAST_READ_SECONDS by this container's ticks."""

@@ -182,9 +182,12 @@ def enrolment_item(entity: Enrolment, expires_at: Optional[int] = None) -> dict[
     return _expiring(item, expires_at)
 
 
-def message_item(message: Message) -> dict[str, Any]:
-    sort_key = f"{MESSAGE_PREFIX}{message.message_id}#{message.enrolled_at}"
-    return {"pk": lead_pk(message.lead_id), "sk": sort_key, **message.to_item()}
+def message(entity: Message) -> Key:
+    return {"pk": lead_pk(entity.lead_id), "sk": f"{MESSAGE_PREFIX}{entity.message_id}#{entity.enrolled_at}"}
+
+
+def message_item(entity: Message) -> dict[str, Any]:
+    return {**message(entity), **entity.to_item()}
 
 
 def handoff_item(entity: Handoff) -> dict[str, Any]:

@@ -127,22 +127,28 @@ class Nurture(Table):
         message: Message,
         next_index: int,
         next_due: Optional[str],
-        recent_sends: list[str],
+        recent_sends: Optional[list[str]],
     ) -> None:
-        """Record a sent email and advance the enrolment, atomically and only under our claim."""
+        """Record a sent email and advance the enrolment, atomically and only under our claim.
+
+        ``recent_sends``: the lead's send log after it (with its count of emails and the last
+        one's time), or None for an email that does not count toward the frequency cap (a
+        broadcast, by default): the profile is then left alone, which is a third of the commit's
+        write units and keeps a broadcast from rewriting every recipient's profile and its two
+        indexes."""
         if next_due is None:
             step = _ended(EnrolmentStatus.COMPLETED, step_index=next_index).set("attempts", 0)
         else:
             step = _next_step(next_index, next_due)
-        sent = Expression().set("recent_sends", recent_sends).set("last_email_at", message.sent_at)
-        sent.add("emails_sent", 1)
-        self._transact(
-            [
-                {"Update": self._keyed(keys.enrolment(enrolment), step, ConditionExpression=_under(step, claim_id))},
-                {"Put": self._new_item(keys.message_item(message))},
-                {"Update": self._keyed(keys.profile(enrolment.lead_id), sent)},
-            ]
-        )
+        operations = [
+            {"Update": self._keyed(keys.enrolment(enrolment), step, ConditionExpression=_under(step, claim_id))},
+            {"Put": self._new_item(keys.message_item(message))},
+        ]
+        if recent_sends is not None:
+            sent = Expression().set("recent_sends", recent_sends).set("last_email_at", message.sent_at)
+            sent.add("emails_sent", 1)
+            operations.append({"Update": self._keyed(keys.profile(enrolment.lead_id), sent)})
+        self._transact(operations)
 
     def load_for_dispatch(self, lead_id: str) -> tuple[Optional[Lead], Optional[Suppression]]:
         """The lead and its suppression record, in one consistent read request."""

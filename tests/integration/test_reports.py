@@ -404,3 +404,30 @@ def test_a_complaint_after_unsubscribing_still_counts(client, rt, clock, campaig
 
     welcome = {(s["sequence_id"], s["step_id"]): s for s in admin_get(client, "/admin/reports/sequences")["steps"]}
     assert (welcome["welcome", "welcome"]["unsubscribed"], welcome["welcome", "welcome"]["complained"]) == (1, 1)
+
+
+def test_a_batch_of_sends_counts_each_email_once_whichever_of_them_came_before(client, rt, deliver, table_items):
+    from chalicelib.entities import Message
+
+    for n in range(3):
+        assert post_json(client, "/forms/newsletter", {"email": f"s{n}@example.com", "consent": True}).status_code == 200
+    settle(deliver)  # the welcomes went and were counted
+    sent = [Message.from_item(i) for i in table_items() if i["sk"].startswith("MSG#welcome")]
+    assert len(sent) == 3 and all("sent_counted_at" in i for i in table_items() if i["sk"].startswith("MSG#"))
+    welcome = Counter("step", ("welcome", "welcome"))
+
+    def counted() -> int:
+        return int(rt.store.report_counters()[welcome]["sent"])
+
+    assert rt.tally.sent(sent) == 0 and counted() == 3  # all came before: nothing moves
+    other = [Message(**{**vars(m), "enrolled_at": "2027-01-01T00:00:00Z"}) for m in sent]  # never written
+    assert rt.tally.sent(other) == 0 and counted() == 3  # a message that is not there counts nothing
+    assert not [i for i in table_items() if i["sk"].endswith("2027-01-01T00:00:00Z")]  # and writes nothing
+    # One of them not counted yet (its record still to come): the batch counts it alone.
+    first = next(i for i in table_items() if i["sk"].startswith("MSG#welcome"))
+    aws.dynamodb().update_item(
+        TableName=rt.settings.table_name,
+        Key={"pk": {"S": first["pk"]}, "sk": {"S": first["sk"]}},
+        UpdateExpression="REMOVE sent_counted_at",
+    )
+    assert rt.tally.sent(sent) == 1 and counted() == 4
