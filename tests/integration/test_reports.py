@@ -410,7 +410,9 @@ def test_a_batch_of_sends_counts_each_email_once_whichever_of_them_came_before(c
     from chalicelib.entities import Message
 
     for n in range(3):
-        assert post_json(client, "/forms/newsletter", {"email": f"s{n}@example.com", "consent": True}).status_code == 200
+        assert (
+            post_json(client, "/forms/newsletter", {"email": f"s{n}@example.com", "consent": True}).status_code == 200
+        )
     settle(deliver)  # the welcomes went and were counted
     sent = [Message.from_item(i) for i in table_items() if i["sk"].startswith("MSG#welcome")]
     assert len(sent) == 3 and all("sent_counted_at" in i for i in table_items() if i["sk"].startswith("MSG#"))
