@@ -280,7 +280,13 @@ def throughput(limit: float, parts: int, work_seconds: float, dilation: float) -
         dispatching.SEND_TIME_ALLOWANCE = original * dilation
         try:
             planned = fanout.invocations_for(
-                rate, fanout.capacity_per_invocation(dispatching.MAX_SEND_WORKERS, dispatching.SEND_TIME_ALLOWANCE)
+                rate,
+                fanout.capacity_per_invocation(
+                    dispatching.MAX_SEND_WORKERS,
+                    dispatching.SEND_TIME_ALLOWANCE,
+                    dispatching.CPU_PER_EMAIL * dilation,
+                    dispatching.PART_MEMORY_MB,
+                ),
             )
             with dynamodb_latency(DDB_LATENCY * dilation):
                 seconds = _run_parts(dispatcher, rate, parts, work_seconds)

@@ -20,12 +20,16 @@ LAMBDA_FUNCTIONS: dict[str, dict[str, int]] = {
     # margin (10 s, chalicelib/nurture/dispatcher.py) is left, so a 55 s timeout ends each tick
     # before the next is due. One at a time: a tick never overlaps another (claims make that
     # safe anyway; one sender also keeps the SES send rate the account's, not a multiple of it).
-    "dispatch": {"lambda_memory_size": 512, "lambda_timeout": 55, "reserved_concurrency": 1},
+    # 1,024 MB: ~0.58 vCPU, enough CPU alone for ~19 emails/s (CPU_PER_EMAIL in
+    # chalicelib/nurture/dispatcher.py, measured by make bench); above that it fans out. Its
+    # TICK_MEMORY_MB and PART_MEMORY_MB are these two (tests/infra/test_iam_policy.py).
+    "dispatch": {"lambda_memory_size": 1024, "lambda_timeout": 55, "reserved_concurrency": 1},
     # A part of a fanned-out tick (chalicelib/nurture/fanout.py), started by ``dispatch`` when
     # the send rate needs more than one sender: its shards and share of the rate, ending with
     # the tick's deadline (so never overlapping the next minute's parts). Not reserved: at most
     # seven at once, and a reservation would take from the account's unreserved pool for good.
-    "dispatch_shard": {"lambda_memory_size": 512, "lambda_timeout": 55},
+    # 1,769 MB: a whole vCPU (~33 emails/s of our code's CPU), the most one Python thread uses.
+    "dispatch_shard": {"lambda_memory_size": 1769, "lambda_timeout": 55},
     # The table stream: batches of up to 100 records, scoring, handoffs and first sends.
     "on_lead_change": {"lambda_memory_size": 512, "lambda_timeout": 120},
     # SES bounces and complaints: one suppression write per message.

@@ -80,6 +80,13 @@ MAX_ATTEMPTS = 5
 SEND_TIME_ALLOWANCE = 0.15
 # Below botocore's connection pool (10 per client), so no worker waits for a connection.
 MAX_SEND_WORKERS = 8
+# Our code's and botocore's CPU per email on one vCPU (rendering, MIME, signing, bookkeeping;
+# make bench, bench/RESULTS.md: ~28 ms), rounded up: it bounds one invocation's rate whatever
+# its workers. The functions' memory gives their share of a vCPU (infra/settings.py, which a
+# test holds to these): the tick alone up to ~19 emails/s, each part of a fanned-out tick ~33/s.
+CPU_PER_EMAIL = 0.030
+TICK_MEMORY_MB = 1024
+PART_MEMORY_MB = 1769
 # Profiles of a segment read per page while a broadcast's recipients are enrolled.
 RECIPIENT_PAGE = 100
 # How long a tick trusts the broadcast item it read (a cancel reaches its sends within this).
@@ -200,17 +207,19 @@ class Dispatcher:
         starter: Optional[fanout.ShardStarter] = None,
         now_ms: Callable[[], int] = _unix_ms,
     ) -> TickReport:
-        """The minute's tick: alone when one dispatcher reaches the send rate (or nothing can
-        start others), else fanned out (``fanout``): the other orders started, the first worked
-        here. An order that cannot be started is worked here too, with its share of the rate."""
+        """The minute's tick: alone when it can send at the account's rate itself (or nothing can
+        start parts), else fanned out (``fanout``): parts started, each with its shards and share
+        of the rate. A part that cannot be started is worked here, rate share and all."""
         rate = self.pacer.rate if not self._fresh_pacer_per_tick else self._mailer.max_send_rate()
-        per_invocation = fanout.capacity_per_invocation(MAX_SEND_WORKERS, SEND_TIME_ALLOWANCE)
-        count = fanout.invocations_for(rate, per_invocation)
-        if starter is None or count == 1:
+        alone = fanout.capacity_per_invocation(MAX_SEND_WORKERS, SEND_TIME_ALLOWANCE, CPU_PER_EMAIL, TICK_MEMORY_MB)
+        if starter is None or rate <= alone:
             return self.tick(remaining_ms)
-        mine, *others = fanout.orders(rate, count, now_ms() + remaining_ms())
-        shards, share, started, unstarted = list(mine.shards), mine.rate, 0, TickReport()
-        for order in others:
+        part = fanout.capacity_per_invocation(MAX_SEND_WORKERS, SEND_TIME_ALLOWANCE, CPU_PER_EMAIL, PART_MEMORY_MB)
+        count = fanout.invocations_for(rate, part)
+        deadline = now_ms() + remaining_ms()
+        shards: list[int] = []
+        share, started, unstarted = 0.0, 0, TickReport()
+        for order in fanout.orders(rate, count, deadline):
             try:
                 starter.start(order)
                 started += 1
@@ -219,8 +228,10 @@ class Dispatcher:
                 shards += order.shards
                 share += order.rate
                 self._count_error(unstarted, e, "starting dispatcher part %d of %d failed", order.part, count)
-        kept = fanout.ShardOrder(tuple(shards), share, mine.deadline_ms, mine.part, count)
-        report = self.tick(kept.remaining_ms(remaining_ms, now_ms), kept)
+        report = TickReport()
+        if shards:
+            kept = fanout.ShardOrder(tuple(shards), share, deadline, 0, count)
+            report = self.tick(kept.remaining_ms(remaining_ms, now_ms), kept)
         report.fanned_out = started
         report.errors += unstarted.errors
         return report

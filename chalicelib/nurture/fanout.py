@@ -2,11 +2,13 @@
 the due index's shards among parallel invocations, each with its share of the rate.
 
 One invocation keeps at most ``MAX_SEND_WORKERS`` emails in flight, each taking about
-``SEND_TIME_ALLOWANCE`` end to end, so it sends at most ~53 emails a second however fast SES
-would take them. A rate above that needs more senders: ``invocations_for`` says how many (a
-divisor of the shard count, so each gets as many shards), ``orders`` what each does. The tick
-keeps the first order and starts the others (``ShardStarter``: in AWS an asynchronous Lambda
-invocation of ``dispatch_shard``; in the twin and tests, threads of the same handler).
+``SEND_TIME_ALLOWANCE`` end to end, and our code takes ``CPU_PER_EMAIL`` of one vCPU per email
+(rendering, MIME, bookkeeping: make bench measures it), so it sends at most what the lesser of
+the two allows (``capacity_per_invocation``). A rate above what the tick alone can send needs
+more senders: ``invocations_for`` says how many parts (a divisor of the shard count, so each
+gets as many shards), ``orders`` what each does. The tick starts them all (``ShardStarter``: in
+AWS asynchronous invocations of ``dispatch_shard``, a function with a whole vCPU; in the twin
+and tests, threads of the same handler) and works only a part it could not start.
 
 What stays true: the claims make every email at most once whoever dispatches it (two orders on
 one shard only race for claims); the rate shares add up to the account's rate; and every order
@@ -29,9 +31,18 @@ from chalicelib.store import DUE_SHARDS
 SHARD_FUNCTION = "dispatch_shard"
 
 
-def capacity_per_invocation(workers: int, seconds_per_email: float) -> float:
-    """Emails a second one invocation can send: its sends in flight over the time each takes."""
-    return workers / seconds_per_email
+# Lambda gives a function CPU in proportion to its memory: one vCPU at 1,769 MB. Python runs
+# one thread at a time, so more than one vCPU does not make one invocation send faster.
+MB_PER_VCPU = 1769
+
+
+def capacity_per_invocation(
+    workers: int, seconds_per_email: float, cpu_per_email: float, memory_mb: int = MB_PER_VCPU
+) -> float:
+    """Emails a second one invocation can send: its sends in flight over the time each takes,
+    or what its share of a CPU can render, build and record, whichever is less."""
+    vcpus = min(memory_mb / MB_PER_VCPU, 1.0)
+    return min(workers / seconds_per_email, vcpus / cpu_per_email)
 
 
 def invocations_for(rate: float, per_invocation: float, shards: int = DUE_SHARDS) -> int:

@@ -53,7 +53,7 @@ def api(twin: TwinProcess, method: str, path: str, data: Any = None, headers: di
 
 @pytest.fixture
 def twin(tmp_path: Path) -> Iterator[TwinProcess]:
-    # A production SES quota, not moto's sandbox 1/s: one that fans the tick out to four parts
+    # A production SES quota, not moto's sandbox 1/s: one that fans the tick out to eight parts
     # (the twin runs them as threads), so the dashboard shows what they sent together.
     env = {"TRELLIS_ADMIN_TOKEN": ADMIN_TOKEN, "TRELLIS_MAX_SEND_RATE": "200"}
     with running_twin(tmp_path, tick_seconds=1.0, extra_env=env) as running:
@@ -117,10 +117,10 @@ def test_dashboard_behind_the_login_form_shows_the_campaign(twin, tmp_path):
     copies = {m["to"] for m in twin.console_json("/outbox.json") if m["subject"].startswith("The Trellis letter")}
     newsletter = {email for email, form, *_ in VISITORS if form == "newsletter"}
     assert copies == newsletter  # the ebook readers took the product topic, not the newsletter
-    # At 200/s each tick is four parts (three of them the twin's threads), whose sends add up.
+    # At 200/s each tick is eight parts (the twin's threads), whose sends add up.
     request = urllib.request.Request(f"{twin.console_url}/tick", data=b"", method="POST")
     with OPENER.open(request, timeout=60) as response:
-        assert json.loads(response.read())["fanned_out"] == 3
+        assert json.loads(response.read())["fanned_out"] == 8
     funnel = api(twin, "GET", "/admin/reports/funnel", headers=AUTH)
     steps = api(twin, "GET", "/admin/reports/sequences", headers=AUTH)["steps"]
     assert funnel["total"]["reached"]["captured"] == len(VISITORS)

@@ -323,9 +323,6 @@ NOT_REACHED_BY_THE_LOOP = {
         "MagnetAssets": "a due step with a magnet link (the dispatcher presigns it); the loop's due step has none",
         "NotifySales": "a due handoff retry (the handoff's first try, from the stream, succeeds here)",
         "ReadSendRate": "ses:GetSendQuota, read when no send rate is set; the tests give the pacer its rate",
-        # The loop's one due step is in another part's shards: dispatch_shard claims and sends it.
-        "LeadsTable": "a due step in the tick's own shards (claim, read, commit)",
-        "SendEmail": "as LeadsTable",
     },
     "dispatch_shard": {
         "MagnetAssets": "as for dispatch",
@@ -363,7 +360,7 @@ def functions(settings, clock, fake_sleep, stack_outputs, monkeypatch) -> Iterat
     )
     calls: dict[str, set[Call]] = {name: set() for name in FUNCTIONS}
     outside: list[str] = []
-    containers: dict[str, runtime.Runtime] = {}
+    containers: dict[tuple[str, float], runtime.Runtime] = {}
 
     def record(model: Any, params: dict[str, Any], **_: Any) -> None:
         name = _function.get()
@@ -386,17 +383,16 @@ def functions(settings, clock, fake_sleep, stack_outputs, monkeypatch) -> Iterat
         client.meta.events.register("before-parameter-build", record)
 
     @contextlib.contextmanager
-    def run(name: str) -> Iterator[None]:
+    def run(name: str, rate: float = 14.0) -> Iterator[None]:
+        """``rate``: the send rate its container paces at (SES's default; a higher one, another container)."""
         # The runtime installed before (None: none yet), put back after: calls nest (an admin route
         # runs the authorizer first).
         outer = (_function.set(name), runtime.current() if runtime.pending_metrics() is not None else None)
         try:
-            if name not in containers:  # a cold start: built (and its secrets read) as this function
-                # dispatch: a send rate that takes parts at once (fan-out); the others: SES's default.
-                rate = 200.0 if name == "dispatch" else 14.0
+            if (name, rate) not in containers:  # a cold start: built (and its secrets read) as this function
                 pacer = Pacer(rate, monotonic=fake_sleep.monotonic, sleep=fake_sleep.sleep)
-                containers[name] = runtime.Runtime.build(deployed, clock=clock, pacer=pacer)
-            runtime.install(containers[name])
+                containers[name, rate] = runtime.Runtime.build(deployed, clock=clock, pacer=pacer)
+            runtime.install(containers[name, rate])
             # Lambda writes each invocation's logs to the function's group with its role.
             group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{log_group(STAGE, name)}"
             calls[name].update(
@@ -459,15 +455,18 @@ def test_each_function_calls_only_what_its_own_policy_grants(client, functions, 
         if not deliver():
             break
     clock.advance(3 * 86400)
-    # The tick fans out (a rate of 200/s: four parts); moto runs no function, so the loop runs
-    # the three parts it started, as dispatch_shard.
     with run("dispatch"):
-        ticked = dispatch(scheduled_event(), LambdaContext())
-        assert ticked["fanned_out"] == 3, ticked
+        assert dispatch(scheduled_event(), LambdaContext())["sent"] >= 1
+    deliver()
+    # At a rate of 200/s the tick fans out: it starts eight parts, and moto runs no function, so
+    # the loop runs them as dispatch_shard (after a step more is due).
+    clock.advance(4 * 86400)
+    with run("dispatch", rate=200.0):
+        assert dispatch(scheduled_event(), LambdaContext())["fanned_out"] == DUE_SHARDS
     deadline = int(time.time() * 1000) + 60_000
-    sent = ticked["sent"]
-    for part in range(1, 4):
-        order = ShardOrder(tuple(range(part, DUE_SHARDS, 4)), 50.0, deadline, part, 4)
+    sent = 0
+    for part in range(DUE_SHARDS):
+        order = ShardOrder((part,), 25.0, deadline, part, DUE_SHARDS)
         with run("dispatch_shard"):
             sent += dispatch_shard(order.to_event(), LambdaContext())["sent"]
     assert sent >= 1
@@ -509,7 +508,7 @@ def test_each_function_calls_only_what_its_own_policy_grants(client, functions, 
     assert {"dynamodb:PutItem", "s3:GetObject", "ssm:GetParameter"} <= actions["api_handler"]
     assert actions["admin_auth"] == {"ssm:GetParameter", "kms:Decrypt", "logs:CreateLogStream", "logs:PutLogEvents"}
     assert {"ses:SendEmail", "sns:Publish", "dynamodb:ConditionCheckItem"} <= actions["on_lead_change"]
-    assert {"dynamodb:Query", "lambda:InvokeFunction"} <= actions["dispatch"]
+    assert {"ses:SendEmail", "dynamodb:Query", "lambda:InvokeFunction"} <= actions["dispatch"]
     assert {"ses:SendEmail", "dynamodb:Query"} <= actions["dispatch_shard"]
     assert {"dynamodb:PutItem", "dynamodb:UpdateItem"} <= actions["on_ses_feedback"]
     assert not loop.outside, f"AWS calls made outside any function: {loop.outside}"
@@ -555,3 +554,10 @@ def test_a_call_outside_a_functions_policy_fails_the_check():
         r"arn:aws:ssm:[^:]+:\d+:parameter/trellis/test/admin-token",
         _resources("ssm", "GetParameter", {"Name": SECRETS["admin_token"]})[0][1],
     )
+
+
+def test_the_dispatchers_memory_is_what_its_fan_out_plans_with():
+    from chalicelib.nurture.dispatcher import PART_MEMORY_MB, TICK_MEMORY_MB
+
+    assert LAMBDA_FUNCTIONS["dispatch"]["lambda_memory_size"] == TICK_MEMORY_MB
+    assert LAMBDA_FUNCTIONS["dispatch_shard"]["lambda_memory_size"] == PART_MEMORY_MB

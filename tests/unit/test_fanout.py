@@ -11,12 +11,20 @@ from chalicelib.nurture.dispatcher import MAX_SEND_WORKERS, SEND_TIME_ALLOWANCE
 from chalicelib.nurture.fanout import ShardOrder, capacity_per_invocation, invocations_for, orders
 from chalicelib.store import DUE_SHARDS
 
-ONE = capacity_per_invocation(MAX_SEND_WORKERS, SEND_TIME_ALLOWANCE)
+ONE = 50.0
+
+
+def test_an_invocation_sends_what_its_workers_or_its_cpu_allow_whichever_is_less() -> None:
+    in_flight = MAX_SEND_WORKERS / SEND_TIME_ALLOWANCE  # ~53/s
+    assert capacity_per_invocation(MAX_SEND_WORKERS, SEND_TIME_ALLOWANCE, 0.001) == in_flight
+    assert capacity_per_invocation(MAX_SEND_WORKERS, SEND_TIME_ALLOWANCE, 0.030) == pytest.approx(1 / 0.030)
+    assert capacity_per_invocation(8, 0.15, 0.030, memory_mb=1769 // 2) == pytest.approx(0.5 / 0.030, rel=0.01)
+    assert capacity_per_invocation(8, 0.15, 0.030, memory_mb=3538) == pytest.approx(1 / 0.030)  # one thread at a time
 
 
 @pytest.mark.parametrize(
     ("rate", "count"),
-    [(1.0, 1), (14.0, 1), (50.0, 1), (ONE, 1), (ONE + 1, 2), (100.0, 2), (200.0, 4), (400.0, 8), (5000.0, 8)],
+    [(1.0, 1), (14.0, 1), (ONE, 1), (ONE + 1, 2), (100.0, 2), (200.0, 4), (400.0, 8), (5000.0, 8)],
 )
 def test_the_fewest_dispatchers_that_reach_the_rate_with_as_many_shards_each(rate: float, count: int) -> None:
     assert invocations_for(rate, ONE) == count
