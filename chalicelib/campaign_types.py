@@ -467,6 +467,29 @@ class Condition(Record):
         _set(self, "event", event)
 
 
+class StepVariant(Record):
+    __slots__ = (
+        "subject",
+        "template",
+    )
+    _fields = (
+        ("subject", "subject"),
+        ("template", "template"),
+    )
+
+    subject: str
+    template: Optional[str]
+
+    def __init__(
+        self,
+        *,
+        subject: str,
+        template: Optional[str] = None,
+    ) -> None:
+        _set(self, "subject", subject)
+        _set(self, "template", template)
+
+
 class Step(Record):
     __slots__ = (
         "after",
@@ -477,6 +500,7 @@ class Step(Record):
         "subject",
         "template",
         "timing",
+        "variants",
     )
     _fields = (
         ("id", "id"),
@@ -487,6 +511,7 @@ class Step(Record):
         ("timing", "timing"),
         ("only_if", "only_if"),
         ("skip_if", "skip_if"),
+        ("variants", "variants"),
     )
 
     id: str
@@ -497,6 +522,7 @@ class Step(Record):
     timing: Literal["scheduled", "immediate"]
     only_if: list[Condition]
     skip_if: list[Condition]
+    variants: list[StepVariant]
 
     def __init__(
         self,
@@ -509,6 +535,7 @@ class Step(Record):
         timing: Literal["scheduled", "immediate"] = "scheduled",
         only_if: list[Condition] = FACTORY,
         skip_if: list[Condition] = FACTORY,
+        variants: list[StepVariant] = FACTORY,
     ) -> None:
         _set(self, "id", id)
         _set(self, "delay", delay)
@@ -518,6 +545,7 @@ class Step(Record):
         _set(self, "timing", timing)
         _set(self, "only_if", [] if only_if is FACTORY else only_if)
         _set(self, "skip_if", [] if skip_if is FACTORY else skip_if)
+        _set(self, "variants", [] if variants is FACTORY else variants)
 
 
 class SequenceEntry(Record):

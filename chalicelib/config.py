@@ -212,6 +212,13 @@ def _templates(campaign: models.Campaign) -> list[tuple[str, str]]:
         for sequence_id, sequence in campaign.sequences.items()
         for step in sequence.steps
     ]
+    named += [
+        (f"sequences.{sequence_id}.steps.{step.id}.variants.{n}", variant.template)
+        for sequence_id, sequence in campaign.sequences.items()
+        for step in sequence.steps
+        for n, variant in enumerate(step.variants)
+        if variant.template is not None
+    ]
     if campaign.confirmation is not None:
         named.append(("confirmation", campaign.confirmation.template))
     return named

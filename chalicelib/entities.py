@@ -264,6 +264,8 @@ class Message:
     enrolled_at: str = ""
     # Tracked links in it (the trap link not counted): a scanner's sweep hits most of them at once.
     links: Optional[int] = None
+    # Which version of a drip step with variants it was ("a" the step's own; None: no variants).
+    variant: Optional[str] = None
 
     def to_item(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -382,6 +382,14 @@ class Condition(_Strict):
         return self
 
 
+class StepVariant(_Strict):
+    """Another version of a step's email (an A/B test of a drip: an even, fixed split)."""
+
+    subject: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    # Unless given, the step's own template (a test of subject lines).
+    template: Optional[Annotated[str, StringConstraints(min_length=1)]] = None
+
+
 class Step(_Strict):
     id: Identifier
     delay: Duration
@@ -395,6 +403,10 @@ class Step(_Strict):
     timing: Literal["scheduled", "immediate"] = "scheduled"
     only_if: list[Condition] = Field(default_factory=list)
     skip_if: list[Condition] = Field(default_factory=list)
+    # Variants b, c, d of the email (the step's own subject and template are variant a): each
+    # lead gets one, fixed by a hash of the lead, the sequence and the step, split evenly; the
+    # sequence report counts each. The message stays "<sequence>.<step>" for conditions.
+    variants: list[StepVariant] = Field(default_factory=list, max_length=3)
 
 
 DEFAULT_EXIT_STAGES: tuple[Stage, ...] = ("sql", "opportunity", "customer", "disqualified")

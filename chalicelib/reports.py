@@ -31,6 +31,7 @@ from chalicelib.clock import Clock
 from chalicelib.engagement import Verdict
 from chalicelib.entities import Broadcast, Enrolment, Event, Lead, Message, iso, parse_iso
 from chalicelib.http import bodies
+from chalicelib.nurture import rules
 from chalicelib.nurture.rules import CONFIRM_SEQUENCE, CONFIRM_STEP
 from chalicelib.store import Counter, LeadRecord, Store
 from chalicelib.tracking import (
@@ -232,12 +233,29 @@ def sequence_report(
             subjects[(sequence_id, step.id)] = step.subject
     if campaign.confirmation is not None:
         subjects[(CONFIRM_SEQUENCE, CONFIRM_STEP)] = campaign.confirmation.subject
+    variant_counts: dict[tuple[str, ...], Mapping[str, Any]] = {
+        c.parts: fields for c, fields in counters.items() if c.kind == "variant" and len(c.parts) == 3
+    }
+    variants: dict[tuple[str, ...], list[tuple[str, str]]] = {}  # step -> (variant id, subject)
+    for sequence_id, sequence in campaign.sequences.items():
+        for step in sequence.steps:
+            if step.variants:
+                versions = [step.subject, *(v.subject for v in step.variants)]
+                variants[(sequence_id, step.id)] = list(zip(rules.STEP_VARIANT_IDS, versions, strict=False))
     steps = []
     for key in [*subjects, *sorted(step_counts.keys() - subjects.keys())]:
         if key[0] == CONFIRM_SEQUENCE and key not in step_counts:
             continue  # no double opt-in form in use: no confirmation row
         row = _email_counts(step_counts.get(key, {}))
-        steps.append(bodies.StepRow(sequence_id=key[0], step_id=key[1], subject=subjects.get(key, ""), **row))
+        by_variant = [
+            bodies.StepVariantRow(variant_id=v, subject=subject, **_email_counts(variant_counts.get((*key, v), {})))
+            for v, subject in variants.get(key, [])
+        ]
+        steps.append(
+            bodies.StepRow(
+                sequence_id=key[0], step_id=key[1], subject=subjects.get(key, ""), variants=by_variant, **row
+            )
+        )
     metrics = (*EMAIL_METRICS, *MACHINE_METRICS)
     totals = bodies.EmailRow(**_email_counts({m: sum(int(getattr(s, m)) for s in steps) for m in metrics}))
     exits: dict[str, dict[str, int]] = {
@@ -313,7 +331,17 @@ class Tally:
 
     def sent(self, messages: Sequence[Message]) -> int:
         """Count sent emails (a stream batch's at once), each once; how many were counted now."""
-        return self._store.count_sent([(m, Counter("step", (m.sequence_id, m.step_id))) for m in messages])
+        return self._store.count_sent([(m, self._counters(m.lead_id, (m.sequence_id, m.step_id))) for m in messages])
+
+    def _counters(self, lead_id: str, step: tuple[str, str]) -> tuple[Counter, ...]:
+        """The counters an email's metric adds to: its step's, and, for a drip step with
+        variants, the variant's this lead got (the same hash that chose it)."""
+        found = rules.sequence_for(self._campaign, step[0])
+        campaign_step = next((s for s in found.steps if s.id == step[1]), None) if found is not None else None
+        if campaign_step is None or not campaign_step.variants:
+            return (Counter("step", step),)
+        variant, _ = rules.step_variant(lead_id, step[0], campaign_step)
+        return Counter("step", step), Counter("variant", (*step, variant))
 
     def sync_engagement(self, record: LeadRecord, verdicts: Mapping[str, Verdict]) -> int:
         """Make the lead's open and click counts say what the verdicts say: per step, once
@@ -334,13 +362,14 @@ class Tally:
         moved = 0
         for marker, (step, metric, at) in sorted(wanted.items()):
             if marker not in record.markers:
-                adds = {Counter("step", step): {metric: 1}}
+                adds = {c: {metric: 1} for c in self._counters(record.lead.lead_id, step)}
                 moved += int(self._store.count_once(record.lead.lead_id, marker, adds, at))
         for marker in sorted(record.markers):
             metric, _, message_id = marker.partition("#")
             step = _step_of(message_id)
             if metric in _ENGAGEMENT_MARKERS and step is not None and marker not in wanted:
-                moved += int(self._store.uncount(record.lead.lead_id, marker, {Counter("step", step): {metric: 1}}))
+                subtracts = {c: {metric: 1} for c in self._counters(record.lead.lead_id, step)}
+                moved += int(self._store.uncount(record.lead.lead_id, marker, subtracts))
         return moved
 
     def feedback(self, reference: str, event_type: str, at: str) -> int:
@@ -375,7 +404,7 @@ class Tally:
     def _count_step(
         self, lead_id: str, marker: str, step: tuple[str, str], metric: str, at: str, once_anyway: bool = False
     ) -> int:
-        adds = {Counter("step", step): {metric: 1}}
+        adds = {c: {metric: 1} for c in self._counters(lead_id, step)}
         if once_anyway:
             expires_at = int((parse_iso(at) + REDELIVERY_GUARD).timestamp())
             return int(self._store.count_once(lead_id, marker, adds, at, expires_at=expires_at))

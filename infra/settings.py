@@ -25,11 +25,12 @@ LAMBDA_FUNCTIONS: dict[str, dict[str, int]] = {
     # TICK_MEMORY_MB and PART_MEMORY_MB are these two (tests/infra/test_iam_policy.py).
     "dispatch": {"lambda_memory_size": 1024, "lambda_timeout": 55, "reserved_concurrency": 1},
     # A part of a fanned-out tick (chalicelib/nurture/fanout.py), started by ``dispatch`` when
-    # the send rate needs more than one sender: its shards and share of the rate, ending with
-    # the tick's deadline (so never overlapping the next minute's parts). Not reserved: at most
-    # seven at once, and a reservation would take from the account's unreserved pool for good.
+    # the send rate needs more than one sender: its shards and share of the rate. Not reserved:
+    # at most eight at once, and a reservation would take from the account's unreserved pool.
     # 1,769 MB: a whole vCPU (~33 emails/s of our code's CPU), the most one Python thread uses.
-    "dispatch_shard": {"lambda_memory_size": 1769, "lambda_timeout": 55},
+    # It takes new work until just before the next minute's parts start (fanout.PART_WORK_SECONDS,
+    # 58 s), then its emails in flight finish within the dispatcher's 10 s safety margin.
+    "dispatch_shard": {"lambda_memory_size": 1769, "lambda_timeout": 70},
     # The table stream: batches of up to 100 records, scoring, handoffs and first sends.
     "on_lead_change": {"lambda_memory_size": 512, "lambda_timeout": 120},
     # SES bounces and complaints: one suppression write per message.

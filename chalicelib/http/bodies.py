@@ -345,10 +345,19 @@ class EmailRow(Body):
     rates: EmailRates
 
 
+class StepVariantRow(EmailRow):
+    variant_id: str = Field(description="`a` is the step's own email; `b`-`d` its variants")
+    subject: str
+
+
 class StepRow(EmailRow):
     sequence_id: str
     step_id: str
     subject: str
+    variants: list[StepVariantRow] = Field(
+        default_factory=list,
+        description="a step with variants (an even, fixed split by lead): each variant's counts",
+    )
 
 
 class Deliverability(Body):

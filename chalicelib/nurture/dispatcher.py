@@ -216,7 +216,7 @@ class Dispatcher:
             return self.tick(remaining_ms)
         part = fanout.capacity_per_invocation(MAX_SEND_WORKERS, SEND_TIME_ALLOWANCE, CPU_PER_EMAIL, PART_MEMORY_MB)
         count = fanout.invocations_for(rate, part)
-        deadline = now_ms() + remaining_ms()
+        deadline = now_ms() + fanout.PART_WORK_SECONDS * 1000
         shards: list[int] = []
         share, started, unstarted = 0.0, 0, TickReport()
         for order in fanout.orders(rate, count, deadline):
@@ -231,7 +231,7 @@ class Dispatcher:
         report = TickReport()
         if shards:
             kept = fanout.ShardOrder(tuple(shards), share, deadline, 0, count)
-            report = self.tick(kept.remaining_ms(remaining_ms, now_ms), kept)
+            report = self.tick(kept.remaining_ms(remaining_ms, now_ms, SAFETY_MARGIN_MS), kept)
         report.fanned_out = started
         report.errors += unstarted.errors
         return report
@@ -242,7 +242,7 @@ class Dispatcher:
         """One part of a fanned-out tick, from the order it was started with (``InvalidRequest``
         if malformed). Past the tick's deadline (a late or repeated start) it takes no work."""
         order = fanout.ShardOrder.from_event(event)
-        return self.tick(order.remaining_ms(remaining_ms, now_ms), order)
+        return self.tick(order.remaining_ms(remaining_ms, now_ms, SAFETY_MARGIN_MS), order)
 
     def tick(self, remaining_ms: Callable[[], int], order: Optional[fanout.ShardOrder] = None) -> TickReport:
         """Work through everything due now (in ``order``'s shards, at its rate, when given)
@@ -370,6 +370,9 @@ class Dispatcher:
     ) -> bool:
         step = self._step(enrolment, decision.step_index)
         message_id = message_id_for(enrolment.sequence_id, step.id)
+        variant: Optional[str] = None
+        if step.variants:  # an A/B test of a drip step: this lead's version of the email
+            variant, step = rules.step_variant(lead.lead_id, enrolment.sequence_id, step)
         magnet_id = rules.magnet_for(self._campaign, enrolment.sequence_id, lead)
         download_url = None
         if magnet_id is not None:
@@ -436,6 +439,7 @@ class Dispatcher:
                 ses_message_id=ses_message_id,
                 enrolled_at=enrolment.enrolled_at,
                 links=rendered.links,
+                variant=variant,
             )
             self._store.commit_send(
                 enrolment,

@@ -29,6 +29,10 @@ from chalicelib.store import DUE_SHARDS
 
 # The Lambda function (app.py) that runs one order; Chalice names it trellis-<stage>-dispatch_shard.
 SHARD_FUNCTION = "dispatch_shard"
+# The parts of a tick take new work for this long after it starts: the schedule is every minute,
+# and the last emails in flight (a second or so) land before the next tick's parts begin. Their
+# function's timeout leaves the dispatcher's safety margin after it (infra/settings.py).
+PART_WORK_SECONDS = 58
 
 
 # Lambda gives a function CPU in proportion to its memory: one vCPU at 1,769 MB. Python runs
@@ -58,7 +62,8 @@ def invocations_for(rate: float, per_invocation: float, shards: int = DUE_SHARDS
 @dataclass(frozen=True)
 class ShardOrder:
     """One dispatcher's part of a fanned-out tick: its shards, its share of the send rate, and
-    the tick's deadline (Unix milliseconds) after which it takes no new work."""
+    the deadline (Unix milliseconds) after which it takes no new work: just before the next
+    minute's tick starts its own parts, so the parts send all minute long and never overlap."""
 
     shards: tuple[int, ...]
     rate: float
@@ -98,9 +103,12 @@ class ShardOrder:
             raise InvalidRequest("part must be below parts, and parts at most the shard count")
         return cls(tuple(shards), float(rate), deadline, part, parts)
 
-    def remaining_ms(self, own_remaining_ms: Callable[[], int], now_ms: Callable[[], int]) -> Callable[[], int]:
-        """This invocation's time left: its own, or the tick's deadline's if that comes first."""
-        return lambda: min(own_remaining_ms(), self.deadline_ms - now_ms())
+    def remaining_ms(
+        self, own_remaining_ms: Callable[[], int], now_ms: Callable[[], int], margin_ms: int
+    ) -> Callable[[], int]:
+        """This invocation's time left as its tick counts it (it takes no new work once less than
+        ``margin_ms`` is left): its own, or up to the deadline and the margin if that is sooner."""
+        return lambda: min(own_remaining_ms(), self.deadline_ms - now_ms() + margin_ms)
 
 
 def orders(rate: float, count: int, deadline_ms: int, shards: int = DUE_SHARDS) -> list[ShardOrder]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -277,3 +278,21 @@ def recent_sends_after(sends: Iterable[str], sent_at: datetime, cap: Optional[Fr
     keep = cap.per if cap else timedelta(days=1)
     kept = [s for s in sends if parse_iso(s) > sent_at - keep]
     return [*kept, iso(sent_at)][-50:]
+
+
+STEP_VARIANT_IDS = ("a", "b", "c", "d")
+
+
+def step_variant(lead_id: str, sequence_id: str, step: Step) -> tuple[str, Step]:
+    """The variant of a drip step a lead gets, and the step as that variant's email: fixed by a
+    hash of the lead, the sequence and the step, split evenly. "a" is the step itself."""
+    if not step.variants:
+        return STEP_VARIANT_IDS[0], step
+    digest = hashlib.sha256(f"{sequence_id}\x00{step.id}\x00{lead_id}".encode()).digest()
+    index = int.from_bytes(digest[:8], "big") % (1 + len(step.variants))
+    if index == 0:
+        return STEP_VARIANT_IDS[0], step
+    variant = step.variants[index - 1]
+    return STEP_VARIANT_IDS[index], step.model_copy(
+        update={"subject": variant.subject, "template": variant.template or step.template}
+    )

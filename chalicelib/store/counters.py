@@ -81,7 +81,7 @@ class Counters(Table):
         ]
         return self._transact_if(operations, conflict_attempts=_COUNT_ATTEMPTS)
 
-    def count_sent(self, messages: Sequence[tuple[Message, Counter]]) -> int:
+    def count_sent(self, messages: Sequence[tuple[Message, Sequence[Counter]]]) -> int:
         """Count sent emails once each, their own items the markers: transactions that flag each
         message (only if it exists and is not flagged yet) and add the batch's sends to each
         counter once. A transaction refused (one was counted before: a redelivered record; or
@@ -95,8 +95,9 @@ class Counters(Table):
         for start in range(0, len(messages), SENT_BATCH):
             chunk = messages[start : start + SENT_BATCH]
             adds: dict[Counter, dict[str, int]] = {}
-            for _, counter in chunk:
-                adds.setdefault(counter, {"sent": 0})["sent"] += 1
+            for _, counters in chunk:
+                for counter in counters:
+                    adds.setdefault(counter, {"sent": 0})["sent"] += 1
             if self._transact_if(
                 [*map(self._sent_flag, chunk), *self._counter_updates(adds, sign=1)], conflict_attempts=_COUNT_ATTEMPTS
             ):
@@ -105,7 +106,7 @@ class Counters(Table):
                 counted += sum(self.count_sent([one]) for one in chunk)
         return counted
 
-    def _sent_flag(self, sent: tuple[Message, Counter]) -> dict[str, Any]:
+    def _sent_flag(self, sent: tuple[Message, Sequence[Counter]]) -> dict[str, Any]:
         flag = Expression().set(SENT_COUNTED, sent[0].sent_at)
         unflagged = all_of(flag.exists(), flag.absent(SENT_COUNTED))
         return {"Update": self._keyed(keys.message(sent[0]), flag, ConditionExpression=unflagged)}

@@ -70,8 +70,10 @@ def test_a_malformed_order_is_refused_naming_what_is_wrong(change: dict[str, Any
         ShardOrder.from_event(["not", "an", "object"])
 
 
-def test_an_orders_time_ends_at_the_ticks_deadline_or_its_own_whichever_is_first() -> None:
+def test_an_orders_time_ends_at_its_deadline_or_its_own_whichever_is_first() -> None:
     order = ShardOrder((0,), 10.0, deadline_ms=100_000)
-    assert order.remaining_ms(lambda: 55_000, lambda: 90_000)() == 10_000
-    assert order.remaining_ms(lambda: 5_000, lambda: 90_000)() == 5_000
-    assert order.remaining_ms(lambda: 55_000, lambda: 120_000)() < 0  # a late start: nothing left
+    # The tick takes no new work once less than the margin (here 1 s) is left: at the deadline.
+    assert order.remaining_ms(lambda: 55_000, lambda: 90_000, 1_000)() == 11_000
+    assert order.remaining_ms(lambda: 5_000, lambda: 90_000, 1_000)() == 5_000
+    assert order.remaining_ms(lambda: 55_000, lambda: 100_000, 1_000)() == 1_000  # the deadline: no more
+    assert order.remaining_ms(lambda: 55_000, lambda: 120_000, 1_000)() < 1_000  # a late start: nothing

@@ -1050,3 +1050,35 @@ def test_sequence_model_is_the_one_rules_use() -> None:
     assert campaign.sequences["welcome"] == DEMO.sequences["welcome"]
     assert isinstance(campaign.sequences["cond_seq"], campaign_types.Sequence)
     assert [s.id for s in campaign.sequences["cond_seq"].steps] == ["intro", "for-companies", "follow-up", "last"]
+
+
+def test_a_drip_steps_variants_split_its_leads_evenly_and_each_lead_always_gets_the_same() -> None:
+    from collections import Counter
+
+    from chalicelib.models import Step
+    from chalicelib.nurture.rules import step_variant
+
+    step = Step.model_validate(
+        {
+            "id": "tip",
+            "delay": "1d",
+            "subject": "A",
+            "template": "email/a.html",
+            "variants": [{"subject": "B"}, {"subject": "C", "template": "email/c.html"}],
+        }
+    )
+    chosen = [step_variant(f"lead{n}", "welcome", step) for n in range(3000)]
+    counts = Counter(variant for variant, _ in chosen)
+    assert set(counts) == {"a", "b", "c"} and all(900 < n < 1100 for n in counts.values())
+    for variant, version in chosen[:30]:
+        assert (version.subject, version.template) == {
+            "a": ("A", "email/a.html"),
+            "b": ("B", "email/a.html"),  # the step's own template unless the variant names one
+            "c": ("C", "email/c.html"),
+        }[variant]
+    assert [step_variant(f"lead{n}", "welcome", step)[0] for n in range(30)] == [v for v, _ in chosen[:30]]
+    # Another step of the same sequence splits the same leads independently.
+    other = step.model_copy(update={"id": "tip2"})
+    assert [step_variant(f"lead{n}", "welcome", other)[0] for n in range(60)] != [v for v, _ in chosen[:60]]
+    plain = step.model_copy(update={"variants": []})
+    assert step_variant("lead1", "welcome", plain) == ("a", plain)
