@@ -222,7 +222,9 @@ def sequence_report(
 
     Rates are relative to emails sent, as SES computes bounce and complaint rates.
     """
-    # Broadcasts have their own report (their sequences start with "_b-"; campaign ids cannot).
+    # Broadcasts have their own report (their sequences start with "_b-"; campaign ids cannot),
+    # but SES reviews the account's rates: the deliverability below takes their emails in too.
+    everything = counters
     counters = {c: f for c, f in counters.items() if not (c.parts and c.parts[0].startswith(BROADCAST_PREFIX))}
     step_counts: dict[tuple[str, ...], Mapping[str, Any]] = {
         c.parts: fields for c, fields in counters.items() if c.kind == "step" and len(c.parts) == 2
@@ -267,7 +269,12 @@ def sequence_report(
     for by_reason in exits.values():
         for reason, count in by_reason.items():
             exits_total[reason] = exits_total.get(reason, 0) + count
-    bounce_rate, complaint_rate = totals.rates.bounced, totals.rates.complained
+    account = {
+        m: sum(int(fields.get(m, 0)) for c, fields in everything.items() if c.kind == "step" and len(c.parts) == 2)
+        for m in metrics
+    }
+    account_rates = bodies.EmailRow(**_email_counts(account)).rates
+    bounce_rate, complaint_rate = account_rates.bounced, account_rates.complained
     warnings = []
     if bounce_rate is not None and bounce_rate > SES_BOUNCE_LIMIT:
         warnings.append(

@@ -361,6 +361,8 @@ class StepRow(EmailRow):
 
 
 class Deliverability(Body):
+    """The account's rates, as SES reviews them: every email sent, the broadcasts' too."""
+
     bounce_rate: Rate
     complaint_rate: Rate
     bounce_limit: float = Field(description="SES reviews an account whose bounce rate passes it")

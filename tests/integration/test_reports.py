@@ -67,6 +67,14 @@ def test_rates_are_of_emails_sent_and_warnings_start_above_ses_limits(rt):
     above = report(1000, 51, 2)["deliverability"]
     assert [w.split()[0] for w in above["warnings"]] == ["Bounce", "Complaint"]
     assert "5.1%" in above["warnings"][0] and "0.20%" in above["warnings"][1]
+    # A broadcast's emails are not the drips' rows, but SES reviews the account: they count here.
+    counts = {
+        Counter("step", ("welcome", "welcome")): {"sent": 900, "bounced": 9},
+        Counter("step", ("_b-20261204T100000-ab12cd", "a")): {"sent": 100, "bounced": 51},
+    }
+    mixed = sequence_report(rt.campaign, counts, {}).model_dump(mode="json")
+    assert mixed["totals"]["sent"] == 900 and mixed["deliverability"]["bounce_rate"] == 0.06
+    assert [w.split()[0] for w in mixed["deliverability"]["warnings"]] == ["Bounce"]
     nothing_sent = report(0, 0, 0)
     assert nothing_sent["totals"]["rates"]["opened"] is None
     assert nothing_sent["deliverability"] == {
