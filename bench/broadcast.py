@@ -25,11 +25,12 @@ from bench.meter import Usage
 from bench.throughput import SlowSes
 from bench.world import World, bulk_load, world
 from chalicelib import aws
-from chalicelib.entities import Broadcast, lead_id_for
+from chalicelib.entities import lead_id_for
 from chalicelib.nurture import dispatcher as dispatching
 from chalicelib.nurture import fanout
 from chalicelib.nurture.dispatcher import SAFETY_MARGIN_MS, Dispatcher, TickReport
 from chalicelib.nurture.render import Renderer
+from testkit.fanout import BroadcastsOnly
 from testkit.items import item_key, lead_items, put_all
 from twin.pump import LambdaContext
 
@@ -193,19 +194,6 @@ def send_to(count: int) -> Sending:
 # -- throughput with fan-out -------------------------------------------------------------------
 
 
-class _BroadcastsOnly:
-    """The store, but the due index shows only due broadcasts: a tick that enrols and sends nothing."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def due_enrolments(self, now: str, page_size: int = 50, shards: Any = None) -> Iterator[Any]:
-        return (d for d in self._store.due_enrolments(now, page_size, shards) if isinstance(d, Broadcast))
-
-
 @contextlib.contextmanager
 def dynamodb_latency(seconds: float) -> Iterator[None]:
     """Every DynamoDB request waits ``seconds`` before moto takes it (outside moto's one-at-a-time
@@ -324,7 +312,7 @@ def _measure(
     dilation: float,
     recipients: int,
 ) -> Rate:
-    enrolled = dispatcher(_BroadcastsOnly(w.rt.store)).tick(lambda: 3_600_000)
+    enrolled = dispatcher(BroadcastsOnly(w.rt.store)).tick(lambda: 3_600_000)
     assert enrolled.enrolled == recipients, enrolled
     before = mailer.sent
     original = dispatching.SEND_TIME_ALLOWANCE

@@ -9,9 +9,10 @@ Lambda calls it). ``wait`` joins them: the twin's tick ends when its parts have.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from chalicelib.entities import Broadcast
 from chalicelib.nurture.fanout import ShardOrder
 
 
@@ -55,3 +56,17 @@ class ThreadShardStarter:
         if self.errors:
             raise self.errors[0]
         return list(self.results)
+
+
+class BroadcastsOnly:
+    """A store whose due index shows a tick only the due broadcasts: a tick that enrols their
+    recipients and sends nothing (tests and bench that enrol first, then send)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def due_enrolments(self, now: str, page_size: int = 50, shards: Any = None) -> Iterator[Any]:
+        return (due for due in self._store.due_enrolments(now, page_size, shards) if isinstance(due, Broadcast))

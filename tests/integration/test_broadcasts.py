@@ -8,15 +8,15 @@ import html
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from chalicelib.entities import Broadcast, iso, lead_id_for
+from chalicelib.entities import iso, lead_id_for
 from chalicelib.nurture.dispatcher import LEASE, TickReport
 from testkit import items
+from testkit.fanout import BroadcastsOnly
 from tests.conftest import ADMIN_TOKEN, PUBLIC_URL, START
 from tests.helpers import BROWSER, body, post_form, post_json, visible_html
 from tests.integration.test_dispatcher_guarantees import (
@@ -50,22 +50,9 @@ def report(client: Any, broadcast_id: str) -> dict[str, Any]:
     return found
 
 
-class _BroadcastsOnly:
-    """The shared store, except that the due index shows a tick only the due broadcasts."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def due_enrolments(self, now: str, page_size: int = 50, shards: Any = None) -> Iterator[Any]:
-        return (due for due in self._store.due_enrolments(now, page_size, shards) if isinstance(due, Broadcast))
-
-
 def enrol_only(rt: Any, remaining: Any = lambda: FOREVER) -> TickReport:
     """A tick that enrols the due broadcasts' recipients and sends nothing."""
-    return new_dispatcher(rt, store=_BroadcastsOnly(rt.store)).tick(remaining)
+    return new_dispatcher(rt, store=BroadcastsOnly(rt.store)).tick(remaining)
 
 
 def copies(outbox: Any) -> Counter[str]:
