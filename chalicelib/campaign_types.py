@@ -184,6 +184,54 @@ class Topic(Record):
         _set(self, "description", description)
 
 
+class CalendarEvent(Record):
+    __slots__ = (
+        "capacity",
+        "description",
+        "duration",
+        "join_url",
+        "starts_at",
+        "timezone",
+        "title",
+    )
+    _fields = (
+        ("title", "title"),
+        ("description", "description"),
+        ("starts_at", "starts_at"),
+        ("timezone", "timezone"),
+        ("duration", "duration"),
+        ("join_url", "join_url"),
+        ("capacity", "capacity"),
+    )
+
+    title: str
+    description: str
+    starts_at: str
+    timezone: str
+    duration: timedelta
+    join_url: str
+    capacity: Optional[int]
+
+    def __init__(
+        self,
+        *,
+        title: str,
+        description: str = "",
+        starts_at: str,
+        timezone: str,
+        duration: timedelta,
+        join_url: str,
+        capacity: Optional[int] = None,
+    ) -> None:
+        _set(self, "title", title)
+        _set(self, "description", description)
+        _set(self, "starts_at", starts_at)
+        _set(self, "timezone", timezone)
+        _set(self, "duration", duration)
+        _set(self, "join_url", join_url)
+        _set(self, "capacity", capacity)
+
+
 class Segment(Record):
     __slots__ = (
         "created_after",
@@ -324,6 +372,7 @@ class Form(Record):
         "consent",
         "custom_fields",
         "double_opt_in",
+        "event",
         "fields",
         "kind",
         "magnet",
@@ -342,11 +391,12 @@ class Form(Record):
         ("consent", "consent"),
         ("double_opt_in", "double_opt_in"),
         ("magnet", "magnet"),
+        ("event", "event"),
         ("sequence", "sequence"),
         ("topics", "topics"),
     )
 
-    kind: Literal["signup", "magnet"]
+    kind: Literal["signup", "magnet", "event"]
     stage: Literal["subscriber", "lead"]
     thank_you_url: str
     allowed_origins: list[str]
@@ -355,13 +405,14 @@ class Form(Record):
     consent: Optional[Consent]
     double_opt_in: bool
     magnet: Optional[str]
+    event: Optional[str]
     sequence: Optional[str]
     topics: list[str]
 
     def __init__(
         self,
         *,
-        kind: Literal["signup", "magnet"],
+        kind: Literal["signup", "magnet", "event"],
         stage: Literal["subscriber", "lead"] = "lead",
         thank_you_url: str,
         allowed_origins: list[str] = FACTORY,
@@ -370,6 +421,7 @@ class Form(Record):
         consent: Optional[Consent] = None,
         double_opt_in: bool = False,
         magnet: Optional[str] = None,
+        event: Optional[str] = None,
         sequence: Optional[str] = None,
         topics: list[str] = FACTORY,
     ) -> None:
@@ -382,6 +434,7 @@ class Form(Record):
         _set(self, "consent", consent)
         _set(self, "double_opt_in", double_opt_in)
         _set(self, "magnet", magnet)
+        _set(self, "event", event)
         _set(self, "sequence", sequence)
         _set(self, "topics", [] if topics is FACTORY else topics)
 
@@ -493,6 +546,9 @@ class StepVariant(Record):
 class Step(Record):
     __slots__ = (
         "after",
+        "after_end",
+        "attach_invite",
+        "before_start",
         "delay",
         "id",
         "only_if",
@@ -505,6 +561,8 @@ class Step(Record):
     _fields = (
         ("id", "id"),
         ("delay", "delay"),
+        ("before_start", "before_start"),
+        ("after_end", "after_end"),
         ("after", "after"),
         ("subject", "subject"),
         ("template", "template"),
@@ -512,10 +570,13 @@ class Step(Record):
         ("only_if", "only_if"),
         ("skip_if", "skip_if"),
         ("variants", "variants"),
+        ("attach_invite", "attach_invite"),
     )
 
     id: str
     delay: timedelta
+    before_start: Optional[timedelta]
+    after_end: Optional[timedelta]
     after: Literal["previous", "enrolment"]
     subject: str
     template: str
@@ -523,12 +584,15 @@ class Step(Record):
     only_if: list[Condition]
     skip_if: list[Condition]
     variants: list[StepVariant]
+    attach_invite: bool
 
     def __init__(
         self,
         *,
         id: str,
-        delay: timedelta,
+        delay: timedelta = timedelta(seconds=0),
+        before_start: Optional[timedelta] = None,
+        after_end: Optional[timedelta] = None,
         after: Literal["previous", "enrolment"] = "previous",
         subject: str,
         template: str,
@@ -536,9 +600,12 @@ class Step(Record):
         only_if: list[Condition] = FACTORY,
         skip_if: list[Condition] = FACTORY,
         variants: list[StepVariant] = FACTORY,
+        attach_invite: bool = False,
     ) -> None:
         _set(self, "id", id)
         _set(self, "delay", delay)
+        _set(self, "before_start", before_start)
+        _set(self, "after_end", after_end)
         _set(self, "after", after)
         _set(self, "subject", subject)
         _set(self, "template", template)
@@ -546,6 +613,7 @@ class Step(Record):
         _set(self, "only_if", [] if only_if is FACTORY else only_if)
         _set(self, "skip_if", [] if skip_if is FACTORY else skip_if)
         _set(self, "variants", [] if variants is FACTORY else variants)
+        _set(self, "attach_invite", attach_invite)
 
 
 class SequenceEntry(Record):
@@ -588,18 +656,21 @@ class SequenceExit(Record):
 class Sequence(Record):
     __slots__ = (
         "entry",
+        "event",
         "exit",
         "steps",
         "topic",
     )
     _fields = (
         ("steps", "steps"),
+        ("event", "event"),
         ("topic", "topic"),
         ("entry", "entry"),
         ("exit", "exit"),
     )
 
     steps: list[Step]
+    event: Optional[str]
     topic: Optional[str]
     entry: SequenceEntry
     exit: SequenceExit
@@ -608,11 +679,13 @@ class Sequence(Record):
         self,
         *,
         steps: list[Step],
+        event: Optional[str] = None,
         topic: Optional[str] = None,
         entry: SequenceEntry = FACTORY,
         exit: SequenceExit = FACTORY,
     ) -> None:
         _set(self, "steps", steps)
+        _set(self, "event", event)
         _set(self, "topic", topic)
         _set(self, "entry", SequenceEntry() if entry is FACTORY else entry)
         _set(self, "exit", SequenceExit() if exit is FACTORY else exit)
@@ -912,6 +985,7 @@ class Campaign(Record):
         "confirmation",
         "currency",
         "engagement",
+        "events",
         "forms",
         "frequency_cap",
         "magnets",
@@ -937,6 +1011,7 @@ class Campaign(Record):
         ("engagement", "engagement"),
         ("magnets", "magnets"),
         ("topics", "topics"),
+        ("events", "events"),
         ("segments", "segments"),
         ("forms", "forms"),
         ("sequences", "sequences"),
@@ -959,6 +1034,7 @@ class Campaign(Record):
     engagement: EngagementRules
     magnets: dict[str, Magnet]
     topics: dict[str, Topic]
+    events: dict[str, CalendarEvent]
     segments: dict[str, Segment]
     forms: dict[str, Form]
     sequences: dict[str, Sequence]
@@ -983,6 +1059,7 @@ class Campaign(Record):
         engagement: EngagementRules = FACTORY,
         magnets: dict[str, Magnet] = FACTORY,
         topics: dict[str, Topic] = FACTORY,
+        events: dict[str, CalendarEvent] = FACTORY,
         segments: dict[str, Segment] = FACTORY,
         forms: dict[str, Form],
         sequences: dict[str, Sequence] = FACTORY,
@@ -1004,6 +1081,7 @@ class Campaign(Record):
         _set(self, "engagement", EngagementRules() if engagement is FACTORY else engagement)
         _set(self, "magnets", {} if magnets is FACTORY else magnets)
         _set(self, "topics", {} if topics is FACTORY else topics)
+        _set(self, "events", {} if events is FACTORY else events)
         _set(self, "segments", {} if segments is FACTORY else segments)
         _set(self, "forms", forms)
         _set(self, "sequences", {} if sequences is FACTORY else sequences)

@@ -13,9 +13,20 @@ from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from chalicelib.campaign_types import Campaign, Form
 from chalicelib.clock import Clock
-from chalicelib.entities import GRANTED, ConsentRecord, Enrolment, Event, Lead, Touch, iso, lead_id_for
-from chalicelib.errors import InvalidToken, NotFound, ValidationFailed, WriteConflict, field_errors
-from chalicelib.nurture.rules import CONFIRM_SEQUENCE, first_step_due
+from chalicelib.entities import (
+    GRANTED,
+    ConsentRecord,
+    Enrolment,
+    Event,
+    Lead,
+    Registration,
+    Touch,
+    iso,
+    lead_id_for,
+    parse_iso,
+)
+from chalicelib.errors import Conflict, InvalidToken, NotFound, ValidationFailed, WriteConflict, field_errors
+from chalicelib.nurture.rules import CONFIRM_SEQUENCE, first_step
 from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.store import CaptureWrite, Store
 from chalicelib.tracking import CLAIMED, CREATOR, MAILBOX, TRUST_KEY, VOID, TokenSigner
@@ -104,6 +115,7 @@ class Capture:
             # bot learns nothing; nothing is stored.
             return self._result(form, lead_id, now, created=True, trust=VOID, bot=True)
 
+        self._check_open(form, now)
         proven = self._proves_mailbox(fields.get(LEAD_TOKEN_FIELD), lead_id, now)
         for _ in range(_CONFLICT_RETRIES):
             known = self._store.get_lead(lead_id)
@@ -111,6 +123,8 @@ class Capture:
             try:
                 self._store.save_capture(write)
             except WriteConflict:
+                if write.registration is not None:
+                    self._check_room(form)  # a full event refused it: 409, nothing stored
                 continue  # someone changed the lead between our read and write: read again
             if known is None:
                 self._metrics.add("LeadsCaptured")
@@ -121,6 +135,20 @@ class Capture:
         raise WriteConflict(f"lead kept changing during {_CONFLICT_RETRIES} attempts")
 
     # -- steps --------------------------------------------------------------------------------
+
+    def _check_open(self, form: Form, now: datetime) -> None:
+        """An event's registration closes when the event ends."""
+        if form.event is None:
+            return
+        event = self._campaign.events[form.event]
+        if now >= parse_iso(event.starts_at) + event.duration:
+            raise Conflict(f"event {form.event!r} is over: registration is closed")
+
+    def _check_room(self, form: Form) -> None:
+        assert form.event is not None
+        capacity = self._campaign.events[form.event].capacity
+        if capacity is not None and self._store.registration_count(form.event) >= capacity:
+            raise Conflict(f"event {form.event!r} is full: all {capacity} places are taken")
 
     def _validate(self, form_id: str, form: Form, fields: Mapping[str, Any]) -> tuple[dict[str, Any], Tracking, bool]:
         from pydantic import ValidationError
@@ -228,16 +256,18 @@ class Capture:
         enrolments = []
         pending = consent is not None and consent.status == ConsentStatus.PENDING_CONFIRMATION
         if form.sequence is not None and (known is None or form.sequence not in known.sequences):
-            enrolments.append(
-                Enrolment(
-                    lead_id=lead_id,
-                    sequence_id=form.sequence,
-                    status="awaiting_confirmation" if pending else "active",
-                    step_index=0,
-                    enrolled_at=at,
-                    due_at=None if pending else iso(first_step_due(self._campaign.sequences[form.sequence], now)),
+            first_index, first_due = first_step(self._campaign, self._campaign.sequences[form.sequence], now)
+            if first_due is not None:  # else every step's time has passed (a registration too late for them)
+                enrolments.append(
+                    Enrolment(
+                        lead_id=lead_id,
+                        sequence_id=form.sequence,
+                        status="awaiting_confirmation" if pending else "active",
+                        step_index=first_index,
+                        enrolled_at=at,
+                        due_at=None if pending else iso(first_due),
+                    )
                 )
-            )
         if pending and (known is None or CONFIRM_SEQUENCE not in known.sequences):
             # The confirmation email goes through the dispatcher like every other email.
             enrolments.append(
@@ -280,6 +310,17 @@ class Capture:
                 **tracking.attribution(),
             },
         )
+        registration = registration_event = None
+        if form.event is not None and (known is None or form.event not in known.registered_for):
+            source = tracking.attribution().get("utm_source") or "direct"
+            registration = Registration(form.event, lead_id, at, form_id, source)
+            registration_event = Event(
+                lead_id=lead_id,
+                event_id=secrets.token_hex(8),
+                type=EventType.EVENT_REGISTERED,
+                at=at,
+                data={"event": form.event, "form_id": form_id, "source": source, TRUST_KEY: event.data[TRUST_KEY]},
+            )
         return CaptureWrite(
             lead_id=lead_id,
             now=at,
@@ -300,6 +341,9 @@ class Capture:
             topics_resumed=trusted,
             enrolments=enrolments,
             expires_at=expires_at,
+            registration=registration,
+            registration_event=registration_event,
+            capacity=self._campaign.events[form.event].capacity if form.event is not None else None,
         )
 
     def _result(

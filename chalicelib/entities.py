@@ -124,6 +124,7 @@ class Lead:
     topics_off: tuple[str, ...] = ()
     paused_until: Optional[str] = None  # the preference centre's "pause all mail"
     forms: tuple[str, ...] = ()  # every form the lead submitted
+    registered_for: tuple[str, ...] = ()  # the campaign's events the lead registered for
     engaged_at: Optional[str] = None  # the lead's latest human open or click (segments)
     # What nurture conditions and exits look at, kept on the profile by the writes that record
     # the events, so deciding a step needs no query of the timeline.
@@ -176,6 +177,7 @@ class Lead:
             topics_off=tuple(plain.get("topics_off", ())),
             paused_until=plain.get("paused_until"),
             forms=tuple(plain.get("forms", ())),
+            registered_for=tuple(plain.get("registered_for", ())),
             engaged_at=plain.get("engaged_at"),
             event_types=tuple(plain.get("event_types", ())),
             clicked=tuple(plain.get("clicked", ())),
@@ -187,6 +189,31 @@ class Lead:
             score_reset_at=plain.get("score_reset_at"),
             stage_reason=plain.get("stage_reason"),
             owner=plain.get("owner"),
+        )
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A lead registered for one of the campaign's events (webinars): once per lead and event."""
+
+    event_id: str
+    lead_id: str
+    registered_at: str
+    form_id: str
+    source: Optional[str] = None  # utm_source of the registration, else "direct"
+
+    def to_item(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Registration:
+        plain = from_dynamo_value(item)
+        return cls(
+            event_id=plain["event_id"],
+            lead_id=plain["lead_id"],
+            registered_at=plain["registered_at"],
+            form_id=plain["form_id"],
+            source=plain.get("source"),
         )
 
 

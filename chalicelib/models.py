@@ -9,6 +9,7 @@ queries, events, the campaign's parts on their own) cost nothing until used.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import unicodedata
 from datetime import UTC, datetime, time, timedelta
@@ -215,7 +216,8 @@ def _email_only() -> dict[StandardField, Requirement]:
 
 
 class Form(_Strict):
-    kind: Literal["signup", "magnet"]
+    # "event": a registration for one of the campaign's ``events`` (its ``event``).
+    kind: Literal["signup", "magnet", "event"]
     stage: Literal["subscriber", "lead"] = "lead"
     thank_you_url: HttpUrl
     allowed_origins: list[Origin] = Field(default_factory=list)
@@ -224,6 +226,7 @@ class Form(_Strict):
     consent: Optional[Consent] = None
     double_opt_in: bool = False
     magnet: Optional[Identifier] = None
+    event: Optional[Identifier] = None
     sequence: Optional[Identifier] = None
     # The topics a submission subscribes the lead to, when it gives marketing consent.
     topics: list[Identifier] = Field(default_factory=list)
@@ -234,6 +237,8 @@ class Form(_Strict):
             raise ValueError("fields.email must be 'required': a lead is identified by its email")
         if (self.kind == "magnet") != (self.magnet is not None):
             raise ValueError("a 'magnet' form must name its magnet, and only a magnet form may")
+        if (self.kind == "event") != (self.event is not None):
+            raise ValueError("an 'event' form must name its event, and only an event form may")
         if self.double_opt_in and self.consent is None:
             raise ValueError("double_opt_in needs a consent block to confirm")
         if self.topics and self.consent is None:
@@ -345,6 +350,99 @@ class Magnet(_Strict):
         return value
 
 
+# ``starts_at`` as the demo gives it: days from when the campaign is compiled, at a local time.
+_RELATIVE_START = re.compile(r"^\s*\+(\d{1,3})d\s+(\d{1,2}):(\d{2})\s*$")
+
+
+def _event_start(value: Any, zone: ZoneInfo, today: datetime) -> str:
+    """``starts_at`` as fixed-width UTC text: an ISO local time in the event's zone (an offset,
+    if given, wins), or ``+<days>d HH:MM`` from ``today`` (a demo that always has a future event)."""
+    from chalicelib.entities import iso
+
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        text = str(value).strip()
+        relative = _RELATIVE_START.match(text)
+        if relative:
+            days, hour, minute = (int(g) for g in relative.groups())
+            day = today.astimezone(zone).date() + timedelta(days=days)
+            moment = datetime.combine(day, time(hour, minute))
+        else:
+            try:
+                moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError as e:
+                raise ValueError(
+                    "expected an ISO local time such as 2027-01-14T16:00, or +14d 16:00 (days from today)"
+                ) from e
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return iso(moment)
+
+
+class CalendarEvent(_Strict):
+    """A webinar or an event people register for (a form of kind ``event``): its invite, its
+    reminders (steps timed ``before_start`` / ``after_end``) and its attendance."""
+
+    title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    description: Annotated[str, StringConstraints(max_length=2000)] = ""
+    # Fixed-width UTC once validated; written as a local time in ``timezone`` (see _event_start).
+    starts_at: str
+    timezone: str
+    duration: Duration
+    # Secret until registration: only registrants' emails (and invites) carry it, tracked.
+    join_url: HttpUrl
+    capacity: Optional[int] = Field(default=None, ge=1, le=1_000_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_start(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "starts_at" in data and isinstance(data.get("timezone"), str):
+            try:
+                zone = ZoneInfo(data["timezone"])
+            except (ZoneInfoNotFoundError, ValueError):
+                return data  # the timezone's own check names it
+            try:
+                data = {**data, "starts_at": _event_start(data["starts_at"], zone, datetime.now(UTC))}
+            except ValueError:
+                return data  # the field's own check names it
+        return data
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        return _check_timezone(value)
+
+    @field_validator("duration")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= value <= timedelta(days=14):
+            raise ValueError("duration must be between 1m and 14d")
+        return value
+
+    @field_validator("starts_at")
+    @classmethod
+    def _canonical(cls, value: str) -> str:
+        from chalicelib.entities import parse_iso
+
+        try:
+            parse_iso(value)
+        except ValueError as e:
+            raise ValueError(
+                "expected an ISO local time such as 2027-01-14T16:00, or +14d 16:00 (days from today)"
+            ) from e
+        return value
+
+
+def event_problems(event_id: str, event: CalendarEvent, now: datetime) -> list[str]:
+    """What ``make validate`` refuses of an event besides its fields: one already over."""
+    from chalicelib.entities import parse_iso
+
+    if parse_iso(event.starts_at) <= now:
+        return [f"events.{event_id}.starts_at: {event.starts_at} is in the past (an event must be ahead)"]
+    return []
+
+
 class ScoreRange(_Strict):
     min: Optional[float] = None
     max: Optional[float] = None
@@ -392,7 +490,11 @@ class StepVariant(_Strict):
 
 class Step(_Strict):
     id: Identifier
-    delay: Duration
+    # One of three timings: ``delay`` (after the previous step or the enrolment), or relative to
+    # the sequence's event: ``before_start`` (a reminder) or ``after_end`` (a follow-up).
+    delay: Duration = timedelta(0)
+    before_start: Optional[Duration] = None
+    after_end: Optional[Duration] = None
     # "previous": the delay counts from when the previous step went (or was skipped);
     # "enrolment": from when the lead entered the sequence.
     after: Literal["previous", "enrolment"] = "previous"
@@ -407,6 +509,21 @@ class Step(_Strict):
     # lead gets one, fixed by a hash of the lead, the sequence and the step, split evenly; the
     # sequence report counts each. The message stays "<sequence>.<step>" for conditions.
     variants: list[StepVariant] = Field(default_factory=list, max_length=3)
+    # Attach the sequence's event as a calendar invite (an .ics, METHOD:REQUEST).
+    attach_invite: bool = False
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> Step:
+        timings = [name for name in ("before_start", "after_end") if getattr(self, name) is not None]
+        if self.delay != timedelta(0):  # "delay: 0s" is no timing of its own (a dump writes it)
+            timings.insert(0, "delay")
+        if len(timings) > 1:
+            raise ValueError(f"give one timing, not {' and '.join(timings)}")
+        if self.before_start is not None and self.before_start <= timedelta(0):
+            raise ValueError("before_start must be more than 0s (a reminder at or after the start: use after_end)")
+        if self.after == "enrolment" and timings and timings[0] != "delay":
+            raise ValueError("'after' goes with delay only: before_start and after_end count from the event")
+        return self
 
 
 DEFAULT_EXIT_STAGES: tuple[Stage, ...] = ("sql", "opportunity", "customer", "disqualified")
@@ -427,6 +544,8 @@ class SequenceExit(_Strict):
 
 class Sequence(_Strict):
     steps: list[Step] = Field(min_length=1)
+    # The event its before_start / after_end steps and invites are about.
+    event: Optional[Identifier] = None
     # The topic its emails are about: a lead who turns it off leaves the sequence.
     topic: Optional[Identifier] = None
     # Factories, not instances: an instance here would build its model's validator at import.
@@ -623,6 +742,7 @@ class Campaign(_Strict):
     engagement: EngagementRules = Field(default_factory=EngagementRules)
     magnets: dict[Identifier, Magnet] = Field(default_factory=dict)
     topics: dict[Identifier, Topic] = Field(default_factory=dict)
+    events: dict[Identifier, CalendarEvent] = Field(default_factory=dict)
     segments: dict[Identifier, Segment] = Field(default_factory=dict)
     forms: dict[Identifier, Form] = Field(min_length=1)
     sequences: dict[Identifier, Sequence] = Field(default_factory=dict)
@@ -656,6 +776,11 @@ class Campaign(_Strict):
             for topic in form.topics:
                 if topic not in self.topics:
                     problems.append(f"forms.{form_id}.topics: no topic named {topic!r}")
+            if form.event is not None:
+                problems += _event_form_problems(self, form_id, form)
+        now = datetime.now(UTC)
+        for event_id, event in self.events.items():
+            problems += event_problems(event_id, event, now)
         for segment_id, segment in self.segments.items():
             problems += [f"segments.{segment_id}.{p}" for p in segment_problems(segment, self)]
         if self.ad_spend and self.currency is None:
@@ -668,6 +793,7 @@ class Campaign(_Strict):
         for sequence_id, sequence in self.sequences.items():
             if sequence.topic is not None and sequence.topic not in self.topics:
                 problems.append(f"sequences.{sequence_id}.topic: no topic named {sequence.topic!r}")
+            problems += _event_sequence_problems(self, sequence_id, sequence)
             step_ids = {step.id for step in sequence.steps}
             for step in sequence.steps:
                 for condition in (*step.only_if, *step.skip_if):
@@ -683,6 +809,43 @@ class Campaign(_Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def _event_form_problems(campaign: Campaign, form_id: str, form: Form) -> list[str]:
+    if form.event not in campaign.events:
+        return [f"forms.{form_id}.event: no event named {form.event!r}"]
+    sequence = campaign.sequences.get(form.sequence or "")
+    if sequence is not None and sequence.event not in (None, form.event):
+        return [f"forms.{form_id}.sequence: its event is {sequence.event!r}, not this form's {form.event!r}"]
+    return []
+
+
+def _event_sequence_problems(campaign: Campaign, sequence_id: str, sequence: Sequence) -> list[str]:
+    """The sequence's event exists, and its timed steps fall in time order, before the start or
+    after the end as they say."""
+    place = f"sequences.{sequence_id}"
+    timed = [s for s in sequence.steps if s.before_start is not None or s.after_end is not None or s.attach_invite]
+    if sequence.event is None:
+        return [
+            f"{place}.steps.{step.id}: needs the sequence's 'event' (before_start, after_end, attach_invite)"
+            for step in timed
+        ]
+    event = campaign.events.get(sequence.event)
+    if event is None:
+        return [f"{place}.event: no event named {sequence.event!r}"]
+    problems = []
+    offsets: list[tuple[timedelta, str]] = []  # from the start
+    for step in sequence.steps:
+        if step.before_start is not None:
+            if step.before_start > timedelta(days=60):
+                problems.append(f"{place}.steps.{step.id}.before_start: more than 60d before the event")
+            offsets.append((-step.before_start, step.id))
+        elif step.after_end is not None:
+            offsets.append((event.duration + step.after_end, step.id))
+    for (earlier, earlier_id), (later, later_id) in itertools.pairwise(offsets):
+        if later < earlier:
+            problems.append(f"{place}.steps.{later_id}: falls before {earlier_id}; timed steps go in time order")
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------

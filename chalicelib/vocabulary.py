@@ -183,6 +183,11 @@ class EventType(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     PREFERENCES_CHANGED = "preferences_changed"  # topics on/off or a pause, with the consent text's version
     STAGE_CHANGED = "stage_changed"
+    # The campaign's events (webinars): registration, then attendance (docs/events.md).
+    EVENT_REGISTERED = "event_registered"
+    EVENT_JOINED = "event_joined"  # a person followed their join link
+    EVENT_ATTENDED = "event_attended"
+    EVENT_MISSED = "event_missed"
 
 
 INTERNAL_EVENT_TYPES: Final[frozenset[str]] = frozenset(EventType)

@@ -15,6 +15,7 @@ from chalice.app import Request, Response
 
 from chalicelib.config import MAX_BODY_BYTES
 from chalicelib.errors import (
+    Conflict,
     InvalidToken,
     NotFound,
     PayloadTooLarge,
@@ -299,7 +300,8 @@ FORM_POST: dict[str, Any] = {
             headers=CORS_HEADERS,
         ),
     ),
-    "errors": (UnsupportedMediaType,),
+    # Conflict: an event registration when the event is full or over (nothing is stored).
+    "errors": (UnsupportedMediaType, Conflict),
     "replies": {
         303: Reply(
             "an HTML form post: on to the form's thank-you URL "

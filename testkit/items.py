@@ -236,3 +236,25 @@ def handoffs(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The sent-message records."""
     return [i for i in items if i["sk"].startswith(keys.MESSAGE_PREFIX)]
+
+
+def fill_event(table_name: str, event_id: str, registrations: int) -> None:
+    """Make a campaign event look as if ``registrations`` people had registered (its count only)."""
+    import boto3
+
+    from chalicelib.store.registrations import REGISTERED
+
+    boto3.resource("dynamodb").Table(table_name).put_item(
+        Item={**keys.calendar_state(event_id), REGISTERED: registrations}
+    )
+
+
+def registrations(items: list[dict[str, Any]], lead_id: str | None = None) -> list[dict[str, Any]]:
+    """Registrations for the campaign's events (in each event's partition, not the lead's)."""
+    return [
+        i
+        for i in items
+        if i["pk"].startswith(keys.CALENDAR_PREFIX)
+        and i["sk"].startswith(keys.REGISTRATION_PREFIX)
+        and (lead_id is None or i["lead_id"] == lead_id)
+    ]

@@ -238,6 +238,9 @@ class LeadExport(Body):
     handoffs: list[dict[str, Any]]
     report_markers: list[str] = Field(description="which report counters counted this lead")
     suppression: Optional[dict[str, Any]]
+    registrations: list[dict[str, Any]] = Field(
+        default_factory=list, description="the lead's registrations for the campaign's events"
+    )
 
 
 class LeadErased(Body):

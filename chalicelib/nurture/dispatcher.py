@@ -56,8 +56,9 @@ from chalicelib.errors import (
     Unsendable,
 )
 from chalicelib.nurture import broadcasts, fanout, rules
+from chalicelib.nurture.invite import calendar_attachment
 from chalicelib.nurture.mailer import Mailer
-from chalicelib.nurture.mime import build_message, recipient
+from chalicelib.nurture.mime import Attachment, build_message, recipient
 from chalicelib.nurture.render import Renderer
 from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.store import Store
@@ -399,6 +400,7 @@ class Dispatcher:
             rendered=rendered,
             reference=f"{lead.lead_id}/{message_id}",
             now=now,
+            attachments=self._attachments(enrolment, step, lead, message_id, now),
         )
         pacer = _tick_pacer() or self.pacer
         pacer.wait()
@@ -464,6 +466,17 @@ class Dispatcher:
         if decision.next_due is None:
             report.completed += 1
         return True
+
+    def _attachments(
+        self, enrolment: Enrolment, step: Step, lead: Lead, message_id: str, now: datetime
+    ) -> tuple[Attachment, ...]:
+        """The step's calendar invite, if it attaches one."""
+        if not step.attach_invite:
+            return ()
+        found = self._renderer.invite(lead, enrolment.sequence_id, message_id, now, to=recipient(lead.email))
+        if found is None:
+            return ()
+        return (calendar_attachment(found, now),)
 
     def _step(self, enrolment: Enrolment, index: int) -> Step:
         broadcast_id = broadcasts.broadcast_id_of(enrolment.sequence_id)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from email import message_from_bytes
 from email.errors import MessageError
 from email.headerregistry import Address, AddressHeader
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 from email.policy import SMTP, default
 from email.utils import format_datetime, make_msgid
 from typing import Optional
@@ -39,7 +40,18 @@ DISPLAY_NAME_LIMIT = 100
 _BREAKING_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 ENCODED_WORD_START = "=?"
 MULTIPART_ALTERNATIVE = "multipart/alternative"
+MULTIPART_MIXED = "multipart/mixed"
 BODY_PARTS = ("text/plain", "text/html")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file of Trellis's own making (a calendar invite), after the body."""
+
+    filename: str
+    content_type: str  # "text/calendar"
+    data: bytes
+    params: tuple[tuple[str, str], ...] = ()  # e.g. (("method", "REQUEST"),)
 
 
 def _breaks(char: str) -> bool:
@@ -102,8 +114,17 @@ def recipient(address: str) -> str:
     return mailbox(address).addr_spec
 
 
-def build_message(*, sender: Sender, to: str, rendered: RenderedEmail, reference: str, now: datetime) -> bytes:
-    """multipart/alternative (text, then HTML) with RFC 2369 + RFC 8058 unsubscribe headers.
+def build_message(
+    *,
+    sender: Sender,
+    to: str,
+    rendered: RenderedEmail,
+    reference: str,
+    now: datetime,
+    attachments: Sequence[Attachment] = (),
+) -> bytes:
+    """multipart/alternative (text, then HTML) with RFC 2369 + RFC 8058 unsubscribe headers;
+    with attachments, that in a multipart/mixed before them.
 
     The recipient's name is deliberately not put in ``To``: it is user input, and the address
     alone is all delivery needs.
@@ -119,6 +140,7 @@ def build_message(*, sender: Sender, to: str, rendered: RenderedEmail, reference
         now=now,
         reply_to=sender.reply_to,
         extra=(("List-Unsubscribe", f"<{rendered.unsubscribe_url}>, <{mailto}>"), ("List-Unsubscribe-Post", ONE_CLICK)),
+        attachments=attachments,
     )
 
 
@@ -133,6 +155,7 @@ def compose(
     now: datetime,
     reply_to: Optional[str] = None,
     extra: Sequence[tuple[str, str]] = (),
+    attachments: Sequence[Attachment] = (),
 ) -> bytes:
     """The one way Trellis builds a message: text then HTML, to one recipient, checked after.
 
@@ -154,17 +177,27 @@ def compose(
             message[name] = header_text(value)
         message.set_content(text)
         message.add_alternative(html, subtype="html")
+        for attachment in attachments:
+            maintype, _, subtype = attachment.content_type.partition("/")
+            message.add_attachment(
+                attachment.data,
+                maintype=maintype,
+                subtype=subtype,
+                filename=attachment.filename,
+                params=dict(attachment.params),
+            )
         raw = message.as_bytes()
     except (ValueError, UnicodeError, MessageError) as e:  # the email package refused a value
         raise Unsendable(f"the email package refused it ({type(e).__name__})") from e
-    _verify(raw, message)
+    _verify(raw, message, attachments)
     return raw
 
 
-def _verify(raw: bytes, intended: EmailMessage) -> None:
+def _verify(raw: bytes, intended: EmailMessage, attachments: Sequence[Attachment] = ()) -> None:
     """Parse ``raw`` as a receiver would and demand exactly ``intended``: the same header names in
-    the same order, the same recipients and values, one text and one HTML part. Whatever slipped
-    past the cleaning above stops here rather than at someone else's inbox."""
+    the same order, the same recipients and values, one text and one HTML part (then exactly the
+    attachments meant). Whatever slipped past the cleaning above stops here rather than at
+    someone else's inbox."""
     parsed = message_from_bytes(raw, policy=default)
     if parsed.keys() != intended.keys():
         raise Unsendable("the built message has other headers than intended")
@@ -175,12 +208,28 @@ def _verify(raw: bytes, intended: EmailMessage) -> None:
                 raise Unsendable(f"the built message's {name} is not the intended one")
         elif str(got) != str(value):
             raise Unsendable(f"the built message's {name} is not the intended one")
-    if parsed.get_content_type() != MULTIPART_ALTERNATIVE:
+    body: MIMEPart = parsed
+    intended_body: MIMEPart = intended
+    if attachments:
+        if parsed.get_content_type() != MULTIPART_MIXED:
+            raise Unsendable("the built message with attachments is not multipart/mixed")
+        body, *files = list(parsed.iter_parts())
+        intended_body = next(iter(intended.iter_parts()))
+        if len(files) != len(attachments):
+            raise Unsendable("the built message has other attachments than intended")
+        for got_file, attachment in zip(files, attachments, strict=True):
+            if (
+                got_file.get_content_type() != attachment.content_type
+                or got_file.get_filename() != attachment.filename
+                or got_file.get_payload(decode=True) != attachment.data
+            ):
+                raise Unsendable("an attachment of the built message does not read back as written")
+    if body.get_content_type() != MULTIPART_ALTERNATIVE:
         raise Unsendable("the built message is not multipart/alternative")
-    parts = list(parsed.iter_parts())
+    parts = list(body.iter_parts())
     if tuple(p.get_content_type() for p in parts) != BODY_PARTS or any(p.is_multipart() for p in parts):
         raise Unsendable("the built message's parts are not one text and one HTML part")
-    for got_part, intended_part in zip(parts, intended.iter_parts(), strict=True):
+    for got_part, intended_part in zip(parts, intended_body.iter_parts(), strict=True):
         # Line ends are the generator's to choose (LF in the object, CRLF on the wire and in base64).
         got_text = got_part.get_content().replace("\r\n", "\n")
         if got_text != intended_part.get_content().replace("\r\n", "\n"):

@@ -9,10 +9,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any, Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from chalicelib.campaign_types import Campaign, Step
+from chalicelib.campaign_types import CalendarEvent, Campaign, Step
 from chalicelib.config import TEMPLATES_DIR
 from chalicelib.entities import PROFILE_FIELDS, Lead
+from chalicelib.nurture import invite
 from chalicelib.tracking import LinkBuilder
 
 if TYPE_CHECKING:  # Jinja2 is imported by the first render (the stream handler seldom renders)
@@ -59,6 +61,14 @@ def _subject_environment() -> Environment:
 def _blank_none(value: Any) -> Any:
     """A missing optional value prints as nothing, never as "None"."""
     return "" if value is None else value
+
+
+def _known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def template_exists(name: str) -> bool:
@@ -116,6 +126,63 @@ class Renderer:
             ),
             "sequence_id": sequence_id,
             "step_id": step.id,
+            "event": self._event_context(lead, sequence_id, message_id, now),
+        }
+
+    def event_of(self, sequence_id: str) -> Optional[tuple[str, CalendarEvent]]:
+        """The event a sequence is about (its reminders, its invite), if any."""
+        sequence = self._campaign.sequences.get(sequence_id)
+        event_id = sequence.event if sequence is not None else None
+        event = self._campaign.events.get(event_id) if event_id else None
+        return (event_id, event) if event_id and event is not None else None
+
+    def join_link(self, lead_id: str, message_id: str, event: CalendarEvent, now: datetime) -> str:
+        """The lead's own join link: tracked, so that joining is recorded (a human click on it)."""
+        return self._links.click(lead_id, message_id, event.join_url, now)
+
+    def invite(
+        self, lead: Lead, sequence_id: str, message_id: str, now: datetime, *, to: str
+    ) -> Optional[invite.Invite]:
+        """The calendar invite of the sequence's event for this lead (``to``: the address as sent)."""
+        found = self.event_of(sequence_id)
+        if found is None:
+            return None
+        event_id, event = found
+        sender = self._campaign.sender
+        name = " ".join(filter(None, (lead.profile.get("first_name"), lead.profile.get("last_name"))))
+        return invite.Invite(
+            event_id=event_id,
+            event=event,
+            campaign=self._campaign.name,
+            organiser_name=sender.from_name,
+            organiser_address=sender.from_address,
+            attendee_address=to,
+            attendee_name=name,
+            join_url=self.join_link(lead.lead_id, message_id, event, now),
+        )
+
+    def _event_context(self, lead: Lead, sequence_id: str, message_id: str, now: datetime) -> Optional[dict[str, Any]]:
+        found = self.event_of(sequence_id)
+        if found is None:
+            return None
+        event_id, event = found
+        starts_at, ends_at = invite.event_times(event)
+        # In the lead's own time zone when the landing page gave one, else the event's.
+        zone = ZoneInfo(lead.timezone) if lead.timezone and _known_zone(lead.timezone) else ZoneInfo(event.timezone)
+        local = starts_at.astimezone(zone)
+        # The join URL as written: the link rewriting tracks it like every other link. The calendar
+        # entries carry the lead's tracked join link, so that joining from the calendar counts too.
+        tracked_join = self.join_link(lead.lead_id, message_id, event, now)
+        return {
+            "id": event_id,
+            "title": event.title,
+            "description": event.description,
+            "starts_at": starts_at.isoformat(),
+            "ends_at": ends_at.isoformat(),
+            "when": f"{local:%A} {local.day} {local:%B %Y}, {local:%H:%M} {local.tzname()}",
+            "join_url": event.join_url,
+            "google_calendar_url": invite.google_calendar_url(event, tracked_join),
+            "outlook_calendar_url": invite.outlook_calendar_url(event, tracked_join),
         }
 
     def render(

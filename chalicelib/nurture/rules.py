@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from collections.abc import Sequence as Sequence_
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Optional, Union
@@ -108,29 +109,32 @@ def decide(
 
     steps = sequence.steps
     enrolled_at = parse_iso(enrolment.enrolled_at)
+    event = event_times(campaign, sequence)
     index = enrolment.step_index
     while index < len(steps):
         step = steps[index]
-        if is_skipped(step, lead, enrolment.sequence_id):
-            index += 1
+        if is_skipped(step, lead, enrolment.sequence_id) or is_stale(steps, index, now, event):
+            # The lead reached the next step when this one fell due (a reminder's time), or now.
+            reached = min(now, step_due(step, previous_at=now, enrolled_at=enrolled_at, event=event))
+            index, due = next_step(steps, index + 1, reached, enrolled_at, event, previous_at=now)
             if index == len(steps):
                 return Advance(index, None)
-            due = step_due(steps[index], previous_at=now, enrolled_at=enrolled_at)
+            assert due is not None
             if due > now:
                 return Advance(index, due)
             continue
-        if step.timing == "scheduled":
+        if step.timing == "scheduled" and not is_event_timed(step):
             # A pause holds what is scheduled; an immediate step answers what the lead just did
-            # (the ebook it asked for), so it goes.
+            # (the ebook it asked for), and a reminder is for an event the lead registered for,
+            # at its time: they go.
             if lead.paused_until is not None and parse_iso(lead.paused_until) > now:
                 return Defer(parse_iso(lead.paused_until), DeferReason.PAUSED)
             when, reason = earliest_send_time(now, campaign, lead)
             if when > now:
                 return Defer(when, reason)
-        next_due = None
-        if index + 1 < len(steps):
-            next_due = step_due(steps[index + 1], previous_at=now, enrolled_at=enrolled_at)
-        return Send(index, index + 1, next_due)
+        reached = step_due(step, previous_at=now, enrolled_at=enrolled_at, event=event) if is_event_timed(step) else now
+        next_index, next_due = next_step(steps, index + 1, min(reached, now), enrolled_at, event, previous_at=now)
+        return Send(index, next_index, next_due)
     return Advance(index, None)
 
 
@@ -146,9 +150,82 @@ def left(lead: Optional[Lead], suppression: Optional[Suppression]) -> Optional[E
     return None
 
 
-def step_due(step: Step, *, previous_at: datetime, enrolled_at: datetime) -> datetime:
+@dataclass(frozen=True)
+class EventTimes:
+    """When a sequence's event starts and ends (its before_start / after_end steps count from them)."""
+
+    starts_at: datetime
+    ends_at: datetime
+
+
+def event_times(campaign: Campaign, sequence: Sequence) -> Optional[EventTimes]:
+    event = campaign.events.get(sequence.event) if sequence.event else None
+    if event is None:
+        return None
+    starts_at = parse_iso(event.starts_at)
+    return EventTimes(starts_at, starts_at + event.duration)
+
+
+def is_event_timed(step: Step) -> bool:
+    return step.before_start is not None or step.after_end is not None
+
+
+def step_due(
+    step: Step, *, previous_at: datetime, enrolled_at: datetime, event: Optional[EventTimes] = None
+) -> datetime:
+    if event is not None and step.before_start is not None:
+        return event.starts_at - step.before_start
+    if event is not None and step.after_end is not None:
+        return event.ends_at + step.after_end
     base = enrolled_at if step.after == "enrolment" else previous_at
     return base + step.delay
+
+
+def next_step(
+    steps: Sequence_[Step],
+    index: int,
+    reached_at: datetime,
+    enrolled_at: datetime,
+    event: Optional[EventTimes],
+    *,
+    previous_at: datetime,
+) -> tuple[int, Optional[datetime]]:
+    """The step an enrolment waits for from ``index`` on, and when it falls due: a step timed by
+    the event whose time had passed when the lead reached it (``reached_at``: a late
+    registration, the step before it) is skipped, never sent late. ``(len(steps), None)``: none left."""
+    while index < len(steps):
+        step = steps[index]
+        due = step_due(step, previous_at=previous_at, enrolled_at=enrolled_at, event=event)
+        if not (is_event_timed(step) and event is not None and due < reached_at):
+            return index, due
+        index += 1
+    return index, None
+
+
+def is_stale(steps: Sequence_[Step], index: int, now: datetime, event: Optional[EventTimes]) -> bool:
+    """Whether a due step timed by the event is too late to send: a reminder once the event has
+    started, or any such step when a later one is due as well (a dispatcher that was held up
+    sends only the nearest, never several in a burst). Steps due at the same time are not a burst
+    (an attendee's and a no-show's follow-up)."""
+    step = steps[index]
+    if event is None or not is_event_timed(step):
+        return False
+    if step.before_start is not None and now >= event.starts_at:
+        return True
+    due = step_due(step, previous_at=now, enrolled_at=now, event=event)
+    for later in steps[index + 1 :]:
+        if is_event_timed(later):
+            later_due = step_due(later, previous_at=now, enrolled_at=now, event=event)
+            if due < later_due <= now:
+                return True
+    return False
+
+
+def first_step(campaign: Campaign, sequence: Sequence, starts_at: datetime) -> tuple[int, Optional[datetime]]:
+    """Where an enrolment starting at ``starts_at`` begins, and when: its first step's delay after
+    the start (when the lead enters, or confirms a double opt-in it entered waiting), or its
+    event's time; a registration after a reminder's time starts past that reminder."""
+    return next_step(sequence.steps, 0, starts_at, starts_at, event_times(campaign, sequence), previous_at=starts_at)
 
 
 def first_step_due(sequence: Sequence, starts_at: datetime) -> datetime:

@@ -10,6 +10,7 @@ aggregate, each a file here:
     leads.py        capture, confirmation, events, scores and stages, the admin lead list
     nurture.py      enrolments, due steps and their claims, messages, suppressions
     broadcasts.py   broadcasts, the enrolment of their recipients
+    registrations.py  the campaign's events: registrants and their count
     handoffs.py     handoff claims and marks, webhook retries, round robin
     counters.py     report counters and their once-only markers, bot counts
     sessions.py     rate-limit allowances, dashboard sessions
@@ -44,6 +45,7 @@ from chalicelib.store.keys import (
 )
 from chalicelib.store.leads import CaptureWrite, LeadQuery, LeadRecord, Leads
 from chalicelib.store.nurture import Nurture
+from chalicelib.store.registrations import Registrations
 from chalicelib.store.sessions import Sessions
 
 __all__ = [
@@ -69,7 +71,7 @@ __all__ = [
 ]
 
 
-class Store(Leads, Erasure, Nurture, Broadcasts, Handoffs, Counters, Sessions):
+class Store(Leads, Erasure, Nurture, Broadcasts, Registrations, Handoffs, Counters, Sessions):
     """Every access pattern of the table, one repository class per aggregate.
 
     The repositories share nothing but the table, so one object made of them all serves the

@@ -7,6 +7,8 @@
     message           LEAD#<lead_id>     MSG#<sequence>.<step>#<enrolled_at> -
     handoff           LEAD#<lead_id>     HANDOFF#<iso time>                  due (only while a webhook retry waits)
     broadcast         BROADCAST          <broadcast_id> (time-ordered)       due (while recipients wait to enrol)
+    calendar event    CALENDAR#<event>   STATE (registrations, revision)     -
+    registration      CALENDAR#<event>   REG#<lead_id>                       -
     report marker     LEAD#<lead_id>     COUNTED#<what>                      -
     suppression       SUPPRESS#<lead_id> SUPPRESS                            -
     rate-limit window LIMIT#<scope>#<key> W#<window start epoch>             - (TTL)
@@ -24,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 from urllib.parse import quote
 
-from chalicelib.entities import Broadcast, Enrolment, Event, Handoff, Message, Suppression
+from chalicelib.entities import Broadcast, Enrolment, Event, Handoff, Message, Registration, Suppression
 
 Key = dict[str, str]
 
@@ -46,6 +48,10 @@ HANDOFF_PREFIX = "HANDOFF#"
 # Every broadcast in one partition, its id (time-ordered) the sort key: the list is one Query.
 BROADCAST_PK = "BROADCAST"
 MARKER_PREFIX = "COUNTED#"
+# A campaign event's partition: its state, then one item per registrant (the list is one Query).
+CALENDAR_PREFIX = "CALENDAR#"
+CALENDAR_STATE_SK = "STATE"
+REGISTRATION_PREFIX = "REG#"
 SUPPRESS_SK = "SUPPRESS"
 # Rate-limit windows (POST /events, admin login): one small item per key and window, TTL-expired.
 LIMIT_PREFIX = "LIMIT#"
@@ -80,6 +86,22 @@ def handoff(handoff: Handoff) -> Key:
 
 def broadcast(broadcast_id: str) -> Key:
     return {"pk": BROADCAST_PK, "sk": broadcast_id}
+
+
+def calendar_pk(event_id: str) -> str:
+    return f"{CALENDAR_PREFIX}{event_id}"
+
+
+def calendar_state(event_id: str) -> Key:
+    return {"pk": calendar_pk(event_id), "sk": CALENDAR_STATE_SK}
+
+
+def registration(event_id: str, lead_id: str) -> Key:
+    return {"pk": calendar_pk(event_id), "sk": f"{REGISTRATION_PREFIX}{lead_id}"}
+
+
+def registration_item(entity: Registration) -> dict[str, Any]:
+    return {**registration(entity.event_id, entity.lead_id), **entity.to_item()}
 
 
 def is_broadcast(item: Mapping[str, Any]) -> bool:

@@ -12,11 +12,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
-from chalicelib.entities import ConsentRecord, Enrolment, Event, Handoff, Lead, Message, Touch
+from chalicelib.entities import ConsentRecord, Enrolment, Event, Handoff, Lead, Message, Registration, Touch
 from chalicelib.store import keys
 from chalicelib.store.codec import serialize
 from chalicelib.store.expressions import Expression, all_of, any_of
-from chalicelib.store.table import Table
+from chalicelib.store.registrations import Registrations
 from chalicelib.vocabulary import ConsentStatus, EnrolmentStatus
 
 if TYPE_CHECKING:
@@ -56,6 +56,10 @@ class CaptureWrite:
     enrolments: list[Enrolment] = field(default_factory=list)
     # Epoch seconds after which an unconfirmed (double opt-in) new lead disappears by TTL.
     expires_at: Optional[int] = None
+    # A new registration for one of the campaign's events, with the event's capacity.
+    registration: Optional[Registration] = None
+    registration_event: Optional[Event] = None  # its timeline event (event_registered)
+    capacity: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,9 @@ class LeadQuery:
     created_to: Optional[str] = None
 
 
-class Leads(Table):
+class Leads(Registrations):
+    """Built on Registrations: a capture may register the lead for an event in its one write."""
+
     def get_lead(self, lead_id: str) -> Optional[Lead]:
         item = self._get(keys.profile(lead_id))
         return Lead.from_item(item) if item else None
@@ -131,6 +137,8 @@ class Leads(Table):
             adds["topics"] = set(write.topics)
         if write.enrolments:
             adds["sequences"] = {e.sequence_id for e in write.enrolments}
+        if write.registration is not None:
+            adds["registered_for"] = {write.registration.event_id}
         if write.expires_at is not None:
             if_absent[keys.TTL_ATTRIBUTE] = write.expires_at
 
@@ -149,6 +157,10 @@ class Leads(Table):
         ]
         for enrolment in write.enrolments:
             operations.append({"Put": self._new_item(keys.enrolment_item(enrolment, write.expires_at))})
+        if write.registration is not None:
+            operations += self.registration_operations(write.registration, write.capacity)
+            if write.registration_event is not None:
+                operations.append({"Put": self._new_item(keys.event_item(write.registration_event, write.expires_at))})
         self._transact(operations)
 
     def confirm_lead(self, lead_id: str, at: str, due_by_sequence: dict[str, str], event: Event) -> None:

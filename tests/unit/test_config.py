@@ -44,7 +44,11 @@ def test_demo_campaign_has_what_design_promises():
         (lambda d: d["forms"]["ebook"].update(magnet="missing"), "forms.ebook.magnet", "no magnet named 'missing'"),
         (lambda d: d["forms"]["newsletter"].update(sequence="nope"), "forms.newsletter.sequence", "no sequence"),
         (lambda d: d["forms"]["newsletter"]["fields"].update(email="optional"), "forms.newsletter", "fields.email"),
-        (lambda d: d["forms"]["newsletter"].update(kind="poll"), "forms.newsletter.kind", "'signup' or 'magnet'"),
+        (
+            lambda d: d["forms"]["newsletter"].update(kind="poll"),
+            "forms.newsletter.kind",
+            "'signup', 'magnet' or 'event'",
+        ),
         (lambda d: d["forms"]["newsletter"].update(thank_you_url="/thanks"), "forms.newsletter.thank_you_url", "URL"),
         (
             lambda d: d["forms"]["newsletter"].update(allowed_origins=["https://x.example/page"]),
@@ -67,6 +71,36 @@ def test_demo_campaign_has_what_design_promises():
             lambda d: d["forms"]["ebook"]["custom_fields"].update(email={"type": "text"}),
             "forms.ebook",
             "built-in names: email",
+        ),
+        # The campaign's events (webinars): docs/events.md.
+        (
+            lambda d: d["events"]["demo-webinar"].update(starts_at="2020-01-14T16:00"),
+            "events.demo-webinar.starts_at",
+            "is in the past",
+        ),
+        (lambda d: d["events"]["demo-webinar"].update(starts_at="soon"), "events.demo-webinar.starts_at", "ISO"),
+        (lambda d: d["forms"]["webinar"].update(event="gala"), "forms.webinar.event", "no event named 'gala'"),
+        (lambda d: d["forms"]["webinar"].pop("event"), "forms.webinar", "must name its event"),
+        (lambda d: d["sequences"]["webinar"].update(event="gala"), "sequences.webinar.event", "no event named 'gala'"),
+        (
+            lambda d: d["sequences"]["webinar"].pop("event"),
+            "sequences.webinar.steps.reminder-day",
+            "needs the sequence's 'event'",
+        ),
+        (
+            lambda d: d["sequences"]["webinar"]["steps"][1].update(before_start="1m"),
+            "sequences.webinar.steps.reminder-hour",
+            "falls before reminder-day",
+        ),
+        (
+            lambda d: d["sequences"]["webinar"]["steps"][3].update(after_end=None, before_start="0s"),
+            "sequences.webinar.steps.3",
+            "before_start must be more than 0s",
+        ),
+        (
+            lambda d: d["sequences"]["webinar"]["steps"][1].update(delay="1d"),
+            "sequences.webinar.steps.1",
+            "give one timing, not delay and before_start",
         ),
     ],
 )

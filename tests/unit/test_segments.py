@@ -132,9 +132,9 @@ def test_bad_rules_are_refused_naming_the_key(rules: dict[str, Any], problem: st
 
 
 def test_what_the_campaign_lacks_is_named() -> None:
-    rules = Segment.model_validate({"forms": ["webinar"], "topics": ["sports"], "fields": {"shoe_size": "44"}})
+    rules = Segment.model_validate({"forms": ["hackathon"], "topics": ["sports"], "fields": {"shoe_size": "44"}})
     assert segment_problems(rules, DEMO) == [
-        "forms: no form named 'webinar'",
+        "forms: no form named 'hackathon'",
         "topics: no topic named 'sports'",
         "fields.shoe_size: no form has this field",
     ]

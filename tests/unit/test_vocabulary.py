@@ -52,5 +52,9 @@ def test_internal_event_types() -> None:
         "unsubscribed",
         "preferences_changed",
         "stage_changed",
+        "event_registered",
+        "event_joined",
+        "event_attended",
+        "event_missed",
     } == vocabulary.INTERNAL_EVENT_TYPES
     assert vocabulary.PAGE_VIEW not in vocabulary.INTERNAL_EVENT_TYPES
