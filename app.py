@@ -180,6 +180,20 @@ def admin_create_broadcast(body: "BroadcastIn") -> "bodies.Broadcast":
 
 
 @api.route(
+    "/admin/events/{event_id}/attendance",
+    "POST",
+    admin=True,
+    any_content=True,
+    request="attendance_upload",
+    summary="Upload a webinar's attendance (CSV or JSON): each registrant attended or missed, once",
+    ok=(200, Reply("what was applied, what was unchanged, and the rows not applied with why", "AttendanceResult")),
+    errors=(ValidationFailed, NotFound, PayloadTooLarge, UnsupportedMediaType),
+)
+def admin_event_attendance(event_id: str) -> "bodies.AttendanceResult":
+    return web.record_attendance(runtime.current(), event_id, api.request)
+
+
+@api.route(
     "/admin/broadcasts",
     "GET",
     admin=True,

@@ -23,10 +23,10 @@ from chalicelib.entities import (
     Touch,
     iso,
     lead_id_for,
-    parse_iso,
 )
 from chalicelib.errors import Conflict, InvalidToken, NotFound, ValidationFailed, WriteConflict, field_errors
-from chalicelib.nurture.rules import CONFIRM_SEQUENCE, first_step
+from chalicelib.nurture.rules import CONFIRM_SEQUENCE, EventTimes, first_step
+from chalicelib.nurture.schedule import EventSchedule
 from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.store import CaptureWrite, Store
 from chalicelib.tracking import CLAIMED, CREATOR, MAILBOX, TRUST_KEY, VOID, TokenSigner
@@ -80,7 +80,9 @@ class Capture:
         assets: AssetLinks,
         clock: Clock,
         metrics: MetricsSink = NO_METRICS,
+        schedule: Optional[EventSchedule] = None,
     ) -> None:
+        self._schedule = schedule or EventSchedule(campaign, store)
         self._campaign = campaign
         self._metrics = metrics
         self._store = store
@@ -140,9 +142,16 @@ class Capture:
         """An event's registration closes when the event ends."""
         if form.event is None:
             return
-        event = self._campaign.events[form.event]
-        if now >= parse_iso(event.starts_at) + event.duration:
+        scheduled = self._schedule.get(form.event)
+        assert scheduled is not None  # the campaign's validation: an event form's event exists
+        if scheduled.cancelled:
+            raise Conflict(f"event {form.event!r} is cancelled: registration is closed")
+        if now >= scheduled.ends_at:
             raise Conflict(f"event {form.event!r} is over: registration is closed")
+
+    def _event_times(self, form: Form) -> Optional[EventTimes]:
+        scheduled = self._schedule.get(form.event) if form.event else None
+        return EventTimes(scheduled.starts_at, scheduled.ends_at) if scheduled is not None else None
 
     def _check_room(self, form: Form) -> None:
         assert form.event is not None
@@ -256,7 +265,9 @@ class Capture:
         enrolments = []
         pending = consent is not None and consent.status == ConsentStatus.PENDING_CONFIRMATION
         if form.sequence is not None and (known is None or form.sequence not in known.sequences):
-            first_index, first_due = first_step(self._campaign, self._campaign.sequences[form.sequence], now)
+            first_index, first_due = first_step(
+                self._campaign, self._campaign.sequences[form.sequence], now, self._event_times(form)
+            )
             if first_due is not None:  # else every step's time has passed (a registration too late for them)
                 enrolments.append(
                     Enrolment(

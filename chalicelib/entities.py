@@ -201,6 +201,8 @@ class Registration:
     registered_at: str
     form_id: str
     source: Optional[str] = None  # utm_source of the registration, else "direct"
+    attended: Optional[bool] = None  # from the attendance upload; None until then
+    minutes: Optional[int] = None
 
     def to_item(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -214,6 +216,8 @@ class Registration:
             registered_at=plain["registered_at"],
             form_id=plain["form_id"],
             source=plain.get("source"),
+            attended=plain.get("attended"),
+            minutes=int(plain["minutes"]) if plain.get("minutes") is not None else None,
         )
 
 

@@ -1099,3 +1099,33 @@ class BroadcastTestIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     to: Annotated[NormalisedEmail, BeforeValidator(email_text)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Attendance uploads (``POST /admin/events/{id}/attendance``): rows as webinar platforms export them
+
+MAX_ATTENDANCE_ROWS = 10_000
+
+
+class AttendanceRowIn(BaseModel):
+    """One person's attendance. Other columns of a platform's export are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    email: Annotated[NormalisedEmail, BeforeValidator(email_text)]
+    # true/false, yes/no, 1/0, on/off (as exports write them)
+    attended: bool
+    minutes: Optional[int] = Field(default=None, ge=0, le=100_000)
+
+    @field_validator("minutes", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+class AttendanceIn(BaseModel):
+    """The JSON form of an upload; ``text/csv`` with the header ``email,attended,minutes`` is the other."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attendance: list[AttendanceRowIn] = Field(max_length=MAX_ATTENDANCE_ROWS)

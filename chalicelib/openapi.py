@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from chalicelib.credentials import CredentialsUnavailable
-from chalicelib.http import FORM, GIF, JSON, Operation, Reply
+from chalicelib.http import CSV, FORM, GIF, JSON, Operation, Reply
 from chalicelib.http.endpoint import ANSWER_MODELS, REQUEST_MODELS, model
 from chalicelib.http.errors import Unauthorized, documented_statuses, status_of
 from chalicelib.http.form_schema import form_submission, urlencoded, without_null
@@ -34,6 +34,7 @@ _PATH_HELP = {
     "lead_id": "the lead's id",
     "name": "a segment of the campaign file, e.g. `newsletter-readers`",
     "broadcast_id": "the broadcast's id, as its creation answered",
+    "event_id": "an event of the campaign file (its `events`), e.g. `demo-webinar`",
 }
 _BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 _ADMIN_ERRORS = (Unauthorized, CredentialsUnavailable)  # every admin route: the verdict's answers
@@ -123,6 +124,10 @@ def _request_body(name: str, components: _Components) -> Schema:
     if name == "login_form":
         token = {"type": "object", "properties": {"token": {"type": "string", "maxLength": 4096}}}
         return _form_body({**token, "required": ["token"]}, "", True)
+    if name == "attendance_upload":
+        rows = {"type": "string", "description": "CSV with the header `email,attended,minutes`"}
+        content = {JSON: {"schema": components.named(REQUEST_MODELS, "AttendanceIn")}, CSV: {"schema": rows}}
+        return {"required": True, "content": content}
     return {"required": True, "content": {JSON: {"schema": components.named(REQUEST_MODELS, name)}}}
 
 

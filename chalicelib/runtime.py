@@ -33,12 +33,14 @@ if TYPE_CHECKING:  # the services below are imported where they are first built
     from chalicelib.nurture.fanout import ShardStarter
     from chalicelib.nurture.feedback import Feedback
     from chalicelib.nurture.mailer import Mailer
+    from chalicelib.nurture.schedule import EventSchedule
     from chalicelib.preferences import PreferenceCentre
     from chalicelib.privacy import Privacy
     from chalicelib.reports import Reports, Tally
     from chalicelib.store import Store
     from chalicelib.streams import StreamProcessor
     from chalicelib.tracking import LinkBuilder, TokenSigner, Tracker
+    from chalicelib.webinars import EventDesk
 
 
 class Runtime:
@@ -116,7 +118,7 @@ class Runtime:
     def capture(self) -> Capture:
         from chalicelib.capture import Capture
 
-        return Capture(self.campaign, self.store, self.signer, self.assets, self.clock, self.metrics)
+        return Capture(self.campaign, self.store, self.signer, self.assets, self.clock, self.metrics, self.schedule)
 
     @functools.cached_property
     def links(self) -> LinkBuilder:
@@ -153,6 +155,19 @@ class Runtime:
         return BroadcastDesk(self.campaign, self.store, self.clock, self.links, lambda: self.mailer)
 
     @functools.cached_property
+    def events(self) -> EventDesk:
+        from chalicelib.webinars import EventDesk
+
+        return EventDesk(self.campaign, self.store, self.clock, self.schedule)
+
+    @functools.cached_property
+    def schedule(self) -> EventSchedule:
+        """The campaign's events as they stand (moved, cancelled): one per container, cached."""
+        from chalicelib.nurture.schedule import EventSchedule
+
+        return EventSchedule(self.campaign, self.store)
+
+    @functools.cached_property
     def dispatcher(self) -> Dispatcher:
         from chalicelib.nurture.dispatcher import Dispatcher
         from chalicelib.nurture.render import Renderer
@@ -161,13 +176,14 @@ class Runtime:
             self.campaign,
             self.store,
             self.mailer,
-            Renderer(self.campaign, self.links),
+            Renderer(self.campaign, self.links, self.schedule),
             self.links,
             self.assets,
             self.clock,
             self._pacer,
             on_due_handoff=self.notifier.notify,
             metrics=self.metrics,
+            schedule=self.schedule,
         )
 
     @property

@@ -165,6 +165,7 @@ class DeferReason(StrEnum):
     FREQUENCY_CAP = "frequency_cap"
     PAUSED = "paused"  # the lead paused all mail for a while (the preference centre)
     WINNER = "winner"  # the rest of an A/B test waits for its winner
+    EVENT_MOVED = "event_moved"  # a reminder of an event moved later waits for its new time
 
 
 # -- event types --------------------------------------------------------------------------------

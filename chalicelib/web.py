@@ -26,12 +26,12 @@ from chalicelib.errors import (
     ValidationFailed,
 )
 from chalicelib.http import CSV, FORM, GIF, HTML, JSON, NO_STORE, Headers, Reply, error_response
-from chalicelib.http.requests import cors_for, media_type, preflight_response, read_fields
+from chalicelib.http.requests import cors_for, media_type, preflight_response, read_fields, read_text
 from chalicelib.rendering import render_page
 
 if TYPE_CHECKING:
     from chalicelib.capture import CaptureResult, RequestMeta
-    from chalicelib.http.bodies import Health
+    from chalicelib.http.bodies import AttendanceResult, Health
     from chalicelib.models import LeadExportParams
     from chalicelib.preferences import Preferences
     from chalicelib.runtime import Runtime
@@ -243,6 +243,18 @@ def _preferences_answer(runtime: Runtime, preferences: Preferences, saved: bool 
         pause_days=PAUSE_DAYS,
         saved=saved and not preferences.left,
     )
+
+
+# -- attendance uploads -------------------------------------------------------------------------
+
+# A webinar platform's export of 10,000 rows, well inside API Gateway's and Lambda's limits.
+ATTENDANCE_MAX_BYTES = 1024 * 1024
+
+
+def record_attendance(runtime: Runtime, event_id: str, request: Request) -> AttendanceResult:
+    runtime.events.known(event_id)  # unknown event: 404 before reading the body
+    kind, text = read_text(request, (CSV, JSON), ATTENDANCE_MAX_BYTES)
+    return runtime.events.record_attendance(event_id, kind, text)
 
 
 # -- the CSV export -----------------------------------------------------------------------------

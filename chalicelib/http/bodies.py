@@ -451,3 +451,22 @@ class BroadcastTestSent(Body):
     to: str
     subjects: list[str] = Field(description="one copy per variant, each marked [TEST]")
     counted: bool = Field(description="always false: a test copy is counted nowhere")
+
+
+class AttendanceProblem(Body):
+    row: int = Field(description="1 = the first row after the CSV header, or the list's first item")
+    field: str
+    reason: str
+
+
+class AttendanceResult(Body):
+    """What an attendance upload did: each registrant's attendance is noted once."""
+
+    event_id: str
+    rows: int
+    attended: int = Field(description="registrants newly noted as attended (event_attended)")
+    missed: int = Field(description="registrants newly noted as missed (event_missed)")
+    unchanged: int = Field(description="rows for registrants noted before: a re-upload changes nothing")
+    unknown: list[str] = Field(description="addresses of no lead: reported, never created")
+    not_registered: list[str] = Field(description="addresses of leads who did not register for this event")
+    invalid: list[AttendanceProblem] = Field(description="rows not applied, with the field and the reason")

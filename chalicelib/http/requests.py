@@ -64,6 +64,22 @@ def read_fields(request: Request, accepted: tuple[str, ...] = ACCEPTED_TYPES) ->
     return data
 
 
+def read_text(request: Request, accepted: tuple[str, ...], limit: int) -> tuple[str, str]:
+    """The body as text and its media type, for uploads larger than a form (``limit`` bytes)."""
+    kind = media_type(request.headers)
+    if kind not in accepted:
+        raise UnsupportedMediaType(kind or "(none)", accepted)
+    raw = request.raw_body or b""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8")
+    if len(raw) > limit:
+        raise PayloadTooLarge(limit)
+    try:
+        return kind, raw.decode("utf-8-sig")  # spreadsheets write a byte-order mark
+    except UnicodeDecodeError as e:
+        raise ValidationFailed({"body": "must be UTF-8 encoded"}) from e
+
+
 def parse(model: type[_Model], data: dict[str, Any], whole: str) -> _Model:
     """``data`` as ``model``, or ValidationFailed naming each bad field (``whole``: the input itself)."""
     from pydantic import ValidationError

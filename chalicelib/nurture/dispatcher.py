@@ -60,6 +60,7 @@ from chalicelib.nurture.invite import calendar_attachment
 from chalicelib.nurture.mailer import Mailer
 from chalicelib.nurture.mime import Attachment, build_message, recipient
 from chalicelib.nurture.render import Renderer
+from chalicelib.nurture.schedule import EventSchedule
 from chalicelib.observability import NO_METRICS, MetricsSink
 from chalicelib.store import Store
 from chalicelib.tracking import LinkBuilder
@@ -179,8 +180,10 @@ class Dispatcher:
         pacer: Optional[Pacer] = None,
         on_due_handoff: Optional[Callable[[Handoff], object]] = None,
         metrics: MetricsSink = NO_METRICS,
+        schedule: Optional[EventSchedule] = None,
     ) -> None:
         self._metrics = metrics
+        self._schedule = schedule or EventSchedule(campaign, store)
         self._fresh_pacer_per_tick = pacer is None
         self._on_due_handoff = on_due_handoff
         self._campaign = campaign
@@ -343,7 +346,7 @@ class Dispatcher:
                 broadcast = self._choose_winner(broadcast, now)
             decision = broadcasts.decide(self._campaign, broadcast, enrolment, lead, suppression, now)
         else:
-            decision = rules.decide(self._campaign, enrolment, lead, suppression, now)
+            decision = rules.decide(self._campaign, enrolment, lead, suppression, now, self._event(enrolment))
         if isinstance(decision, rules.Exit):
             self._exit(enrolment, claim_id, decision.reason, report)
         elif isinstance(decision, rules.Advance):
@@ -466,6 +469,14 @@ class Dispatcher:
         if decision.next_due is None:
             report.completed += 1
         return True
+
+    def _event(self, enrolment: Enrolment) -> Optional[rules.EventTimes]:
+        """The enrolment's event as it stands (moved or cancelled since the campaign file)."""
+        sequence = self._campaign.sequences.get(enrolment.sequence_id)
+        scheduled = self._schedule.get(sequence.event) if sequence is not None and sequence.event else None
+        if scheduled is None:
+            return None
+        return rules.EventTimes(scheduled.starts_at, scheduled.ends_at, scheduled.cancelled)
 
     def _attachments(
         self, enrolment: Enrolment, step: Step, lead: Lead, message_id: str, now: datetime

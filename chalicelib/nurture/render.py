@@ -15,6 +15,7 @@ from chalicelib.campaign_types import CalendarEvent, Campaign, Step
 from chalicelib.config import TEMPLATES_DIR
 from chalicelib.entities import PROFILE_FIELDS, Lead
 from chalicelib.nurture import invite
+from chalicelib.nurture.schedule import EventSchedule, notice_of
 from chalicelib.tracking import LinkBuilder
 
 if TYPE_CHECKING:  # Jinja2 is imported by the first render (the stream handler seldom renders)
@@ -76,9 +77,12 @@ def template_exists(name: str) -> bool:
 
 
 class Renderer:
-    def __init__(self, campaign: Campaign, links: LinkBuilder) -> None:
+    """``schedule``: the campaign's events as they stand (moved, cancelled); by default the file's."""
+
+    def __init__(self, campaign: Campaign, links: LinkBuilder, schedule: Optional[EventSchedule] = None) -> None:
         self._campaign = campaign
         self._links = links
+        self._schedule = schedule or EventSchedule(campaign)
 
     def context(
         self,
@@ -130,11 +134,9 @@ class Renderer:
         }
 
     def event_of(self, sequence_id: str) -> Optional[tuple[str, CalendarEvent]]:
-        """The event a sequence is about (its reminders, its invite), if any."""
-        sequence = self._campaign.sequences.get(sequence_id)
-        event_id = sequence.event if sequence is not None else None
-        event = self._campaign.events.get(event_id) if event_id else None
-        return (event_id, event) if event_id and event is not None else None
+        """The event a sequence (or an event's notice) is about, as it stands now, if any."""
+        scheduled = self._schedule.of_sequence(sequence_id)
+        return (scheduled.event_id, scheduled.event) if scheduled is not None else None
 
     def join_link(self, lead_id: str, message_id: str, event: CalendarEvent, now: datetime) -> str:
         """The lead's own join link: tracked, so that joining is recorded (a human click on it)."""
@@ -144,10 +146,12 @@ class Renderer:
         self, lead: Lead, sequence_id: str, message_id: str, now: datetime, *, to: str
     ) -> Optional[invite.Invite]:
         """The calendar invite of the sequence's event for this lead (``to``: the address as sent)."""
-        found = self.event_of(sequence_id)
-        if found is None:
+        scheduled = self._schedule.of_sequence(sequence_id)
+        if scheduled is None:
             return None
-        event_id, event = found
+        event_id, event = scheduled.event_id, scheduled.event
+        notice = notice_of(sequence_id)
+        cancelling = notice is not None and notice[0] == "cancel"
         sender = self._campaign.sender
         name = " ".join(filter(None, (lead.profile.get("first_name"), lead.profile.get("last_name"))))
         return invite.Invite(
@@ -159,6 +163,8 @@ class Renderer:
             attendee_address=to,
             attendee_name=name,
             join_url=self.join_link(lead.lead_id, message_id, event, now),
+            sequence=scheduled.revision,
+            method=invite.METHOD_CANCEL if cancelling else invite.METHOD_REQUEST,
         )
 
     def _event_context(self, lead: Lead, sequence_id: str, message_id: str, now: datetime) -> Optional[dict[str, Any]]:

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chalicelib.campaign_types import Campaign, Condition, FrequencyCap, SendWindow, Sequence, SequenceExit, Step
 from chalicelib.entities import Enrolment, Lead, Suppression, iso, parse_iso
+from chalicelib.nurture import schedule
 from chalicelib.vocabulary import (
     EXIT_GOAL,
     EXIT_STAGE,
@@ -75,6 +76,21 @@ def sequence_for(campaign: Campaign, sequence_id: str) -> Optional[Sequence]:
             timing="immediate",
         )
         return Sequence(steps=[step], exit=SequenceExit(stages=[]))
+    notice = schedule.notice_of(sequence_id)
+    if notice is not None:
+        kind, event_id, _ = notice
+        if event_id not in campaign.events:
+            return None
+        cancelled = kind == "cancel"
+        step = Step(
+            id=kind,
+            delay=timedelta(0),
+            subject="Cancelled: {{ event.title }}" if cancelled else "New time: {{ event.title }}, {{ event.when }}",
+            template="email/event_cancelled.html" if cancelled else "email/event_update.html",
+            timing="immediate",
+            attach_invite=True,
+        )
+        return Sequence(steps=[step], exit=SequenceExit(stages=[]))
     return campaign.sequences.get(sequence_id)
 
 
@@ -84,8 +100,12 @@ def decide(
     lead: Optional[Lead],
     suppression: Optional[Suppression],
     now: datetime,
+    event: Optional[EventTimes] = None,
 ) -> Decision:
-    """What to do with a due enrolment now. Exits win over everything; then conditions, then timing."""
+    """What to do with a due enrolment now. Exits win over everything; then conditions, then timing.
+
+    ``event``: the sequence's event as it stands (moved or cancelled since the campaign file);
+    by default the file's."""
     gone = left(lead, suppression)
     if gone is not None:
         return gone
@@ -109,7 +129,9 @@ def decide(
 
     steps = sequence.steps
     enrolled_at = parse_iso(enrolment.enrolled_at)
-    event = event_times(campaign, sequence)
+    event = event or event_times(campaign, sequence)
+    if event is not None and event.cancelled:
+        return Exit(ExitReason.CANCELLED)
     index = enrolment.step_index
     while index < len(steps):
         step = steps[index]
@@ -123,6 +145,10 @@ def decide(
             if due > now:
                 return Advance(index, due)
             continue
+        if is_event_timed(step):
+            due = step_due(step, previous_at=now, enrolled_at=enrolled_at, event=event)
+            if due > now:  # the event moved later since this was scheduled
+                return Defer(due, DeferReason.EVENT_MOVED)
         if step.timing == "scheduled" and not is_event_timed(step):
             # A pause holds what is scheduled; an immediate step answers what the lead just did
             # (the ebook it asked for), and a reminder is for an event the lead registered for,
@@ -156,6 +182,7 @@ class EventTimes:
 
     starts_at: datetime
     ends_at: datetime
+    cancelled: bool = False
 
 
 def event_times(campaign: Campaign, sequence: Sequence) -> Optional[EventTimes]:
@@ -221,7 +248,9 @@ def is_stale(steps: Sequence_[Step], index: int, now: datetime, event: Optional[
     return False
 
 
-def first_step(campaign: Campaign, sequence: Sequence, starts_at: datetime) -> tuple[int, Optional[datetime]]:
+def first_step(
+    campaign: Campaign, sequence: Sequence, starts_at: datetime, event: Optional[EventTimes] = None
+) -> tuple[int, Optional[datetime]]:
     """Where an enrolment starting at ``starts_at`` begins, and when: its first step's delay after
     the start (when the lead enters, or confirms a double opt-in it entered waiting), or its
     event's time; a registration after a reminder's time starts past that reminder."""

@@ -46,11 +46,11 @@ def tick_times(now: datetime, start: datetime, duration: timedelta) -> list[date
     """Six hours apart, and every five minutes in the half hour around each timed step's time."""
     fine = [
         reminder - timedelta(minutes=15) + timedelta(minutes=5 * n)
-        for reminder in (start - timedelta(days=1), start - timedelta(hours=1), start + duration + timedelta(hours=2))
+        for reminder in (start - timedelta(days=1), start - timedelta(hours=1), start + duration + timedelta(days=1))
         for n in range(7)
     ]
     coarse = []
-    while now < start + duration + timedelta(hours=3):
+    while now < start + duration + timedelta(days=1, hours=1):
         now += timedelta(hours=6)
         coarse.append(now)
     return sorted(set(fine + coarse))
@@ -117,11 +117,11 @@ def test_an_early_registrant_gets_the_invite_both_reminders_at_their_times_and_n
     assert len(mail_to(outbox, "ann@example.com")) == 4
     day_before = arrivals[f"Tomorrow: {webinar.title}"]
     hour_before = arrivals[f"Starting in an hour: {webinar.title}"]
-    follow_up = arrivals[f"The recording and slides: {webinar.title}"]
+    follow_up = arrivals[f"Sorry we missed you: the recording of {webinar.title}"]  # no attendance uploaded
     tick_apart = timedelta(minutes=5)
     assert start - timedelta(days=1) <= day_before < start - timedelta(days=1) + tick_apart
     assert start - timedelta(hours=1) <= hour_before < start - timedelta(hours=1) + tick_apart
-    after_end = start + webinar.duration + timedelta(hours=2)
+    after_end = start + webinar.duration + timedelta(days=1)
     assert after_end <= follow_up < after_end + tick_apart
 
 
@@ -175,3 +175,88 @@ def test_an_erased_registrant_leaves_no_registration_behind(client, rt, deliver,
     assert client.http.delete(f"/admin/leads/{lead_id}", headers=auth).status_code == 200
     assert rt.store.get_registration("demo-webinar", lead_id) is None
     assert items.registrations(table_items(), lead_id) == []
+
+
+def upload(client: Any, event_id: str, content: str, media: str = "text/csv") -> Any:
+    from tests.conftest import ADMIN_TOKEN
+
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": media}
+    return client.http.post(f"/admin/events/{event_id}/attendance", headers=headers, body=content.encode())
+
+
+def test_attendance_uploaded_twice_scores_once_and_the_follow_ups_branch_on_it(
+    client, rt, clock, tick, deliver, outbox, table_items
+):
+    webinar = rt.campaign.events["demo-webinar"]
+    start = parse_iso(webinar.starts_at)
+    move_to(clock, start - timedelta(days=2))
+    for email in ("came@example.com", "away@example.com", "silent@example.com"):
+        assert register(client, email).status_code == 200
+    assert post_json(client, "/forms/newsletter", {"email": "reader@example.com", "consent": True}).status_code == 200
+    deliver()
+    move_to(clock, start + webinar.duration + timedelta(minutes=30))
+    came = lead_id_for("came@example.com")
+    deliver()
+    score_before = rt.store.get_lead(came).score
+
+    csv_text = (
+        "email,attended,minutes\n"
+        "Came@Example.com,yes,41\n"
+        "away@example.com,no,0\n"
+        "stranger@example.com,yes,12\n"
+        "reader@example.com,yes,30\n"
+        "not-an-address,yes,3\n"
+        "came@example.com,maybe,\n"
+    )
+    first = upload(client, "demo-webinar", csv_text)
+    assert first.status_code == 200, first.body
+    answer = body(first)
+    assert (answer["rows"], answer["attended"], answer["missed"], answer["unchanged"]) == (6, 1, 1, 0)
+    assert (answer["unknown"], answer["not_registered"]) == (["stranger@example.com"], ["reader@example.com"])
+    assert [(p["row"], p["field"]) for p in answer["invalid"]] == [(5, "email"), (6, "attended")]
+    assert rt.store.get_lead(lead_id_for("stranger@example.com")) is None  # reported, never created
+    deliver()
+    score_after_first = rt.store.get_lead(came).score
+    # event_attended's 25 points, less what the registration's 20 decayed since (half-life 14d).
+    assert score_before + 20 < score_after_first <= score_before + 25
+
+    # The same export again, as JSON: nothing changes.
+    again = upload(
+        client,
+        "demo-webinar",
+        '{"attendance": [{"email": "came@example.com", "attended": true, "minutes": 41},'
+        ' {"email": "away@example.com", "attended": false}]}',
+        "application/json",
+    )
+    assert (body(again)["attended"], body(again)["missed"], body(again)["unchanged"]) == (0, 0, 2)
+    deliver()
+    stored = table_items()
+    assert len(items.events(stored, came, "event_attended")) == 1
+    assert len(items.events(stored, lead_id_for("away@example.com"), "event_missed")) == 1
+    assert rt.store.get_lead(came).score == score_after_first  # scored once
+    registration = rt.store.get_registration("demo-webinar", came)
+    assert registration is not None and (registration.attended, registration.minutes) == (True, 41)
+
+    # A day after the end: the attendee gets the slides, the others the recording.
+    move_to(clock, start + webinar.duration + timedelta(days=1, minutes=1))
+    tick()
+    deliver()
+    follow_ups = {
+        str(m["To"]): str(m["Subject"]).split(":")[0]
+        for m in outbox()
+        if str(m["Subject"]).startswith(("Thanks", "Sorry"))
+    }
+    assert follow_ups == {
+        "came@example.com": "Thanks for joining",
+        "away@example.com": "Sorry we missed you",
+        "silent@example.com": "Sorry we missed you",
+    }
+
+
+def test_attendance_of_an_unknown_event_or_in_another_format_is_refused(client, table_items):
+    before = table_items()
+    assert upload(client, "gala", "email,attended\na@example.com,yes\n").status_code == 404
+    assert upload(client, "demo-webinar", "email,attended\n", "text/plain").status_code == 415
+    refused = upload(client, "demo-webinar", "name,joined\nann,yes\n")
+    assert refused.status_code == 400 and "body" in body(refused)["fields"]
+    assert table_items() == before

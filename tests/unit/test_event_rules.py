@@ -24,7 +24,13 @@ END = START + WEBINAR.duration
 
 
 def test_the_demo_webinar_is_what_these_tests_assume() -> None:
-    assert [s.id for s in SEQUENCE.steps] == ["registered", "reminder-day", "reminder-hour", "follow-up"]
+    assert [s.id for s in SEQUENCE.steps] == [
+        "registered",
+        "reminder-day",
+        "reminder-hour",
+        "thanks-for-attending",
+        "recording-offer",
+    ]
     assert WEBINAR.duration == timedelta(minutes=45)
     assert datetime.now(UTC) + timedelta(days=12) < START  # "+14d 16:00" from when it was compiled
 
@@ -62,19 +68,19 @@ def every(step: timedelta, start: datetime, end: datetime) -> list[datetime]:
 
 def test_three_days_ahead_gets_both_reminders_at_their_times_then_the_follow_up() -> None:
     registered = START - timedelta(days=3)
-    sent = run(registered, every(timedelta(minutes=1), registered, END + timedelta(hours=3)))
+    sent = run(registered, every(timedelta(minutes=1), registered, END + timedelta(days=1, hours=1)))
     assert sent == [
         ("registered", registered),
         ("reminder-day", START - timedelta(days=1)),
         ("reminder-hour", START - timedelta(hours=1)),
-        ("follow-up", END + timedelta(hours=2)),
+        ("recording-offer", END + timedelta(days=1)),
     ]
 
 
 def test_thirty_minutes_ahead_gets_the_confirmation_and_no_reminder() -> None:
     registered = START - timedelta(minutes=30)
-    sent = run(registered, every(timedelta(minutes=1), registered, END + timedelta(hours=3)))
-    assert sent == [("registered", registered), ("follow-up", END + timedelta(hours=2))]
+    sent = run(registered, every(timedelta(minutes=1), registered, END + timedelta(days=1, hours=1)))
+    assert sent == [("registered", registered), ("recording-offer", END + timedelta(days=1))]
 
 
 def test_a_day_ahead_skips_the_passed_reminder_and_gets_the_next() -> None:
@@ -92,8 +98,8 @@ def test_a_held_up_dispatcher_sends_only_the_nearest_reminder_never_a_burst() ->
 
 def test_no_reminder_once_the_event_started() -> None:
     registered = START - timedelta(days=3)
-    sent = run(registered, [registered, START + timedelta(minutes=5), END + timedelta(hours=2)])
-    assert sent == [("registered", registered), ("follow-up", END + timedelta(hours=2))]
+    sent = run(registered, [registered, START + timedelta(minutes=5), END + timedelta(days=1)])
+    assert sent == [("registered", registered), ("recording-offer", END + timedelta(days=1))]
 
 
 def test_reminders_ignore_the_send_window_the_cap_and_a_pause_but_not_an_unsubscribe() -> None:
@@ -203,3 +209,43 @@ def test_calendar_links_carry_the_times_in_utc() -> None:
     assert f"dates={START:%Y%m%dT%H%M%SZ}%2F{END:%Y%m%dT%H%M%SZ}" in google
     assert f"startdt={START:%Y-%m-%dT%H%%3A%M%%3A%SZ}" in outlook
     assert "token" in google and "token" in outlook
+
+
+# -- attendance uploads -------------------------------------------------------------------------
+
+
+def test_attendance_csv_rows_are_read_as_platforms_export_them_and_bad_rows_named() -> None:
+    from chalicelib.webinars import parse_attendance
+
+    text = (
+        "Email,Attended,Minutes,Name\n"  # another column, the header in any case
+        "Ann@Example.com,yes,42,Ann\n"
+        "bob@example.com,0,,Bob\n"
+        "not-an-address,true,3,X\n"
+        "cy@example.com,maybe,3,Cy\n"
+        "di@example.com,true,-5,Di\n"
+    )
+    parsed = parse_attendance("text/csv", text)
+    assert [(r.row, r.identity, r.attended, r.minutes) for r in parsed.rows] == [
+        (1, "ann@example.com", True, 42),
+        (2, "bob@example.com", False, None),
+    ]
+    assert [(p.row, p.field) for p in parsed.problems] == [(3, "email"), (4, "attended"), (5, "minutes")]
+
+
+def test_attendance_json_rows_and_what_is_no_upload_at_all() -> None:
+    from chalicelib.errors import ValidationFailed
+    from chalicelib.webinars import parse_attendance
+
+    parsed = parse_attendance("application/json", '{"attendance": [{"email": "a@example.com", "attended": true}, 7]}')
+    assert [r.identity for r in parsed.rows] == ["a@example.com"]
+    assert [(p.row, p.field) for p in parsed.problems] == [(2, "row")]
+    for media, text in [
+        ("text/csv", "name,joined\nann,yes\n"),
+        ("application/json", "[]"),
+        ("application/json", "{not json"),
+        ("application/json", '{"attendance": {}}'),
+    ]:
+        with pytest.raises(ValidationFailed) as caught:
+            parse_attendance(media, text)
+        assert set(caught.value.fields) == {"body"}
