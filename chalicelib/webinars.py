@@ -57,6 +57,7 @@ def parse_attendance(media_type: str, text: str) -> Parsed:
     rows) is a ValidationFailed naming ``body``."""
     from chalicelib.models import MAX_ATTENDANCE_ROWS
 
+    text = text.removeprefix("\ufeff")  # spreadsheets write a byte-order mark
     if media_type == "text/csv":
         reader = csv.DictReader(io.StringIO(text))
         header = [name.strip().lower() for name in reader.fieldnames or ()]

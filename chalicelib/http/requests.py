@@ -35,18 +35,7 @@ def header(headers: Any, name: str) -> str:
 
 def read_fields(request: Request, accepted: tuple[str, ...] = ACCEPTED_TYPES) -> dict[str, Any]:
     """The body's fields, from JSON (an object) or an HTML form post, within ``MAX_BODY_BYTES``."""
-    kind = media_type(request.headers)
-    if kind not in accepted:
-        raise UnsupportedMediaType(kind or "(none)", accepted)
-    raw = request.raw_body or b""
-    if isinstance(raw, str):
-        raw = raw.encode("utf-8")
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(MAX_BODY_BYTES)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValidationFailed({"body": "must be UTF-8 encoded"}) from e
+    kind, text = read_text(request, accepted, MAX_BODY_BYTES)
     if kind == FORM:
         try:
             pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
@@ -75,7 +64,7 @@ def read_text(request: Request, accepted: tuple[str, ...], limit: int) -> tuple[
     if len(raw) > limit:
         raise PayloadTooLarge(limit)
     try:
-        return kind, raw.decode("utf-8-sig")  # spreadsheets write a byte-order mark
+        return kind, raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValidationFailed({"body": "must be UTF-8 encoded"}) from e
 
